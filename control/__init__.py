@@ -1,0 +1,1 @@
+"""pocketkube's control plane: API types, client, API server, scheduler, controllers."""

@@ -1,0 +1,1 @@
+"""Kubernetes API types shared by the server and every client."""

@@ -1,0 +1,1 @@
+"""The `pocket` command and the local-cluster bring-up."""
