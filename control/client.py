@@ -171,8 +171,27 @@ class Client:
         path = resource(plural).path(namespace, name, subresource)
         return await self.request("PATCH", path, body=patch, content_type=patch_type)
 
-    async def delete(self, plural: str, name: str, namespace: str | None = None) -> Object:
-        return await self.request("DELETE", resource(plural).path(namespace, name))
+    async def delete(
+        self,
+        plural: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+    ) -> Object:
+        """DELETE an object.
+
+        A pod bound to a node is deleted gracefully: the server sets
+        `metadata.deletionTimestamp` and the kubelet finishes the deletion
+        with `grace_period_seconds=0` once its containers have stopped.
+        """
+        options: Object = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        if propagation_policy is not None:
+            options["propagationPolicy"] = propagation_policy
+        return await self.request("DELETE", resource(plural).path(namespace, name), body=options)
 
     async def bind(self, namespace: str, pod: str, node: str) -> Object:
         body = {
