@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from control.observability import setup_logging
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import prometheus_client
 from aiohttp import web

@@ -65,7 +65,7 @@ def busybox_rootfs_tar(busybox: Path = BUSYBOX_BINARY) -> bytes:
     return buf.getvalue()
 
 
-def import_images(docker_client: "object") -> list[str]:
+def import_images(docker_client: object) -> list[str]:
     """Import busybox and the sandbox image into a Docker engine; return their tags.
 
     docker_client is a `docker.DockerClient`.

@@ -118,17 +118,12 @@ def invalid(
     details: dict[str, Any] = {
         "name": name,
         "kind": kind,
-        "causes": [
-            {"reason": reason, "message": message, "field": field}
-            for field, reason, message in causes
-        ],
+        "causes": [{"reason": reason, "message": message, "field": field} for field, reason, message in causes],
     }
     if group:
         details["group"] = group
     qualified = f"{kind}.{group}" if group else kind
-    return ApiError(
-        status_failure(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
-    )
+    return ApiError(status_failure(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details))
 
 
 def bad_request(message: str) -> ApiError:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from control.api.errors import bad_request
 
@@ -164,7 +165,14 @@ def format_label_selector(labels: Mapping[str, str]) -> str:
 _COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 SUPPORTED_FIELDS: dict[str, tuple[str, ...]] = {
     "pods": _COMMON_FIELDS
-    + ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.phase", "status.podIP"),
+    + (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "status.phase",
+        "status.podIP",
+    ),
     "events": _COMMON_FIELDS
     + (
         "involvedObject.kind",

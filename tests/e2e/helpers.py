@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 MANIFESTS = Path(__file__).parent / "manifests"
 
@@ -31,8 +32,10 @@ def get_json(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json"))
 
 
-def pod_exec(cluster: Any, pod: str, cmd: list[str], namespace: str = "default", container: str | None = None) -> str:
-    """Run a command in a pod's container through its node's Docker engine.
+def pod_exec_status(
+    cluster: Any, pod: str, cmd: list[str], namespace: str = "default", container: str | None = None
+) -> tuple[int, str]:
+    """Run a command in a pod's container through its node's Docker engine; return (exit code, output).
 
     (`kubectl exec` belongs to the API issue; this goes to the runtime directly.)
     """
@@ -47,7 +50,12 @@ def pod_exec(cluster: Any, pod: str, cmd: list[str], namespace: str = "default",
     found = cluster.docker(node).containers.list(filters={"label": labels})
     assert found, f"no running container {container!r} of pod {namespace}/{pod} on node {node}"
     exit_code, output = found[0].exec_run(cmd)
-    text = output.decode(errors="replace")
+    return exit_code, output.decode(errors="replace")
+
+
+def pod_exec(cluster: Any, pod: str, cmd: list[str], namespace: str = "default", container: str | None = None) -> str:
+    """Like pod_exec_status, but the command must succeed."""
+    exit_code, text = pod_exec_status(cluster, pod, cmd, namespace, container)
     assert exit_code == 0, f"{cmd} in {pod} exited {exit_code}: {text}"
     return text
 

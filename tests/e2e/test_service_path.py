@@ -8,11 +8,12 @@ is resolved by kdns through the kube-dns Service.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import MANIFESTS, get_json, pod_exec, running_pods, wait_for
+from tests.e2e.helpers import MANIFESTS, get_json, pod_exec, pod_exec_status, running_pods, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,9 @@ def web(cluster: Any) -> Iterator[dict[str, Any]]:
         service = get_json(cluster, "service", "web")
         wait_for(
             "3 ready addresses in the web Endpoints",
-            lambda: _ready_endpoint_ips(cluster, "web") == {p["status"]["podIP"] for p in running_pods(cluster, "app=web")},
+            lambda: (
+                _ready_endpoint_ips(cluster, "web") == {p["status"]["podIP"] for p in running_pods(cluster, "app=web")}
+            ),
         )
         yield service
     finally:
@@ -85,25 +88,14 @@ def test_service_name_resolves_to_cluster_ip(cluster: Any, web: dict[str, Any]) 
 
 
 def test_unknown_name_is_nxdomain(cluster: Any, web: dict[str, Any]) -> None:
-    exit_code, output = _exec_status(cluster, ["nslookup", "no-such-service.default.svc.cluster.local"])
+    exit_code, output = pod_exec_status(cluster, "client", ["nslookup", "no-such-service.default.svc.cluster.local"])
     assert exit_code != 0
     assert "NXDOMAIN" in output or "can't find" in output, output
 
 
-def _exec_status(cluster: Any, cmd: list[str]) -> tuple[int, str]:
-    pod = get_json(cluster, "pod", "client")
-    found = cluster.docker(pod["spec"]["nodeName"]).containers.list(
-        filters={"label": ["io.kubernetes.pod.name=client", "io.kubernetes.container.name=shell"]}
-    )
-    exit_code, output = found[0].exec_run(cmd)
-    return exit_code, output.decode(errors="replace")
-
-
 def test_service_environment_variables(cluster: Any, web: dict[str, Any]) -> None:
     ip = web["spec"]["clusterIP"]
-    env = dict(
-        line.split("=", 1) for line in pod_exec(cluster, "client", ["env"]).splitlines() if "=" in line
-    )
+    env = dict(line.split("=", 1) for line in pod_exec(cluster, "client", ["env"]).splitlines() if "=" in line)
     expected = {
         "WEB_SERVICE_HOST": ip,
         "WEB_SERVICE_PORT": "80",
@@ -140,7 +132,7 @@ def test_kubectl_get_and_logs(cluster: Any, web: dict[str, Any]) -> None:
 
 def test_deleted_backend_is_replaced_and_service_answers(cluster: Any, web: dict[str, Any]) -> None:
     before = {p["metadata"]["name"] for p in running_pods(cluster, "app=web")}
-    victim = sorted(before)[0]
+    victim = min(before)
     cluster.kubectl("delete", "pod", victim, "--wait=true", "--timeout=60s")
 
     def replaced() -> set[str] | None:
