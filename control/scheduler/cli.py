@@ -1,0 +1,51 @@
+"""`pocket scheduler`: the scheduler as a command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+
+from control.cli_support import Command
+from control.client import Client
+from control.observability import serve_health
+from control.scheduler.scheduler import DEFAULT_SCHEDULER_NAME, Scheduler
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-server", default="http://127.0.0.1:6443", help="API server URL")
+    parser.add_argument("--health-port", type=int, default=10259, help="port for /healthz and /metrics (0.0.0.0)")
+    parser.add_argument("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, help="schedule pods naming this scheduler")
+    parser.add_argument(
+        "--retry-interval", type=float, default=15.0, help="seconds between retries of unschedulable pods"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="break score ties randomly with this seed (default: by name)"
+    )
+
+
+async def _main(args: argparse.Namespace) -> int:
+    async with Client(args.api_server, user_agent="pocket-scheduler") as client:
+        rng = random.Random(args.seed) if args.seed is not None else None
+        scheduler = Scheduler(client, scheduler_name=args.scheduler_name, rng=rng, retry_interval=args.retry_interval)
+        task = asyncio.create_task(scheduler.run())
+        runner = await serve_health(
+            "0.0.0.0", args.health_port, {"scheduler": lambda: not task.done(), "synced": scheduler.nodes.synced.is_set}
+        )
+        try:
+            await task
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.retry_interval <= 0:
+        raise SystemExit(f"--retry-interval must be positive, got {args.retry_interval}")
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+COMMAND = Command("scheduler", "Assign pending pods to nodes", add_arguments, run)

@@ -1,0 +1,296 @@
+"""The scheduler's decisions as pure functions: which nodes fit, which is best, and why none did.
+
+Filters run in kube-scheduler's plugin order and stop at the first failing
+one per node, so the reasons (and the FailedScheduling message built from
+them) read like the upstream scheduler's.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from collections.abc import Iterable, Mapping
+
+from control.api.selectors import Requirement
+from control.scheduler.quantity import milli_value, whole_value
+from control.scheduler.taints import first_untolerated, format_taint, tolerated
+
+Object = dict[str, Any]
+
+UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+
+REASON_UNSCHEDULABLE = "node(s) were unschedulable"
+REASON_NOT_READY = "node(s) were not ready"
+REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
+REASON_TOO_MANY_PODS = "Too many pods"
+
+# Preemption could only help where a filter failed for lack of room; every
+# other failure is UnschedulableAndUnresolvable upstream.
+_RESOLVABLE_PREFIXES = ("Insufficient ", REASON_TOO_MANY_PODS, REASON_PORTS)
+PREEMPTION_NOT_HELPFUL = "Preemption is not helpful for scheduling"
+PREEMPTION_NO_VICTIMS = "No preemption victims found for incoming pod"
+NO_NODES = "no nodes available to schedule pods"
+
+# Scoring counts a pod without requests as this much, as kube-scheduler's
+# non-zero defaults do, so empty pods still spread by allocation.
+_SCORING_DEFAULT_CPU_MILLI = 100
+_SCORING_DEFAULT_MEMORY = 200 * 1024 * 1024
+
+_AFFINITY_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!", "Gt": ">", "Lt": "<"}
+
+
+def is_terminated(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def condition(obj: Mapping[str, Any], kind: str) -> Object | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond
+    return None
+
+
+def node_is_ready(node: Mapping[str, Any]) -> bool:
+    cond = condition(node, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def pod_requests(pod: Mapping[str, Any]) -> dict[str, int]:
+    """cpu (millicores) and memory (bytes) the pod asks for.
+
+    Containers add up; each init container runs alone, so the pod needs the
+    larger of the two. A container with only limits requests its limits, as
+    API defaulting makes it.
+    """
+    spec = pod.get("spec") or {}
+
+    def container_requests(container: Mapping[str, Any]) -> dict[str, int]:
+        resources = container.get("resources") or {}
+        wanted = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        out = {"cpu": 0, "memory": 0}
+        if "cpu" in wanted:
+            out["cpu"] = milli_value(wanted["cpu"])
+        if "memory" in wanted:
+            out["memory"] = whole_value(wanted["memory"])
+        return out
+
+    total = {"cpu": 0, "memory": 0}
+    for container in spec.get("containers") or []:
+        for name, amount in container_requests(container).items():
+            total[name] += amount
+    for container in spec.get("initContainers") or []:
+        for name, amount in container_requests(container).items():
+            total[name] = max(total[name], amount)
+    return total
+
+
+def node_allocatable(node: Mapping[str, Any]) -> dict[str, int]:
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    return {
+        "cpu": milli_value(allocatable.get("cpu", 0)),
+        "memory": whole_value(allocatable.get("memory", 0)),
+        "pods": whole_value(allocatable.get("pods", 0)),
+    }
+
+
+def _host_ports(pod: Mapping[str, Any]) -> set[tuple[str, str, int]]:
+    ports = set()
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                ports.add((port.get("hostIP") or "0.0.0.0", port.get("protocol") or "TCP", int(port["hostPort"])))
+    return ports
+
+
+def _ports_conflict(wanted: set[tuple[str, str, int]], used: set[tuple[str, str, int]]) -> bool:
+    for ip, protocol, port in wanted:
+        for used_ip, used_protocol, used_port in used:
+            same_address = ip == used_ip or "0.0.0.0" in (ip, used_ip)
+            if port == used_port and protocol == used_protocol and same_address:
+                return True
+    return False
+
+
+def _term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """One nodeSelectorTerm: all its expressions and fields hold (an empty term matches nothing)."""
+    expressions = term.get("matchExpressions") or []
+    fields = term.get("matchFields") or []
+    if not expressions and not fields:
+        return False
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    for expr in expressions:
+        op = _AFFINITY_OPERATORS.get(expr.get("operator", ""))
+        if op is None:
+            return False
+        if not Requirement(expr.get("key", ""), op, tuple(str(v) for v in expr.get("values") or ())).matches(labels):
+            return False
+    node_fields = {"metadata.name": str((node.get("metadata") or {}).get("name", ""))}
+    for expr in fields:
+        op = _AFFINITY_OPERATORS.get(expr.get("operator", ""))
+        if op not in ("in", "notin") or expr.get("key") != "metadata.name":
+            return False
+        if not Requirement("metadata.name", op, tuple(expr.get("values") or ())).matches(node_fields):
+            return False
+    return True
+
+
+def matches_node_affinity(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """nodeSelector (every label equal) and required node affinity (any term)."""
+    spec = pod.get("spec") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        if labels.get(key) != value:
+            return False
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if required is None:
+        return True
+    return any(_term_matches(term, node) for term in required.get("nodeSelectorTerms") or [])
+
+
+@dataclass
+class NodeInfo:
+    """A node and the (non-terminated) pods bound to it."""
+
+    node: Object
+    pods: list[Object] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.node["metadata"]["name"])
+
+    def requested(self) -> dict[str, int]:
+        total = {"cpu": 0, "memory": 0}
+        for pod in self.pods:
+            for name, amount in pod_requests(pod).items():
+                total[name] += amount
+        return total
+
+
+def filter_reasons(pod: Mapping[str, Any], info: NodeInfo) -> list[str]:
+    """Why the pod cannot run on this node (empty when it can).
+
+    Plugin order and wording follow kube-scheduler: NodeUnschedulable,
+    TaintToleration, node readiness, NodeAffinity, NodePorts, NodeResourcesFit.
+    """
+    node = info.node
+    spec = pod.get("spec") or {}
+    tolerations = spec.get("tolerations") or []
+    if (node.get("spec") or {}).get("unschedulable") and not tolerated(tolerations, UNSCHEDULABLE_TAINT):
+        return [REASON_UNSCHEDULABLE]
+    taint = first_untolerated((node.get("spec") or {}).get("taints") or [], tolerations)
+    if taint is not None:
+        return [f"node(s) had untolerated taint {format_taint(taint)}"]
+    if not node_is_ready(node):
+        return [REASON_NOT_READY]
+    if not matches_node_affinity(pod, node):
+        return [REASON_AFFINITY]
+    used_ports: set[tuple[str, str, int]] = set()
+    for other in info.pods:
+        used_ports |= _host_ports(other)
+    if _ports_conflict(_host_ports(pod), used_ports):
+        return [REASON_PORTS]
+    allocatable = node_allocatable(node)
+    requested = info.requested()
+    wanted = pod_requests(pod)
+    reasons = []
+    if len(info.pods) + 1 > allocatable["pods"]:
+        reasons.append(REASON_TOO_MANY_PODS)
+    for name in ("cpu", "memory"):
+        if wanted[name] and requested[name] + wanted[name] > allocatable[name]:
+            reasons.append(f"Insufficient {name}")
+    return reasons
+
+
+def _controller_uid(pod: Mapping[str, Any]) -> str | None:
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def _least_allocated(pod: Mapping[str, Any], info: NodeInfo) -> float:
+    """Free fraction of cpu and memory after placing the pod (higher is emptier)."""
+    allocatable = node_allocatable(info.node)
+    defaults = {"cpu": _SCORING_DEFAULT_CPU_MILLI, "memory": _SCORING_DEFAULT_MEMORY}
+    free = []
+    for name in ("cpu", "memory"):
+        total = allocatable[name]
+        if total <= 0:
+            free.append(0.0)
+            continue
+        used = sum(pod_requests(p)[name] or defaults[name] for p in [*info.pods, pod])
+        free.append(max(total - used, 0) / total)
+    return sum(free) / len(free)
+
+
+def score_key(pod: Mapping[str, Any], info: NodeInfo) -> tuple[int, float]:
+    """Lower is better: fewest pods of the same controller, then least allocated."""
+    owner = _controller_uid(pod)
+    same_owner = sum(1 for p in info.pods if owner is not None and _controller_uid(p) == owner)
+    return (same_owner, -_least_allocated(pod, info))
+
+
+@dataclass
+class ScheduleResult:
+    node: str | None
+    reasons: dict[str, list[str]]  # node name -> why it was filtered out
+    num_nodes: int
+
+    def message(self) -> str:
+        return failed_scheduling_message(self.num_nodes, self.reasons)
+
+
+def build_node_infos(nodes: Iterable[Object], pods: Iterable[Object]) -> list[NodeInfo]:
+    """Pair each node with the non-terminated pods bound to it."""
+    infos = {str(n["metadata"]["name"]): NodeInfo(n) for n in nodes}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if node_name in infos and not is_terminated(pod):
+            infos[node_name].pods.append(pod)
+    return [infos[name] for name in sorted(infos)]
+
+
+def schedule(pod: Mapping[str, Any], infos: list[NodeInfo], rng: random.Random | None = None) -> ScheduleResult:
+    """Pick the best feasible node; ties go to the first name, or a random one when rng is given."""
+    reasons: dict[str, list[str]] = {}
+    scored: list[tuple[tuple[int, float], str]] = []
+    for info in infos:
+        why = filter_reasons(pod, info)
+        if why:
+            reasons[info.name] = why
+        else:
+            scored.append((score_key(pod, info), info.name))
+    if not scored:
+        return ScheduleResult(None, reasons, len(infos))
+    best = min(key for key, _ in scored)
+    tied = sorted(name for key, name in scored if key == best)
+    return ScheduleResult(rng.choice(tied) if rng else tied[0], reasons, len(infos))
+
+
+def _histogram(reasons: Iterable[str]) -> str:
+    counts = Counter(reasons)
+    return ", ".join(sorted(f"{count} {reason}" for reason, count in counts.items()))
+
+
+def failed_scheduling_message(num_nodes: int, reasons: Mapping[str, list[str]]) -> str:
+    """kube-scheduler's FitError text plus its preemption post-filter summary.
+
+    e.g. `0/3 nodes are available: 1 node(s) had untolerated taint {k: }, 2
+    Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is
+    not helpful for scheduling, 2 No preemption victims found for incoming pod.`
+    Preemption is not implemented and all pods share one priority, so
+    nodes that failed for lack of room report no victims.
+    """
+    if num_nodes == 0:
+        return NO_NODES
+    message = f"0/{num_nodes} nodes are available: {_histogram(r for why in reasons.values() for r in why)}."
+    preemption = []
+    for why in reasons.values():
+        resolvable = all(r.startswith(_RESOLVABLE_PREFIXES) for r in why)
+        preemption.append(PREEMPTION_NO_VICTIMS if resolvable else PREEMPTION_NOT_HELPFUL)
+    return f"{message} preemption: 0/{num_nodes} nodes are available: {_histogram(preemption)}."

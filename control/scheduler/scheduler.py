@@ -1,0 +1,253 @@
+"""The scheduler loop: watch pending pods and nodes, bind or explain why not.
+
+Decisions come from `control.scheduler.predicates`; this module only keeps
+the queue, the in-flight ("assumed") bindings that the pod cache has not
+caught up with yet, and the API writes (binding, PodScheduled condition,
+FailedScheduling event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+import uuid
+from datetime import datetime, UTC
+from typing import Any
+
+import prometheus_client
+
+from control.api.errors import ApiError
+from control.client import Client, Informer, Object, key_of, name_of, namespace_of
+from control.scheduler.predicates import build_node_infos, schedule
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEDULER_NAME = "default-scheduler"
+
+ATTEMPTS = prometheus_client.Counter("pocket_scheduler_schedule_attempts", "Scheduling attempts by result", ["result"])
+ATTEMPT_DURATION = prometheus_client.Histogram(
+    "pocket_scheduler_scheduling_attempt_duration_seconds",
+    "Time to decide (and bind) one pod",
+    ["result"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+)
+PENDING = prometheus_client.Gauge("pocket_scheduler_pending_pods", "Pods waiting to be scheduled", ["queue"])
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_ours(pod: Object, scheduler_name: str) -> bool:
+    """An unbound, live pod that names this scheduler (or none)."""
+    spec = pod.get("spec") or {}
+    return (
+        not spec.get("nodeName")
+        and (spec.get("schedulerName") or DEFAULT_SCHEDULER_NAME) == scheduler_name
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
+
+
+class Scheduler:
+    """Schedules pods one at a time from an active queue; parks unschedulable ones until the cluster changes."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        scheduler_name: str = DEFAULT_SCHEDULER_NAME,
+        rng: random.Random | None = None,
+        retry_interval: float = 15.0,
+    ):
+        self.client = client
+        self.scheduler_name = scheduler_name
+        self.rng = rng
+        self.retry_interval = retry_interval
+        self.pods = Informer(client, "pods")
+        self.nodes = Informer(client, "nodes")
+        self.pods.add_handler(self._on_pod)
+        self.nodes.add_handler(self._on_node)
+        self._active: set[str] = set()
+        self._unschedulable: set[str] = set()
+        self._assumed: dict[str, Object] = {}  # pod key -> pod as bound, until the cache shows it
+        self._last_failure: dict[str, tuple[str, str, int]] = {}  # pod key -> (event name, message, count)
+        self._wake = asyncio.Event()
+        self._instance = f"{scheduler_name}-{socket.gethostname()}"
+
+    # -- cache events --------------------------------------------------------
+
+    def _on_pod(self, kind: str, pod: Object, _prev: Object | None) -> None:
+        key = key_of(pod)
+        if kind != "DELETED" and is_ours(pod, self.scheduler_name):
+            if key not in self._unschedulable:
+                self._activate({key})
+            return
+        self._active.discard(key)
+        self._unschedulable.discard(key)
+        self._last_failure.pop(key, None)
+        if kind == "DELETED" or (pod.get("spec") or {}).get("nodeName"):
+            self._assumed.pop(key, None)
+        if kind == "DELETED" or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            self._retry_unschedulable()  # resources were freed
+
+    def _on_node(self, _kind: str, _node: Object, _prev: Object | None) -> None:
+        self._retry_unschedulable()
+
+    def _activate(self, keys: set[str]) -> None:
+        self._active |= keys
+        self._wake.set()
+
+    def _retry_unschedulable(self) -> None:
+        if self._unschedulable:
+            keys, self._unschedulable = self._unschedulable, set()
+            self._activate(keys)
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.pods.run()), asyncio.create_task(self.nodes.run())]
+        try:
+            await self.pods.synced.wait()
+            await self.nodes.synced.wait()
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.retry_interval)
+                except TimeoutError:
+                    self._retry_unschedulable()
+                self._wake.clear()
+                await self.schedule_pending()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def schedule_pending(self) -> None:
+        """Try every active pod once, oldest first."""
+        keys, self._active = self._active, set()
+        pods = [p for p in (self._cached_pod(k) for k in keys) if p is not None]
+        pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), key_of(p)))
+        for pod in pods:
+            await self.schedule_one(pod)
+        PENDING.labels("active").set(len(self._active))
+        PENDING.labels("unschedulable").set(len(self._unschedulable))
+
+    def _cached_pod(self, key: str) -> Object | None:
+        namespace, _, name = key.partition("/")
+        pod = self.pods.get(name, namespace)
+        return pod if pod is not None and is_ours(pod, self.scheduler_name) and key not in self._assumed else None
+
+    def _bound_pods(self) -> list[Object]:
+        bound = {key_of(p): p for p in self.pods.items() if (p.get("spec") or {}).get("nodeName")}
+        for key, pod in self._assumed.items():
+            bound.setdefault(key, pod)
+        return list(bound.values())
+
+    async def schedule_one(self, pod: Object) -> None:
+        key = key_of(pod)
+        started = time.perf_counter()
+        result = schedule(pod, build_node_infos(self.nodes.items(), self._bound_pods()), self.rng)
+        if result.node is None:
+            outcome = "unschedulable"
+            self._unschedulable.add(key)
+            await self._record_failure(pod, result.message())
+        else:
+            outcome = await self._bind(pod, result.node)
+        ATTEMPTS.labels(outcome).inc()
+        ATTEMPT_DURATION.labels(outcome).observe(time.perf_counter() - started)
+
+    async def _bind(self, pod: Object, node: str) -> str:
+        key = key_of(pod)
+        try:
+            await self.client.bind(str(namespace_of(pod)), name_of(pod), node)
+        except ApiError as err:
+            if err.code in (404, 409):  # gone or bound by someone else: the cache will tell
+                log.info("binding %s to %s: %s", key, node, err)
+                return "error"
+            log.warning("binding %s to %s failed: %s; will retry", key, node, err)
+            self._unschedulable.add(key)
+            return "error"
+        self._assumed[key] = {**pod, "spec": {**pod.get("spec", {}), "nodeName": node}}
+        self._last_failure.pop(key, None)
+        log.info("bound %s to %s", key, node)
+        return "scheduled"
+
+    async def _record_failure(self, pod: Object, message: str) -> None:
+        """PodScheduled=False/Unschedulable on the pod and a FailedScheduling event (deduplicated)."""
+        try:
+            await self._set_unschedulable_condition(pod, message)
+            await self._emit_event(pod, message)
+        except ApiError as err:
+            log.info("recording scheduling failure of %s: %s", key_of(pod), err)
+
+    async def _set_unschedulable_condition(self, pod: Object, message: str) -> None:
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        current = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
+        if current and (current.get("status"), current.get("reason"), current.get("message")) == (
+            "False",
+            "Unschedulable",
+            message,
+        ):
+            return
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": (
+                current["lastTransitionTime"]
+                if current and current.get("status") == "False" and current.get("lastTransitionTime")
+                else now_rfc3339()
+            ),
+        }
+        others = [c for c in conditions if c.get("type") != "PodScheduled"]
+        await self.client.patch(
+            "pods",
+            name_of(pod),
+            {"status": {"conditions": [*others, condition]}},
+            namespace_of(pod),
+            subresource="status",
+        )
+
+    async def _emit_event(self, pod: Object, message: str) -> None:
+        key = key_of(pod)
+        namespace = str(namespace_of(pod))
+        stamp = now_rfc3339()
+        previous = self._last_failure.get(key)
+        if previous is not None and previous[1] == message:
+            name, _, count = previous
+            try:
+                await self.client.patch("events", name, {"count": count + 1, "lastTimestamp": stamp}, namespace)
+                self._last_failure[key] = (name, message, count + 1)
+                return
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+        name = f"{name_of(pod)}.{uuid.uuid4().hex[:16]}"
+        event: dict[str, Any] = {
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": name_of(pod),
+                "namespace": namespace,
+                "uid": pod["metadata"].get("uid", ""),
+                "resourceVersion": pod["metadata"].get("resourceVersion", ""),
+            },
+            "reason": "FailedScheduling",
+            "message": message,
+            "type": "Warning",
+            "source": {"component": self.scheduler_name},
+            "reportingComponent": self.scheduler_name,
+            "reportingInstance": self._instance,
+            "action": "Scheduling",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self.client.create("events", event, namespace)
+        self._last_failure[key] = (name, message, 1)

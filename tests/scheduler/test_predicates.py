@@ -1,0 +1,222 @@
+"""Pure scheduling decisions: quantities, tolerations, filters, scoring and the FailedScheduling text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from control.scheduler.predicates import (
+    NodeInfo,
+    build_node_infos,
+    failed_scheduling_message,
+    filter_reasons,
+    pod_requests,
+    schedule,
+)
+from control.scheduler.quantity import milli_value, parse_quantity, whole_value
+from control.scheduler.taints import first_untolerated, tolerates
+
+
+def make_node(name, cpu="2", memory="4Gi", pods="110", ready="True", taints=None, labels=None, unschedulable=False):
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"taints": taints or [], "unschedulable": unschedulable},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
+            "conditions": [{"type": "Ready", "status": ready}],
+        },
+    }
+
+
+def make_pod(name, cpu=None, memory=None, node=None, owner=None, tolerations=None, phase="Pending", **spec):
+    requests = {}
+    if cpu:
+        requests["cpu"] = cpu
+    if memory:
+        requests["memory"] = memory
+    meta = {"name": name, "namespace": "default"}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": owner, "uid": f"uid-{owner}", "controller": True}]
+    return {
+        "metadata": meta,
+        "spec": {
+            "containers": [{"name": "c", "resources": {"requests": requests}}],
+            "tolerations": tolerations or [],
+            **({"nodeName": node} if node else {}),
+            **spec,
+        },
+        "status": {"phase": phase},
+    }
+
+
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize(
+    ("text", "milli"),
+    [("1", 1000), ("250m", 250), ("0.5", 500), ("1.5", 1500), ("100u", 1), ("2e3", 2_000_000), (2, 2000)],
+)
+def test_cpu_quantities_in_millicores(text, milli):
+    assert milli_value(text) == milli
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("128Mi", 128 * 2**20), ("1Gi", 2**30), ("1Ki", 1024), ("1k", 1000), ("1M", 10**6), ("1G", 10**9), ("110", 110)],
+)
+def test_memory_quantities_in_bytes(text, value):
+    assert whole_value(text) == value
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "1Qi", "1.2.3", "Mi", "--1"])
+def test_bad_quantities_name_the_text(bad):
+    with pytest.raises(ValueError, match="invalid quantity"):
+        parse_quantity(bad)
+
+
+@pytest.mark.parametrize(
+    ("toleration", "taint", "expected"),
+    [
+        (
+            {"key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule"},
+            {"key": "k", "value": "v", "effect": "NoSchedule"},
+            True,
+        ),
+        ({"key": "k", "value": "v"}, {"key": "k", "value": "other", "effect": "NoSchedule"}, False),
+        ({"key": "k", "operator": "Exists"}, {"key": "k", "value": "anything", "effect": "NoExecute"}, True),
+        ({"operator": "Exists"}, {"key": "any", "value": "x", "effect": "NoSchedule"}, True),
+        ({"key": "k", "operator": "Exists", "effect": "NoExecute"}, {"key": "k", "effect": "NoSchedule"}, False),
+        ({"key": "other", "operator": "Exists"}, {"key": "k", "effect": "NoSchedule"}, False),
+        ({"key": "k", "operator": "Equal"}, {"key": "k", "effect": "NoSchedule"}, True),
+    ],
+)
+def test_toleration_matching(toleration, taint, expected):
+    assert tolerates(toleration, taint) is expected
+
+
+def test_prefer_no_schedule_taints_do_not_block():
+    taints = [{"key": "soft", "effect": "PreferNoSchedule"}, CONTROL_PLANE_TAINT]
+    assert first_untolerated(taints, []) == CONTROL_PLANE_TAINT
+    assert first_untolerated(taints[:1], []) is None
+
+
+def test_requests_sum_containers_and_take_max_of_init_containers():
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+                {"name": "b", "resources": {"limits": {"cpu": "200m"}}},
+            ],
+            "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "1", "memory": "1Mi"}}}],
+        }
+    }
+    assert pod_requests(pod) == {"cpu": 1000, "memory": 64 * 2**20}
+
+
+def test_filters_explain_each_node():
+    pod = make_pod("p", cpu="1500m")
+    assert filter_reasons(pod, NodeInfo(make_node("n", taints=[CONTROL_PLANE_TAINT]))) == [
+        "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"
+    ]
+    assert filter_reasons(pod, NodeInfo(make_node("n", ready="False"))) == ["node(s) were not ready"]
+    assert filter_reasons(pod, NodeInfo(make_node("n", unschedulable=True))) == ["node(s) were unschedulable"]
+    busy = NodeInfo(make_node("n"), [make_pod("q", cpu="1", node="n")])
+    assert filter_reasons(pod, busy) == ["Insufficient cpu"]
+    full = NodeInfo(make_node("n", pods="1", memory="1Mi"), [make_pod("q", node="n")])
+    assert filter_reasons(make_pod("p", memory="2Mi"), full) == ["Too many pods", "Insufficient memory"]
+    assert filter_reasons(pod, NodeInfo(make_node("n"))) == []
+
+
+def test_toleration_lets_a_pod_onto_a_tainted_node():
+    pod = make_pod("p", tolerations=[{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}])
+    assert filter_reasons(pod, NodeInfo(make_node("cp", taints=[CONTROL_PLANE_TAINT]))) == []
+
+
+def test_node_selector_and_required_affinity():
+    node = make_node("n", labels={"disk": "ssd", "gen": "5"})
+    assert filter_reasons(make_pod("p", nodeSelector={"disk": "ssd"}), NodeInfo(node)) == []
+    assert filter_reasons(make_pod("p", nodeSelector={"disk": "hdd"}), NodeInfo(node)) == [
+        "node(s) didn't match Pod's node affinity/selector"
+    ]
+
+    def affinity(*expressions):
+        return {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": list(expressions)}]
+                }
+            }
+        }
+
+    fits = [
+        {"key": "disk", "operator": "In", "values": ["ssd", "nvme"]},
+        {"key": "gen", "operator": "Gt", "values": ["4"]},
+        {"key": "gpu", "operator": "DoesNotExist"},
+    ]
+    assert filter_reasons(make_pod("p", affinity=affinity(*fits)), NodeInfo(node)) == []
+    for bad in (
+        {"key": "disk", "operator": "NotIn", "values": ["ssd"]},
+        {"key": "gen", "operator": "Lt", "values": ["5"]},
+        {"key": "gpu", "operator": "Exists"},
+    ):
+        assert filter_reasons(make_pod("p", affinity=affinity(bad)), NodeInfo(node)) != []
+
+
+def test_host_port_conflicts():
+    def with_port(name, port, node=None, host_ip=None):
+        pod = make_pod(name, node=node)
+        entry = {"containerPort": 80, "hostPort": port, **({"hostIP": host_ip} if host_ip else {})}
+        pod["spec"]["containers"][0]["ports"] = [entry]
+        return pod
+
+    info = NodeInfo(make_node("n"), [with_port("a", 8080, "n", "10.0.0.1")])
+    assert filter_reasons(with_port("b", 8080), info) == ["node(s) didn't have free ports for the requested pod ports"]
+    assert filter_reasons(with_port("b", 8080, host_ip="10.0.0.2"), info) == []
+    assert filter_reasons(with_port("b", 8081), info) == []
+
+
+def test_scoring_spreads_pods_of_one_owner_before_packing():
+    nodes = [make_node("a", cpu="4"), make_node("b", cpu="4")]
+    bound = [make_pod("x1", node="a", owner="web"), make_pod("big", cpu="3", node="b")]
+    infos = build_node_infos(nodes, bound)
+    assert schedule(make_pod("x2", owner="web"), infos).node == "b"
+    assert schedule(make_pod("other"), infos).node == "a"  # least allocated when no owner
+
+
+def test_terminated_pods_free_their_resources():
+    infos = build_node_infos([make_node("a", cpu="1")], [make_pod("done", cpu="1", node="a", phase="Succeeded")])
+    assert schedule(make_pod("p", cpu="1"), infos).node == "a"
+
+
+def test_ties_break_by_name_or_seeded_rng():
+    infos = build_node_infos([make_node(n) for n in ("c", "a", "b")], [])
+    assert schedule(make_pod("p"), infos).node == "a"
+    picks = {schedule(make_pod("p"), infos, random.Random(seed)).node for seed in range(20)}
+    assert picks == {"a", "b", "c"}
+    first, again = (schedule(make_pod("p"), infos, random.Random(7)).node for _ in range(2))
+    assert first == again
+
+
+def test_failed_scheduling_message_matches_kube_scheduler():
+    nodes = [
+        make_node("cp", taints=[CONTROL_PLANE_TAINT]),
+        make_node("w1", cpu="1"),
+        make_node("w2", cpu="1"),
+    ]
+    result = schedule(make_pod("p", cpu="2"), build_node_infos(nodes, []))
+    assert result.node is None
+    assert result.message() == (
+        "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
+        "2 Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, "
+        "2 No preemption victims found for incoming pod."
+    )
+
+
+def test_failed_scheduling_message_sorts_histogram_and_handles_no_nodes():
+    reasons = {"a": ["node(s) were not ready"], "b": ["node(s) were not ready"], "c": ["Insufficient memory"]}
+    assert failed_scheduling_message(3, reasons) == (
+        "0/3 nodes are available: 1 Insufficient memory, 2 node(s) were not ready. preemption: 0/3 nodes are "
+        "available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."
+    )
+    assert failed_scheduling_message(0, {}) == "no nodes available to schedule pods"
