@@ -1,0 +1,292 @@
+"""The DNS server: UDP and TCP on asyncio, answering from the record index or by forwarding.
+
+Every packet is handled on its own and any failure stays with it: a packet
+whose header cannot be read is dropped, one whose header can be read but
+whose body cannot is answered FORMERR, and nothing a client sends stops the
+server.  Behaviour follows CoreDNS: one question per query (else FORMERR),
+class IN only (else REFUSED), EDNS0 buffer sizes honoured with TC set when an
+answer does not fit, and would-be NXDOMAINs turned into SERVFAIL until the
+API caches have synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSRecord
+
+from kdns import metrics
+from kdns.forward import Forwarder
+from kdns.records import Answer, RecordIndex
+
+log = logging.getLogger(__name__)
+
+HEADER_SIZE = 12
+CLASSIC_UDP_SIZE = 512
+MAX_ADVERTISED_SIZE = 4096
+MAX_CNAME_CHAIN = 8
+MAX_UDP_IN_FLIGHT = 1024
+BADVERS_EXTENDED = 1  # BADVERS (16) >> 4, carried in the OPT record
+
+DEFAULT_RECURSION_NETWORKS = ("10.244.0.0/16", "10.96.0.0/12", "192.168.56.0/24", "127.0.0.0/8", "::1/128")
+
+
+class RecordSource(Protocol):
+    """Where the server gets the current index and whether the API caches have synced."""
+
+    def index(self) -> RecordIndex: ...
+
+    def synced(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class StaticSource:
+    """A fixed index, always synced: for tests and for serving a known set of objects."""
+
+    fixed: RecordIndex
+
+    def index(self) -> RecordIndex:
+        return self.fixed
+
+    def synced(self) -> bool:
+        return True
+
+
+def parse_networks(spec: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """CIDRs from flags, with an error naming the bad one."""
+    networks = []
+    for cidr in spec:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError as err:
+            raise ValueError(f"recursion network {cidr!r}: {err}") from err
+    return tuple(networks)
+
+
+def _header_only(data: bytes, rcode: int) -> bytes:
+    """A bare reply to a packet whose body is unreadable: same id, opcode and RD, QR set."""
+    query_id, flags = struct.unpack("!HH", data[:4])
+    opcode_and_rd = flags & 0x7900
+    return struct.pack("!HHHHHH", query_id, 0x8000 | opcode_and_rd | rcode, 0, 0, 0, 0)
+
+
+class DnsServer:
+    """Answers DNS queries from a RecordSource, forwarding the names it does not serve."""
+
+    def __init__(
+        self,
+        source: RecordSource,
+        forwarder: Forwarder | None,
+        *,
+        recursion_networks: Iterable[str] = DEFAULT_RECURSION_NETWORKS,
+        idle_timeout: float = 10.0,
+    ):
+        self.source = source
+        self.forwarder = forwarder
+        self.recursion_networks = parse_networks(recursion_networks)
+        self.idle_timeout = idle_timeout
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on host:port over UDP and TCP; returns the bound address (port 0 picks one)."""
+        loop = asyncio.get_running_loop()
+        self._tcp = await asyncio.start_server(self._serve_tcp, host, port, reuse_address=True)
+        bound = self._tcp.sockets[0].getsockname()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, bound[1]))
+        self._udp = transport
+        log.info("kdns listening", extra={"address": f"{bound[0]}:{bound[1]}"})
+        return bound[0], bound[1]
+
+    @property
+    def serving(self) -> bool:
+        return self._udp is not None and not self._udp.is_closing() and self._tcp is not None
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- transports --------------------------------------------------------
+
+    def accept_datagram(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
+        if len(self._tasks) >= MAX_UDP_IN_FLIGHT:
+            return  # overloaded: dropping is what a UDP server does
+        task = asyncio.ensure_future(self._answer_udp(data, addr, transport))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_udp(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
+        reply = await self.handle(data, addr[0], "udp")
+        if reply is not None and not transport.is_closing():
+            transport.sendto(reply, addr)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Length-prefixed queries, answered in order, until the client goes quiet or away."""
+        peer = writer.get_extra_info("peername")
+        client_ip = peer[0] if peer else ""
+        try:
+            while True:
+                prefix = await asyncio.wait_for(reader.readexactly(2), self.idle_timeout)
+                (length,) = struct.unpack("!H", prefix)
+                if length == 0:
+                    break
+                data = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
+                reply = await self.handle(data, client_ip, "tcp")
+                if reply is None:
+                    break  # unreadable header: the stream is out of step, give up on it
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # -- one packet --------------------------------------------------------
+
+    async def handle(self, data: bytes, client_ip: str, proto: str) -> bytes | None:
+        """The reply to one packet, or None to drop it; never raises."""
+        started = time.perf_counter()
+        try:
+            return await self._handle(data, client_ip, proto, started)
+        except Exception:
+            log.exception("failed to answer a %s packet from %s", proto, client_ip)
+            if len(data) >= HEADER_SIZE:
+                metrics.RESPONSES.labels("SERVFAIL").inc()
+                return _header_only(data, RCODE.SERVFAIL)
+            return None
+
+    async def _handle(self, data: bytes, client_ip: str, proto: str, started: float) -> bytes | None:
+        if len(data) < HEADER_SIZE or data[2] & 0x80:
+            metrics.MALFORMED.labels(proto).inc()
+            return None  # no header to answer, or a response (never answer those: loops)
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:  # dnslib raises several kinds on bad input; all mean FORMERR here
+            metrics.MALFORMED.labels(proto).inc()
+            metrics.RESPONSES.labels("FORMERR").inc()
+            return _header_only(data, RCODE.FORMERR)
+        opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
+        qtype_name = QTYPE.get(query.q.qtype, str(query.q.qtype)) if query.questions else "none"
+        metrics.REQUESTS.labels(proto, qtype_name).inc()
+        if len(query.questions) != 1 or len(opts) > 1:
+            metrics.RESPONSES.labels("FORMERR").inc()
+            return _header_only(data, RCODE.FORMERR)
+        opt = opts[0] if opts else None
+        if opt is not None and (opt.ttl >> 16) & 0xFF != 0:
+            return self._pack(query, Answer(RCODE.NOERROR, authoritative=False), opt, proto, ext_rcode=BADVERS_EXTENDED)
+        if query.header.opcode != OPCODE.QUERY:
+            answer = Answer(RCODE.NOTIMP, authoritative=False)
+        elif query.q.qclass != CLASS.IN:
+            answer = Answer(RCODE.REFUSED, authoritative=False)
+        else:
+            answer = await self._resolve(str(query.q.qname), query.q.qtype, client_ip)
+        reply = self._pack(query, answer, opt, proto)
+        metrics.RESPONSES.labels(RCODE.get(answer.rcode, str(answer.rcode))).inc()
+        metrics.REQUEST_DURATION.labels(qtype_name).observe(time.perf_counter() - started)
+        return reply
+
+    async def _resolve(self, qname: str, qtype: int, client_ip: str) -> Answer:
+        index = self.source.index()
+        local = index.lookup(qname, qtype)
+        if local is not None:
+            if local.rcode == RCODE.NXDOMAIN and not self.source.synced():
+                return Answer(RCODE.SERVFAIL, authoritative=False)
+            return await self._chase_cname(index, local, qtype)
+        if not self._may_recurse(client_ip):
+            return Answer(RCODE.REFUSED, authoritative=False)
+        return await self._forward(qname, qtype)
+
+    async def _forward(self, qname: str, qtype: int) -> Answer:
+        if self.forwarder is None:
+            return Answer(RCODE.SERVFAIL, authoritative=False)
+        reply = await self.forwarder.resolve(qname, qtype)
+        if reply is None:
+            return Answer(RCODE.SERVFAIL, authoritative=False)
+        return Answer(reply.header.rcode, tuple(reply.rr), tuple(reply.auth), tuple(reply.ar), bool(reply.header.aa))
+
+    async def _chase_cname(self, index: RecordIndex, answer: Answer, qtype: int) -> Answer:
+        """Follow an ExternalName's CNAME to addresses, in the index or upstream (as CoreDNS does)."""
+        records = list(answer.answer)
+        rcode = answer.rcode
+        for _ in range(MAX_CNAME_CHAIN):
+            if qtype in (QTYPE.CNAME, QTYPE.ANY) or not records or records[-1].rtype != QTYPE.CNAME:
+                break
+            target = str(records[-1].rdata.label)
+            following = index.lookup(target, qtype)
+            if following is None:
+                following = await self._forward(target, qtype)
+            if following.rcode == RCODE.SERVFAIL:
+                break
+            rcode = following.rcode
+            records += following.answer
+            if not following.answer:
+                break
+        return Answer(rcode, tuple(records), answer.authority, answer.additional, answer.authoritative)
+
+    def _may_recurse(self, client_ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.recursion_networks)
+
+    @staticmethod
+    def _pack(query: DNSRecord, answer: Answer, opt: RR | None, proto: str, ext_rcode: int = 0) -> bytes:
+        """Serialise a reply, truncating (TC, empty sections) when it overflows a UDP client's buffer."""
+        header = DNSHeader(
+            id=query.header.id,
+            qr=1,
+            opcode=query.header.opcode,
+            aa=int(answer.authoritative),
+            rd=query.header.rd,
+            ra=1,
+            rcode=answer.rcode,
+        )
+        reply = DNSRecord(header, q=query.q)
+        reply.rr = list(answer.answer)
+        reply.auth = list(answer.authority)
+        reply.ar = list(answer.additional)
+        limit = CLASSIC_UDP_SIZE
+        if opt is not None:
+            limit = max(CLASSIC_UDP_SIZE, opt.rclass)
+            reply.add_ar(EDNS0(udp_len=min(limit, MAX_ADVERTISED_SIZE), ext_rcode=ext_rcode))
+        packet = reply.pack()
+        if proto == "udp" and len(packet) > limit:
+            reply.rr, reply.auth = [], []
+            reply.ar = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+            reply.header.tc = 1
+            packet = reply.pack()
+        return packet
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.server.accept_datagram(data, addr, self.transport)
+
+    def error_received(self, exc: Exception) -> None:
+        log.info("udp socket error: %s", exc)
