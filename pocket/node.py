@@ -1,0 +1,259 @@
+"""What runs on a node: for a role and a node, its components' command lines.
+
+This is the one description of a node, independent of how it is run: the
+local cluster launches each command inside the node's network namespace
+(`nsenter --net`), and a VM bring-up can turn the same list into systemd
+units. Nothing here starts a process or touches the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pocket.config import (
+    API_PORT,
+    CLIENT_IP,
+    CLUSTER_CIDR,
+    CLUSTER_DNS_IP,
+    CLUSTER_DOMAIN,
+    CONTROL_PLANE_LABEL,
+    CONTROL_PLANE_ROLE,
+    CONTROLLER_MANAGER_HEALTH_PORT,
+    DNS_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    KDNS_HEALTH_PORT,
+    KPROXY_HEALTH_PORT,
+    KUBELET_PORT,
+    NODE_CIDR_MASK_SIZE,
+    REGISTRY_PORT,
+    SCHEDULER_HEALTH_PORT,
+    SERVICE_CIDR,
+    ClusterConfig,
+    NodeSpec,
+)
+from pocket.images import SANDBOX_IMAGE
+
+ETCD = "etcd"
+REGISTRY = "registry"
+DOCKERD = "dockerd"
+APISERVER = "apiserver"
+CONTROLLER_MANAGER = "controller-manager"
+SCHEDULER = "scheduler"
+KDNS = "kdns"
+KUBELET = "kubelet"
+KPROXY = "kproxy"
+
+CONTROL_PLANE_SERVICES = (APISERVER, CONTROLLER_MANAGER, SCHEDULER, KDNS)
+NODE_AGENTS = (KUBELET, KPROXY)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One long-running process of a node.
+
+    `health_url` is an HTTP URL reachable from inside the node network that
+    answers 200 once the process serves (None: no HTTP health, e.g. dockerd,
+    checked through its socket). `config_files` are (path, content) pairs the
+    process reads, to be written before it starts.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    health_url: str | None = None
+    config_files: tuple[tuple[Path, str], ...] = field(default=())
+
+
+def pocket_argv(python: str, component: str, *args: str) -> tuple[str, ...]:
+    """How a pocketkube component is run: `<python> -m pocket.cli <component> ...`."""
+    return (python, "-m", "pocket.cli", component, *args)
+
+
+def daemon_json(cluster: ClusterConfig, storage_driver: str) -> dict[str, object]:
+    """dockerd's config: Docker Hub names resolve through the control plane's registry."""
+    return {
+        "registry-mirrors": [f"http://{cluster.registry}"],
+        "insecure-registries": [cluster.registry],
+        "storage-driver": storage_driver,
+    }
+
+
+def registry_config(cluster: ClusterConfig) -> str:
+    """docker-registry's config.yml: filesystem storage, plain HTTP on the control-plane IP."""
+    return (
+        "version: 0.1\n"
+        "log:\n"
+        "  level: warn\n"
+        "storage:\n"
+        "  filesystem:\n"
+        f"    rootdirectory: {cluster.registry_dir / 'data'}\n"
+        "  delete:\n"
+        "    enabled: true\n"
+        "http:\n"
+        f"  addr: {cluster.registry}\n"
+    )
+
+
+def resolv_conf() -> str:
+    """A node's upstream resolver: the client address, where nothing listens, so lookups fail fast."""
+    return f"nameserver {CLIENT_IP}\n"
+
+
+def etcd(cluster: ClusterConfig, node: NodeSpec) -> Component:
+    peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+    return Component(
+        ETCD,
+        (
+            "etcd",
+            "--name", node.name,
+            "--data-dir", str(cluster.etcd_dir),
+            "--listen-client-urls", f"http://{node.ip}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}",
+            "--advertise-client-urls", f"http://{node.ip}:{ETCD_CLIENT_PORT}",
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{node.name}={peer}",
+            "--initial-cluster-state", "new",
+        ),
+        health_url=f"http://{node.ip}:{ETCD_CLIENT_PORT}/health",
+    )
+
+
+def registry(cluster: ClusterConfig, node: NodeSpec) -> Component:
+    config_path = cluster.registry_dir / "config.yml"
+    return Component(
+        REGISTRY,
+        ("/usr/bin/docker-registry", "serve", str(config_path)),
+        health_url=f"http://{cluster.registry}/v2/",
+        config_files=((config_path, registry_config(cluster)),),
+    )
+
+
+def dockerd(cluster: ClusterConfig, node: NodeSpec, storage_driver: str) -> Component:
+    run = cluster.node_run_dir(node.name)
+    config_path = cluster.node_dir(node.name) / "daemon.json"
+    return Component(
+        DOCKERD,
+        (
+            "dockerd",
+            "--data-root", str(cluster.node_dir(node.name) / "docker"),
+            "--exec-root", str(run / "docker"),
+            "-H", cluster.docker_host(node.name),
+            "--pidfile", str(run / "docker.pid"),
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--config-file", str(config_path),
+        ),
+        config_files=((config_path, json.dumps(daemon_json(cluster, storage_driver), indent=2) + "\n"),),
+    )
+
+
+def control_plane_services(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Component]:
+    api = cluster.api_server_url
+    return [
+        Component(
+            APISERVER,
+            pocket_argv(
+                python, APISERVER,
+                "--etcd-servers", f"http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                "--bind-address", "0.0.0.0",
+                "--port", str(API_PORT),
+                "--advertise-address", node.ip,
+                "--service-cluster-ip-range", SERVICE_CIDR,
+                "--kubelet-port", str(KUBELET_PORT),
+            ),
+            health_url=f"{api}/healthz",
+        ),
+        Component(
+            CONTROLLER_MANAGER,
+            pocket_argv(
+                python, CONTROLLER_MANAGER,
+                "--api-server", api,
+                "--cluster-cidr", CLUSTER_CIDR,
+                "--node-cidr-mask-size", str(NODE_CIDR_MASK_SIZE),
+                "--health-port", str(CONTROLLER_MANAGER_HEALTH_PORT),
+                "--node-monitor-grace-period", "20",
+                "--pod-eviction-timeout", "30",
+            ),
+            health_url=f"http://{node.ip}:{CONTROLLER_MANAGER_HEALTH_PORT}/healthz",
+        ),
+        Component(
+            SCHEDULER,
+            pocket_argv(python, SCHEDULER, "--api-server", api, "--health-port", str(SCHEDULER_HEALTH_PORT)),
+            health_url=f"http://{node.ip}:{SCHEDULER_HEALTH_PORT}/healthz",
+        ),
+        Component(
+            KDNS,
+            pocket_argv(
+                python, KDNS,
+                "--api-server", api,
+                "--listen", node.ip,
+                "--port", str(DNS_PORT),
+                "--cluster-domain", CLUSTER_DOMAIN,
+                "--resolv-conf", str(cluster.resolv_conf(node.name)),
+                "--health-port", str(KDNS_HEALTH_PORT),
+                "--ttl", "30",
+            ),
+            health_url=f"http://{node.ip}:{KDNS_HEALTH_PORT}/healthz",
+            config_files=((cluster.resolv_conf(node.name), resolv_conf()),),
+        ),
+    ]
+
+
+def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Component]:
+    kubelet_args = [
+        "--api-server", cluster.api_server_url,
+        "--node-name", node.name,
+        "--node-ip", node.ip,
+        "--docker-host", cluster.docker_host(node.name),
+        "--root-dir", str(cluster.node_dir(node.name) / "kubelet"),
+        "--cluster-dns", CLUSTER_DNS_IP,
+        "--cluster-domain", CLUSTER_DOMAIN,
+        "--resolv-conf", str(cluster.resolv_conf(node.name)),
+        "--pod-infra-image", SANDBOX_IMAGE,
+        "--port", str(KUBELET_PORT),
+        "--heartbeat-interval", "5",
+    ]
+    if node.role == CONTROL_PLANE_ROLE:
+        kubelet_args += [
+            "--node-labels", f"{CONTROL_PLANE_LABEL}=",
+            "--register-with-taints", f"{CONTROL_PLANE_LABEL}:NoSchedule",
+        ]
+    return [
+        Component(
+            KUBELET,
+            pocket_argv(python, KUBELET, *kubelet_args),
+            health_url=f"http://{node.ip}:{KUBELET_PORT}/healthz",
+            config_files=((cluster.resolv_conf(node.name), resolv_conf()),),
+        ),
+        Component(
+            KPROXY,
+            pocket_argv(
+                python, KPROXY,
+                "--api-server", cluster.api_server_url,
+                "--node-name", node.name,
+                "--node-ip", node.ip,
+                "--cluster-cidr", CLUSTER_CIDR,
+                "--health-port", str(KPROXY_HEALTH_PORT),
+                "--iptables", "legacy",
+            ),
+            health_url=f"http://{node.ip}:{KPROXY_HEALTH_PORT}/healthz",
+        ),
+    ]
+
+
+def node_components(
+    cluster: ClusterConfig, node: NodeSpec, storage_driver: str = "overlay2", python: str = sys.executable
+) -> list[Component]:
+    """Every component of a node, in start order (each may need the ones before it)."""
+    components: list[Component] = []
+    if node.role == CONTROL_PLANE_ROLE:
+        components += [etcd(cluster, node), registry(cluster, node)]
+    components.append(dockerd(cluster, node, storage_driver))
+    if node.role == CONTROL_PLANE_ROLE:
+        components += control_plane_services(cluster, node, python)
+    components += node_agents(cluster, node, python)
+    return components
