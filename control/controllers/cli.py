@@ -1,0 +1,72 @@
+"""`pocket controller-manager`: every controller in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from control.cli_support import Command
+from control.client import Client
+from control.controllers.manager import ControllerManager, Settings
+from control.controllers.nodeipam import parse_cluster_cidr
+from control.observability import serve_health
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-server", default="http://127.0.0.1:6443", help="API server URL")
+    parser.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network, split into per-node subnets")
+    parser.add_argument("--node-cidr-mask-size", type=int, default=24, help="prefix length of each node's podCIDR")
+    parser.add_argument("--health-port", type=int, default=10257, help="port for /healthz and /metrics (0.0.0.0)")
+    parser.add_argument(
+        "--node-monitor-grace-period", type=float, default=20.0, help="seconds without a heartbeat before Unknown"
+    )
+    parser.add_argument(
+        "--pod-eviction-timeout", type=float, default=30.0, help="seconds on an unreachable node before pods go"
+    )
+    parser.add_argument("--node-monitor-period", type=float, default=5.0, help="seconds between node health checks")
+    parser.add_argument("--resync-period", type=float, default=30.0, help="seconds between full reconciles")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Validate the flags; SystemExit names the one that is wrong."""
+    try:
+        parse_cluster_cidr(args.cluster_cidr, args.node_cidr_mask_size)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    for flag in ("node_monitor_grace_period", "pod_eviction_timeout", "node_monitor_period", "resync_period"):
+        if getattr(args, flag) <= 0:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    return Settings(
+        cluster_cidr=args.cluster_cidr,
+        node_cidr_mask_size=args.node_cidr_mask_size,
+        node_monitor_grace_period=args.node_monitor_grace_period,
+        pod_eviction_timeout=args.pod_eviction_timeout,
+        node_monitor_period=args.node_monitor_period,
+        resync_period=args.resync_period,
+    )
+
+
+async def _main(settings: Settings, api_server: str, health_port: int) -> int:
+    async with Client(api_server, user_agent="pocket-controller-manager") as client:
+        manager = ControllerManager(client, settings)
+        runner = await serve_health(
+            "0.0.0.0", health_port, {"controllers": lambda: not manager.tasks or manager.healthy()}
+        )
+        try:
+            await manager.run()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        return asyncio.run(_main(settings, args.api_server, args.health_port))
+    except KeyboardInterrupt:
+        return 0
+
+
+COMMAND = Command(
+    "controller-manager", "Run the ReplicaSet, Deployment, Endpoints, node and GC controllers", add_arguments, run
+)

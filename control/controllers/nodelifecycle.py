@@ -1,0 +1,218 @@
+"""Node lifecycle: notice nodes that stopped heartbeating, fence them, move their pods away.
+
+A node is healthy while its kubelet keeps renewing the Lease
+`kube-node-lease/<node>` (or its Ready heartbeat).  Staleness is measured
+on this process's own clock from the moment a renewal was last *observed*,
+as upstream's nodeHealthMap does, so the kubelet's clock never matters.
+After `grace` seconds without a renewal the node's conditions become
+Unknown, it gets the unreachable taints, and its pods turn not-ready; after
+the eviction timeout (or a pod's own tolerationSeconds) its pods are deleted
+so their controllers recreate them elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from control.api.errors import ApiError
+from control.client import Client, Informer, Object, key_of, name_of, namespace_of
+from control.clock import Clock, RealClock
+from control.controllers.base import condition, now_rfc3339
+from control.scheduler.taints import tolerates
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = "kube-node-lease"
+UNREACHABLE = "node.kubernetes.io/unreachable"
+UNREACHABLE_TAINTS = (
+    {"key": UNREACHABLE, "effect": "NoSchedule"},
+    {"key": UNREACHABLE, "effect": "NoExecute"},
+)
+UNKNOWN_REASON = "NodeStatusUnknown"
+UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
+
+
+@dataclass
+class NodeHealth:
+    """What this controller last saw of a node's heartbeats, in its own clock."""
+
+    probe_time: float
+    lease_renew: str = ""
+    heartbeat: str = ""
+    unreachable_since: float | None = None
+
+
+def heartbeat_of(node: Object, lease: Object | None) -> tuple[str, str]:
+    renew = str(((lease or {}).get("spec") or {}).get("renewTime") or "")
+    ready = condition(node, "Ready") or {}
+    return renew, str(ready.get("lastHeartbeatTime") or "")
+
+
+def observe(health: NodeHealth | None, node: Object, lease: Object | None, now: float) -> NodeHealth:
+    """Record a heartbeat if either the lease or the Ready heartbeat moved since last time."""
+    renew, heartbeat = heartbeat_of(node, lease)
+    if health is None:
+        return NodeHealth(probe_time=now, lease_renew=renew, heartbeat=heartbeat)
+    if (renew, heartbeat) != (health.lease_renew, health.heartbeat):
+        health.probe_time, health.lease_renew, health.heartbeat = now, renew, heartbeat
+    return health
+
+
+def is_stale(health: NodeHealth, now: float, grace: float) -> bool:
+    return now - health.probe_time > grace
+
+
+def unknown_conditions(node: Object, stamp: str) -> list[dict[str, Any]]:
+    """Every condition Unknown (NodeStatusUnknown), keeping the last heartbeat times."""
+    conditions = [dict(c) for c in (node.get("status") or {}).get("conditions") or []]
+    if not any(c.get("type") == "Ready" for c in conditions):
+        conditions.append({"type": "Ready", "lastHeartbeatTime": None})
+    for cond in conditions:
+        if cond.get("status") != "Unknown":
+            cond["lastTransitionTime"] = stamp
+        cond.update({"status": "Unknown", "reason": UNKNOWN_REASON, "message": UNKNOWN_MESSAGE})
+    return conditions
+
+
+def unreachable_effects(node: Object) -> set[str]:
+    """Effects of the unreachable taints the node carries now."""
+    return {str(t.get("effect")) for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") == UNREACHABLE}
+
+
+def with_unreachable_taints(node: Object, stamp: str) -> list[dict[str, Any]]:
+    kept = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE]
+    return [*kept, *({**t, "timeAdded": stamp} for t in UNREACHABLE_TAINTS)]
+
+
+def without_unreachable_taints(node: Object) -> list[dict[str, Any]]:
+    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE]
+
+
+def eviction_time(pod: Object, tainted_at: float, default_timeout: float) -> float | None:
+    """When a pod on an unreachable node must go (None: it tolerates the taint forever).
+
+    A toleration with tolerationSeconds bounds the stay (the shortest wins);
+    one without it tolerates forever; no toleration means the default timeout.
+    """
+    taint = UNREACHABLE_TAINTS[1]
+    matching = [t for t in (pod.get("spec") or {}).get("tolerations") or [] if tolerates(t, taint)]
+    if not matching:
+        return tainted_at + default_timeout
+    bounded = [t["tolerationSeconds"] for t in matching if t.get("tolerationSeconds") is not None]
+    if len(bounded) < len(matching):
+        return None
+    return tainted_at + max(min(int(s) for s in bounded), 0)
+
+
+def pods_to_evict(pods: Iterable[Object], tainted_at: float, now: float, default_timeout: float) -> list[Object]:
+    due = []
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        deadline = eviction_time(pod, tainted_at, default_timeout)
+        if deadline is not None and deadline <= now:
+            due.append(pod)
+    return due
+
+
+class NodeLifecycleController:
+    """Checks every node each monitor period; not key-driven, since silence is what it watches for."""
+
+    name = "nodelifecycle"
+
+    def __init__(
+        self,
+        client: Client,
+        nodes: Informer,
+        leases: Informer,
+        pods: Informer,
+        *,
+        grace: float = 20.0,
+        eviction_timeout: float = 30.0,
+        monitor_period: float = 5.0,
+        clock: Clock | None = None,
+    ):
+        self.client = client
+        self.nodes = nodes
+        self.leases = leases
+        self.pods = pods
+        self.grace = grace
+        self.eviction_timeout = eviction_timeout
+        self.monitor_period = monitor_period
+        self.clock = clock or RealClock()
+        self.health: dict[str, NodeHealth] = {}
+
+    async def run(self) -> None:
+        for informer in (self.nodes, self.leases, self.pods):
+            await informer.synced.wait()
+        while True:
+            try:
+                await self.monitor_once()
+            except ApiError as err:
+                log.info("node monitor: %s", err)
+            await self.clock.sleep(self.monitor_period)
+
+    async def monitor_once(self) -> None:
+        now = self.clock.now()
+        names = set()
+        for node in self.nodes.items():
+            name = name_of(node)
+            names.add(name)
+            health = observe(self.health.get(name), node, self.leases.get(name, LEASE_NAMESPACE), now)
+            self.health[name] = health
+            if is_stale(health, now, self.grace):
+                await self._fence(node, health, now)
+            elif health.unreachable_since is not None or unreachable_effects(node):
+                health.unreachable_since = None
+                await self._patch_taints(name, without_unreachable_taints(node))
+                log.warning("node %s is reachable again", name)
+        for gone in set(self.health) - names:
+            del self.health[gone]
+
+    def _pods_on(self, node_name: str) -> list[Object]:
+        return [p for p in self.pods.items() if (p.get("spec") or {}).get("nodeName") == node_name]
+
+    async def _fence(self, node: Object, health: NodeHealth, now: float) -> None:
+        name = name_of(node)
+        stamp = now_rfc3339()
+        ready = condition(node, "Ready") or {}
+        if ready.get("status") != "Unknown":
+            log.warning("node %s stopped heartbeating; marking it Unknown", name)
+            status = {**(node.get("status") or {}), "conditions": unknown_conditions(node, stamp)}
+            await self.client.update_status("nodes", {**node, "status": status})
+            await asyncio.gather(*(self._mark_not_ready(p, stamp) for p in self._pods_on(name)))
+        if unreachable_effects(node) != {t["effect"] for t in UNREACHABLE_TAINTS}:
+            await self._patch_taints(name, with_unreachable_taints(node, stamp))
+        if health.unreachable_since is None:
+            health.unreachable_since = now
+        for pod in pods_to_evict(self._pods_on(name), health.unreachable_since, now, self.eviction_timeout):
+            log.warning("evicting pod %s from unreachable node %s", key_of(pod), name)
+            try:
+                await self.client.delete("pods", name_of(pod), namespace_of(pod))
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+
+    async def _patch_taints(self, name: str, taints: list[dict[str, Any]]) -> None:
+        await self.client.patch("nodes", name, {"spec": {"taints": taints}})
+
+    async def _mark_not_ready(self, pod: Object, stamp: str) -> None:
+        conditions = [dict(c) for c in (pod.get("status") or {}).get("conditions") or []]
+        changed = False
+        for cond in conditions:
+            if cond.get("type") == "Ready" and cond.get("status") != "False":
+                cond.update({"status": "False", "lastTransitionTime": stamp})
+                changed = True
+        if not changed:
+            return
+        try:
+            await self.client.patch(
+                "pods", name_of(pod), {"status": {"conditions": conditions}}, namespace_of(pod), subresource="status"
+            )
+        except ApiError as err:
+            if err.code != 404:
+                raise
