@@ -1,0 +1,156 @@
+"""`pocket kubelet`: the node agent's flags and its main loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from control.api.errors import ApiError
+from control.cli_support import Command
+from control.client import Client, Informer, Object
+from control.clock import RealClock
+from kubelet.network import NodeNetwork
+from kubelet.node import NodeAgent, NodeIdentity, parse_labels, parse_taints
+from kubelet.pods import NodeSettings, PodWorkers
+from kubelet.runtime import DockerRuntime
+from kubelet.server import KubeletServer
+
+log = logging.getLogger("kubelet")
+REGISTER_RETRY_SECONDS = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-server", required=True, help="API server URL, e.g. http://192.168.56.10:6443")
+    parser.add_argument("--node-name", required=True)
+    parser.add_argument("--node-ip", required=True, help="this node's InternalIP; the HTTP server listens here")
+    parser.add_argument(
+        "--docker-host", required=True, help="this node's dockerd, e.g. unix:///run/pocketkube/w1/docker.sock"
+    )
+    parser.add_argument("--root-dir", required=True, type=Path, help="kubelet state: IPAM, per-pod resolv.conf/hosts")
+    parser.add_argument("--cluster-dns", default="10.96.0.10", help="comma-separated cluster DNS server IPs")
+    parser.add_argument("--cluster-domain", default="cluster.local")
+    parser.add_argument("--resolv-conf", default="/etc/resolv.conf", help="the node's resolv.conf ('' for none)")
+    parser.add_argument("--pod-infra-image", default="pocketkube/pause:latest")
+    parser.add_argument("--port", type=int, default=10250)
+    parser.add_argument("--node-labels", default="", help="extra Node labels: k=v,k2=v2")
+    parser.add_argument("--register-with-taints", default="", help="Node taints at registration: key=value:Effect,...")
+    parser.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds between Lease renewals")
+    parser.add_argument("--backoff-initial", type=float, default=10.0, help="first CrashLoopBackOff delay (seconds)")
+    parser.add_argument("--backoff-max", type=float, default=300.0, help="CrashLoopBackOff cap (seconds)")
+
+
+def _node_routes(nodes: list[Object], own: str) -> dict[str, str]:
+    """podCIDR -> InternalIP of every other node that has both."""
+    routes = {}
+    for node in nodes:
+        if node["metadata"]["name"] == own:
+            continue
+        cidr = node.get("spec", {}).get("podCIDR")
+        ip = next(
+            (a["address"] for a in node.get("status", {}).get("addresses") or [] if a["type"] == "InternalIP"), None
+        )
+        if cidr and ip:
+            routes[cidr] = ip
+    return routes
+
+
+async def serve(args: argparse.Namespace) -> None:
+    labels, taints = parse_labels(args.node_labels), parse_taints(args.register_with_taints)
+    node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
+    clock = RealClock()
+    client = Client(args.api_server, user_agent=f"kubelet/{args.node_name}")
+    runtime = DockerRuntime(args.docker_host)
+    network = NodeNetwork(args.root_dir)
+    settings = NodeSettings(
+        node_name=args.node_name,
+        node_ip=args.node_ip,
+        root_dir=args.root_dir,
+        cluster_dns=[s for s in args.cluster_dns.split(",") if s],
+        cluster_domain=args.cluster_domain,
+        node_resolv_conf=node_resolv,
+        infra_image=args.pod_infra_image,
+        backoff_initial=args.backoff_initial,
+        backoff_max=args.backoff_max,
+    )
+    services = Informer(client, "services")
+    nodes = Informer(client, "nodes")
+    pods = Informer(client, "pods", field_selector=f"spec.nodeName={args.node_name}")
+    workers = PodWorkers(client, runtime, network, settings, services.items, clock)
+    network_up = asyncio.Event()
+    agent = NodeAgent(
+        client,
+        NodeIdentity(args.node_name, args.node_ip, args.port, labels, taints),
+        await runtime.version(),
+        clock,
+        args.heartbeat_interval,
+        network_up.is_set,
+    )
+    server = KubeletServer(
+        runtime,
+        workers.known_pods,
+        args.node_name,
+        {"network": network_up.is_set, "api": lambda: agent.last_heartbeat_ok},
+    )
+    await server.start(args.node_ip, args.port)
+
+    async def on_nodes(_kind: str, _obj: Object, _prev: Object | None) -> None:
+        own = nodes.get(args.node_name)
+        cidr = (own or {}).get("spec", {}).get("podCIDR")
+        if cidr and not network_up.is_set():
+            await network.ensure_bridge(cidr)
+            network_up.set()
+            log.info("pod network up on %s", cidr)
+        await network.sync_routes(_node_routes(nodes.items(), args.node_name))
+
+    def on_pods(kind: str, pod: Object, _prev: Object | None) -> None:
+        if kind == "DELETED":
+            workers.remove(pod)
+        else:
+            workers.update(pod)
+
+    while True:
+        try:
+            await agent.register()
+            break
+        except ApiError as err:
+            log.warning("cannot register node %s yet: %s", args.node_name, err)
+            await asyncio.sleep(REGISTER_RETRY_SECONDS)
+    nodes.add_handler(on_nodes)
+    pods.add_handler(on_pods)
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(services.run()),
+        asyncio.create_task(nodes.run()),
+        asyncio.create_task(agent.run()),
+    ]
+    try:
+        await network_up.wait()
+        await services.synced.wait()
+        tasks.append(asyncio.create_task(pods.run()))
+        tasks.append(asyncio.create_task(workers.housekeeping(pods.synced)))
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await workers.close()
+        await server.stop()
+        await network.close()
+        await runtime.close()
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0
+    except (ValueError, OSError) as err:
+        log.error("kubelet: %s", err)
+        return 2
+    return 0
+
+
+COMMAND = Command("kubelet", "Node agent: runs the pods bound to this node on its dockerd", add_arguments, run)

@@ -1,0 +1,148 @@
+"""A container's environment, as Kubernetes' kubelet builds it.
+
+Service variables follow `pkg/kubelet/envvars`: Docker-link style names for
+every service the pod may see (its namespace's services when
+`enableServiceLinks`, plus `default/kubernetes` always); the container's own
+`env` wins over them and may refer to them with `$(VAR)`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Object = dict[str, Any]
+
+MASTER_SERVICE = ("default", "kubernetes")
+
+
+class EnvError(ValueError):
+    """A container's env cannot be built (bad fieldRef, unsupported source)."""
+
+
+def _env_name(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def _url_host(ip: str) -> str:
+    try:
+        return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    except ValueError:
+        return ip
+
+
+def visible_services(services: Iterable[Object], namespace: str, enable_service_links: bool) -> list[Object]:
+    """The services whose variables a pod in `namespace` gets (one per name).
+
+    `default/kubernetes` is always there; a `kubernetes` service in the pod's
+    own namespace replaces it when links are enabled; headless ones are skipped.
+    """
+    by_name: dict[str, Object] = {}
+    for svc in services:
+        meta = svc.get("metadata", {})
+        ns, name = meta.get("namespace"), meta.get("name", "")
+        cluster_ip = svc.get("spec", {}).get("clusterIP") or ""
+        if cluster_ip in ("", "None"):
+            continue
+        if (ns, name) == MASTER_SERVICE:
+            by_name.setdefault(name, svc)
+        elif ns == namespace and enable_service_links:
+            by_name[name] = svc
+    return list(by_name.values())
+
+
+def service_env(services: Iterable[Object]) -> dict[str, str]:
+    """The `{SVC}_SERVICE_*` and `{SVC}_PORT*` variables of the given services."""
+    env: dict[str, str] = {}
+    for svc in services:
+        spec = svc.get("spec", {})
+        ip = spec["clusterIP"]
+        prefix = _env_name(svc["metadata"]["name"])
+        ports = spec.get("ports") or []
+        env[f"{prefix}_SERVICE_HOST"] = ip
+        for index, port in enumerate(ports):
+            number = str(port["port"])
+            if index == 0:
+                env[f"{prefix}_SERVICE_PORT"] = number
+            if port.get("name"):
+                env[f"{prefix}_SERVICE_PORT_{_env_name(port['name'])}"] = number
+        for index, port in enumerate(ports):
+            number = str(port["port"])
+            protocol = (port.get("protocol") or "TCP").upper()
+            url = f"{protocol.lower()}://{_url_host(ip)}:{number}"
+            if index == 0:
+                env[f"{prefix}_PORT"] = url
+            link = f"{prefix}_PORT_{number}_{protocol}"
+            env[link] = url
+            env[f"{link}_PROTO"] = protocol.lower()
+            env[f"{link}_PORT"] = number
+            env[f"{link}_ADDR"] = ip
+    return env
+
+
+_REFERENCE = re.compile(r"\$(\$|\((?P<name>[^)]*)\))")
+
+
+def expand(value: str, *lookups: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: `$$` escapes, unknown names stay literal."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1) == "$":
+            return "$"
+        name = match.group("name")
+        for table in lookups:
+            if name in table:
+                return table[name]
+        return match.group(0)
+
+    return _REFERENCE.sub(replace, value)
+
+
+_LABEL_FIELD = re.compile(r"metadata\.(labels|annotations)\['(?P<key>[^']+)'\]$")
+
+
+def field_value(pod: Object, path: str) -> str:
+    """The value of a `valueFrom.fieldRef.fieldPath` for this pod."""
+    meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
+    simple = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.hostIP": status.get("hostIP", ""),
+        "status.podIP": status.get("podIP", ""),
+        "status.podIPs": ",".join(p.get("ip", "") for p in status.get("podIPs") or []),
+    }
+    if path in simple:
+        return str(simple[path])
+    match = _LABEL_FIELD.match(path)
+    if match:
+        return str(meta.get(match.group(1), {}).get(match.group("key"), ""))
+    raise EnvError(f"unsupported fieldRef.fieldPath {path!r}")
+
+
+def container_env(pod: Object, container: Object, services: Iterable[Object]) -> dict[str, str]:
+    """The full environment of one container: its `env` over the service variables."""
+    meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+    links = spec.get("enableServiceLinks", True)
+    svc_env = service_env(visible_services(services, meta.get("namespace", "default"), links is not False))
+    user: dict[str, str] = {}
+    if container.get("envFrom"):
+        raise EnvError(f"container {container.get('name')!r}: envFrom (ConfigMaps/Secrets) is not supported yet")
+    for var in container.get("env") or []:
+        name = var.get("name")
+        if not name:
+            raise EnvError(f"container {container.get('name')!r}: env entry without a name")
+        if var.get("value"):
+            user[name] = expand(var["value"], user, svc_env)
+        elif var.get("valueFrom"):
+            source = var["valueFrom"]
+            if "fieldRef" not in source:
+                raise EnvError(f"env {name!r}: only valueFrom.fieldRef is supported, got {sorted(source)}")
+            user[name] = field_value(pod, source["fieldRef"].get("fieldPath", ""))
+        else:
+            user[name] = ""
+    return {**svc_env, **user}
