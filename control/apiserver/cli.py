@@ -1,0 +1,58 @@
+"""`pocket apiserver`: the API server on etcd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from aiohttp import web
+
+from control.apiserver.allocator import ServiceIPRange
+from control.apiserver.app import ServerConfig, create_app
+from control.apiserver.storage import Storage
+from control.cli_support import Command
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--etcd-servers", default="http://127.0.0.1:2379", help="etcd client URL")
+    parser.add_argument("--bind-address", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--port", type=int, default=6443, help="port to listen on (plain HTTP)")
+    parser.add_argument(
+        "--advertise-address", default="192.168.56.10", help="address published in the `kubernetes` Endpoints"
+    )
+    parser.add_argument("--service-cluster-ip-range", default="10.96.0.0/12", help="CIDR Service ClusterIPs come from")
+    parser.add_argument("--kubelet-port", type=int, default=10250, help="kubelet port when a Node does not say")
+
+
+async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
+    """Run until cancelled."""
+    storage = Storage(args.etcd_servers, prefix=etcd_prefix)
+    config = ServerConfig(advertise_address=args.advertise_address, port=args.port, kubelet_port=args.kubelet_port)
+    app = create_app(storage, ServiceIPRange(args.service_cluster_ip_range), config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, args.bind_address, args.port).start()
+    log.info("apiserver listening", extra={"address": f"{args.bind_address}:{args.port}", "etcd": args.etcd_servers})
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ServiceIPRange(args.service_cluster_ip_range)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+COMMAND = Command("apiserver", "Kubernetes API server storing objects in etcd", add_arguments, run)

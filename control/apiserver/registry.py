@@ -1,0 +1,878 @@
+"""API semantics on top of etcd storage: what create, update, patch, delete,
+list and watch mean for each resource, with Kubernetes' Status errors.
+
+The HTTP layer (`app.py`) parses requests and renders responses; everything
+a Kubernetes apiserver's "registry" and "strategy" code decides lives here:
+server-set metadata, defaulting and validation, the status subresource
+split, optimistic concurrency, graceful pod deletion, namespace
+termination, pod binding, scale, and ClusterIP allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from control.api import errors
+from control.api.errors import ApiError
+from control.api.resources import RESOURCES, Resource, resource
+from control.api.selectors import (
+    FieldRequirement,
+    Selector,
+    fields_match,
+    format_label_selector,
+    from_label_selector,
+    matches,
+)
+from control.apiserver import patch as patching
+from control.apiserver.allocator import RangeFull, ServiceIPRange
+from control.apiserver.storage import (
+    Compacted,
+    Extra,
+    KeyExists,
+    KeyNotFound,
+    PreconditionFailed,
+    RevisionConflict,
+    Storage,
+    Stored,
+)
+from control.apiserver.validation import apply_defaults, unknown_fields, validate
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+MAX_RETRIES = 10
+_STALE = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+def now_rfc3339(offset_seconds: float = 0) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset_seconds))
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    label_selector: Selector = ()
+    field_selector: tuple[FieldRequirement, ...] = ()
+    limit: int = 0
+    continue_token: str = ""
+    resource_version: str = ""
+    resource_version_match: str = ""
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    strict: bool = False  # ?fieldValidation=Strict
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteOptions:
+    grace_period_seconds: int | None = None
+    propagation_policy: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    dry_run: bool = False
+
+
+def _meta(obj: Object) -> Object:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = obj["metadata"] = {}
+    return meta
+
+
+def _forbidden(message: str) -> ApiError:
+    return ApiError(errors.status_failure(403, "Forbidden", message))
+
+
+def _generate_suffix() -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName alphabet: no vowels, no 0/1/3
+    return "".join(secrets.choice(alphabet) for _ in range(5))
+
+
+def _qos_class(spec: Object) -> str:
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    requests_any = limits_all = False
+    guaranteed = bool(containers)
+    for container in containers:
+        resources = container.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        if requests or limits:
+            requests_any = True
+        for res_name in ("cpu", "memory"):
+            if res_name not in limits or requests.get(res_name, limits[res_name]) != limits[res_name]:
+                guaranteed = False
+        limits_all = limits_all or bool(limits)
+    if guaranteed:
+        return "Guaranteed"
+    return "Burstable" if requests_any or limits_all else "BestEffort"
+
+
+def _spec_part(obj: Object) -> Object:
+    """Everything but metadata and status: a change here bumps metadata.generation."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def encode_continue(revision: int, key: str) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": revision, "start": key}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise errors.bad_request(f"continue key is not valid: {err}") from None
+
+
+class Registry:
+    """All API operations, against one Storage."""
+
+    def __init__(self, storage: Storage, ip_range: ServiceIPRange):
+        self.storage = storage
+        self.ip_range = ip_range
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- keys and errors -----------------------------------------------------
+
+    def key(self, res: Resource, namespace: str | None, name: str) -> str:
+        return res.storage_key(name, namespace)
+
+    def prefix(self, res: Resource, namespace: str | None) -> str:
+        return res.storage_prefix(namespace)
+
+    @staticmethod
+    def not_found(res: Resource, name: str) -> ApiError:
+        return errors.not_found(res.plural, name, res.group)
+
+    async def _read(self, res: Resource, namespace: str | None, name: str) -> Stored:
+        stored = await self.storage.get(self.key(res, namespace, name))
+        if stored is None:
+            raise self.not_found(res, name)
+        return stored
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> Object:
+        return (await self._read(res, namespace, name)).obj
+
+    async def list(self, res: Resource, namespace: str | None, options: ListOptions) -> Object:
+        """A list object, paged by `limit`/`continue` at one consistent revision."""
+        revision, start_after = 0, None
+        if options.continue_token:
+            if options.resource_version not in ("", "0"):
+                raise errors.bad_request("specifying resource version is not allowed when using continue")
+            revision, start_after = decode_continue(options.continue_token)
+        elif options.resource_version_match:
+            if not options.resource_version:
+                raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+            if options.resource_version_match == "Exact":
+                revision = self._parse_rv(options.resource_version)
+            elif options.resource_version_match != "NotOlderThan":
+                raise errors.bad_request(
+                    f'resourceVersionMatch "{options.resource_version_match}" is not supported: '
+                    'supported values: "Exact", "NotOlderThan"'
+                )
+        items: list[Object] = []
+        prefix = self.prefix(res, namespace)
+        last_key, more = None, False
+        chunk = max(options.limit, 100) if options.limit else 0
+        while True:
+            try:
+                batch, snapshot, more = await self.storage.list(
+                    prefix, revision=revision, start_after=start_after, limit=chunk
+                )
+            except Compacted as err:
+                raise self._continue_expired(options, err) from None
+            revision = revision or snapshot
+            for index, stored in enumerate(batch):
+                if self._selected(stored.obj, options.label_selector, options.field_selector):
+                    items.append(stored.obj)
+                last_key = stored.key
+                if options.limit and len(items) >= options.limit:
+                    more = more or index < len(batch) - 1
+                    break
+            if options.limit and len(items) >= options.limit:
+                break
+            if not more or not batch:
+                more = False
+                break
+            start_after = batch[-1].key
+        metadata: Object = {"resourceVersion": str(revision)}
+        if more and last_key is not None:
+            metadata["continue"] = encode_continue(revision, last_key)
+        return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": metadata, "items": items}
+
+    def _continue_expired(self, options: ListOptions, err: Compacted) -> ApiError:
+        if options.continue_token:
+            message = (
+                "The provided continue parameter is too old to display a consistent list result. You can start a "
+                "new list without the continue parameter, or use the continue token in this response to retrieve "
+                "the remainder of the results. Continuing with the provided token results in an inconsistent list - "
+                "objects that were created, modified, or deleted between the time the first chunk was returned "
+                "and now may show up in the list."
+            )
+            _, start = decode_continue(options.continue_token)
+            status = errors.status_failure(410, "Expired", message)
+            status["metadata"] = {"continue": encode_continue(err.compacted, start)}
+            return ApiError(status)
+        return errors.gone(f"The resourceVersion for the provided list is too old. ({err.requested} < {err.compacted})")
+
+    @staticmethod
+    def _parse_rv(value: str) -> int:
+        try:
+            rv = int(value)
+            if rv < 0:
+                raise ValueError
+            return rv
+        except ValueError:
+            raise errors.bad_request(f'invalid resource version "{value}"') from None
+
+    @staticmethod
+    def _selected(obj: Object, labels: Selector, fields: tuple[FieldRequirement, ...]) -> bool:
+        return matches(labels, (obj.get("metadata") or {}).get("labels")) and fields_match(fields, obj)
+
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        resource_version: str,
+        labels: Selector,
+        fields: tuple[FieldRequirement, ...],
+    ) -> AsyncIterator[tuple[str, Object]]:
+        """(type, object) pairs per §4.1; ("PROGRESS", {"rv": n}) marks filtered-out progress.
+
+        Without a resourceVersion (or "0") the current state comes first as
+        ADDED, listed at one revision R, then changes after R: nothing can
+        fall between the list and the watch.  With a selector, an object
+        that stops (starts) matching is sent as DELETED (ADDED).
+        """
+        prefix = self.prefix(res, namespace)
+        if resource_version in ("", "0"):
+            listed = await self.list(res, namespace, ListOptions(labels, fields))
+            for obj in listed["items"]:
+                yield "ADDED", obj
+            start = int(listed["metadata"]["resourceVersion"])
+        else:
+            start = self._parse_rv(resource_version)
+        try:
+            async for change in self.storage.watch(prefix, start):
+                prev_match = change.prev is not None and not change.created and self._selected(change.prev, labels, fields)
+                if change.kind == "DELETE":
+                    if change.prev is not None and self._selected(change.prev, labels, fields):
+                        gone = copy.deepcopy(change.prev)
+                        _meta(gone)["resourceVersion"] = str(change.revision)
+                        yield "DELETED", gone
+                        continue
+                else:
+                    assert change.obj is not None
+                    now_match = self._selected(change.obj, labels, fields)
+                    if now_match and prev_match:
+                        yield "MODIFIED", change.obj
+                        continue
+                    if now_match:
+                        yield "ADDED", change.obj
+                        continue
+                    if prev_match:
+                        yield "DELETED", change.obj
+                        continue
+                yield "PROGRESS", {"rv": change.revision}
+        except Compacted as err:
+            raise errors.gone(f"too old resource version: {start} ({err.compacted})") from None
+
+    # -- body checks ---------------------------------------------------------
+
+    def _check_body(self, res: Resource, namespace: str | None, body: Any, options: WriteOptions) -> Object:
+        if not isinstance(body, dict):
+            raise errors.bad_request(f"the body of the request must be a {res.kind} object")
+        body = copy.deepcopy(body)
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if api_version and api_version != res.api_version:
+            raise errors.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version ({res.api_version})"
+            )
+        if kind and kind != res.kind:
+            raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({res.kind})")
+        if options.strict:
+            unknown = unknown_fields(res.kind, body)
+            if unknown:
+                raise errors.bad_request(
+                    "strict decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown)
+                )
+        body = {"apiVersion": res.api_version, "kind": res.kind, **{k: v for k, v in body.items() if k not in ("apiVersion", "kind")}}
+        meta = _meta(body)
+        if res.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and namespace and body_ns != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            if namespace:
+                meta["namespace"] = namespace
+            elif not body_ns:
+                raise errors.bad_request("the namespace of the object is required")
+        else:
+            meta.pop("namespace", None)
+        return body
+
+    def _validate(self, res: Resource, obj: Object) -> None:
+        causes = validate(res.kind, obj)
+        if causes:
+            raise errors.invalid(res.kind, str(_meta(obj).get("name", "")), causes, res.group)
+
+    async def _check_namespace(self, namespace: str) -> None:
+        ns = await self.storage.get(self.key(resource("namespaces"), None, namespace))
+        if ns is None:
+            raise errors.not_found("namespaces", namespace)
+        if _meta(ns.obj).get("deletionTimestamp"):
+            raise _forbidden(
+                f"unable to create new content in namespace {namespace} because it is being terminated"
+            )
+
+    # -- create --------------------------------------------------------------
+
+    async def create(self, res: Resource, namespace: str | None, body: Any, options: WriteOptions) -> Object:
+        obj = self._check_body(res, namespace, body, options)
+        meta = _meta(obj)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{_generate_suffix()}"
+        if res.namespaced:
+            await self._check_namespace(meta["namespace"])
+        for server_set in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            meta.pop(server_set, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        if "spec" in obj:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
+        self._prepare_create_status(res, obj)
+        apply_defaults(res.kind, obj)
+        self._validate(res, obj)
+        if options.dry_run:
+            return obj
+        name = meta["name"]
+        for _ in range(MAX_RETRIES):
+            extras = self._create_extras(res, obj)
+            try:
+                return await self.storage.create(self.key(res, meta.get("namespace"), name), obj, extras)
+            except KeyExists:
+                raise errors.already_exists(res.plural, name, res.group) from None
+            except PreconditionFailed:
+                if res.kind == "Service" and self._requested_ip(obj):
+                    ip = obj["spec"]["clusterIP"]
+                    raise errors.invalid(
+                        "Service", name,
+                        [("spec.clusterIPs", "FieldValueInvalid",
+                          f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: provided IP is already allocated')],
+                    ) from None
+                self._forget_allocation(obj)
+        raise errors.internal_error(f"could not allocate a ClusterIP for {name} after {MAX_RETRIES} attempts")
+
+    def _prepare_create_status(self, res: Resource, obj: Object) -> None:
+        if res.kind == "Pod":
+            spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+            obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
+        elif res.kind != "Node" and "status" in res.subresources:
+            obj["status"] = {}
+
+    # -- ClusterIP -----------------------------------------------------------
+
+    @staticmethod
+    def _requested_ip(obj: Object) -> str | None:
+        ip = (obj.get("spec") or {}).get("clusterIP")
+        return ip if ip and ip != "None" else None
+
+    @staticmethod
+    def _forget_allocation(obj: Object) -> None:
+        spec = obj["spec"]
+        spec.pop("clusterIP", None)
+        spec.pop("clusterIPs", None)
+
+    def _create_extras(self, res: Resource, obj: Object) -> list[Extra]:
+        if res.kind != "Service":
+            return []
+        spec = obj["spec"]
+        if spec.get("type") == "ExternalName":
+            return []
+        if spec.get("clusterIP") == "None":
+            spec["clusterIPs"] = ["None"]
+            return []
+        requested = spec.get("clusterIP")
+        name = _meta(obj)["name"]
+        if requested:
+            if not self.ip_range.contains(requested):
+                raise errors.invalid(
+                    "Service", name,
+                    [("spec.clusterIPs", "FieldValueInvalid",
+                      f'Invalid value: ["{requested}"]: failed to allocate IP {requested}: the provided IP '
+                      f"({requested}) is not in the valid range. The range of valid IPs is {self.ip_range.network}")],
+                )
+            ip = requested
+        else:
+            try:
+                ip = self.ip_range.candidates(set(), 1)[0]
+            except RangeFull:
+                raise errors.internal_error(f"failed to allocate a serviceIP: range {self.ip_range.network} is full") from None
+        spec["clusterIP"] = ip
+        spec["clusterIPs"] = [ip]
+        owner = f"{_meta(obj).get('namespace')}/{name}".encode()
+        return [Extra(self.ip_range.key(ip), owner, must_be_absent=True)]
+
+    def _delete_extras(self, res: Resource, obj: Object) -> list[Extra]:
+        if res.kind != "Service":
+            return []
+        ip = self._requested_ip(obj)
+        return [Extra(self.ip_range.key(ip), None)] if ip else []
+
+    # -- update and patch ----------------------------------------------------
+
+    async def update(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        options: WriteOptions,
+        subresource: str | None = None,
+    ) -> Object:
+        new = self._check_body(res, namespace, body, options)
+        body_name = _meta(new).get("name")
+        if body_name and body_name != name:
+            raise errors.bad_request(f"the name of the object ({body_name}) does not match the name on the URL ({name})")
+        _meta(new)["name"] = name
+        precondition = _meta(new).get("resourceVersion") or None
+        return await self._update(res, namespace, name, lambda _current: new, precondition, options, subresource)
+
+    async def patch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        patch_body: Any,
+        options: WriteOptions,
+        subresource: str | None = None,
+    ) -> Object:
+        explicit_rv = None
+        if isinstance(patch_body, dict):
+            explicit_rv = (patch_body.get("metadata") or {}).get("resourceVersion") if isinstance(
+                patch_body.get("metadata"), dict) else None
+        if patch_type == "json" and isinstance(patch_body, list):
+            explicit_rv = next(
+                (op.get("value") for op in patch_body
+                 if isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" and op.get("op") != "test"),
+                None,
+            )
+
+        def compute(current: Object) -> Object:
+            patched = apply_patch(res.kind, current, patch_type, patch_body)
+            if options.strict and isinstance(patched, dict):
+                unknown = unknown_fields(res.kind, patched)
+                if unknown:
+                    raise errors.bad_request(
+                        "strict decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown)
+                    )
+            checked = self._check_body(res, namespace, patched, WriteOptions())
+            meta = _meta(checked)
+            if meta.get("name") != name:
+                raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            if not explicit_rv:
+                meta["resourceVersion"] = _meta(current).get("resourceVersion")
+            return checked
+
+        return await self._update(res, namespace, name, compute, explicit_rv, options, subresource)
+
+    async def _update(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        compute: Callable[[Object], Object],
+        precondition: str | None,
+        options: WriteOptions,
+        subresource: str | None,
+    ) -> Object:
+        """Read, compute the new object, compare-and-swap; retry when no RV was pinned."""
+        for _ in range(MAX_RETRIES):
+            stored = await self._read(res, namespace, name)
+            current = stored.obj
+            if precondition is not None and precondition != _meta(current)["resourceVersion"]:
+                raise errors.conflict(res.plural, name, _STALE, res.group)
+            requested = compute(copy.deepcopy(current))
+            new = self._merge_update(res, current, requested, subresource)
+            apply_defaults(res.kind, new)
+            self._validate(res, new)
+            if new == current:
+                return current
+            if options.dry_run:
+                return new
+            key = self.key(res, namespace, name)
+            try:
+                saved = await self.storage.update(key, new, stored.revision)
+            except RevisionConflict:
+                if precondition is not None:
+                    raise errors.conflict(res.plural, name, _STALE, res.group) from None
+                continue
+            except KeyNotFound:
+                raise self.not_found(res, name) from None
+            return await self._finish_if_deleting(res, namespace, saved)
+        raise errors.conflict(res.plural, name, _STALE, res.group)
+
+    def _merge_update(self, res: Resource, current: Object, requested: Object, subresource: str | None) -> Object:
+        """The object to store: the status subresource changes only status, the main resource never does."""
+        if subresource == "status":
+            new = copy.deepcopy(current)
+            if "status" in requested:
+                new["status"] = requested["status"]
+            else:
+                new.pop("status", None)
+            return new
+        new = requested
+        meta, old_meta = _meta(new), _meta(current)
+        for immutable in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"):
+            if immutable in old_meta:
+                meta[immutable] = old_meta[immutable]
+            else:
+                meta.pop(immutable, None)
+        meta["resourceVersion"] = old_meta["resourceVersion"]
+        if "status" in res.subresources:
+            if "status" in current:
+                new["status"] = current["status"]
+            else:
+                new.pop("status", None)
+        if res.kind == "Service":
+            self._keep_cluster_ip(current, new)
+        if "spec" in new or "generation" in old_meta:
+            generation = int(old_meta.get("generation") or 1)
+            meta["generation"] = generation + 1 if _spec_part(new) != _spec_part(current) else generation
+        return new
+
+    def _keep_cluster_ip(self, current: Object, new: Object) -> None:
+        old_spec, spec = current.get("spec") or {}, new.get("spec")
+        if not isinstance(spec, dict):
+            return
+        for field in ("clusterIP", "clusterIPs"):
+            if field in old_spec and not spec.get(field):
+                spec[field] = old_spec[field]
+        if spec.get("clusterIP") != old_spec.get("clusterIP") or spec.get("clusterIPs") != old_spec.get("clusterIPs"):
+            name = _meta(new).get("name", "")
+            field = "spec.clusterIP" if spec.get("clusterIP") != old_spec.get("clusterIP") else "spec.clusterIPs"
+            value = spec.get("clusterIP") if field == "spec.clusterIP" else spec.get("clusterIPs")
+            raise errors.invalid("Service", name, [(field, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: field is immutable")])
+
+    async def _finish_if_deleting(self, res: Resource, namespace: str | None, obj: Object) -> Object:
+        """An object being deleted goes once its last finalizer is removed."""
+        meta = _meta(obj)
+        if not meta.get("deletionTimestamp") or meta.get("finalizers"):
+            return obj
+        if res.kind == "Pod" and (meta.get("deletionGracePeriodSeconds") or 0) > 0:
+            return obj
+        if res.kind == "Namespace":
+            return obj
+        try:
+            await self.storage.delete(
+                self.key(res, namespace, meta["name"]), int(meta["resourceVersion"]), self._delete_extras(res, obj)
+            )
+        except (KeyNotFound, RevisionConflict):
+            pass
+        return obj
+
+    # -- delete --------------------------------------------------------------
+
+    async def delete(self, res: Resource, namespace: str | None, name: str, options: DeleteOptions) -> Object:
+        """Delete as Kubernetes does; returns the object (gone, or marked for deletion)."""
+        for _ in range(MAX_RETRIES):
+            stored = await self._read(res, namespace, name)
+            obj = stored.obj
+            meta = _meta(obj)
+            if options.uid and options.uid != meta.get("uid"):
+                raise errors.conflict(
+                    res.plural, name,
+                    f"Precondition failed: UID in precondition: {options.uid}, UID in object meta: {meta.get('uid')}",
+                    res.group,
+                )
+            if options.resource_version and options.resource_version != meta.get("resourceVersion"):
+                raise errors.conflict(
+                    res.plural, name,
+                    f"Precondition failed: ResourceVersion in precondition: {options.resource_version}, "
+                    f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+                    res.group,
+                )
+            if options.dry_run:
+                return obj
+            if res.kind == "Namespace":
+                return await self._terminate_namespace(stored)
+            marked = self._mark_for_deletion(res, obj, options)
+            try:
+                if marked is not None:
+                    if marked == obj:
+                        return obj
+                    return await self.storage.update(self.key(res, namespace, name), marked, stored.revision)
+                await self.storage.delete(self.key(res, namespace, name), stored.revision, self._delete_extras(res, obj))
+                return obj
+            except RevisionConflict:
+                continue
+            except KeyNotFound:
+                raise self.not_found(res, name) from None
+        raise errors.conflict(res.plural, name, _STALE, res.group)
+
+    def _mark_for_deletion(self, res: Resource, obj: Object, options: DeleteOptions) -> Object | None:
+        """The object with deletionTimestamp set, or None when it goes at once."""
+        meta = _meta(obj)
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return obj
+            marked = copy.deepcopy(obj)
+            _meta(marked)["deletionTimestamp"] = now_rfc3339()
+            _meta(marked)["deletionGracePeriodSeconds"] = 0
+            return marked
+        if res.kind != "Pod":
+            return None
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        grace = options.grace_period_seconds
+        if grace is None:
+            grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+        if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed") or grace <= 0:
+            return None
+        existing = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and existing is not None and existing <= grace:
+            return obj
+        marked = copy.deepcopy(obj)
+        _meta(marked)["deletionTimestamp"] = now_rfc3339(grace)
+        _meta(marked)["deletionGracePeriodSeconds"] = grace
+        return marked
+
+    # -- namespaces ----------------------------------------------------------
+
+    async def _terminate_namespace(self, stored: Stored) -> Object:
+        ns = copy.deepcopy(stored.obj)
+        meta = _meta(ns)
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = now_rfc3339()
+            meta["deletionGracePeriodSeconds"] = 0
+            ns.setdefault("status", {})["phase"] = "Terminating"
+            try:
+                ns = await self.storage.update(stored.key, ns, stored.revision)
+            except RevisionConflict:
+                raise errors.conflict("namespaces", meta["name"], _STALE) from None
+        self.start_namespace_cleanup(meta["name"])
+        return ns
+
+    def start_namespace_cleanup(self, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._empty_namespace(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _empty_namespace(self, name: str) -> None:
+        """Delete everything in a terminating namespace, then the namespace (the namespace controller's job)."""
+        namespaced = [r for r in RESOURCES if r.namespaced]
+        while True:
+            remaining = 0
+            for res in namespaced:
+                for stored in (await self.storage.list(self.prefix(res, name)))[0]:
+                    remaining += 1
+                    try:
+                        await self.delete(res, name, _meta(stored.obj)["name"], DeleteOptions())
+                    except ApiError as err:
+                        if err.code != 404:
+                            log.warning("namespace %s cleanup: %s", name, err)
+            if remaining == 0:
+                break
+            await asyncio.sleep(1.0)
+        ns_res = resource("namespaces")
+        stored = await self.storage.get(self.key(ns_res, None, name))
+        if stored is not None:
+            try:
+                await self.storage.delete(stored.key, stored.revision)
+            except (KeyNotFound, RevisionConflict):
+                log.info("namespace %s changed during cleanup", name)
+
+    # -- pods/binding --------------------------------------------------------
+
+    async def bind(self, namespace: str, name: str, body: Any) -> Object:
+        if not isinstance(body, dict) or body.get("kind") not in (None, "Binding"):
+            raise errors.bad_request("the body of a pods/binding request must be a Binding object")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        if meta.get("name") and meta["name"] != name:
+            raise errors.bad_request("name in URL does not match name in Binding object")
+        if meta.get("namespace") and meta["namespace"] != namespace:
+            raise errors.bad_request("namespace in URL does not match namespace in Binding object")
+        target = body.get("target") if isinstance(body.get("target"), dict) else {}
+        if target.get("kind") not in (None, "", "Node"):
+            raise errors.invalid("Binding", name, [("target.kind", "FieldValueNotSupported", 'Unsupported value: "' + str(target.get("kind")) + '": supported values: "Node"')])
+        node = target.get("name")
+        if not node:
+            raise errors.invalid("Binding", name, [("target.name", "FieldValueRequired", "Required value")])
+        pods = resource("pods")
+        for _ in range(MAX_RETRIES):
+            stored = await self._read(pods, namespace, name)
+            pod = copy.deepcopy(stored.obj)
+            pod_meta = _meta(pod)
+            why = None
+            if pod_meta.get("deletionTimestamp"):
+                why = f"pod {name} is being deleted, cannot be assigned to a host"
+            elif (pod.get("spec") or {}).get("nodeName"):
+                why = f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"'
+            elif meta.get("uid") and meta["uid"] != pod_meta.get("uid"):
+                why = f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: {pod_meta.get('uid')}"
+            elif meta.get("resourceVersion") and meta["resourceVersion"] != pod_meta.get("resourceVersion"):
+                why = _STALE
+            if why:
+                raise errors.conflict("pods/binding", name, why)
+            pod.setdefault("spec", {})["nodeName"] = node
+            if meta.get("annotations"):
+                pod_meta.setdefault("annotations", {}).update(meta["annotations"])
+            conditions = [c for c in pod.setdefault("status", {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
+            pod["status"]["conditions"] = conditions
+            try:
+                await self.storage.update(stored.key, pod, stored.revision)
+            except RevisionConflict:
+                continue
+            except KeyNotFound:
+                raise self.not_found(pods, name) from None
+            return errors.status_success(201)
+        raise errors.conflict("pods/binding", name, _STALE)
+
+    # -- scale ---------------------------------------------------------------
+
+    @staticmethod
+    def to_scale(obj: Object) -> Object:
+        meta = _meta(obj)
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        try:
+            reqs = from_label_selector(selector)
+        except ApiError:
+            reqs = ()
+        selector_text = (
+            format_label_selector(selector.get("matchLabels") or {})
+            if not selector.get("matchExpressions")
+            else ",".join(f"{r.key} {r.operator} ({','.join(r.values)})" if r.values else r.key for r in reqs)
+        )
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": selector_text},
+        }
+
+    async def get_scale(self, res: Resource, namespace: str, name: str) -> Object:
+        return self.to_scale(await self.get(res, namespace, name))
+
+    async def update_scale(self, res: Resource, namespace: str, name: str, scale: Any, options: WriteOptions) -> Object:
+        return await self._write_scale(res, namespace, name, lambda _current: scale, options)
+
+    async def patch_scale(
+        self, res: Resource, namespace: str, name: str, patch_type: str, patch_body: Any, options: WriteOptions
+    ) -> Object:
+        return await self._write_scale(
+            res, namespace, name, lambda current: apply_patch("Scale", current, patch_type, patch_body), options
+        )
+
+    async def _write_scale(
+        self, res: Resource, namespace: str, name: str, compute: Callable[[Object], Any], options: WriteOptions
+    ) -> Object:
+        for _ in range(MAX_RETRIES):
+            stored = await self._read(res, namespace, name)
+            scale = compute(self.to_scale(stored.obj))
+            if not isinstance(scale, dict) or scale.get("kind") not in (None, "Scale"):
+                raise errors.bad_request("the body of a scale request must be an autoscaling/v1 Scale object")
+            replicas = (scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise errors.invalid("Scale", name, [("spec.replicas", "FieldValueInvalid",
+                                                       f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0")], "autoscaling")
+            rv = (scale.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != stored.obj["metadata"]["resourceVersion"]:
+                raise errors.conflict(res.plural, name, _STALE, res.group)
+            new = copy.deepcopy(stored.obj)
+            if new["spec"].get("replicas") == replicas:
+                return self.to_scale(new)
+            new["spec"]["replicas"] = replicas
+            _meta(new)["generation"] = int(_meta(new).get("generation") or 1) + 1
+            if options.dry_run:
+                return self.to_scale(new)
+            try:
+                saved = await self.storage.update(stored.key, new, stored.revision)
+            except RevisionConflict:
+                if rv:
+                    raise errors.conflict(res.plural, name, _STALE, res.group) from None
+                continue
+            return self.to_scale(saved)
+        raise errors.conflict(res.plural, name, _STALE, res.group)
+
+    # -- startup -------------------------------------------------------------
+
+    async def ensure_defaults(self, advertise_address: str, port: int) -> None:
+        """Default namespaces, the `kubernetes` Service and its Endpoints; resume namespace cleanup."""
+        namespaces = resource("namespaces")
+        for name in DEFAULT_NAMESPACES:
+            try:
+                await self.create(namespaces, None, {"metadata": {"name": name}}, WriteOptions())
+            except ApiError as err:
+                if err.code != 409:
+                    raise
+        services, endpoints = resource("services"), resource("endpoints")
+        service = {
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": self.ip_range.first(),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        }
+        try:
+            await self.create(services, "default", service, WriteOptions())
+        except ApiError as err:
+            if err.code != 409:
+                raise
+        subsets = [{"addresses": [{"ip": advertise_address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]
+        wanted = {"metadata": {"name": "kubernetes", "namespace": "default",
+                               "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                  "subsets": subsets}
+        try:
+            await self.create(endpoints, "default", wanted, WriteOptions())
+        except ApiError as err:
+            if err.code != 409:
+                raise
+            current = await self.get(endpoints, "default", "kubernetes")
+            if current.get("subsets") != subsets:
+                await self.patch(endpoints, "default", "kubernetes", "merge", {"subsets": subsets}, WriteOptions())
+        for stored in (await self.storage.list(self.prefix(namespaces, None)))[0]:
+            if _meta(stored.obj).get("deletionTimestamp"):
+                self.start_namespace_cleanup(_meta(stored.obj)["name"])
+
+
+def apply_patch(kind: str, current: Object, patch_type: str, patch_body: Any) -> Any:
+    """Apply a patch of type "json", "merge" or "strategic"; errors become 422/400 Status."""
+    try:
+        if patch_type == "json":
+            return patching.json_patch(current, patch_body)
+        if patch_type == "merge":
+            if not isinstance(patch_body, dict):
+                raise patching.PatchError("a merge patch must be a JSON object")
+            return patching.merge_patch(current, patch_body)
+        if patch_type == "strategic":
+            return patching.strategic_merge_patch(current, patch_body, kind)
+    except patching.PatchError as err:
+        raise ApiError(errors.status_failure(422, "Invalid", f"the patch could not be applied: {err}")) from None
+    raise errors.unsupported_media_type(patch_type)
+

@@ -1,0 +1,326 @@
+"""etcd storage for API objects, as Kubernetes' etcd3 store keeps them.
+
+Objects are JSON values under `<prefix>/registry/...` keys; an object's
+`metadata.resourceVersion` is its key's etcd mod revision, so optimistic
+concurrency is one etcd compare on that revision.  This module knows keys,
+revisions and JSON only; API semantics (names, Status errors) live in the
+registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+import aetcd
+import grpc
+from aetcd import rpc
+from aetcd.utils import prefix_range_end
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+
+class StorageError(Exception):
+    """Base of the storage failures the registry maps to API errors."""
+
+
+class KeyExists(StorageError):
+    """A create found the key already present."""
+
+
+class KeyNotFound(StorageError):
+    """A read, update or delete found no key."""
+
+
+class RevisionConflict(StorageError):
+    """A compare-and-swap found a newer mod revision than expected."""
+
+
+class PreconditionFailed(StorageError):
+    """An extra compare of a transaction (e.g. an allocation key) failed."""
+
+
+class Compacted(StorageError):
+    """The revision asked for has been compacted away."""
+
+    def __init__(self, requested: int, compacted: int):
+        super().__init__(f"revision {requested} compacted (now {compacted})")
+        self.requested = requested
+        self.compacted = compacted
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One object as read from etcd: decoded JSON plus its mod revision."""
+
+    key: str
+    obj: Object
+    revision: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """A watch event: PUT (with `created`) or DELETE, with the previous value if known."""
+
+    kind: str  # "PUT" or "DELETE"
+    key: str
+    obj: Object | None
+    prev: Object | None
+    revision: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Extra:
+    """An additional operation in the same transaction as an object write.
+
+    Used for ClusterIP allocation records: `must_be_absent` makes the whole
+    write fail (PreconditionFailed) if the key already exists; `value=None`
+    deletes the key.
+    """
+
+    key: str
+    value: bytes | None
+    must_be_absent: bool = False
+
+
+def _encode(obj: Object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False).encode()
+
+
+def _with_rv(raw: bytes, revision: int) -> Object:
+    obj: Object = json.loads(raw)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return obj
+
+
+def parse_endpoint(url: str) -> tuple[str, int]:
+    """`http://host:port` (the first of a comma list) -> (host, port)."""
+    first = url.split(",")[0].strip()
+    if "://" not in first:
+        first = "http://" + first
+    parts = urlsplit(first)
+    if not parts.hostname:
+        raise ValueError(f"invalid etcd server URL {url!r}")
+    return parts.hostname, parts.port or 2379
+
+
+class Storage:
+    """Objects in etcd under one key prefix (empty in production, unique per test)."""
+
+    def __init__(self, etcd_url: str, prefix: str = ""):
+        host, port = parse_endpoint(etcd_url)
+        self.prefix = prefix.rstrip("/")
+        self._client = aetcd.Client(host=host, port=port, timeout=10)
+
+    def full(self, key: str) -> bytes:
+        return (self.prefix + key).encode()
+
+    def _short(self, key: bytes) -> str:
+        return key.decode()[len(self.prefix) :]
+
+    async def connect(self) -> None:
+        await self._client.connect()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @property
+    def _kv(self) -> Any:
+        return self._client.kvstub
+
+    async def _txn(self, compare: list[Any], success: list[Any], failure: list[Any] | None = None) -> Any:
+        await self._client.connect()
+        request = rpc.TxnRequest(
+            compare=[c.build_message() for c in compare],
+            success=self._client._ops_to_requests(success),
+            failure=self._client._ops_to_requests(failure or []),
+        )
+        return await self._kv.Txn(request, timeout=10)
+
+    async def revision(self) -> int:
+        """The current etcd revision (a cheap read that checks etcd is up)."""
+        await self._client.connect()
+        response = await self._kv.Range(rpc.RangeRequest(key=self.full("/"), count_only=True), timeout=5)
+        return int(response.header.revision)
+
+    # -- single objects ------------------------------------------------------
+
+    async def get(self, key: str) -> Stored | None:
+        await self._client.connect()
+        response = await self._kv.Range(rpc.RangeRequest(key=self.full(key)), timeout=10)
+        if not response.kvs:
+            return None
+        kv = response.kvs[0]
+        return Stored(key, _with_rv(kv.value, kv.mod_revision), kv.mod_revision)
+
+    async def get_raw(self, key: str) -> bytes | None:
+        stored = await self._client.get(self.full(key))
+        return None if stored is None else bytes(stored.value)
+
+    def _extra_ops(self, extras: list[Extra]) -> tuple[list[Any], list[Any]]:
+        tx = self._client.transactions
+        compares, ops = [], []
+        for extra in extras:
+            if extra.must_be_absent:
+                compares.append(tx.version(self.full(extra.key)) == 0)
+            if extra.value is None:
+                ops.append(tx.delete(self.full(extra.key)))
+            else:
+                ops.append(tx.put(self.full(extra.key), extra.value))
+        return compares, ops
+
+    async def create(self, key: str, obj: Object, extras: list[Extra] | None = None) -> Object:
+        """Store a new object; KeyExists if present, PreconditionFailed if an extra key is taken."""
+        tx = self._client.transactions
+        full = self.full(key)
+        extra_compares, extra_ops = self._extra_ops(extras or [])
+        body = _encode(_without_rv(obj))
+        response = await self._txn(
+            [tx.version(full) == 0, *extra_compares],
+            [tx.put(full, body), *extra_ops],
+            [tx.get(full)],
+        )
+        if not response.succeeded:
+            if response.responses[0].response_range.kvs:
+                raise KeyExists(key)
+            raise PreconditionFailed(key)
+        return _with_rv(body, response.header.revision)
+
+    async def update(
+        self,
+        key: str,
+        obj: Object,
+        expected_revision: int,
+        extras: list[Extra] | None = None,
+    ) -> Object:
+        """Replace an object if its mod revision is still `expected_revision`."""
+        tx = self._client.transactions
+        full = self.full(key)
+        extra_compares, extra_ops = self._extra_ops(extras or [])
+        body = _encode(_without_rv(obj))
+        response = await self._txn(
+            [tx.mod(full) == expected_revision, *extra_compares],
+            [tx.put(full, body), *extra_ops],
+            [tx.get(full)],
+        )
+        if not response.succeeded:
+            kvs = response.responses[0].response_range.kvs
+            if not kvs:
+                raise KeyNotFound(key)
+            if kvs[0].mod_revision != expected_revision:
+                raise RevisionConflict(key)
+            raise PreconditionFailed(key)
+        return _with_rv(body, response.header.revision)
+
+    async def delete(self, key: str, expected_revision: int, extras: list[Extra] | None = None) -> int:
+        """Delete an object if unchanged since `expected_revision`; return the deletion revision."""
+        tx = self._client.transactions
+        full = self.full(key)
+        extra_compares, extra_ops = self._extra_ops(extras or [])
+        response = await self._txn(
+            [tx.mod(full) == expected_revision, *extra_compares],
+            [tx.delete(full), *extra_ops],
+            [tx.get(full)],
+        )
+        if not response.succeeded:
+            if not response.responses[0].response_range.kvs:
+                raise KeyNotFound(key)
+            raise RevisionConflict(key)
+        return int(response.header.revision)
+
+    async def put_raw(self, key: str, value: bytes) -> None:
+        await self._client.put(self.full(key), value)
+
+    # -- ranges --------------------------------------------------------------
+
+    async def list(
+        self,
+        prefix: str,
+        *,
+        revision: int = 0,
+        start_after: str | None = None,
+        limit: int = 0,
+    ) -> tuple[list[Stored], int, bool]:
+        """Objects under `prefix` (key order) at `revision` (0 = now).
+
+        Returns (objects, the snapshot revision, whether more remain).
+        """
+        await self._client.connect()
+        start = self.full(start_after) + b"\0" if start_after else self.full(prefix)
+        request = rpc.RangeRequest(
+            key=start,
+            range_end=prefix_range_end(self.full(prefix)),
+            revision=revision,
+            limit=limit,
+        )
+        try:
+            response = await self._kv.Range(request, timeout=10)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.OUT_OF_RANGE:
+                raise Compacted(revision, await self.revision()) from err
+            raise
+        items = [Stored(self._short(kv.key), _with_rv(kv.value, kv.mod_revision), kv.mod_revision) for kv in response.kvs]
+        return items, int(response.header.revision), bool(response.more)
+
+    async def keys(self, prefix: str) -> list[str]:
+        await self._client.connect()
+        request = rpc.RangeRequest(
+            key=self.full(prefix), range_end=prefix_range_end(self.full(prefix)), keys_only=True
+        )
+        response = await self._kv.Range(request, timeout=10)
+        return [self._short(kv.key) for kv in response.kvs]
+
+    async def compact(self, revision: int) -> None:
+        await self._client.compact(revision, physical=True)
+
+    # -- watch ---------------------------------------------------------------
+
+    async def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Change]:
+        """Every change under `prefix` strictly after `after_revision`, in order.
+
+        Starting from an explicit revision (never "now") is what makes a
+        list followed by a watch lossless.  Raises Compacted when etcd no
+        longer has that history.
+        """
+        await self._client.connect()
+        try:
+            stream = await self._client.watch_prefix(self.full(prefix), start_revision=after_revision + 1, prev_kv=True)
+        except aetcd.RevisionCompactedError as err:
+            raise Compacted(after_revision, err.compacted_revision) from err
+        try:
+            async for event in stream:
+                yield _change(self, event)
+        except aetcd.RevisionCompactedError as err:
+            raise Compacted(after_revision, err.compacted_revision) from err
+        finally:
+            await asyncio.shield(_cancel_quietly(stream))
+
+
+async def _cancel_quietly(stream: Any) -> None:
+    try:
+        await stream.cancel()
+    except Exception:  # the etcd connection may already be gone
+        log.debug("watch cancel failed", exc_info=True)
+
+
+def _change(storage: Storage, event: Any) -> Change:
+    kv = event.kv
+    prev = _with_rv(event.prev_kv.value, event.prev_kv.mod_revision) if event.prev_kv else None
+    key = storage._short(kv.key)
+    if event.kind == "DELETE":
+        return Change("DELETE", key, None, prev, kv.mod_revision, False)
+    return Change("PUT", key, _with_rv(kv.value, kv.mod_revision), prev, kv.mod_revision, kv.version == 1)
+
+
+def _without_rv(obj: Object) -> Object:
+    """The stored form: resourceVersion is never persisted (it is the mod revision)."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    return {**obj, "metadata": meta}
