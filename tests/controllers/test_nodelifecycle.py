@@ -1,0 +1,206 @@
+"""Node lifecycle on a FakeClock: heartbeats, Unknown, taints, not-ready pods, eviction, recovery.
+
+The decisions are pure functions; the controller test drives them through
+a recording client and dict-backed caches, so time moves only when the
+test says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from control.clock import FakeClock
+from control.controllers.nodelifecycle import (
+    UNKNOWN_MESSAGE,
+    NodeHealth,
+    NodeLifecycleController,
+    eviction_time,
+    is_stale,
+    observe,
+    unknown_conditions,
+    with_unreachable_taints,
+    without_unreachable_taints,
+)
+from tests.controllers.helpers import make_pod
+
+
+def make_node(name="w1", heartbeat="t0", taints=None):
+    return {
+        "metadata": {"name": name},
+        "spec": {"taints": taints or []},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat}]},
+    }
+
+
+def make_lease(renew):
+    return {"metadata": {"name": "w1", "namespace": "kube-node-lease"}, "spec": {"renewTime": renew}}
+
+
+def test_observe_moves_probe_time_only_on_a_new_heartbeat():
+    node = make_node()
+    health = observe(None, node, make_lease("r1"), now=0)
+    assert health == NodeHealth(probe_time=0, lease_renew="r1", heartbeat="t0")
+    observe(health, node, make_lease("r1"), now=15)
+    assert health.probe_time == 0
+    observe(health, node, make_lease("r2"), now=16)
+    assert health.probe_time == 16
+    observe(health, make_node(heartbeat="t1"), make_lease("r2"), now=30)
+    assert health.probe_time == 30
+    assert not is_stale(health, 50, 20) and is_stale(health, 50.5, 20)
+
+
+def test_unknown_conditions_keep_heartbeat_and_transition_once():
+    node = make_node()
+    conds = unknown_conditions(node, "T1")
+    assert conds == [
+        {
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "NodeStatusUnknown",
+            "message": UNKNOWN_MESSAGE,
+            "lastHeartbeatTime": "t0",
+            "lastTransitionTime": "T1",
+        }
+    ]
+    again = unknown_conditions({"status": {"conditions": conds}}, "T2")
+    assert again[0]["lastTransitionTime"] == "T1"
+
+
+def test_taints_are_added_once_and_removed_without_touching_others():
+    cp = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+    node = make_node(taints=[cp])
+    tainted = with_unreachable_taints(node, "T")
+    assert tainted == [
+        cp,
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": "T"},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "T"},
+    ]
+    assert with_unreachable_taints(make_node(taints=tainted), "T2") == [
+        *tainted[:1],
+        *[{**t, "timeAdded": "T2"} for t in tainted[1:]],
+    ]
+    assert without_unreachable_taints(make_node(taints=tainted)) == [cp]
+
+
+def test_eviction_time_honours_toleration_seconds():
+    plain = make_pod("plain")
+    assert eviction_time(plain, tainted_at=100, default_timeout=30) == 130
+    bounded = make_pod(
+        "bounded",
+        tolerations=[
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 5,
+            }
+        ],
+    )
+    assert eviction_time(bounded, 100, 30) == 105
+    forever = make_pod("forever", tolerations=[{"operator": "Exists"}])
+    assert eviction_time(forever, 100, 30) is None
+    other = make_pod("other", tolerations=[{"key": "something-else", "operator": "Exists"}])
+    assert eviction_time(other, 100, 30) == 130
+
+
+class Cache:
+    """The part of Informer the controller reads, backed by a dict."""
+
+    def __init__(self, objects: list[dict[str, Any]]):
+        self.objects = {self._key(o): o for o in objects}
+        self.synced = asyncio.Event()
+        self.synced.set()
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> str:
+        ns = obj["metadata"].get("namespace")
+        return f"{ns}/{obj['metadata']['name']}" if ns else obj["metadata"]["name"]
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self.objects.values())
+
+    def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return self.objects.get(f"{namespace}/{name}" if namespace else name)
+
+
+class RecordingClient:
+    """Applies writes to the caches and records them."""
+
+    def __init__(self, nodes: Cache, pods: Cache):
+        self.nodes, self.pods = nodes, pods
+        self.calls: list[tuple[str, str]] = []
+
+    async def update_status(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("update_status", obj["metadata"]["name"]))
+        self.nodes.objects[obj["metadata"]["name"]] = obj
+        return obj
+
+    async def patch(self, plural, name, patch, namespace=None, *, subresource=None):
+        self.calls.append((f"patch {plural}{'/' + subresource if subresource else ''}", name))
+        cache = self.nodes if plural == "nodes" else self.pods
+        key = f"{namespace}/{name}" if namespace else name
+        obj = cache.objects[key]
+        for section, fields in patch.items():
+            obj[section] = {**obj.get(section, {}), **fields}
+        return obj
+
+    async def delete(self, plural, name, namespace=None, **_: Any):
+        self.calls.append((f"delete {plural}", name))
+        self.pods.objects[f"{namespace}/{name}"]["metadata"]["deletionTimestamp"] = "now"
+        return {}
+
+
+async def test_controller_fences_evicts_and_recovers_on_fake_clock():
+    clock = FakeClock()
+    nodes = Cache([make_node("w1"), make_node("w2")])
+    leases = Cache([make_lease("r0"), {**make_lease("r0"), "metadata": {"name": "w2", "namespace": "kube-node-lease"}}])
+    patient = make_pod(
+        "patient",
+        node="w1",
+        tolerations=[
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 60,
+            }
+        ],
+    )
+    pods = Cache([make_pod("web", node="w1"), patient, make_pod("other", node="w2")])
+    client = RecordingClient(nodes, pods)
+    ctl = NodeLifecycleController(client, nodes, leases, pods, grace=20, eviction_timeout=30, clock=clock)  # type: ignore[arg-type]
+
+    async def tick(seconds: float, renew_w2: bool = True) -> None:
+        await clock.advance(seconds)
+        if renew_w2:
+            leases.objects["kube-node-lease/w2"]["spec"]["renewTime"] = f"r{clock.now()}"
+        await ctl.monitor_once()
+
+    await ctl.monitor_once()
+    await tick(20)
+    assert client.calls == []  # exactly at the grace period: still healthy
+    await tick(1)
+    w1 = nodes.get("w1")
+    assert w1["status"]["conditions"][0]["status"] == "Unknown"
+    assert {(t["key"], t["effect"]) for t in w1["spec"]["taints"]} == {
+        ("node.kubernetes.io/unreachable", "NoSchedule"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+    }
+    assert {p["metadata"]["name"]: p["status"]["conditions"][0]["status"] for p in pods.items()} == {
+        "web": "False",
+        "patient": "False",
+        "other": "True",
+    }
+    assert nodes.get("w2")["spec"]["taints"] == []
+    assert not any(c[0].startswith("delete") for c in client.calls)
+
+    await tick(30)
+    assert ("delete pods", "web") in client.calls and ("delete pods", "patient") not in client.calls
+    await tick(30)
+    assert ("delete pods", "patient") in client.calls
+    assert ("delete pods", "other") not in client.calls
+
+    leases.objects["kube-node-lease/w1"]["spec"]["renewTime"] = "r-back"
+    await tick(1)
+    assert nodes.get("w1")["spec"]["taints"] == []
