@@ -287,17 +287,7 @@ class PodWorkers:
         self._first_seen.setdefault(uid, self.clock.now())
         start_time = (pod.get("status") or {}).get("startTime") or self._start_time.setdefault(uid, _now_rfc3339())
         self._start_time[uid] = start_time
-        containers = await self.runtime.list_containers({LABEL_POD_UID: uid})
-        sandboxes = sorted(
-            (c for c in containers if c.labels.get(LABEL_TYPE) == TYPE_SANDBOX),
-            key=lambda c: int(c.labels.get(LABEL_SANDBOX_ATTEMPT, "0")),
-        )
-        instances: dict[str, list[ContainerState]] = {}
-        for state in containers:
-            if state.labels.get(LABEL_TYPE) == TYPE_CONTAINER:
-                instances.setdefault(state.labels.get(LABEL_CONTAINER_NAME, ""), []).append(state)
-        for found in instances.values():
-            found.sort(key=lambda s: s.restart_count)
+        sandboxes, instances = await self._containers_of(uid)
         terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         specs = pod.get("spec", {}).get("containers") or []
         pod_ip = self.network.pod_ip(uid) or ""
@@ -313,6 +303,7 @@ class PodWorkers:
             if sandbox is None or not sandbox.running:
                 try:
                     sandbox, pod_ip = await self._start_sandbox(pod, sandbox, instances)
+                    _, instances = await self._containers_of(uid)  # the old sandbox's containers were stopped
                 except (RuntimeFailure, DNSConfigError, OSError) as err:
                     metrics.RUNTIME_OPERATION_ERRORS.labels("run_sandbox").inc()
                     log.warning("pod %s: sandbox: %s", describe(pod), err)
@@ -333,6 +324,21 @@ class PodWorkers:
             metrics.POD_START_DURATION.observe(self.clock.now() - self._first_seen[uid])
         await self._write_status(pod, status)
         return False
+
+    async def _containers_of(self, uid: str) -> tuple[list[ContainerState], dict[str, list[ContainerState]]]:
+        """The pod's sandboxes (oldest first) and its app containers by name (lowest restart count first)."""
+        containers = await self.runtime.list_containers({LABEL_POD_UID: uid})
+        sandboxes = sorted(
+            (c for c in containers if c.labels.get(LABEL_TYPE) == TYPE_SANDBOX),
+            key=lambda c: int(c.labels.get(LABEL_SANDBOX_ATTEMPT, "0")),
+        )
+        instances: dict[str, list[ContainerState]] = {}
+        for state in containers:
+            if state.labels.get(LABEL_TYPE) == TYPE_CONTAINER:
+                instances.setdefault(state.labels.get(LABEL_CONTAINER_NAME, ""), []).append(state)
+        for found in instances.values():
+            found.sort(key=lambda s: s.restart_count)
+        return sandboxes, instances
 
     def _view_of(self, spec: Object, found: list[ContainerState]) -> ContainerView:
         return ContainerView(spec, found[-1] if found else None, found[-2] if len(found) > 1 else None)
@@ -389,6 +395,8 @@ class PodWorkers:
         view = self._view_of(spec, found)
         current = view.current
         key = f"{pod['metadata']['uid']}/{spec['name']}"
+        if current is not None and current.running:
+            return view
         if current is not None and current.status == "created":
             await self.runtime.start_container(current.id)
             view.current = await self.runtime.inspect(current.id)

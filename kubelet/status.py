@@ -88,7 +88,7 @@ def container_status(view: ContainerView) -> Object:
         status["state"] = {"running": {"startedAt": current.started_at or None}}
     else:
         status["state"] = {"terminated": _terminated(current)}
-    if last is not None and last is not current:
+    if last is not None and (last is not current or view.waiting_reason):
         status["lastState"] = {"terminated": _terminated(last)}
     return status
 

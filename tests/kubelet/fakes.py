@@ -1,0 +1,69 @@
+"""Test doubles for the pod workers' API server and pod network (the runtime's fake lives beside the real one)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from control.api.errors import not_found
+
+Object = dict[str, Any]
+
+
+class FakeApi:
+    """Records status writes and deletions; `pods` is what a GET returns."""
+
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], Object] = {}
+        self.statuses: list[Object] = []
+        self.deleted: list[tuple[str, str, int | None]] = []
+
+    async def get(self, plural: str, name: str, namespace: str | None = None) -> Object:
+        pod = self.pods.get((namespace or "", name))
+        if pod is None:
+            raise not_found(plural, name)
+        return copy.deepcopy(pod)
+
+    async def update_status(self, plural: str, obj: Object) -> Object:
+        self.statuses.append(copy.deepcopy(obj["status"]))
+        meta = obj["metadata"]
+        self.pods[(meta.get("namespace", ""), meta["name"])] = copy.deepcopy(obj)
+        return obj
+
+    async def delete(
+        self, plural: str, name: str, namespace: str | None = None, *, grace_period_seconds: int | None = None
+    ) -> Object:
+        self.deleted.append((namespace or "", name, grace_period_seconds))
+        self.pods.pop((namespace or "", name), None)
+        return {}
+
+    @property
+    def last_status(self) -> Object:
+        return self.statuses[-1]
+
+
+class FakeNetwork:
+    """Hands out addresses from 10.244.1.0/24 and remembers which pods are wired."""
+
+    def __init__(self) -> None:
+        self.ips: dict[str, str] = {}
+        self.sandbox_pids: dict[str, int] = {}
+        self.torn_down: list[str] = []
+        self._next = 2
+
+    async def setup_pod(self, pod_uid: str, sandbox_pid: int) -> str:
+        if pod_uid not in self.ips:
+            self.ips[pod_uid] = f"10.244.1.{self._next}"
+            self._next += 1
+        self.sandbox_pids[pod_uid] = sandbox_pid
+        return self.ips[pod_uid]
+
+    async def teardown_pod(self, pod_uid: str) -> None:
+        self.torn_down.append(pod_uid)
+        self.ips.pop(pod_uid, None)
+
+    def pod_ip(self, pod_uid: str) -> str | None:
+        return self.ips.get(pod_uid)
+
+    def allocated_pods(self) -> set[str]:
+        return set(self.ips)
