@@ -1,0 +1,1 @@
+"""iptables mode: the rule generator (`rules`) and the code that applies it (`restore`)."""

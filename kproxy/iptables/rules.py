@@ -1,0 +1,272 @@
+"""Service rules as `iptables-restore` input, in kube-proxy's iptables layout.
+
+`build_ruleset` is a pure function of (service ports, endpoints, node): the
+same inputs always give the same text (services and endpoints are sorted),
+so a sync can be compared, replayed and traced in tests. It covers only the
+KUBE-* chains; `kproxy.iptables.restore` adds the jumps from the built-in
+chains and the deletion of stale chains, which depend on what the kernel
+holds now.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName
+
+KUBE_SERVICES = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS = "KUBE-NODEPORTS"
+KUBE_FORWARD = "KUBE-FORWARD"
+KUBE_POSTROUTING = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
+
+# Per-service chain prefixes kproxy creates and, when a service goes away, deletes.
+SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
+
+FILTER_CHAINS = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS)
+NAT_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
+
+
+def _hash16(text: str) -> str:
+    """First 16 characters of base32(sha256(text)): how kube-proxy names per-service chains."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def service_chain(prefix: str, key: ServicePortName) -> str:
+    """`KUBE-SVC-…`, `KUBE-SVL-…`, `KUBE-EXT-…` or `KUBE-FW-…` for one service port."""
+    return f"{prefix}{_hash16(str(key) + key.protocol.lower())}"
+
+
+def endpoint_chain(key: ServicePortName, endpoint: Endpoint) -> str:
+    """`KUBE-SEP-…`: the hash also covers `ip:port`, so each backend has its own chain."""
+    return f"KUBE-SEP-{_hash16(str(key) + key.protocol.lower() + str(endpoint))}"
+
+
+def comment(text: str) -> str:
+    """`-m comment --comment X`, quoted when X has spaces (as iptables-save prints it)."""
+    return f'-m comment --comment "{text}"' if " " in text else f"-m comment --comment {text}"
+
+
+def probability(remaining: int) -> str:
+    """Chance that rule i of N picks its endpoint, 1/(N-i), formatted as kube-proxy does."""
+    return f"{1.0 / remaining:0.10f}"
+
+
+def usable_endpoints(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
+    """Ready endpoints; if none is ready, the serving terminating ones (graceful drain)."""
+    candidates = list(endpoints)
+    ready = [e for e in candidates if e.ready]
+    if ready:
+        return ready
+    return [e for e in candidates if e.serving and e.terminating]
+
+
+@dataclass
+class _Table:
+    chains: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+
+    def declare(self, chain: str) -> None:
+        if chain not in self.chains:
+            self.chains.append(chain)
+
+    def add(self, chain: str, *parts: str) -> None:
+        self.rules.append(" ".join(["-A", chain, *[p for p in parts if p]]))
+
+    def render(self, name: str) -> list[str]:
+        return [f"*{name}", *[f":{c} - [0:0]" for c in self.chains], *self.rules, "COMMIT"]
+
+
+def _sort_key(endpoint: Endpoint) -> tuple[int, int, int]:
+    ip = ipaddress.ip_address(endpoint.ip)
+    return (ip.version, int(ip), endpoint.port)
+
+
+def build_ruleset(
+    service_ports: Iterable[ServicePort],
+    endpoints: Mapping[ServicePortName, Sequence[Endpoint]],
+    node: NodeConfig,
+) -> str:
+    """The `filter` and `nat` tables' KUBE-* chains for these services, as restore input."""
+    filter_table, nat = _Table(), _Table()
+    for chain in FILTER_CHAINS:
+        filter_table.declare(chain)
+    for chain in NAT_CHAINS:
+        nat.declare(chain)
+    mark = node.masquerade_mark
+    filter_table.add(KUBE_FORWARD, "-m conntrack --ctstate INVALID -j DROP")
+    filter_table.add(KUBE_FORWARD, comment("kubernetes forwarding rules"), f"-m mark --mark {mark}/{mark}", "-j ACCEPT")
+    filter_table.add(
+        KUBE_FORWARD,
+        comment("kubernetes forwarding conntrack rule"),
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    )
+    nat.add(KUBE_POSTROUTING, f"-m mark ! --mark {mark}/{mark} -j RETURN")
+    # Clear the mark so a packet that goes round the stack again is not masqueraded twice.
+    nat.add(KUBE_POSTROUTING, f"-j MARK --xor-mark {mark}")
+    nat.add(KUBE_POSTROUTING, comment("kubernetes service traffic requiring SNAT"), "-j MASQUERADE")
+    nat.add(KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
+
+    for service in sorted(service_ports, key=lambda s: s.key):
+        _write_service(filter_table, nat, service, endpoints.get(service.key, ()), node)
+
+    nat.add(
+        KUBE_SERVICES,
+        comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain"),
+        "-m addrtype --dst-type LOCAL -j",
+        KUBE_NODEPORTS,
+    )
+    return "\n".join(filter_table.render("filter") + nat.render("nat")) + "\n"
+
+
+def _write_service(
+    filter_table: _Table,
+    nat: _Table,
+    service: ServicePort,
+    all_endpoints: Sequence[Endpoint],
+    node: NodeConfig,
+) -> None:
+    """One service port's rules, following kube-proxy's syncProxyRules."""
+    key = service.key
+    name = str(key)
+    proto = key.protocol.lower()
+    match_proto = f"-m {proto} -p {proto}"
+    ordered = sorted(all_endpoints, key=_sort_key)
+    cluster_endpoints = usable_endpoints(ordered)
+    local_endpoints = usable_endpoints(e for e in ordered if e.is_local)
+    has_endpoints = bool(cluster_endpoints)
+    # Local-policy short circuits in the EXT chain still need the cluster-wide endpoints.
+    uses_cluster = not service.internal_policy_local or service.externally_accessible
+    uses_local = service.internal_policy_local or (service.externally_accessible and service.external_policy_local)
+    has_internal = bool(local_endpoints if service.internal_policy_local else cluster_endpoints)
+    has_external = bool(local_endpoints if service.external_policy_local else cluster_endpoints)
+
+    svc_chain = service_chain("KUBE-SVC-", key)
+    svl_chain = service_chain("KUBE-SVL-", key)
+    ext_chain = service_chain("KUBE-EXT-", key)
+    internal_chain = svl_chain if service.internal_policy_local else svc_chain
+    external_policy_chain = svl_chain if service.external_policy_local else svc_chain
+
+    if not has_endpoints:
+        internal_filter = external_filter = ("REJECT", f"{name} has no endpoints")
+    else:
+        internal_filter = external_filter = None
+        if not has_internal:
+            internal_filter = ("DROP", f"{name} has no local endpoints")
+        if not has_external:
+            external_filter = ("DROP", f"{name} has no local endpoints")
+
+    # Where traffic is captured: cluster IP, external IPs, LB ingress IPs, node port.
+    cluster_ip_match = f"{match_proto} -d {service.cluster_ip} --dport {service.port}"
+    if has_internal:
+        nat.add(KUBE_SERVICES, comment(f"{name} cluster IP"), cluster_ip_match, "-j", internal_chain)
+    elif internal_filter:
+        verdict, why = internal_filter
+        filter_table.add(KUBE_SERVICES, comment(why), cluster_ip_match, "-j", verdict)
+    for what, addresses in (("external IP", service.external_ips), ("loadbalancer IP", service.load_balancer_ips)):
+        for address in addresses:
+            ip_match = f"{match_proto} -d {address} --dport {service.port}"
+            if has_endpoints:
+                nat.add(KUBE_SERVICES, comment(f"{name} {what}"), ip_match, "-j", ext_chain)
+            if external_filter:
+                verdict, why = external_filter
+                filter_table.add(KUBE_EXTERNAL_SERVICES, comment(why), ip_match, "-j", verdict)
+    if service.node_port:
+        if has_endpoints:
+            nat.add(KUBE_NODEPORTS, comment(name), f"{match_proto} --dport {service.node_port}", "-j", ext_chain)
+        if external_filter:
+            verdict, why = external_filter
+            filter_table.add(
+                KUBE_EXTERNAL_SERVICES,
+                comment(why),
+                "-m addrtype --dst-type LOCAL",
+                f"{match_proto} --dport {service.node_port}",
+                "-j",
+                verdict,
+            )
+    if not has_endpoints:
+        return  # no nat chains at all for a service nobody serves
+
+    if uses_cluster:
+        nat.declare(svc_chain)
+    if uses_local:
+        nat.declare(svl_chain)
+    if service.externally_accessible:
+        nat.declare(ext_chain)
+
+    # Off-cluster sources reaching a cluster IP may be answered from another node: masquerade them.
+    if has_internal and node.cluster_cidr:
+        nat.add(
+            internal_chain,
+            comment(f"{name} cluster IP"),
+            cluster_ip_match,
+            f"! -s {node.cluster_cidr}",
+            "-j",
+            KUBE_MARK_MASQ,
+        )
+
+    if service.externally_accessible:
+        if not service.external_policy_local:
+            # The endpoint may be on another node: masquerade so replies come back through here.
+            nat.add(ext_chain, comment(f"masquerade traffic for {name} external destinations"), "-j", KUBE_MARK_MASQ)
+        else:
+            if node.cluster_cidr:
+                nat.add(
+                    ext_chain,
+                    comment(f"pod traffic for {name} external destinations"),
+                    f"-s {node.cluster_cidr}",
+                    "-j",
+                    svc_chain,
+                )
+            nat.add(
+                ext_chain,
+                comment(f"masquerade LOCAL traffic for {name} external destinations"),
+                "-m addrtype --src-type LOCAL -j",
+                KUBE_MARK_MASQ,
+            )
+            nat.add(
+                ext_chain,
+                comment(f"route LOCAL traffic for {name} external destinations"),
+                "-m addrtype --src-type LOCAL -j",
+                svc_chain,
+            )
+        nat.add(ext_chain, "-j", external_policy_chain)
+
+    if uses_cluster:
+        _write_balancing(nat, service, svc_chain, cluster_endpoints)
+    if uses_local:
+        _write_balancing(nat, service, svl_chain, local_endpoints)
+
+    reachable = {
+        str(e): e for e in (cluster_endpoints if uses_cluster else []) + (local_endpoints if uses_local else [])
+    }
+    for endpoint in sorted(reachable.values(), key=_sort_key):
+        sep = endpoint_chain(key, endpoint)
+        nat.declare(sep)
+        # Hairpin: a backend reaching itself through the VIP must be masqueraded or its reply bypasses NAT.
+        nat.add(sep, comment(name), f"-s {endpoint.ip} -j", KUBE_MARK_MASQ)
+        sticky = f"-m recent --name {sep} --set" if service.sticky_seconds is not None else ""
+        nat.add(sep, comment(name), sticky, f"{match_proto} -j DNAT --to-destination {endpoint}")
+
+
+def _write_balancing(nat: _Table, service: ServicePort, chain: str, endpoints: Sequence[Endpoint]) -> None:
+    """Session-affinity checks first, then a random pick with 1/(N-i) odds per rule."""
+    name = str(service.key)
+    if service.sticky_seconds is not None:
+        for endpoint in endpoints:
+            sep = endpoint_chain(service.key, endpoint)
+            nat.add(
+                chain,
+                comment(f"{name} -> {endpoint}"),
+                f"-m recent --name {sep} --rcheck --seconds {service.sticky_seconds} --reap -j",
+                sep,
+            )
+    count = len(endpoints)
+    for index, endpoint in enumerate(endpoints):
+        odds = f"-m statistic --mode random --probability {probability(count - index)}" if index < count - 1 else ""
+        nat.add(chain, comment(f"{name} -> {endpoint}"), odds, "-j", endpoint_chain(service.key, endpoint))

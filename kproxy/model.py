@@ -1,0 +1,217 @@
+"""Typed views of exactly what the rule generator needs from Services and Endpoints.
+
+The rules are a pure function of these values, so building them from the
+API objects happens once, here, and bad objects fail with a message that
+names the field instead of a KeyError deep inside rule generation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Object = Mapping[str, Any]
+
+DEFAULT_STICKY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds default
+MASQUERADE_MARK = "0x4000"  # 1 << 14, kube-proxy's default --iptables-masquerade-bit
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+class InvalidObject(ValueError):
+    """A Service or Endpoints object kproxy cannot turn into rules; the message names the field."""
+
+
+@dataclass(frozen=True, order=True)
+class ServicePortName:
+    """One port of one Service, as kube-proxy keys it (`ServicePortName`)."""
+
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str
+
+    def __str__(self) -> str:
+        """`ns/name:port`, or `ns/name` for an unnamed port (upstream's ServicePortName.String)."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """What the rules need to know about one Service port."""
+
+    key: ServicePortName
+    cluster_ip: str
+    port: int
+    node_port: int = 0
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+    # None: no session affinity; otherwise ClientIP stickiness for this many seconds.
+    sticky_seconds: int | None = None
+    external_policy_local: bool = False
+    internal_policy_local: bool = False
+
+    @property
+    def protocol(self) -> str:
+        return self.key.protocol
+
+    @property
+    def externally_accessible(self) -> bool:
+        """Reachable other than by cluster IP: a node port, external IPs or LB ingress IPs."""
+        return bool(self.node_port or self.external_ips or self.load_balancer_ips)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One backend address of one Service port."""
+
+    ip: str
+    port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node_name: str = ""
+    is_local: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The node's own facts the rules depend on."""
+
+    node_name: str
+    node_ips: tuple[str, ...] = ()
+    # Pod CIDR of the whole cluster: traffic from outside it to a cluster IP is masqueraded.
+    cluster_cidr: str | None = None
+    masquerade_mark: str = MASQUERADE_MARK
+
+    def __post_init__(self) -> None:
+        for ip in self.node_ips:
+            _check_ip(ip, "node IP")
+        if self.cluster_cidr is not None:
+            try:
+                ipaddress.ip_network(self.cluster_cidr)
+            except ValueError as err:
+                raise InvalidObject(f"cluster CIDR {self.cluster_cidr!r}: {err}") from None
+
+
+@dataclass
+class ServiceSnapshot:
+    """All service ports and their endpoints at one moment: the input of one sync."""
+
+    service_ports: list[ServicePort] = field(default_factory=list)
+    endpoints: dict[ServicePortName, list[Endpoint]] = field(default_factory=dict)
+
+
+def service_ports_of(service: Object) -> list[ServicePort]:
+    """The proxied ports of a Service; headless and ExternalName services have none."""
+    meta = service.get("metadata") or {}
+    spec = service.get("spec") or {}
+    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    where = f"service {namespace}/{name}"
+    service_type = spec.get("type") or "ClusterIP"
+    cluster_ip = spec.get("clusterIP") or ""
+    if service_type == "ExternalName" or cluster_ip in ("", "None"):
+        return []
+    _check_ip(cluster_ip, f"{where}: spec.clusterIP")
+    external_ips = tuple(_check_ip(ip, f"{where}: spec.externalIPs") for ip in spec.get("externalIPs") or [])
+    ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+    lb_ips = tuple(_check_ip(i["ip"], f"{where}: status.loadBalancer.ingress") for i in ingress if i.get("ip"))
+    sticky: int | None = None
+    if spec.get("sessionAffinity") == "ClientIP":
+        client_ip = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
+        sticky = int(client_ip.get("timeoutSeconds") or DEFAULT_STICKY_SECONDS)
+    # externalTrafficPolicy only means something for services reachable from outside.
+    external_local = service_type in ("NodePort", "LoadBalancer") and spec.get("externalTrafficPolicy") == "Local"
+    internal_local = spec.get("internalTrafficPolicy") == "Local"
+    ports = []
+    for index, port in enumerate(spec.get("ports") or []):
+        protocol = port.get("protocol") or "TCP"
+        if protocol not in PROTOCOLS:
+            raise InvalidObject(f"{where}: spec.ports[{index}].protocol {protocol!r} is not one of {PROTOCOLS}")
+        number = _check_port(port.get("port"), f"{where}: spec.ports[{index}].port")
+        node_port = port.get("nodePort") or 0
+        if node_port:
+            _check_port(node_port, f"{where}: spec.ports[{index}].nodePort")
+        ports.append(
+            ServicePort(
+                key=ServicePortName(namespace, name, port.get("name") or "", protocol),
+                cluster_ip=cluster_ip,
+                port=number,
+                node_port=node_port if service_type in ("NodePort", "LoadBalancer") else 0,
+                external_ips=external_ips,
+                load_balancer_ips=lb_ips if service_type == "LoadBalancer" else (),
+                sticky_seconds=sticky,
+                external_policy_local=external_local,
+                internal_policy_local=internal_local,
+            )
+        )
+    return ports
+
+
+def endpoints_of(endpoints: Object, node_name: str) -> dict[ServicePortName, list[Endpoint]]:
+    """The backends of every port of an Endpoints object, keyed like the service ports.
+
+    Subset ports are matched to service ports by name and protocol, as
+    kube-proxy does. v1 Endpoints say only ready (`addresses`) or not
+    (`notReadyAddresses`); like the EndpointSlice mirroring, a ready address
+    is serving and neither is terminating.
+    """
+    meta = endpoints.get("metadata") or {}
+    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    where = f"endpoints {namespace}/{name}"
+    result: dict[ServicePortName, list[Endpoint]] = {}
+    for s_index, subset in enumerate(endpoints.get("subsets") or []):
+        addresses = [(a, True) for a in subset.get("addresses") or []]
+        addresses += [(a, False) for a in subset.get("notReadyAddresses") or []]
+        for p_index, port in enumerate(subset.get("ports") or []):
+            key = ServicePortName(namespace, name, port.get("name") or "", port.get("protocol") or "TCP")
+            number = _check_port(port.get("port"), f"{where}: subsets[{s_index}].ports[{p_index}].port")
+            for address, ready in addresses:
+                ip = _check_ip(address.get("ip") or "", f"{where}: subsets[{s_index}] address")
+                node = address.get("nodeName") or ""
+                result.setdefault(key, []).append(
+                    Endpoint(ip, number, ready=ready, serving=ready, node_name=node, is_local=node == node_name)
+                )
+    return result
+
+
+def snapshot(services: Iterable[Object], endpoints: Iterable[Object], node_name: str) -> ServiceSnapshot:
+    """Join Services and Endpoints into one sync's input.
+
+    A bad object is logged and left out rather than failing the sync: one
+    broken Service must not take every other Service's rules down with it.
+    """
+    result = ServiceSnapshot()
+    for service in services:
+        try:
+            result.service_ports.extend(service_ports_of(service))
+        except InvalidObject as err:
+            log.warning("skipping service: %s", err)
+    for obj in endpoints:
+        try:
+            result.endpoints.update(endpoints_of(obj, node_name))
+        except InvalidObject as err:
+            log.warning("skipping endpoints: %s", err)
+    return result
+
+
+def _check_ip(value: str, what: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidObject(f"{what}: {value!r} is not an IP address") from None
+    return value
+
+
+def _check_port(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise InvalidObject(f"{what}: {value!r} is not a port number")
+    return value
