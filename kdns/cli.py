@@ -82,6 +82,7 @@ async def serve(args: argparse.Namespace) -> None:
             ttl=args.ttl,
             reverse_cidrs=[args.service_cluster_ip_range, args.cluster_cidr],
             server_ips=server_ips,
+            server_port=args.port,
         )
         server = DnsServer(source, Forwarder(upstreams), recursion_networks=args.recursion_networks.split(","))
         await server.start(args.listen, args.port)

@@ -168,8 +168,13 @@ class RecordIndex:
         serial: int = 0,
         reverse_cidrs: Iterable[str] = (),
         server_ips: Iterable[str] = (),
+        server_port: int = 53,
     ) -> RecordIndex:
-        """Index the objects.  `server_ips` are kdns's own addresses, for the apex NS glue."""
+        """Index the objects.
+
+        `server_ips` and `server_port` are where kdns itself listens: the
+        Service whose endpoints point there names the apex NS (CoreDNS's rule).
+        """
         if not 0 <= ttl <= MAX_TTL:
             raise ValueError(f"ttl {ttl} is outside 0..{MAX_TTL}")
         zone = zone.strip(".").lower()
@@ -189,7 +194,8 @@ class RecordIndex:
             cls._add_service(builder, zone, namespace.lower(), name.lower(), spec, eps)
             ready = _ready_endpoints(eps, bool(spec.get("publishNotReadyAddresses")))
             cluster_ips = [ip for ip in _cluster_ips(spec) if _ip(ip)]
-            if cluster_ips and any(e.ip in server_ip_set for e in ready):
+            serves_us = any(e.ip in server_ip_set and any(p == server_port for *_, p in e.ports) for e in ready)
+            if cluster_ips and serves_us:
                 ns_target, ns_glue = f"{name}.{namespace}.svc.{zone}".lower(), cluster_ips
         builder.add(Record(f"dns-version.{zone}", QTYPE.TXT, DNS_SCHEMA_VERSION, TXT_VERSION_TTL))
         builder.add(Record(zone, QTYPE.NS, ns_target + ".", ttl))

@@ -26,11 +26,13 @@ class InformerSource:
         ttl: int,
         reverse_cidrs: Iterable[str],
         server_ips: Iterable[str],
+        server_port: int,
     ):
         self.zone = zone
         self.ttl = ttl
         self.reverse_cidrs = tuple(reverse_cidrs)
         self.server_ips = tuple(server_ips)
+        self.server_port = server_port
         self.services = Informer(client, "services")
         self.endpoints = Informer(client, "endpoints")
         self.namespaces = Informer(client, "namespaces")
@@ -55,6 +57,7 @@ class InformerSource:
             serial=self._serial,
             reverse_cidrs=self.reverse_cidrs,
             server_ips=self.server_ips,
+            server_port=self.server_port,
         )
 
     def index(self) -> RecordIndex:

@@ -177,6 +177,13 @@ def test_ns_at_the_apex_points_at_the_service_kdns_serves() -> None:
     assert values(ask("ns.dns.cluster.local", "A").answer, "A") == ["192.168.56.10"]
 
 
+def test_ns_ignores_other_services_on_the_same_node_ip() -> None:
+    """The apiserver's endpoints share kdns's node IP; only the Service on kdns's port names the NS."""
+    for services in (SERVICES, list(reversed(SERVICES))):
+        index = RecordIndex.build(services, ENDPOINTS, NAMESPACES, server_ips=["192.168.56.10"])
+        assert values(ask("cluster.local", "NS", index).answer, "NS") == ["kube-dns.kube-system.svc.cluster.local."]
+
+
 def test_ns_without_a_service_for_kdns_uses_ns_dns_name() -> None:
     index = RecordIndex.build([], [], [], server_ips=["192.168.56.10"])
     answer = ask("cluster.local", "NS", index)
