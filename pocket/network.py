@@ -128,6 +128,11 @@ def ensure_network(cluster: ClusterConfig) -> bool:
         changed |= ensure_host_link(cluster, netns, address)
     for node in cluster.nodes:
         changed |= ensure_node_routing(cluster.node_netns(node.name))
+    if changed:
+        # A re-created eth0 has a new MAC; drop neighbour entries that still point at the old one
+        # (or sit FAILED from lookups made while it was missing).
+        for netns, _ in cluster.endpoints():
+            _run(["ip", "-n", netns, "neigh", "flush", "all"])
     return changed
 
 

@@ -40,16 +40,8 @@ def start_time(pid: int) -> int | None:
     return int(fields[21]) if fields else None
 
 
-def _reap(pid: int) -> None:
-    """Collect our own exited child so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 def alive(pid: int) -> bool:
-    _reap(pid)
+    """Running (a zombie counts as gone: its exit status is for its parent's Popen to collect)."""
     fields = _stat_fields(pid)
     return fields is not None and fields[2] not in ("Z", "X")
 

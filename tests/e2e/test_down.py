@@ -1,0 +1,83 @@
+"""`pocket down` leaves nothing behind: namespaces, processes, containers, mounts, host iptables.
+
+Runs last in a session (see pytest_collection_modifyitems in conftest.py),
+because it removes the shared cluster.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from typing import Any
+
+import pytest
+
+from pocket import processes
+from pocket.cluster import cluster_processes, mounts_under
+from pocket.config import ClusterConfig
+from tests.e2e.conftest import host_iptables, pocket
+
+pytestmark = pytest.mark.e2e
+
+
+def cluster_namespaces(config: ClusterConfig) -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    names = {line.split()[0] for line in out.splitlines() if line.strip()}
+    return names & set(config.all_netns())
+
+
+def identities(pids: set[int]) -> set[tuple[int, int]]:
+    """(pid, start time) pairs, so a recycled pid is not taken for a survivor."""
+    return {(pid, start) for pid in pids if (start := processes.start_time(pid)) is not None}
+
+
+def still_alive(before: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    return {(pid, start) for pid, start in before if processes.alive(pid) and processes.start_time(pid) == start}
+
+
+def snapshot(config: ClusterConfig) -> dict[str, Any]:
+    return {
+        "netns": cluster_namespaces(config),
+        "processes": identities(cluster_processes(config, config.all_netns(), config.state_dir)),
+        "mounts": mounts_under(config.state_dir, config.run_dir),
+        "iptables": host_iptables(),
+    }
+
+
+def api_port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_down_removes_everything_up_made(cluster: Any) -> None:
+    config: ClusterConfig = cluster.config
+    container = cluster.docker("worker1").containers.run("busybox", ["sleep", "600"], detach=True, network_mode="none")
+    container.reload()
+    container_pid = container.attrs["State"]["Pid"]
+
+    before = snapshot(config)
+    assert before["netns"] == set(config.all_netns())
+    assert before["mounts"], "a running cluster has docker mounts under its state dirs"
+    assert container_pid in {pid for pid, _ in before["processes"]}, "the container is one of the cluster's processes"
+    assert api_port_open(config.api_port)
+
+    proc = pocket("down", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    after = snapshot(config)
+    assert after["netns"] == set()
+    assert still_alive(before["processes"]) == set()
+    assert after["processes"] == set()
+    assert after["mounts"] == []
+    assert after["iptables"] == before["iptables"]
+    if cluster.started_here:
+        assert after["iptables"] == cluster.host_iptables_before_up
+    assert not config.state_dir.exists()
+    assert not config.run_dir.exists()
+    assert not config.kubeconfig.exists()
+    assert not api_port_open(config.api_port)
+
+    again = pocket("down", timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "none running" in again.stdout
