@@ -50,6 +50,9 @@ PATCH_TYPES = {
     "application/strategic-merge-patch+json": "strategic",
 }
 REGISTRY_KEY = web.AppKey("registry", Registry)
+VERB_KEY = web.RequestKey("pk_verb", str)
+RESOURCE_KEY = web.RequestKey("pk_resource", str)
+SUBRESOURCE_KEY = web.RequestKey("pk_subresource", str)
 
 
 @dataclass(frozen=True)
@@ -207,8 +210,8 @@ class ApiHandler:
             if request.method != "GET":
                 raise errors.method_not_allowed()
             return _json(discovery.api_resource_list(gv))
-        request["pk_resource"] = target.resource.plural
-        request["pk_subresource"] = target.subresource or ""
+        request[RESOURCE_KEY] = target.resource.plural
+        request[SUBRESOURCE_KEY] = target.subresource or ""
         if target.resource.namespaced and target.namespace is None and target.name is not None:
             raise _not_found_path(request.path)
         if target.name is None:
@@ -221,9 +224,9 @@ class ApiHandler:
         res = t.resource
         if request.method == "GET":
             if _is_true(request.query.get("watch")):
-                request["pk_verb"] = "WATCH"
+                request[VERB_KEY] = "WATCH"
                 return await self._watch(request, t)
-            request["pk_verb"] = "LIST"
+            request[VERB_KEY] = "LIST"
             listed = await self.registry.list(res, t.namespace, _list_options(request, res))
             return self._render_list(request, res, listed)
         if request.method == "POST":
@@ -459,9 +462,9 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
         code = 500
         return _status_response(errors.internal_error(str(err) or type(err).__name__))
     finally:
-        verb = request.get("pk_verb", request.method)
-        plural = request.get("pk_resource", "")
-        REQUESTS.labels(verb, plural, request.get("pk_subresource", ""), str(code)).inc()
+        verb = request.get(VERB_KEY, request.method)
+        plural = request.get(RESOURCE_KEY, "")
+        REQUESTS.labels(verb, plural, request.get(SUBRESOURCE_KEY, ""), str(code)).inc()
         LATENCY.labels(verb, plural).observe(time.monotonic() - started)
 
 

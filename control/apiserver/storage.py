@@ -312,7 +312,8 @@ async def _cancel_quietly(stream: Any) -> None:
 
 def _change(storage: Storage, event: Any) -> Change:
     kv = event.kv
-    prev = _with_rv(event.prev_kv.value, event.prev_kv.mod_revision) if event.prev_kv else None
+    has_prev = event.prev_kv is not None and event.prev_kv.key
+    prev = _with_rv(event.prev_kv.value, event.prev_kv.mod_revision) if has_prev else None
     key = storage._short(kv.key)
     if event.kind == "DELETE":
         return Change("DELETE", key, None, prev, kv.mod_revision, False)
