@@ -184,20 +184,24 @@ class DnsServer:
         opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
         qtype_name = QTYPE.get(query.q.qtype, str(query.q.qtype)) if query.questions else "none"
         metrics.REQUESTS.labels(proto, qtype_name).inc()
+        # The checks run in the order miekg/dns and CoreDNS apply them.
+        if query.header.opcode != OPCODE.QUERY:
+            metrics.RESPONSES.labels("NOTIMP").inc()
+            return _header_only(data, RCODE.NOTIMP)
         if len(query.questions) != 1 or len(opts) > 1:
             metrics.RESPONSES.labels("FORMERR").inc()
             return _header_only(data, RCODE.FORMERR)
         opt = opts[0] if opts else None
-        if opt is not None and (opt.ttl >> 16) & 0xFF != 0:
-            return self._pack(query, Answer(RCODE.NOERROR, authoritative=False), opt, proto, ext_rcode=BADVERS_EXTENDED)
-        if query.header.opcode != OPCODE.QUERY:
-            answer = Answer(RCODE.NOTIMP, authoritative=False)
-        elif query.q.qclass != CLASS.IN:
+        ext_rcode = 0
+        if query.q.qclass != CLASS.IN:
             answer = Answer(RCODE.REFUSED, authoritative=False)
+        elif opt is not None and (opt.ttl >> 16) & 0xFF != 0:
+            answer, ext_rcode = Answer(RCODE.NOERROR, authoritative=False), BADVERS_EXTENDED
         else:
             answer = await self._resolve(str(query.q.qname), query.q.qtype, client_ip)
-        reply = self._pack(query, answer, opt, proto)
-        metrics.RESPONSES.labels(RCODE.get(answer.rcode, str(answer.rcode))).inc()
+        reply = self._pack(query, answer, opt, proto, ext_rcode)
+        rcode_name = "BADVERS" if ext_rcode else RCODE.get(answer.rcode, str(answer.rcode))
+        metrics.RESPONSES.labels(rcode_name).inc()
         metrics.REQUEST_DURATION.labels(qtype_name).observe(time.perf_counter() - started)
         return reply
 
