@@ -152,6 +152,9 @@ def _write_service(
     internal_chain = svl_chain if service.internal_policy_local else svc_chain
     external_policy_chain = svl_chain if service.external_policy_local else svc_chain
 
+    # (verdict, comment) of the filter rule for traffic these rules will not DNAT, if any.
+    internal_filter: tuple[str, str] | None
+    external_filter: tuple[str, str] | None
     if not has_endpoints:
         internal_filter = external_filter = ("REJECT", f"{name} has no endpoints")
     else:

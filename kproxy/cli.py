@@ -1,0 +1,100 @@
+"""`pocket kproxy` / `python -m kproxy`: Service VIPs on one node, run inside that node's network namespace."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+
+import uvloop
+
+from control.cli_support import Command
+from control.client import Client, Informer
+from control.observability import serve_health
+from kproxy.conntrack import ConntrackCli
+from kproxy.iptables.restore import BACKENDS, IptablesPacketFilter
+from kproxy.model import NodeConfig
+from kproxy.proxier import Proxier
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-server", default="http://192.168.56.10:6443", help="API server URL")
+    parser.add_argument("--node-name", required=True, help="this node's name (endpoints on it are local)")
+    parser.add_argument("--node-ip", default="", help="this node's IP address(es), comma-separated")
+    parser.add_argument(
+        "--cluster-cidr", default="10.244.0.0/16", help="pod CIDR; traffic from outside it to a cluster IP is SNATed"
+    )
+    parser.add_argument("--health-port", type=int, default=10256, help="port for /healthz and /metrics")
+    parser.add_argument(
+        "--iptables",
+        choices=sorted(BACKENDS),
+        default="legacy",
+        help="legacy: iptables-legacy-restore/-save; nft: iptables-restore/-save",
+    )
+    parser.add_argument(
+        "--min-sync-period", type=float, default=0.1, help="seconds between syncs at least (changes are coalesced)"
+    )
+    parser.add_argument("--sync-period", type=float, default=30.0, help="seconds between full resyncs")
+
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The node's config from the flags; ValueError naming the flag when one is wrong."""
+    node_ips = tuple(ip.strip() for ip in args.node_ip.split(",") if ip.strip())
+    for ip in node_ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ValueError(f"--node-ip {ip!r}: not an IP address") from None
+    try:
+        ipaddress.ip_network(args.cluster_cidr)
+    except ValueError as err:
+        raise ValueError(f"--cluster-cidr {args.cluster_cidr!r}: {err}") from None
+    if not 0 < args.health_port < 65536:
+        raise ValueError(f"--health-port {args.health_port}: not a port number")
+    if args.min_sync_period < 0:
+        raise ValueError(f"--min-sync-period {args.min_sync_period}: must not be negative")
+    if args.sync_period <= 0:
+        raise ValueError(f"--sync-period {args.sync_period}: must be positive")
+    return NodeConfig(args.node_name, node_ips, args.cluster_cidr)
+
+
+async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
+    async with Client(args.api_server, user_agent="pocketkube-kproxy") as client:
+        services = Informer(client, "services")
+        endpoints = Informer(client, "endpoints")
+        proxier = Proxier(
+            services,
+            endpoints,
+            node,
+            IptablesPacketFilter(args.iptables),
+            ConntrackCli(),
+            min_sync_interval=args.min_sync_period,
+            resync_period=args.sync_period,
+        )
+        health = await serve_health("0.0.0.0", args.health_port, {"sync": proxier.healthy})
+        tasks = [asyncio.create_task(t) for t in (services.run(), endpoints.run(), proxier.run())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await health.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        node = node_config(args)
+    except ValueError as err:
+        print(f"kproxy: {err}")
+        return 2
+    try:
+        uvloop.run(serve(args, node))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+COMMAND = Command("kproxy", "Service virtual IPs on this node: kube-proxy's iptables rules", add_arguments, run)
