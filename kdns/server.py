@@ -87,11 +87,14 @@ class DnsServer:
         *,
         recursion_networks: Iterable[str] = DEFAULT_RECURSION_NETWORKS,
         idle_timeout: float = 10.0,
+        max_tcp_connections: int = 256,
     ):
         self.source = source
         self.forwarder = forwarder
         self.recursion_networks = parse_networks(recursion_networks)
         self.idle_timeout = idle_timeout
+        self.max_tcp_connections = max_tcp_connections
+        self._tcp_connections = 0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,6 +141,10 @@ class DnsServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Length-prefixed queries, answered in order, until the client goes quiet or away."""
+        if self._tcp_connections >= self.max_tcp_connections:
+            writer.close()  # at capacity: the client retries or falls back to another server
+            return
+        self._tcp_connections += 1
         peer = writer.get_extra_info("peername")
         client_ip = peer[0] if peer else ""
         try:
@@ -155,6 +162,7 @@ class DnsServer:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._tcp_connections -= 1
             writer.close()
 
     # -- one packet --------------------------------------------------------

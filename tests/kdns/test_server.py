@@ -171,6 +171,36 @@ async def test_idle_tcp_connection_is_closed() -> None:
         await server.stop()
 
 
+async def test_tcp_connections_are_capped() -> None:
+    server = DnsServer(StaticSource(INDEX), None, max_tcp_connections=2)
+    port = await start(server)
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    try:
+        for _, writer in held:  # make sure the server has taken both
+            request = DNSRecord.question("web.default.svc.cluster.local").pack()
+            writer.write(struct.pack("!H", len(request)) + request)
+            await writer.drain()
+        for reader, _ in held:
+            (length,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))
+            await asyncio.wait_for(reader.readexactly(length), 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the third is turned away
+        writer.close()
+        held.pop()[1].close()
+        # Once the server has seen the hang-up (bounded wait), a new connection is served.
+        for _ in range(100):
+            try:
+                answered = await query(port, "web.default.svc.cluster.local", tcp=True)
+                break
+            except (OSError, struct.error):
+                await asyncio.sleep(0.05)
+        assert addresses(answered) == ["10.96.5.5"]
+    finally:
+        for _, writer in held:
+            writer.close()
+        await server.stop()
+
+
 def formerr_for(packet: bytes, reply: bytes) -> None:
     parsed = DNSRecord.parse(reply)
     assert parsed.header.rcode == RCODE.FORMERR
