@@ -417,7 +417,9 @@ class DeploymentController(Controller):
     async def _write_status(self, deployment: Object, new_rs: Object, all_rs: list[Object], created: bool) -> None:
         status = deployment_status(deployment, new_rs, all_rs, now_rfc3339(), created)
         if not _same_status(status, deployment.get("status") or {}):
-            await self.client.update_status("deployments", {**deployment, "status": status})
+            await self.client.patch(
+                "deployments", name_of(deployment), {"status": status}, namespace_of(deployment), subresource="status"
+            )
         revision = str(revision_of(new_rs))
         if ((deployment["metadata"].get("annotations") or {}).get(REVISION)) != revision:
             await self.client.patch(

@@ -297,7 +297,9 @@ class ReplicaSetController(Controller):
     async def _write_status(self, key: str, rs: Object, owned: list[Object]) -> None:
         status = replicaset_status(rs, owned, time.time())
         if status != (rs.get("status") or {}):
-            await self.client.update_status("replicasets", {**rs, "status": status})
+            await self.client.patch(
+                "replicasets", name_of(rs), {"status": status}, namespace_of(rs), subresource="status"
+            )
         min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
         if min_ready and status["readyReplicas"] != status["availableReplicas"]:
             self.queue.add_after(key, min_ready)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from control.client import Client
+
+T = TypeVar("T")
 
 
 def make_pod(
@@ -43,3 +50,34 @@ def make_pod(
             {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": ready_since}
         ]
     return {"metadata": meta, "spec": {**({"nodeName": node} if node else {}), **spec}, "status": status}
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll an async check until it returns something truthy; bounded, so a broken controller fails the test."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: T | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} did not hold within {timeout}s (last: {last!r})")
+
+
+async def make_namespace(client: Client) -> str:
+    name = f"pkt-ctl-{uuid.uuid4().hex[:8]}"
+    await client.create("namespaces", {"metadata": {"name": name}})
+    return name
+
+
+async def set_pod_running(client: Client, pod: dict[str, Any], ip: str, ready: bool = True) -> None:
+    """Play the kubelet: phase Running, an IP, and the Ready condition, through pods/status."""
+    status = {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    await client.patch(
+        "pods", pod["metadata"]["name"], {"status": status}, pod["metadata"]["namespace"], subresource="status"
+    )

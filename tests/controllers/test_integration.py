@@ -1,0 +1,256 @@
+"""The controller manager against a real API server on a real etcd.
+
+Each test works in its own namespace; the manager runs on the test's event
+loop with its own client, and is cancelled afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+
+import pytest
+
+from control.api.errors import ApiError
+from control.client import Client
+from control.controllers.deployment import HASH_LABEL, REVISION
+from control.controllers.manager import ControllerManager, Settings
+from tests.controllers.helpers import eventually, make_namespace, set_pod_running
+
+TEMPLATE = {
+    "metadata": {"labels": {"app": "web"}},
+    "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"name": "http", "containerPort": 8080}]}]},
+}
+
+
+@pytest.fixture
+async def manager(apiserver) -> AsyncIterator[ControllerManager]:
+    client = Client(apiserver.url, user_agent="pkt-controller-manager")
+    mgr = ControllerManager(client, Settings(resync_period=5))
+    task = asyncio.create_task(mgr.run())
+    try:
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in mgr.informers.values())), 20)
+        yield mgr
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+
+
+@pytest.fixture
+async def namespace(apiserver) -> str:
+    return await make_namespace(apiserver.client)
+
+
+async def live_pods(client: Client, namespace: str, label: str = "app=web") -> list[dict]:
+    items = (await client.list("pods", namespace, label_selector=label))["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+async def test_replicaset_creates_scales_and_reports(apiserver, manager, namespace):
+    client = apiserver.client
+    rs = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
+    }
+    created = await client.create("replicasets", rs, namespace)
+
+    pods = await eventually(lambda: _exactly(live_pods(client, namespace), 3), what="3 pods for the ReplicaSet")
+    for pod in pods:
+        assert pod["metadata"]["name"].startswith("web-") and len(pod["metadata"]["name"]) == len("web-") + 5
+        (ref,) = pod["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"], ref["blockOwnerDeletion"]) == (
+            "ReplicaSet",
+            "web",
+            created["metadata"]["uid"],
+            True,
+            True,
+        )
+
+    for i, pod in enumerate(pods):
+        await set_pod_running(client, pod, f"10.244.1.{10 + i}")
+
+    async def status_ready():
+        status = (await client.get("replicasets", "web", namespace)).get("status") or {}
+        return status if status.get("readyReplicas") == 3 else None
+
+    status = await eventually(status_ready, what="readyReplicas 3")
+    assert status["replicas"] == 3 and status["availableReplicas"] == 3 and status["observedGeneration"] >= 1
+
+    await client.patch("replicasets", "web", {"spec": {"replicas": 1}}, namespace)
+    await eventually(lambda: _exactly(live_pods(client, namespace), 1), what="scale down to 1 pod")
+
+
+async def test_replicaset_adopts_a_matching_orphan(apiserver, manager, namespace):
+    client = apiserver.client
+    orphan = {
+        "metadata": {"name": "orphan", "namespace": namespace, "labels": {"app": "web"}},
+        "spec": TEMPLATE["spec"],
+    }
+    await client.create("pods", orphan, namespace)
+    rs = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
+    }
+    await client.create("replicasets", rs, namespace)
+    pods = await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="2 pods including the orphan")
+    adopted = next(p for p in pods if p["metadata"]["name"] == "orphan")
+    assert adopted["metadata"]["ownerReferences"][0]["name"] == "web"
+
+
+async def test_deployment_rolls_out_a_new_template(apiserver, manager, namespace):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": TEMPLATE,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        },
+    }
+    await client.create("deployments", deployment, namespace)
+
+    async def replicasets():
+        return (await client.list("replicasets", namespace))["items"]
+
+    (first,) = await eventually(lambda: _exactly(replicasets(), 1), what="the first ReplicaSet")
+    template_hash = first["metadata"]["labels"][HASH_LABEL]
+    assert first["metadata"]["name"] == f"web-{template_hash}"
+    assert first["spec"]["selector"]["matchLabels"] == {"app": "web", HASH_LABEL: template_hash}
+    assert first["metadata"]["annotations"][REVISION] == "1"
+
+    ips = iter(f"10.244.2.{n}" for n in range(10, 250))
+    ready_names: set[str] = set()
+
+    async def make_pods_ready():
+        """Play the kubelets: every new pod becomes Running and Ready."""
+        for pod in await live_pods(client, namespace):
+            if pod["metadata"]["name"] not in ready_names:
+                await set_pod_running(client, pod, next(ips))
+                ready_names.add(pod["metadata"]["name"])
+
+    async def available():
+        await make_pods_ready()
+        d = await client.get("deployments", "web", namespace)
+        status = d.get("status") or {}
+        done = (
+            status.get("updatedReplicas") == 2 and status.get("availableReplicas") == 2 and status.get("replicas") == 2
+        )
+        return d if done else None
+
+    await eventually(available, what="first rollout complete")
+
+    changed = {**TEMPLATE, "spec": {"containers": [{**TEMPLATE["spec"]["containers"][0], "image": "busybox:2"}]}}
+    await client.patch("deployments", "web", {"spec": {"template": changed}}, namespace)
+
+    async def rolled():
+        d = await available()
+        rss = {rs["metadata"]["name"]: rs for rs in await replicasets()}
+        old = rss.get(first["metadata"]["name"])
+        if d is None or len(rss) != 2 or old is None or old["spec"]["replicas"] != 0:
+            return None
+        return d, rss
+
+    d, rss = await eventually(rolled, timeout=40, what="rolling update to the new template")
+    (new,) = [rs for name, rs in rss.items() if name != first["metadata"]["name"]]
+    assert new["spec"]["replicas"] == 2
+    assert new["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:2"
+    assert new["metadata"]["annotations"][REVISION] == "2"
+    assert d["metadata"]["annotations"][REVISION] == "2"
+    conditions = {c["type"]: c for c in d["status"]["conditions"]}
+    assert conditions["Available"]["status"] == "True"
+    assert conditions["Progressing"]["reason"] in ("NewReplicaSetAvailable", "ReplicaSetUpdated")
+    for pod in await live_pods(client, namespace):
+        assert pod["metadata"]["labels"][HASH_LABEL] == new["metadata"]["labels"][HASH_LABEL]
+
+
+async def test_endpoints_follow_pod_ip_and_readiness(apiserver, manager, namespace):
+    client = apiserver.client
+    service = {
+        "metadata": {"name": "web", "namespace": namespace, "labels": {"tier": "fe"}},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    await client.create("services", service, namespace)
+    for name in ("a", "b"):
+        pod = {"metadata": {"name": name, "namespace": namespace, "labels": {"app": "web"}}, "spec": TEMPLATE["spec"]}
+        await client.create("pods", pod, namespace)
+
+    async def endpoints():
+        try:
+            return await client.get("endpoints", "web", namespace)
+        except ApiError as err:
+            if err.code == 404:
+                return None
+            raise
+
+    empty = await eventually(endpoints, what="Endpoints for the service")
+    assert not empty.get("subsets") and empty["metadata"]["labels"] == {"tier": "fe"}
+
+    a = await client.get("pods", "a", namespace)
+    b = await client.get("pods", "b", namespace)
+    await set_pod_running(client, a, "10.244.3.2")
+    await set_pod_running(client, b, "10.244.3.3", ready=False)
+
+    async def filled():
+        ep = await endpoints()
+        subsets = (ep or {}).get("subsets") or []
+        return subsets if subsets and subsets[0].get("addresses") and subsets[0].get("notReadyAddresses") else None
+
+    (subset,) = await eventually(filled, what="ready and not-ready addresses")
+    assert [(x["ip"], x["targetRef"]["name"]) for x in subset["addresses"]] == [("10.244.3.2", "a")]
+    assert [x["ip"] for x in subset["notReadyAddresses"]] == ["10.244.3.3"]
+    assert subset["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+
+    await client.delete("services", "web", namespace)
+    await eventually(lambda: _gone(endpoints()), what="Endpoints deleted with the service")
+
+
+async def test_deleting_a_deployment_collects_replicasets_and_pods(apiserver, manager, namespace, kubectl):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
+    }
+    await client.create("deployments", deployment, namespace)
+    await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="the deployment's pods")
+
+    kubectl("delete", "deployment", "web", "-n", namespace)
+
+    async def all_gone():
+        rss = (await client.list("replicasets", namespace))["items"]
+        pods = (await client.list("pods", namespace))["items"]
+        return not rss and not pods
+
+    await eventually(all_gone, what="ReplicaSets and pods collected")
+
+
+async def test_node_ipam_hands_out_distinct_subnets(apiserver, manager):
+    client = apiserver.client
+    names = [f"pkt-ipam-{i}" for i in range(3)]
+    for name in names:
+        await client.create("nodes", {"metadata": {"name": name}})
+
+    async def cidrs():
+        nodes = [await client.get("nodes", name) for name in names]
+        got = [(n.get("spec") or {}).get("podCIDR") for n in nodes]
+        return nodes if all(got) else None
+
+    nodes = await eventually(cidrs, what="podCIDRs on every node")
+    subnets = [ipaddress.ip_network(n["spec"]["podCIDR"]) for n in nodes]
+    assert len(set(subnets)) == 3
+    for node, subnet in zip(nodes, subnets, strict=True):
+        assert subnet.prefixlen == 24 and subnet.subnet_of(ipaddress.ip_network("10.244.0.0/16"))
+        assert node["spec"]["podCIDRs"] == [node["spec"]["podCIDR"]]
+    for name in names:
+        await client.delete("nodes", name)
+
+
+async def _exactly(items_coro, count: int):
+    items = await items_coro
+    return items if len(items) == count else None
+
+
+async def _gone(get_coro):
+    return (await get_coro) is None
