@@ -1,0 +1,104 @@
+"""The scheduler against a real API server on a real etcd: binding, FailedScheduling, retry on change."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from control.client import Client
+from control.scheduler.scheduler import Scheduler
+from tests.controllers.helpers import eventually, make_namespace
+
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+
+
+async def add_node(client: Client, name: str, cpu: str, taints: list | None = None) -> None:
+    """Register a Ready node the way a kubelet does: create, then post status."""
+    created = await client.create("nodes", {"metadata": {"name": name}, "spec": {"taints": taints or []}})
+    status = {
+        "capacity": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+        "allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+    }
+    await client.update_status("nodes", {**created, "status": status})
+
+
+@pytest.fixture
+async def cluster(apiserver) -> AsyncIterator[tuple[Client, str, list[str]]]:
+    """Two fresh nodes (one a tainted control plane), a namespace, and a running scheduler."""
+    client = apiserver.client
+    suffix = uuid.uuid4().hex[:6]
+    nodes = [f"pkt-sched-cp-{suffix}", f"pkt-sched-w-{suffix}"]
+    await add_node(client, nodes[0], "2", [CONTROL_PLANE_TAINT])
+    await add_node(client, nodes[1], "1")
+    namespace = await make_namespace(client)
+    sched_client = Client(apiserver.url, user_agent="pkt-scheduler")
+    scheduler = Scheduler(sched_client, retry_interval=30)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        yield client, namespace, nodes
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sched_client.close()
+        for pod in (await client.list("pods", namespace))["items"]:
+            await client.delete("pods", pod["metadata"]["name"], namespace, grace_period_seconds=0)
+        for node in (await client.list("nodes"))["items"]:
+            if node["metadata"]["name"].endswith(suffix):
+                await client.delete("nodes", node["metadata"]["name"])
+
+
+def pod(name: str, namespace: str, cpu: str) -> dict:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]},
+    }
+
+
+async def test_binds_a_pending_pod_to_the_ready_untainted_node(cluster):
+    client, namespace, (_, worker) = cluster
+    await client.create("pods", pod("small", namespace, "500m"), namespace)
+
+    async def bound():
+        got = await client.get("pods", "small", namespace)
+        return got if got["spec"].get("nodeName") else None
+
+    got = await eventually(bound, what="pod bound")
+    assert got["spec"]["nodeName"] == worker
+    scheduled = [c for c in got["status"].get("conditions") or [] if c["type"] == "PodScheduled"]
+    assert [c["status"] for c in scheduled] == ["True"]
+
+
+async def test_unschedulable_pod_stays_pending_with_event_then_fits_a_new_node(cluster):
+    client, namespace, nodes = cluster
+    await client.create("pods", pod("big", namespace, "1500m"), namespace)
+
+    async def failed_event():
+        events = (await client.list("events", namespace))["items"]
+        return [e for e in events if e["involvedObject"]["name"] == "big" and e["reason"] == "FailedScheduling"]
+
+    (event,) = await eventually(failed_event, what="FailedScheduling event")
+    expected = (
+        "0/2 nodes are available: 1 Insufficient cpu, "
+        "1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }. "
+        "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, "
+        "1 Preemption is not helpful for scheduling."
+    )
+    assert event["message"] == expected
+    assert event["type"] == "Warning" and event["source"]["component"] == "default-scheduler"
+    pending = await client.get("pods", "big", namespace)
+    assert not pending["spec"].get("nodeName")
+    (cond,) = [c for c in pending["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "Unschedulable", expected)
+
+    roomy = nodes[1].replace("-w-", "-roomy-")  # same suffix, so the fixture removes it
+    await add_node(client, roomy, "4")
+
+    async def bound():
+        got = await client.get("pods", "big", namespace)
+        return got["spec"].get("nodeName")
+
+    assert await eventually(bound, what="pod bound after a node joined") == roomy
