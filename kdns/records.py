@@ -9,6 +9,7 @@ API objects change, so a lookup always sees one consistent world.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,8 @@ from typing import Any
 from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSLabel
 
 Object = Mapping[str, Any]
+
+log = logging.getLogger(__name__)
 
 DNS_SCHEMA_VERSION = "1.1.0"
 TXT_VERSION_TTL = 28800  # the spec's example TTL, which CoreDNS hard-codes
@@ -112,6 +115,11 @@ class _Builder:
         if record is not None and record not in self.records[record.name]:
             self.records[record.name].append(record)
 
+    def merge(self, other: _Builder) -> None:
+        for records in other.records.values():
+            for record in records:
+                self.add(record)
+
     def srv_set(self, name: str, targets: list[tuple[int, str]]) -> None:
         """SRV records at `name`, weighted as CoreDNS does: floor(100 / number of targets)."""
         if not targets:
@@ -140,7 +148,7 @@ def _ready_endpoints(endpoints: Object | None, publish_not_ready: bool) -> list[
         if publish_not_ready:
             addresses += subset.get("notReadyAddresses") or []
         for address in addresses:
-            if address.get("ip"):
+            if _ip(str(address.get("ip", ""))) is not None:
                 found.append(_Endpoint(str(address["ip"]), endpoint_hostname(address), ports))
     return found
 
@@ -181,7 +189,7 @@ class RecordIndex:
         if not zone:
             raise ValueError("cluster domain is empty")
         builder = _Builder(ttl)
-        endpoints_by_key = {(str(e["metadata"].get("namespace", "")), str(e["metadata"]["name"])): e for e in endpoints}
+        endpoints_by_key = {_key(e): e for e in endpoints}
         known_namespaces = {ns.lower() for ns in namespaces}
         server_ip_set = set(server_ips)
         ns_target = f"ns.dns.{zone}"
@@ -191,8 +199,15 @@ class RecordIndex:
             namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
             known_namespaces.add(namespace.lower())
             eps = endpoints_by_key.get((namespace, name))
-            cls._add_service(builder, zone, namespace.lower(), name.lower(), spec, eps)
-            ready = _ready_endpoints(eps, bool(spec.get("publishNotReadyAddresses")))
+            own = _Builder(ttl)  # merged only when the whole service indexed cleanly
+            try:
+                cls._add_service(own, zone, namespace.lower(), name.lower(), spec, eps)
+                ready = _ready_endpoints(eps, bool(spec.get("publishNotReadyAddresses")))
+            except (ValueError, TypeError, AttributeError) as err:
+                # One malformed object must not take the whole zone down with it.
+                log.warning("skipping service %s/%s: %s", namespace, name, err)
+                continue
+            builder.merge(own)
             cluster_ips = [ip for ip in _cluster_ips(spec) if _ip(ip)]
             serves_us = any(e.ip in server_ip_set and any(p == server_port for *_, p in e.ports) for e in ready)
             if cluster_ips and serves_us:
@@ -270,11 +285,6 @@ class RecordIndex:
                 builder.add(_address_record(port_owner, ip, ttl))
 
     # -- answering ---------------------------------------------------------
-
-    def serves(self, qname: str) -> bool:
-        """Whether a name is ours to answer (cluster zone, served reverse zones, known PTRs)."""
-        name = _canonical(qname)
-        return self._zone_of(name) is not None
 
     def _zone_of(self, name: str) -> str | None:
         if name == self.zone or name.endswith("." + self.zone):
@@ -367,6 +377,11 @@ class RecordIndex:
             seen.add(key)
             extra += [_rr(r) for r in self.records.get(key, ()) if r.rtype in (QTYPE.A, QTYPE.AAAA)]
         return tuple(extra)
+
+
+def _key(obj: Object) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
 def _cluster_ips(spec: Object) -> list[str]:

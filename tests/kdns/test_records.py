@@ -251,3 +251,15 @@ def test_index_follows_its_inputs_only() -> None:
     )
     assert values(ask("late.default.svc.cluster.local", "A", added).answer, "A") == ["10.96.8.8"]
     assert_negative(ask("late.default.svc.cluster.local", "A"), RCODE.NXDOMAIN)
+
+
+def test_malformed_objects_are_skipped_not_fatal() -> None:
+    broken = (
+        service("default", "bad-port", {"clusterIP": "10.96.6.6", "ports": [{"name": "x", "port": "eighty"}]}),
+        service("default", "bad-ep", {"clusterIP": "None"}),
+    )
+    bad_endpoints = (endpoints("default", "bad-ep", [{"addresses": [{"ip": "not-an-ip"}, {"ip": "10.244.9.9"}]}]),)
+    index = cluster_index(extra_services=broken, extra_endpoints=bad_endpoints)
+    assert values(ask("bad-ep.default.svc.cluster.local", "A", index).answer, "A") == ["10.244.9.9"]
+    assert_negative(ask("bad-port.default.svc.cluster.local", "A", index), RCODE.NXDOMAIN)
+    assert values(ask("web.default.svc.cluster.local", "A", index).answer, "A") == ["10.96.5.5"]
