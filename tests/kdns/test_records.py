@@ -258,8 +258,13 @@ def test_malformed_objects_are_skipped_not_fatal() -> None:
         service("default", "bad-port", {"clusterIP": "10.96.6.6", "ports": [{"name": "x", "port": "eighty"}]}),
         service("default", "bad-ep", {"clusterIP": "None"}),
     )
-    bad_endpoints = (endpoints("default", "bad-ep", [{"addresses": [{"ip": "not-an-ip"}, {"ip": "10.244.9.9"}]}]),)
+    bad_endpoints = (
+        endpoints("default", "bad-ep", [{"addresses": [{"ip": "not-an-ip"}, {"ip": "10.244.9.9"}]}]),
+        endpoints("default", "bad-port", [{"addresses": [{"ip": "10.244.9.8"}]}]),
+    )
     index = cluster_index(extra_services=broken, extra_endpoints=bad_endpoints)
     assert values(ask("bad-ep.default.svc.cluster.local", "A", index).answer, "A") == ["10.244.9.9"]
     assert_negative(ask("bad-port.default.svc.cluster.local", "A", index), RCODE.NXDOMAIN)
+    # Nothing of the broken service is left behind, not even its endpoint names.
+    assert_negative(ask("10-244-9-8.bad-port.default.svc.cluster.local", "A", index), RCODE.NXDOMAIN)
     assert values(ask("web.default.svc.cluster.local", "A", index).answer, "A") == ["10.96.5.5"]
