@@ -1,0 +1,255 @@
+"""The pod workers with the real DockerRuntime and real pod networking, against a dockerd in a test namespace.
+
+One dockerd (in `pkt-kubelet-<random>`) serves the whole module; pods come
+from an in-memory API double, but containers, veths, the bridge, addresses
+and routes are real, and logs come back through the kubelet's HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import docker
+import pytest
+
+from control.clock import RealClock
+from kubelet.network import NodeNetwork, veth_name
+from kubelet.pods import NodeSettings, PodWorkers
+from kubelet.runtime import DockerRuntime
+from kubelet.server import KubeletServer
+from pocket.images import import_images
+from tests.kubelet.dockerd import Dockerd, start_dockerd, stop_dockerd
+from tests.kubelet.fakes import FakeApi
+
+pytestmark = pytest.mark.root
+
+POD_CIDR = "10.244.7.0/24"
+WAIT_SECONDS = 40.0
+
+
+@pytest.fixture(scope="module")
+def dockerd() -> Iterator[Dockerd]:
+    daemon = start_dockerd()
+    try:
+        client = docker.DockerClient(base_url=daemon.base_url)
+        import_images(client)
+        client.close()
+        yield daemon
+    finally:
+        stop_dockerd(daemon)
+
+
+@pytest.fixture(scope="module")
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kubelet-root")
+
+
+class Node:
+    """One kubelet's pod side, wired to the test's dockerd and namespace."""
+
+    def __init__(self, dockerd: Dockerd, root: Path):
+        self.dockerd = dockerd
+        self.api = FakeApi()
+        self.runtime = DockerRuntime(dockerd.base_url)
+        self.network = NodeNetwork(root, netns_path=dockerd.netns_path)
+        settings = NodeSettings(
+            node_name="worker1",
+            node_ip="192.168.56.11",
+            root_dir=root,
+            cluster_dns=["10.96.0.10"],
+            node_resolv_conf="nameserver 192.168.56.1\nsearch corp.internal\n",
+            backoff_initial=1,
+            backoff_max=2,
+        )
+        services = [
+            {
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443}]},
+            },
+        ]
+        self.workers = PodWorkers(self.api, self.runtime, self.network, settings, lambda: services, RealClock())
+        self.server = KubeletServer(self.runtime, self.workers.known_pods, "worker1")
+
+    async def run_until(self, pod: dict, done: Callable[[dict], bool]) -> dict:
+        """Hand the pod to the workers, as the pod informer does, and wait (bounded) until `done(status)`."""
+        self.workers.update(pod)
+        deadline = time.monotonic() + WAIT_SECONDS
+        status: dict = {}
+        while time.monotonic() < deadline:
+            stored = self.api.pods.get((pod["metadata"]["namespace"], pod["metadata"]["name"]))
+            if stored:
+                status = stored["status"]
+                if done(status):
+                    return status
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"pod {pod['metadata']['name']} never got there; last status: {status}")
+
+    async def wait_deleted(self, name: str) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while ("default", name, 0) not in self.api.deleted:
+            assert time.monotonic() < deadline, f"pod {name} was never deleted; deletions: {self.api.deleted}"
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def node(dockerd: Dockerd, node_dir: Path) -> AsyncIterator[Node]:
+    n = Node(dockerd, node_dir)
+    await n.network.ensure_bridge(POD_CIDR)
+    await n.server.start("127.0.0.1", 0)
+    try:
+        yield n
+    finally:
+        await n.workers.close()
+        for pod in list(n.workers.known_pods().values()):
+            await n.workers.terminate_pod(pod, delete_from_api=False)
+        await n.server.stop()
+        await n.network.close()
+        await n.runtime.close()
+
+
+def server_url(n: Node) -> str:
+    site = next(iter(n.server._runner.sites))  # type: ignore[union-attr]
+    return site.name  # "http://127.0.0.1:<port>"
+
+
+def make_pod(name: str, uid: str, *containers: dict, restart: str = "Always") -> dict:
+    return {
+        "metadata": {"name": name, "namespace": "default", "uid": uid},
+        "spec": {"nodeName": "worker1", "restartPolicy": restart, "containers": list(containers)},
+        "status": {},
+    }
+
+
+def busybox(name: str, script: str) -> dict:
+    return {"name": name, "image": "busybox:latest", "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script]}
+
+
+def all_running(status: dict) -> bool:
+    return status.get("phase") == "Running" and all("running" in s["state"] for s in status["containerStatuses"])
+
+
+SERVE = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
+FETCH = "while true; do timeout 3 wget -qO- http://127.0.0.1:8080/ && echo fetched; sleep 1; done"
+
+
+async def test_pod_gets_an_address_and_its_containers_share_localhost(node: Node) -> None:
+    pod = make_pod("web", "uid-web", busybox("server", SERVE), busybox("client", FETCH))
+    status = await node.run_until(pod, all_running)
+    ip = status["podIP"]
+    assert re.fullmatch(r"10\.244\.7\.\d+", ip) and ip != "10.244.7.1"
+    assert status["conditions"][3] == status["conditions"][3] | {"type": "Ready", "status": "True"}
+
+    bridge = node.dockerd.in_netns("ip", "-4", "-o", "addr", "show", "dev", "cbr0").stdout
+    assert "10.244.7.1/24" in bridge
+    port = node.dockerd.in_netns("bridge", "-d", "link", "show", "dev", veth_name("uid-web")).stdout
+    assert "master cbr0" in port and "hairpin on" in port
+    assert node.dockerd.in_netns("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+
+    ping = node.dockerd.in_netns("busybox", "ping", "-c", "1", "-W", "3", ip)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    page = node.dockerd.in_netns("timeout", "5", "busybox", "wget", "-qO-", f"http://{ip}:8080/")
+    assert page.stdout.strip() == "hello-from-web", page.stderr
+
+    client = docker.DockerClient(base_url=node.dockerd.base_url)
+    try:
+        inside = client.containers.get(status["containerStatuses"][1]["containerID"].removeprefix("docker://"))
+        resolv = inside.exec_run(["cat", "/etc/resolv.conf"]).output.decode()
+        assert resolv.startswith("nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local")
+        assert "corp.internal" in resolv and "options ndots:5" in resolv
+        hosts = inside.exec_run(["cat", "/etc/hosts"]).output.decode()
+        assert f"{ip}\tweb\n" in hosts
+        env = inside.exec_run(["env"]).output.decode()
+        assert "KUBERNETES_SERVICE_HOST=10.96.0.1" in env and "KUBERNETES_PORT_443_TCP_PORT=443" in env
+        route = inside.exec_run(["ip", "route"]).output.decode()
+        assert "default via 10.244.7.1 dev eth0" in route
+    finally:
+        client.close()
+
+    # the client container reached the server over the pod's localhost; its logs say so, via the kubelet's server
+    deadline = time.monotonic() + WAIT_SECONDS
+    async with aiohttp.ClientSession() as http:
+        text = ""
+        while time.monotonic() < deadline and "hello-from-web" not in text:
+            async with http.get(f"{server_url(node)}/containerLogs/default/web/client") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            await asyncio.sleep(0.5)
+        assert "hello-from-web\nfetched" in text
+        async with http.get(f"{server_url(node)}/containerLogs/default/web/client", params={"tailLines": "1"}) as resp:
+            assert (await resp.text()).splitlines() == ["fetched"]
+        async with http.get(
+            f"{server_url(node)}/containerLogs/default/web/client", params={"tailLines": "1", "timestamps": "true"}
+        ) as resp:
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z fetched$", (await resp.text()).strip())
+        async with http.get(f"{server_url(node)}/containerLogs/default/nope/client") as resp:
+            assert resp.status == 404 and "nope" in await resp.text()
+        async with http.get(f"{server_url(node)}/containerLogs/default/web/nope") as resp:
+            assert resp.status == 404 and 'container "nope" not found' in await resp.text()
+        async with http.get(f"{server_url(node)}/containerLogs/default/web/client", params={"tailLines": "x"}) as resp:
+            assert resp.status == 400 and "tailLines" in await resp.text()
+        # follow streams lines as they come; read a few and hang up
+        async with http.get(
+            f"{server_url(node)}/containerLogs/default/web/client", params={"follow": "true", "tailLines": "0"}
+        ) as resp:
+            first = await asyncio.wait_for(resp.content.readline(), WAIT_SECONDS)
+            assert first in (b"hello-from-web\n", b"fetched\n")
+
+    # deletion: stop, tear down, release, remove, finish in the API
+    deleting = {
+        **pod,
+        "metadata": {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 2},
+    }
+    node.workers.update(deleting)
+    await node.wait_deleted("web")
+    assert node.api.deleted == [("default", "web", 0)]
+    assert await node.runtime.list_containers({"io.kubernetes.pod.uid": "uid-web"}) == []
+    assert veth_name("uid-web") not in node.dockerd.in_netns("ip", "-o", "link").stdout
+    assert node.network.pod_ip("uid-web") is None
+
+
+async def test_exited_container_restarts_with_count_and_previous_logs(node: Node) -> None:
+    pod = make_pod("crash", "uid-crash", busybox("app", "echo attempt-$(date +%s%N); exit 3"))
+    status = await node.run_until(pod, lambda s: s["containerStatuses"][0]["restartCount"] >= 2)
+    app = status["containerStatuses"][0]
+    assert app["lastState"]["terminated"]["exitCode"] == 3
+    assert app["lastState"]["terminated"]["reason"] == "Error"
+    assert status["phase"] == "Running"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server_url(node)}/containerLogs/default/crash/app", params={"previous": "true"}) as resp:
+            assert resp.status == 200
+            assert (await resp.text()).startswith("attempt-")
+
+
+async def test_on_failure_pod_that_succeeds_completes(node: Node) -> None:
+    pod = make_pod("job", "uid-job", busybox("app", "echo done"), restart="OnFailure")
+    status = await node.run_until(pod, lambda s: s.get("phase") == "Succeeded")
+    assert status["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    assert status["containerStatuses"][0]["restartCount"] == 0
+
+
+async def test_routes_to_other_nodes_follow_the_node_list(node: Node) -> None:
+    setup = [
+        ["ip", "link", "add", "pkt-n0", "type", "veth", "peer", "name", "pkt-n1"],
+        ["ip", "addr", "add", "192.168.56.11/24", "dev", "pkt-n0"],
+        ["ip", "link", "set", "pkt-n0", "up"],
+        ["ip", "link", "set", "pkt-n1", "up"],
+    ]
+    for command in setup:
+        assert node.dockerd.in_netns(*command).returncode == 0
+    try:
+        await node.network.sync_routes({"10.244.8.0/24": "192.168.56.12", "10.244.9.0/24": "192.168.56.13"})
+        routes = node.dockerd.in_netns("ip", "-4", "route").stdout
+        assert "10.244.8.0/24 via 192.168.56.12 dev pkt-n0" in routes
+        assert "10.244.9.0/24 via 192.168.56.13 dev pkt-n0" in routes
+        await node.network.sync_routes({"10.244.8.0/24": "192.168.56.14"})
+        routes = node.dockerd.in_netns("ip", "-4", "route").stdout
+        assert "10.244.8.0/24 via 192.168.56.14 dev pkt-n0" in routes
+        assert "10.244.9.0/24" not in routes
+        assert "10.244.7.0/24 dev cbr0" in routes  # the bridge's own route is not ours to remove
+    finally:
+        node.dockerd.in_netns("ip", "link", "del", "pkt-n0")
