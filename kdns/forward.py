@@ -24,6 +24,7 @@ from kdns import metrics
 log = logging.getLogger(__name__)
 
 Upstream = tuple[str, int]
+CacheKey = tuple[str, int, int]  # (lower-case name with the final dot, type, class)
 
 
 def read_resolv_conf(path: str) -> list[Upstream]:
@@ -55,12 +56,12 @@ class ResponseCache:
         self.clock = clock
         self.max_entries = max_entries
         self.max_ttl = max_ttl
-        self._entries: OrderedDict[tuple[str, int, int], _Entry] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: tuple[str, int, int]) -> DNSRecord | None:
+    def get(self, key: CacheKey) -> DNSRecord | None:
         """A copy of the cached reply with TTLs lowered by its age, or None."""
         entry = self._entries.get(key)
         if entry is None:
@@ -77,7 +78,7 @@ class ResponseCache:
         reply.ar = [_aged(rr, age) for rr in entry.reply.ar]
         return reply
 
-    def put(self, key: tuple[str, int, int], reply: DNSRecord) -> None:
+    def put(self, key: CacheKey, reply: DNSRecord) -> None:
         """Store a reply if it is cacheable (NOERROR with answers, NXDOMAIN/NODATA with an SOA)."""
         ttl = _cache_ttl(reply)
         if ttl is None:
@@ -117,7 +118,7 @@ class _UdpExchange(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             reply = DNSRecord.parse(data)
-        except (DNSError, Exception):
+        except Exception:  # dnslib raises several kinds on bad input
             return  # not a reply we can read: keep waiting for one
         if _matches(self.query, reply) and not self.reply.done():
             self.reply.set_result(reply)
@@ -155,6 +156,7 @@ class Forwarder:
         self.timeout = timeout
         self.budget = budget
         self.cache = ResponseCache(self.clock, cache_size, max_ttl)
+        self._in_flight: dict[CacheKey, asyncio.Future[DNSRecord | None]] = {}
 
     async def resolve(self, qname: str, qtype: int, qclass: int = 1) -> DNSRecord | None:
         """The upstream reply for a question (cached or fresh), or None when no upstream answered."""
@@ -165,10 +167,18 @@ class Forwarder:
             metrics.CACHE_HITS.labels(type_name).inc()
             return cached
         metrics.CACHE_MISSES.inc()
+        fetch = self._in_flight.get(key)
+        if fetch is None:  # the first asker goes upstream; the same question meanwhile waits for it
+            fetch = asyncio.ensure_future(self._fetch(key, qname, qtype, qclass))
+            self._in_flight[key] = fetch
+            fetch.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(fetch)
+
+    async def _fetch(self, key: CacheKey, qname: str, qtype: int, qclass: int) -> DNSRecord | None:
         try:
             reply = await asyncio.wait_for(self._ask_upstreams(qname, qtype, qclass), self.budget)
         except TimeoutError:
-            reply = None
+            return None
         if reply is not None:
             reply.ar = [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]
             self.cache.put(key, reply)

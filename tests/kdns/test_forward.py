@@ -115,6 +115,13 @@ async def test_cached_ttl_is_capped(kdns: tuple[int, CountingResolver], clock: F
     assert resolver.asked[("www.example.com.", "A", "udp")] == 2
 
 
+async def test_concurrent_askers_share_one_upstream_query(kdns: tuple[int, CountingResolver]) -> None:
+    port, resolver = kdns
+    replies = await asyncio.gather(*(query(port, "slow.example") for _ in range(5)))
+    assert [addresses(r) for r in replies] == [["192.0.2.30"]] * 5
+    assert resolver.asked[("slow.example.", "A", "udp")] == 1
+
+
 async def test_negative_answers_are_cached_by_soa_minimum(kdns: tuple[int, CountingResolver], clock: FakeClock) -> None:
     port, resolver = kdns
     first = await query(port, "missing.example")

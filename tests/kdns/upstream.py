@@ -7,6 +7,7 @@ It serves a few fixed names, counts every question it receives, and answers
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ class CountingResolver(BaseResolver):  # type: ignore[misc]
         reply = request.reply()
         if name == "www.example.com." and qtype == "A":
             reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=120, rdata=A("192.0.2.80")))
+        elif name == "slow.example." and qtype == "A":
+            time.sleep(0.3)  # long enough for concurrent askers to overlap
+            reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=60, rdata=A("192.0.2.30")))
         elif name == "short.example." and qtype == "A":
             reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=10, rdata=A("192.0.2.10")))
         elif name == "big.example." and qtype == "A":
