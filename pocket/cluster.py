@@ -18,9 +18,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import docker
 
@@ -43,12 +45,14 @@ from pocket.node import (
     DOCKERD,
     ETCD,
     KDNS,
+    KUBELET,
     NODE_AGENTS,
     REGISTRY,
     Component,
     node_components,
 )
 
+EXAMPLE_MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "manifests" / "web.yaml"
 FORWARDER = "forward"
 HOST = "host"
 
@@ -140,8 +144,16 @@ def api_call(cluster: ClusterConfig, call: Callable[[Client], Any], timeout: flo
         return asyncio.run(go())
 
 
-def node_readiness(cluster: ClusterConfig) -> dict[str, str]:
-    """node name -> status of its Ready condition ("True", "False", "Unknown")."""
+@dataclass(frozen=True)
+class Readiness:
+    """A Node's Ready condition: its status and when its kubelet last reported (epoch seconds)."""
+
+    status: str
+    heartbeat: float | None
+
+
+def node_readiness(cluster: ClusterConfig) -> dict[str, Readiness]:
+    """node name -> its Ready condition ("True", "False", "Unknown")."""
 
     async def list_nodes(client: Client) -> Any:
         return await client.list("nodes")
@@ -150,8 +162,10 @@ def node_readiness(cluster: ClusterConfig) -> dict[str, str]:
     ready = {}
     for node in nodes.get("items", []):
         conditions = node.get("status", {}).get("conditions", [])
-        status = next((c.get("status", "Unknown") for c in conditions if c.get("type") == "Ready"), "Unknown")
-        ready[node["metadata"]["name"]] = status
+        condition: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+        stamp = condition.get("lastHeartbeatTime")
+        heartbeat = datetime.fromisoformat(stamp).timestamp() if stamp else None
+        ready[node["metadata"]["name"]] = Readiness(condition.get("status", "Unknown"), heartbeat)
     return ready
 
 
@@ -182,6 +196,8 @@ def launch(cluster: ClusterConfig, node: NodeSpec, component: Component) -> tupl
     for path, content in component.config_files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
+    for own_pid_file in component.own_pid_files:
+        processes.clear_stale(own_pid_file)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     argv = nsenter_argv(cluster.node_netns(node.name), list(component.argv))
     return processes.start(argv, cluster.log_file(node.name, component.name), pid_file, env=env), pid_file
@@ -317,7 +333,7 @@ class BringUp:
         try:
             return network.ensure_network(self.cluster)
         except network.NetworkError as err:
-            raise BringUpError("could not build the node network", [str(err), "run `pocket down` to reset"])
+            raise BringUpError("could not build the node network", [str(err), "run `pocket down` to reset"]) from err
 
     def start_dockerd(self) -> bool:
         self.storage_driver = choose_storage_driver(self.cluster)
@@ -350,8 +366,9 @@ class BringUp:
                     client.images.get(image).tag(target, "latest")
                     for line in client.api.push(target, tag="latest", stream=True, decode=True):
                         if "error" in line:
+                            registry_log = self.cluster.log_file(self.control_plane.name, REGISTRY)
                             raise BringUpError(f"pushing {target}:latest failed: {line['error']}",
-                                               [f"registry log: {self.cluster.log_file(self.control_plane.name, REGISTRY)}"])
+                                               [f"registry log: {registry_log}"])
             finally:
                 client.close()
             changed = True
@@ -370,7 +387,7 @@ class BringUp:
                     except docker.errors.APIError as err:
                         raise component_failed(f"dockerd on {node.name}",
                                                self.cluster.log_file(node.name, DOCKERD),
-                                               f"cannot pull {image} through the registry mirror: {err}")
+                                               f"cannot pull {image} through the registry mirror: {err}") from err
                     changed = True
             finally:
                 client.close()
@@ -386,16 +403,17 @@ class BringUp:
         except ApiError as err:
             raise component_failed(f"{APISERVER} on {self.control_plane.name}",
                                    self.cluster.log_file(self.control_plane.name, APISERVER),
-                                   f"refused the kube-dns Service/Endpoints: {err}")
+                                   f"refused the kube-dns Service/Endpoints: {err}") from err
         kdns_waiting, started = start_components(self.cluster, (KDNS,), cp, self.storage_driver)
         changed |= started
         wait_all(waiting + kdns_waiting, HEALTH_TIMEOUT)
         return changed
 
     def start_node_agents(self) -> bool:
+        since = time.time()
         waiting, changed = start_components(self.cluster, NODE_AGENTS, list(self.cluster.nodes), self.storage_driver)
         wait_all(waiting, HEALTH_TIMEOUT)
-        wait_ready(self.cluster, [n.name for n in self.cluster.nodes], waiting)
+        wait_ready(self.cluster, [n.name for n in self.cluster.nodes], waiting, since)
         return changed
 
     def start_forwarder(self) -> bool:
@@ -404,10 +422,24 @@ class BringUp:
         return changed
 
 
-def wait_ready(cluster: ClusterConfig, names: list[str], agents: list[Waiting], timeout: float = READY_TIMEOUT) -> None:
-    """Wait until the named Nodes report Ready=True; fail naming the kubelet if one exits or stays not Ready."""
+def wait_ready(
+    cluster: ClusterConfig, names: list[str], agents: list[Waiting], since: float, timeout: float = READY_TIMEOUT
+) -> None:
+    """Wait until the named Nodes report Ready=True; fail naming the kubelet if one exits or stays not Ready.
+
+    A kubelet started in this run must also have reported after `since` (wall clock), so a Ready
+    left over from before a crash does not count.
+    """
+    restarted = {item.node for item in agents if item.started is not None and item.component == KUBELET}
     deadline = time.monotonic() + timeout
-    readiness: dict[str, str] = {}
+    readiness: dict[str, Readiness] = {}
+
+    def is_ready(name: str) -> bool:
+        state = readiness.get(name)
+        if state is None or state.status != "True":
+            return False
+        return name not in restarted or (state.heartbeat is not None and state.heartbeat >= since - 1)
+
     while True:
         for item in agents:
             if not processes.is_running(item.pid_file):
@@ -416,12 +448,12 @@ def wait_ready(cluster: ClusterConfig, names: list[str], agents: list[Waiting], 
             readiness = node_readiness(cluster)
         except ApiError:
             readiness = {}
-        not_ready = [name for name in names if readiness.get(name) != "True"]
+        not_ready = [name for name in names if not is_ready(name)]
         if not not_ready:
             return
         if time.monotonic() > deadline:
             name = not_ready[0]
-            state = readiness.get(name, "not registered")
+            state = readiness[name].status if name in readiness else "not registered"
             raise component_failed(f"kubelet on {name}", cluster.log_file(name, "kubelet"),
                                    f"left node {name} not Ready ({state}) after {timeout:.0f}s")
         time.sleep(0.5)
@@ -557,8 +589,8 @@ def next_steps(cluster: ClusterConfig) -> str:
         "Next:\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         "  kubectl get nodes\n"
-        "  kubectl create deployment web --image=busybox --replicas=2 -- httpd -f -p 8080\n"
-        "  kubectl apply -f tests/e2e/manifests/web.yaml\n"
+        f"  kubectl apply -f {EXAMPLE_MANIFEST}\n"
+        "  kubectl get pods -o wide\n"
         "  pocket node exec worker1 -- ip addr\n"
         "  pocket client exec -- busybox ping -c1 192.168.56.11\n"
         "  pocket status\n"
@@ -582,10 +614,20 @@ def _ancestors() -> set[int]:
     return found
 
 
-def cluster_processes(cluster: ClusterConfig, netns_names: list[str], root_dir: Path) -> set[int]:
-    """Processes in the given namespaces or rooted under `root_dir`, with all their descendants."""
+def container_ids(cluster: ClusterConfig, nodes: list[str]) -> set[str]:
+    """Ids of every container the nodes' dockerds know (their directories under the data root)."""
+    ids = set()
+    for node in nodes:
+        containers = cluster.node_dir(node) / "docker" / "containers"
+        if containers.is_dir():
+            ids |= {entry.name for entry in containers.iterdir()}
+    return ids
+
+
+def cluster_processes(cluster: ClusterConfig, netns_names: list[str], nodes: list[str]) -> set[int]:
+    """Processes in the given namespaces or in the nodes' containers, with all their descendants."""
     inodes = {inode for name in netns_names if (inode := netns_inode(name)) is not None}
-    found = processes.in_netns(inodes) | processes.rooted_under(root_dir)
+    found = processes.in_netns(inodes) | processes.in_containers(container_ids(cluster, nodes))
     return processes.with_descendants(found) - _ancestors()
 
 
@@ -635,10 +677,9 @@ def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
 
     def kill_processes() -> str:
         netns_names = cluster.all_netns()
-        killed = recorded_processes(cluster) | cluster_processes(cluster, netns_names, cluster.state_dir)
-        left = kill_until_gone(
-            lambda: recorded_processes(cluster) | cluster_processes(cluster, netns_names, cluster.state_dir)
-        )
+        nodes = [node.name for node in cluster.nodes]
+        killed = recorded_processes(cluster) | cluster_processes(cluster, netns_names, nodes)
+        left = kill_until_gone(lambda: recorded_processes(cluster) | cluster_processes(cluster, netns_names, nodes))
         if left:
             problems.append(f"processes that would not die: {sorted(left)}")
         return f"{len(killed)} killed" if killed else "none running"
@@ -701,14 +742,17 @@ def status(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
     """Per node: its namespace, each component's pid (up/down) and its Ready condition. 0 if all run."""
     existing = set(network.list_netns())
     try:
-        readiness: dict[str, str] | None = node_readiness(cluster) if cluster.node_netns(
+        readiness: dict[str, Readiness] | None = node_readiness(cluster) if cluster.node_netns(
             cluster.control_plane.name) in existing else None
     except ApiError:
         readiness = None
     all_up = True
     for node in cluster.nodes:
         netns = cluster.node_netns(node.name)
-        ready = "API unreachable" if readiness is None else readiness.get(node.name, "not registered")
+        if readiness is None:
+            ready = "API unreachable"
+        else:
+            ready = readiness[node.name].status if node.name in readiness else "not registered"
         present = "present" if netns in existing else "MISSING"
         out(f"{node.name} ({node.ip}, netns {netns} {present}) Ready={ready}")
         for component in node_components(cluster, node):
@@ -737,7 +781,7 @@ def node_stop(cluster: ClusterConfig, name: str, out: Callable[[str], None]) -> 
     node = cluster.node(name)
     netns = cluster.node_netns(node.name)
     forwarder = processes.read_pid(forwarder_pid_file(cluster))
-    collect = lambda: cluster_processes(cluster, [netns], cluster.node_dir(node.name)) - {forwarder}  # noqa: E731
+    collect = lambda: cluster_processes(cluster, [netns], [node.name]) - {forwarder}  # noqa: E731
     killed = collect()
     left = kill_until_gone(collect)
     network.set_link(netns, "eth0", up=False)
@@ -754,7 +798,8 @@ def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) ->
     bring_up = BringUp(cluster)
     netns = cluster.node_netns(node.name)
     steps: list[tuple[str, Callable[[], bool]]] = [
-        ("bringing eth0 up", lambda: network.ensure_host_link(cluster, netns, node.ip)),
+        ("bringing eth0 up, restoring its routes", lambda: network.ensure_host_link(cluster, netns, node.ip)
+         | network.ensure_node_routing(netns)),
         ("starting dockerd", lambda: bring_up.start_and_wait((DOCKERD,), [node], DOCKERD_TIMEOUT)),
     ]
     if node.role == CONTROL_PLANE_ROLE:
@@ -764,9 +809,10 @@ def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) ->
         ]
 
     def agents() -> bool:
+        since = time.time()
         waiting, changed = start_components(cluster, NODE_AGENTS, [node], bring_up.storage_driver)
         wait_all(waiting, HEALTH_TIMEOUT)
-        wait_ready(cluster, [node.name], waiting)
+        wait_ready(cluster, [node.name], waiting, since)
         return changed
 
     steps.append(("starting kubelet and kproxy, waiting for Ready", agents))

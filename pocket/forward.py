@@ -56,7 +56,7 @@ async def _handle(
 ) -> None:
     try:
         upstream_reader, upstream_writer = await asyncio.wait_for(asyncio.open_connection(*target), 10)
-    except (OSError, asyncio.TimeoutError) as err:
+    except (TimeoutError, OSError) as err:
         log.warning("cannot reach target", extra={"target": f"{target[0]}:{target[1]}", "error": str(err)})
         client_writer.close()
         return

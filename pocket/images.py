@@ -28,7 +28,9 @@ def _applets(busybox: Path) -> list[str]:
 def busybox_rootfs_tar(busybox: Path = BUSYBOX_BINARY) -> bytes:
     """A root filesystem tarball: busybox, its applets, and the files programs expect."""
     if not busybox.exists():
-        raise FileNotFoundError(f"{busybox} is missing: install Debian's busybox-static (apt-get install busybox-static)")
+        raise FileNotFoundError(
+            f"{busybox} is missing: install Debian's busybox-static (apt-get install busybox-static)"
+        )
     buf = io.BytesIO()
     now = int(time.time())
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -47,7 +49,8 @@ def busybox_rootfs_tar(busybox: Path = BUSYBOX_BINARY) -> bytes:
             info.mtime = now
             tar.addfile(info, io.BytesIO(data))
 
-        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "var", "var/www", "home", "proc", "sys", "dev"):
+        dirs = ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "var", "var/www", "home")
+        for d in (*dirs, "proc", "sys", "dev"):
             add_dir(d)
         add_dir("tmp", 0o1777)
         add_file("bin/busybox", busybox.read_bytes(), 0o755)

@@ -14,7 +14,7 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 NETNS_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000

@@ -95,7 +95,9 @@ def ensure_host_link(cluster: ClusterConfig, netns: str, address: str) -> bool:
         changed = True
     changed |= _ensure_up(cluster.bridge_netns, peer)
     addrs = _ip_json(netns, "addr", "show", "dev", "eth0")
-    have = {(a["local"], a["prefixlen"]) for entry in addrs for a in entry.get("addr_info", []) if a.get("family") == "inet"}
+    have = {
+        (a["local"], a["prefixlen"]) for entry in addrs for a in entry.get("addr_info", []) if a.get("family") == "inet"
+    }
     if (address, NODE_PREFIX_LEN) not in have:
         _run(["ip", "-n", netns, "addr", "add", f"{address}/{NODE_PREFIX_LEN}", "dev", "eth0"])
         changed = True

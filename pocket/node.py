@@ -29,7 +29,6 @@ from pocket.config import (
     KPROXY_HEALTH_PORT,
     KUBELET_PORT,
     NODE_CIDR_MASK_SIZE,
-    REGISTRY_PORT,
     SCHEDULER_HEALTH_PORT,
     SERVICE_CIDR,
     ClusterConfig,
@@ -58,13 +57,16 @@ class Component:
     `health_url` is an HTTP URL reachable from inside the node network that
     answers 200 once the process serves (None: no HTTP health, e.g. dockerd,
     checked through its socket). `config_files` are (path, content) pairs the
-    process reads, to be written before it starts.
+    process reads, to be written before it starts. `own_pid_files` are pid
+    files the program (or its helper) writes itself and trusts on the next
+    start (dockerd, its containerd), to be cleared if a crash left them behind.
     """
 
     name: str
     argv: tuple[str, ...]
     health_url: str | None = None
     config_files: tuple[tuple[Path, str], ...] = field(default=())
+    own_pid_files: tuple[Path, ...] = field(default=())
 
 
 def pocket_argv(python: str, component: str, *args: str) -> tuple[str, ...]:
@@ -148,6 +150,7 @@ def dockerd(cluster: ClusterConfig, node: NodeSpec, storage_driver: str) -> Comp
             "--config-file", str(config_path),
         ),
         config_files=((config_path, json.dumps(daemon_json(cluster, storage_driver), indent=2) + "\n"),),
+        own_pid_files=(run / "docker.pid", run / "docker" / "containerd" / "containerd.pid"),
     )
 
 

@@ -74,6 +74,18 @@ def read_pid(pid_file: Path) -> int | None:
     return pid
 
 
+def clear_stale(pid_file: Path) -> bool:
+    """Remove a program's own plain pid file if the process it names is gone; True if removed."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return False
+    if alive(pid):
+        return False
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
 def is_running(pid_file: Path) -> bool:
     return read_pid(pid_file) is not None
 
@@ -148,15 +160,18 @@ def with_descendants(pids: set[int]) -> set[int]:
     return found
 
 
-def rooted_under(directory: Path) -> set[int]:
-    """Pids whose root directory lies under `directory`: container processes, even orphaned ones."""
-    prefix = str(directory).rstrip("/") + "/"
+
+def in_containers(container_ids: set[str]) -> set[int]:
+    """Pids in the cgroups of these Docker containers: container processes, even ones orphaned by a dead shim."""
+    if not container_ids:
+        return set()
     found = set()
     for pid in all_pids():
         try:
-            root = os.readlink(PROC / str(pid) / "root")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            lines = (PROC / str(pid) / "cgroup").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
             continue
-        if root.startswith(prefix) and alive(pid):
+        names = {line.rsplit("/", 1)[-1] for line in lines}
+        if names & container_ids and alive(pid):
             found.add(pid)
     return found

@@ -6,6 +6,7 @@ because it removes the shared cluster.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from pocket import processes
-from pocket.cluster import cluster_processes, mounts_under
+from pocket.cluster import container_ids, mounts_under
+from pocket.netns import netns_inode
 from pocket.config import ClusterConfig
 from tests.e2e.conftest import host_iptables, pocket
 
@@ -35,10 +37,13 @@ def still_alive(before: set[tuple[int, int]]) -> set[tuple[int, int]]:
     return {(pid, start) for pid, start in before if processes.alive(pid) and processes.start_time(pid) == start}
 
 
-def snapshot(config: ClusterConfig) -> dict[str, Any]:
+def snapshot(config: ClusterConfig, netns_inodes: set[int], containers: set[str]) -> dict[str, Any]:
+    """Cluster leftovers: namespaces by name; processes by namespace inode (a namespace outlives
+    `ip netns del` while a process is in it) or container cgroup, with their descendants."""
+    found = processes.in_netns(netns_inodes) | processes.in_containers(containers)
     return {
         "netns": cluster_namespaces(config),
-        "processes": identities(cluster_processes(config, config.all_netns(), config.state_dir)),
+        "processes": identities(processes.with_descendants(found) - {os.getpid()}),
         "mounts": mounts_under(config.state_dir, config.run_dir),
         "iptables": host_iptables(),
     }
@@ -56,7 +61,10 @@ def test_down_removes_everything_up_made(cluster: Any) -> None:
     container.reload()
     container_pid = container.attrs["State"]["Pid"]
 
-    before = snapshot(config)
+    inodes = {inode for name in config.all_netns() if (inode := netns_inode(name)) is not None}
+    containers = container_ids(config, [node.name for node in config.nodes])
+    assert container.id in containers
+    before = snapshot(config, inodes, containers)
     assert before["netns"] == set(config.all_netns())
     assert before["mounts"], "a running cluster has docker mounts under its state dirs"
     assert container_pid in {pid for pid, _ in before["processes"]}, "the container is one of the cluster's processes"
@@ -65,7 +73,7 @@ def test_down_removes_everything_up_made(cluster: Any) -> None:
     proc = pocket("down", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    after = snapshot(config)
+    after = snapshot(config, inodes, containers)
     assert after["netns"] == set()
     assert still_alive(before["processes"]) == set()
     assert after["processes"] == set()

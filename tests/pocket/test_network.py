@@ -103,13 +103,25 @@ def test_forwarder_reaches_a_server_inside_a_node_namespace(test_cluster: Cluste
     (www / "index.html").write_text("served from the control-plane namespace\n")
     server = processes.start(
         nsenter_argv(control_plane, ["busybox", "httpd", "-f", "-p", "192.168.56.10:6443", "-h", str(www)]),
-        test_cluster.log_dir / "httpd.log", test_cluster.pid_dir / "httpd.pid",
+        test_cluster.log_dir / "httpd.log",
+        test_cluster.pid_dir / "httpd.pid",
     )
     port = free_port()
     forwarder = processes.start(
-        [sys.executable, "-m", "pocket.cli", "forward", "--listen", f"127.0.0.1:{port}",
-         "--netns", control_plane, "--target", "192.168.56.10:6443"],
-        test_cluster.log_dir / "forward.log", test_cluster.pid_dir / "forward.pid",
+        [
+            sys.executable,
+            "-m",
+            "pocket.cli",
+            "forward",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--netns",
+            control_plane,
+            "--target",
+            "192.168.56.10:6443",
+        ],
+        test_cluster.log_dir / "forward.log",
+        test_cluster.pid_dir / "forward.pid",
     )
     assert server.popen.poll() is None
     body = ""
@@ -131,9 +143,21 @@ def test_forwarder_reaches_a_server_inside_a_node_namespace(test_cluster: Cluste
 
 def test_forwarder_rejects_a_bad_address() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pocket.cli", "forward", "--listen", "127.0.0.1:notaport", "--netns", "x",
-         "--target", "192.168.56.10:6443"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "pocket.cli",
+            "forward",
+            "--listen",
+            "127.0.0.1:notaport",
+            "--netns",
+            "x",
+            "--target",
+            "192.168.56.10:6443",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 1
     assert "expected HOST:PORT" in proc.stderr and "127.0.0.1:notaport" in proc.stderr

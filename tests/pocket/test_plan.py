@@ -65,7 +65,15 @@ def test_unknown_node_is_named_in_the_error() -> None:
 
 def test_control_plane_runs_everything_in_order_and_workers_only_agents() -> None:
     assert list(components("control-plane")) == [
-        "etcd", "registry", "dockerd", "apiserver", "controller-manager", "scheduler", "kdns", "kubelet", "kproxy",
+        "etcd",
+        "registry",
+        "dockerd",
+        "apiserver",
+        "controller-manager",
+        "scheduler",
+        "kdns",
+        "kubelet",
+        "kproxy",
     ]
     assert list(components("worker1")) == ["dockerd", "kubelet", "kproxy"]
 
@@ -175,7 +183,8 @@ def test_config_files_daemon_json_registry_and_resolv_conf() -> None:
     assert registry["http"]["addr"] == "192.168.56.10:5000"
     assert registry["storage"]["filesystem"]["rootdirectory"].startswith("/var/lib/pocketkube/registry")
     kubelet = next(c for c in node_components(CLUSTER, CLUSTER.node("worker2")) if c.name == "kubelet")
-    assert kubelet.config_files == ((Path("/var/lib/pocketkube/nodes/worker2/resolv.conf"), "nameserver 192.168.56.1\n"),)
+    resolv = Path("/var/lib/pocketkube/nodes/worker2/resolv.conf")
+    assert kubelet.config_files == ((resolv, "nameserver 192.168.56.1\n"),)
 
 
 def test_kube_dns_service_and_endpoints() -> None:
@@ -184,7 +193,8 @@ def test_kube_dns_service_and_endpoints() -> None:
     assert "selector" not in service["spec"]
     assert service["spec"]["clusterIP"] == "10.96.0.10"
     assert [(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]] == [
-        ("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"),
+        ("dns", 53, "UDP"),
+        ("dns-tcp", 53, "TCP"),
     ]
     (subset,) = endpoints["subsets"]
     assert subset["addresses"] == [{"ip": "192.168.56.10", "nodeName": "control-plane"}]
@@ -199,7 +209,9 @@ def test_kubeconfig_is_read_by_real_kubectl(tmp_path: Path) -> None:
     view = json.loads(
         subprocess.run(
             ["kubectl", "--kubeconfig", str(path), "config", "view", "-o", "json"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     assert view["current-context"] == "pocketkube"

@@ -56,7 +56,8 @@ def test_a_recycled_pid_is_not_taken_for_the_recorded_process(tmp_path: Path) ->
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
     pid_file = tmp_path / "stubborn.pid"
     log_file = tmp_path / "stubborn.log"
-    started = processes.start(["sh", "-c", "trap '' TERM; echo signal-$((1 + 1)); while :; do sleep 1; done"], log_file, pid_file)
+    script = "trap '' TERM; echo signal-$((1 + 1)); while :; do sleep 1; done"
+    started = processes.start(["sh", "-c", script], log_file, pid_file)
     for _ in range(100):
         if "signal-2" in log_file.read_text():
             break
