@@ -98,12 +98,12 @@ def run(args: argparse.Namespace) -> int:
     problems = _validate(args)
     if problems:
         for problem in problems:
-            print(f"kdns: {problem}")
+            log.error("%s", problem)
         return 2
     try:
         uvloop.run(serve(args))
     except ValueError as err:
-        print(f"kdns: {err}")
+        log.error("%s", err)
         return 2
     except KeyboardInterrupt:
         pass

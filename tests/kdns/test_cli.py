@@ -1,0 +1,54 @@
+"""The kdns command line: the agreed flags parse, and bad values fail with a message naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from control.cli_support import add_common
+from kdns.cli import COMMAND
+
+AGREED = (
+    "--api-server http://192.168.56.10:6443 --listen 192.168.56.10 --port 53 --cluster-domain cluster.local "
+    "--resolv-conf /var/lib/pocketkube/nodes/control-plane/resolv.conf --health-port 9153 --ttl 30"
+).split()
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pocket kdns")
+    add_common(parser)
+    COMMAND.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_agreed_command_line_parses_with_defaults_for_the_rest() -> None:
+    args = parse(AGREED)
+    assert (args.listen, args.port, args.ttl, args.health_port) == ("192.168.56.10", 53, 30, 9153)
+    assert args.service_cluster_ip_range == "10.96.0.0/12"
+    assert args.cluster_cidr == "10.244.0.0/16"
+    assert args.recursion_networks.split(",")[:3] == ["10.244.0.0/16", "10.96.0.0/12", "192.168.56.0/24"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--ttl", "5000", "--ttl 5000"),
+        ("--port", "70000", "--port 70000"),
+        ("--listen", "dns.local", "--listen 'dns.local'"),
+        ("--service-cluster-ip-range", "10.96.0.0/40", "--service-cluster-ip-range"),
+        ("--cluster-cidr", "fd00::/64", "--cluster-cidr"),
+        ("--recursion-networks", "10.0.0.0/8,nonsense", "nonsense"),
+    ],
+)
+def test_bad_flag_values_are_named(flag: str, value: str, message: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert COMMAND.run(parse([*AGREED, flag, value])) == 2
+    assert message in caplog.text
+
+
+def test_missing_resolv_conf_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / "resolv.conf"
+    args = parse([*AGREED, "--resolv-conf", str(missing), "--api-server", "http://127.0.0.1:9"])
+    assert COMMAND.run(args) == 2
+    assert str(missing) in caplog.text
