@@ -21,6 +21,8 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from control.client import Client
+from kdns.server import DnsServer
+from kdns.source import InformerSource
 
 STARTUP_SECONDS = 30
 CONVERGE_SECONDS = 15
@@ -205,3 +207,24 @@ async def test_built_in_records_and_servfail_without_upstream(live: Live) -> Non
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{live.health_port}/metrics", timeout=5).read().decode()
     )
     assert 'kdns_dns_requests_total{proto="udp",type="TXT"}' in metrics
+
+
+async def test_unreachable_api_server_means_servfail_not_nxdomain() -> None:
+    """Informers that never listed: kdns must not deny names it cannot know yet."""
+    async with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
+        source = InformerSource(
+            client, zone="cluster.local", ttl=30, reverse_cidrs=["10.96.0.0/12"], server_ips=[], server_port=53
+        )
+        informers = asyncio.ensure_future(source.run())
+        server = DnsServer(source, None)
+        _, port = await server.start("127.0.0.1", 0)
+        try:
+            reply = await query(port, "kubernetes.default.svc.cluster.local")
+            assert reply.header.rcode == RCODE.SERVFAIL
+            assert not source.synced()
+            version = await query(port, "dns-version.cluster.local", "TXT")
+            assert [str(rr.rdata) for rr in version.rr] == ['"1.1.0"']
+        finally:
+            informers.cancel()
+            await asyncio.gather(informers, return_exceptions=True)
+            await server.stop()
