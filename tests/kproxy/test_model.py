@@ -1,0 +1,170 @@
+"""Building the rule inputs from Service and Endpoints JSON, and the restore transaction around them."""
+
+from __future__ import annotations
+
+import pytest
+
+from kproxy.iptables.restore import JUMP_RULES, transaction
+from kproxy.iptables.rules import build_ruleset
+from kproxy.model import (
+    DEFAULT_STICKY_SECONDS,
+    Endpoint,
+    InvalidObject,
+    NodeConfig,
+    ServicePortName,
+    endpoints_of,
+    service_ports_of,
+    snapshot,
+)
+
+
+def service(name: str, spec: dict, status: dict | None = None) -> dict:
+    obj = {"kind": "Service", "metadata": {"namespace": "shop", "name": name}, "spec": spec}
+    if status:
+        obj["status"] = status
+    return obj
+
+
+def endpoints(name: str, subsets: list[dict]) -> dict:
+    return {"kind": "Endpoints", "metadata": {"namespace": "shop", "name": name}, "subsets": subsets}
+
+
+def test_service_ports_carry_what_the_rules_need() -> None:
+    lb = service(
+        "front",
+        {
+            "type": "LoadBalancer",
+            "clusterIP": "10.96.3.3",
+            "externalIPs": ["192.168.56.200"],
+            "externalTrafficPolicy": "Local",
+            "sessionAffinity": "ClientIP",
+            "ports": [
+                {"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "nodePort": 30053, "protocol": "UDP"},
+            ],
+        },
+        {"loadBalancer": {"ingress": [{"ip": "192.168.56.240"}]}},
+    )
+    http, dns = service_ports_of(lb)
+    assert http.key == ServicePortName("shop", "front", "http", "TCP")
+    assert (http.cluster_ip, http.port, http.node_port) == ("10.96.3.3", 80, 30080)
+    assert http.external_ips == ("192.168.56.200",) and http.load_balancer_ips == ("192.168.56.240",)
+    assert http.sticky_seconds == DEFAULT_STICKY_SECONDS and http.external_policy_local
+    assert dns.protocol == "UDP" and dns.node_port == 30053
+
+
+def test_cluster_ip_service_ignores_node_port_and_external_policy() -> None:
+    (port,) = service_ports_of(
+        service(
+            "api",
+            {
+                "clusterIP": "10.96.3.4",
+                "externalTrafficPolicy": "Local",
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                "ports": [{"port": 443}],
+            },
+        )
+    )
+    assert port.key == ServicePortName("shop", "api", "", "TCP")
+    assert port.node_port == 0 and not port.external_policy_local and port.sticky_seconds == 60
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"clusterIP": "None", "ports": [{"port": 80}]},
+        {"type": "ExternalName", "externalName": "example.org"},
+        {"ports": [{"port": 80}]},
+    ],
+)
+def test_headless_external_name_and_unallocated_services_are_not_proxied(spec: dict) -> None:
+    assert service_ports_of(service("x", spec)) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"clusterIP": "10.96.300.1", "ports": [{"port": 80}]}, "spec.clusterIP"),
+        ({"clusterIP": "10.96.0.9", "ports": [{"port": 0}]}, "spec.ports[0].port"),
+        ({"clusterIP": "10.96.0.9", "ports": [{"port": 80, "protocol": "ICMP"}]}, "spec.ports[0].protocol"),
+        ({"clusterIP": "10.96.0.9", "externalIPs": ["nope"], "ports": [{"port": 80}]}, "spec.externalIPs"),
+    ],
+)
+def test_bad_service_names_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(InvalidObject, match=r"service shop/bad: " + field.replace("[", r"\[").replace("]", r"\]")):
+        service_ports_of({"metadata": {"namespace": "shop", "name": "bad"}, "spec": spec})
+
+
+def test_endpoints_matched_by_port_name_with_readiness_and_locality() -> None:
+    obj = endpoints(
+        "front",
+        [
+            {
+                "addresses": [{"ip": "10.244.1.5", "nodeName": "worker1"}, {"ip": "10.244.2.6", "nodeName": "worker2"}],
+                "notReadyAddresses": [{"ip": "10.244.1.9", "nodeName": "worker1"}],
+                "ports": [
+                    {"name": "http", "port": 8080, "protocol": "TCP"},
+                    {"name": "dns", "port": 5353, "protocol": "UDP"},
+                ],
+            }
+        ],
+    )
+    by_port = endpoints_of(obj, "worker1")
+    http = by_port[ServicePortName("shop", "front", "http", "TCP")]
+    assert http == [
+        Endpoint("10.244.1.5", 8080, node_name="worker1", is_local=True),
+        Endpoint("10.244.2.6", 8080, node_name="worker2", is_local=False),
+        Endpoint("10.244.1.9", 8080, ready=False, serving=False, node_name="worker1", is_local=True),
+    ]
+    assert [e.port for e in by_port[ServicePortName("shop", "front", "dns", "UDP")]] == [5353] * 3
+
+
+def test_snapshot_joins_by_port_name_and_skips_bad_objects() -> None:
+    services = [
+        service("front", {"clusterIP": "10.96.3.3", "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}),
+        service("broken", {"clusterIP": "not-an-ip", "ports": [{"port": 80}]}),
+    ]
+    eps = [
+        endpoints("front", [{"addresses": [{"ip": "10.244.1.5"}], "ports": [{"name": "http", "port": 8080}]}]),
+        endpoints("broken", [{"addresses": [{"ip": "bogus"}], "ports": [{"port": 80}]}]),
+    ]
+    snap = snapshot(services, eps, "worker1")
+    assert [p.key.name for p in snap.service_ports] == ["front"]
+    rules = build_ruleset(snap.service_ports, snap.endpoints, NodeConfig("worker1"))
+    assert "--to-destination 10.244.1.5:8080" in rules
+
+
+def test_node_config_rejects_bad_cidr() -> None:
+    with pytest.raises(InvalidObject, match="cluster CIDR '10.244.0.0/33'"):
+        NodeConfig("worker1", cluster_cidr="10.244.0.0/33")
+
+
+SAVED = """# Generated by iptables-save
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-OLDOLDOLDOLDOLDO - [0:0]
+:KUBE-SEP-OLDOLDOLDOLDOLDO - [0:0]
+:FOREIGN - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A PREROUTING -p tcp --dport 9999 -j FOREIGN
+COMMIT
+"""
+
+
+def test_transaction_deletes_only_stale_service_chains_and_adds_only_missing_jumps() -> None:
+    payload = transaction(build_ruleset([], {}, NodeConfig("worker1")), SAVED)
+    nat = payload[payload.index("*nat") :]
+    for stale in ("KUBE-SVC-OLDOLDOLDOLDOLDO", "KUBE-SEP-OLDOLDOLDOLDOLDO"):
+        assert f":{stale} - [0:0]" in nat and f"-X {stale}" in nat
+    assert "FOREIGN" not in payload and "-X KUBE-SERVICES" not in payload
+    assert "-I PREROUTING" not in payload  # already there
+    assert '-I OUTPUT 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in nat
+    assert '-I POSTROUTING 1 -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING' in nat
+    filter_part = payload[: payload.index("*nat")]
+    assert sum(1 for j in JUMP_RULES if j.table == "filter") == filter_part.count("-I ")
+    # Each table block stays well formed: deletions and jumps before its COMMIT.
+    assert nat.rstrip().endswith("COMMIT") and filter_part.rstrip().endswith("COMMIT")
