@@ -220,7 +220,9 @@ class RecordIndex:
             for ip in ns_glue:
                 builder.add(_address_record(ns_target, ip, ttl))
         served_reverse = reverse_zones(reverse_cidrs)
-        ents = {p for n in builder.records for z in (zone, *served_reverse) for p in _parents(n, z)}
+        # In the cluster zone only these are empty non-terminals: CoreDNS answers
+        # NXDOMAIN for anything else without records (`_tcp.<svc>...` included).
+        ents = {p for n in builder.records for z in served_reverse for p in _parents(n, z)}
         ents |= {f"svc.{zone}", f"pod.{zone}", f"dns.{zone}", f"ns.dns.{zone}"}
         ents |= {f"{ns}.svc.{zone}" for ns in known_namespaces if ns}
         ents |= {f"{ns}.pod.{zone}" for ns in known_namespaces if ns}

@@ -81,6 +81,11 @@ def test_srv_for_named_port_of_cluster_ip_service() -> None:
     ]
 
 
+def test_port_name_also_answers_a_as_coredns_does() -> None:
+    assert values(ask("_http._tcp.web.default.svc.cluster.local", "A").answer, "A") == ["10.96.5.5"]
+    assert values(ask("_pg._tcp.db.default.svc.cluster.local", "A").answer, "A") == ["10.244.1.10", "10.244.2.11"]
+
+
 def test_srv_for_unnamed_port_does_not_exist() -> None:
     assert_negative(ask("_8080._tcp.web.default.svc.cluster.local", "SRV"), RCODE.NXDOMAIN)
 
@@ -214,7 +219,7 @@ def test_pod_records_insecure_mode() -> None:
         ("cluster.local", "A", RCODE.NOERROR),  # apex, other type
         ("foo.cluster.local", "NS", RCODE.NXDOMAIN),
         ("foo.cluster.local", "A", RCODE.NXDOMAIN),
-        ("_tcp.web.default.svc.cluster.local", "SRV", RCODE.NOERROR),  # implied by _http._tcp
+        ("_tcp.web.default.svc.cluster.local", "SRV", RCODE.NXDOMAIN),  # CoreDNS reads it as an endpoint
         ("a.b.c.web.default.svc.cluster.local", "A", RCODE.NXDOMAIN),
         ("dns-version.cluster.local", "A", RCODE.NOERROR),
         ("1.0.96.10.in-addr.arpa", "A", RCODE.NOERROR),
