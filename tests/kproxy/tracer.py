@@ -76,8 +76,9 @@ _MATCH_OPTIONS = {
     "--mark",
     "--ctstate",
     "--comment",
+    "--mask",
 }
-_FLAG_OPTIONS = {"--rcheck", "--set", "--reap"}
+_FLAG_OPTIONS = {"--rcheck", "--set", "--reap", "--rsource"}
 _TARGET_OPTIONS = {"--to-destination", "--or-mark", "--xor-mark", "--set-xmark"}
 _MODULES = {"tcp", "udp", "sctp", "comment", "addrtype", "statistic", "recent", "mark", "conntrack"}
 
@@ -244,8 +245,12 @@ def _match(rule: Rule, packet: Packet) -> float:
         if option == "--probability":
             chance = float(value)
             continue
-        if option in ("--comment", "--mode", "--seconds", "--reap", "--name", "--set"):
+        if option in ("--comment", "--mode", "--seconds", "--reap", "--name", "--set", "--rsource"):
             continue  # no effect on whether a fresh packet matches
+        if option == "--mask":
+            if value != "255.255.255.255":
+                raise TraceError(f"recent --mask {value}: only whole source addresses are modelled")
+            continue
         if option == "-s":
             hit = ipaddress.ip_address(packet.src) in ipaddress.ip_network(value, strict=False)
         elif option == "-d":
