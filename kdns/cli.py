@@ -85,8 +85,15 @@ async def serve(args: argparse.Namespace) -> None:
             server_port=args.port,
         )
         server = DnsServer(source, Forwarder(upstreams), recursion_networks=args.recursion_networks.split(","))
-        await server.start(args.listen, args.port)
-        health = await serve_health("0.0.0.0", args.health_port, {"dns": lambda: server.serving})
+        try:
+            await server.start(args.listen, args.port)
+        except OSError as err:
+            raise ValueError(f"cannot serve DNS on --listen {args.listen} --port {args.port}: {err.strerror}") from err
+        try:
+            health = await serve_health("0.0.0.0", args.health_port, {"dns": lambda: server.serving})
+        except OSError as err:
+            await server.stop()
+            raise ValueError(f"cannot serve --health-port {args.health_port}: {err.strerror}") from err
         try:
             await source.run()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,19 @@ def test_missing_resolv_conf_is_named(tmp_path: Path, caplog: pytest.LogCaptureF
     args = parse([*AGREED, "--resolv-conf", str(missing), "--api-server", "http://127.0.0.1:9"])
     assert COMMAND.run(args) == 2
     assert str(missing) in caplog.text
+
+
+def test_busy_dns_port_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        with socket.socket() as busy_tcp:  # TCP is bound first: hold both so either bind fails
+            busy_tcp.bind(("127.0.0.1", port))
+            args = parse(
+                [*AGREED, "--listen", "127.0.0.1", "--port", str(port), "--resolv-conf", str(resolv)]
+                + ["--api-server", "http://127.0.0.1:9"]
+            )
+            assert COMMAND.run(args) == 2
+    assert f"--port {port}" in caplog.text
