@@ -28,12 +28,13 @@ async def add_node(client: Client, name: str, cpu: str, taints: list | None = No
 
 @pytest.fixture
 async def cluster(apiserver) -> AsyncIterator[tuple[Client, str, list[str]]]:
-    """Two fresh nodes (one a tainted control plane), a namespace, and a running scheduler."""
+    """Three fresh Ready nodes (a tainted control plane and two 1-cpu workers), a namespace, a running scheduler."""
     client = apiserver.client
     suffix = uuid.uuid4().hex[:6]
-    nodes = [f"pkt-sched-cp-{suffix}", f"pkt-sched-w-{suffix}"]
+    nodes = [f"pkt-sched-cp-{suffix}", f"pkt-sched-w1-{suffix}", f"pkt-sched-w2-{suffix}"]
     await add_node(client, nodes[0], "2", [CONTROL_PLANE_TAINT])
     await add_node(client, nodes[1], "1")
+    await add_node(client, nodes[2], "1")
     namespace = await make_namespace(client)
     sched_client = Client(apiserver.url, user_agent="pkt-scheduler")
     scheduler = Scheduler(sched_client, retry_interval=30)
@@ -59,7 +60,7 @@ def pod(name: str, namespace: str, cpu: str) -> dict:
 
 
 async def test_binds_a_pending_pod_to_the_ready_untainted_node(cluster):
-    client, namespace, (_, worker) = cluster
+    client, namespace, (_, *workers) = cluster
     await client.create("pods", pod("small", namespace, "500m"), namespace)
 
     async def bound():
@@ -67,7 +68,7 @@ async def test_binds_a_pending_pod_to_the_ready_untainted_node(cluster):
         return got if got["spec"].get("nodeName") else None
 
     got = await eventually(bound, what="pod bound")
-    assert got["spec"]["nodeName"] == worker
+    assert got["spec"]["nodeName"] in workers
     scheduled = [c for c in got["status"].get("conditions") or [] if c["type"] == "PodScheduled"]
     assert [c["status"] for c in scheduled] == ["True"]
 
@@ -82,10 +83,9 @@ async def test_unschedulable_pod_stays_pending_with_event_then_fits_a_new_node(c
 
     (event,) = await eventually(failed_event, what="FailedScheduling event")
     expected = (
-        "0/2 nodes are available: 1 Insufficient cpu, "
-        "1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }. "
-        "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, "
-        "1 Preemption is not helpful for scheduling."
+        "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, "
+        "2 Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, "
+        "2 No preemption victims found for incoming pod."
     )
     assert event["message"] == expected
     assert event["type"] == "Warning" and event["source"]["component"] == "default-scheduler"
@@ -94,7 +94,7 @@ async def test_unschedulable_pod_stays_pending_with_event_then_fits_a_new_node(c
     (cond,) = [c for c in pending["status"]["conditions"] if c["type"] == "PodScheduled"]
     assert (cond["status"], cond["reason"], cond["message"]) == ("False", "Unschedulable", expected)
 
-    roomy = nodes[1].replace("-w-", "-roomy-")  # same suffix, so the fixture removes it
+    roomy = nodes[1].replace("-w1-", "-roomy-")  # same suffix, so the fixture removes it
     await add_node(client, roomy, "4")
 
     async def bound():
@@ -102,3 +102,21 @@ async def test_unschedulable_pod_stays_pending_with_event_then_fits_a_new_node(c
         return got["spec"].get("nodeName")
 
     assert await eventually(bound, what="pod bound after a node joined") == roomy
+
+
+async def test_a_burst_of_one_owners_pods_spreads_over_nodes(cluster):
+    """Pods created together are placed one by one, each seeing the earlier (not yet cached) bindings."""
+    client, namespace, (_, first, second) = cluster
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": str(uuid.uuid4()), "controller": True}
+    for i in range(4):
+        body = pod(f"web-{i}", namespace, "100m")
+        body["metadata"]["ownerReferences"] = [owner]
+        await client.create("pods", body, namespace)
+
+    async def all_bound():
+        pods = (await client.list("pods", namespace))["items"]
+        placed = [p["spec"].get("nodeName") for p in pods]
+        return placed if len(placed) == 4 and all(placed) else None
+
+    placed = await eventually(all_bound, what="4 pods bound")
+    assert sorted(placed) == sorted([first, first, second, second])
