@@ -1,0 +1,1 @@
+"""kdns: the cluster DNS (Services and Endpoints as DNS records, other names forwarded)."""
