@@ -23,6 +23,7 @@ from control.clock import Clock
 from kubelet import metrics
 from kubelet.dns import DNSConfigError, pod_hostname, pod_hosts, pod_resolv_conf
 from kubelet.envvars import EnvError, container_env
+from kubelet.probes import ProbeManager
 from kubelet.quantity import bytes_of, millicores
 from kubelet.runtime import (
     LABEL_CONTAINER_NAME,
@@ -200,6 +201,7 @@ class PodWorkers:
         self.api, self.runtime, self.network, self.settings = api, runtime, network, settings
         self.services, self.clock = services, clock
         self.backoff = Backoff(clock, settings.backoff_initial, settings.backoff_max)
+        self.probes = ProbeManager(runtime, clock)
         self._pods: dict[str, Object] = {}
         self._gone: set[str] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -315,6 +317,7 @@ class PodWorkers:
                     view.waiting_reason, view.waiting_message = "ContainerCreating", config_error
                 else:
                     view = await self._sync_container(pod, spec, found, sandbox, pod_ip)
+                    await self._probe(pod, view, pod_ip)
                 views.append(view)
         status = pod_status(
             pod, views, pod_ip=pod_ip, host_ip=self.settings.node_ip, start_time=start_time, now=_now_rfc3339()
@@ -342,6 +345,20 @@ class PodWorkers:
 
     def _view_of(self, spec: Object, found: list[ContainerState]) -> ContainerView:
         return ContainerView(spec, found[-1] if found else None, found[-2] if len(found) > 1 else None)
+
+    async def _probe(self, pod: Object, view: ContainerView, pod_ip: str) -> None:
+        """Liveness (a failed container is stopped, to be restarted by policy), then readiness."""
+        current = view.current
+        if current is None or not current.running or view.waiting_reason:
+            return
+        if not await self.probes.alive(view.spec, current, pod_ip):
+            grace = int(pod.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+            log.info("pod %s: container %s failed its liveness probe; stopping it", describe(pod), view.spec["name"])
+            await self.runtime.stop_container(current.id, grace)
+            self.probes.forget({current.id})
+            view.current = await self.runtime.inspect(current.id)
+            return
+        view.probe_ready = await self.probes.ready(view.spec, current, pod_ip)
 
     async def _start_sandbox(
         self, pod: Object, dead: ContainerState | None, instances: dict[str, list[ContainerState]]
@@ -439,6 +456,7 @@ class PodWorkers:
             return view
         for stale in found[:-1]:  # keep only the instance just replaced, for `logs --previous`
             await self.runtime.remove_container(stale.id)
+        self.probes.forget({c.id for c in found})
         view.current, view.previous = await self.runtime.inspect(new_id), current
         return view
 
@@ -520,6 +538,7 @@ class PodWorkers:
         await self.network.teardown_pod(uid)
         for container in containers:
             await self.runtime.remove_container(container.id)
+        self.probes.forget({c.id for c in containers})
         shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
         self._forget(uid)
         log.info("pod %s: terminated", describe(pod))

@@ -142,6 +142,10 @@ class ContainerRuntime(ABC):
     def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]: ...
 
     @abstractmethod
+    async def exec_in(self, container_id: str, command: list[str]) -> int:
+        """Run a command in a running container (for exec probes); return its exit code."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections and threads."""
 
@@ -317,6 +321,12 @@ class DockerRuntime(ContainerRuntime):
         finally:
             stream.close()
 
+    async def exec_in(self, container_id: str, command: list[str]) -> int:
+        exec_id = await self._call(f"exec in {container_id[:12]}", self.api.exec_create, container_id, command)
+        await self._call(f"exec in {container_id[:12]}", self.api.exec_start, exec_id["Id"])
+        result = await self._call(f"exec in {container_id[:12]}", self.api.exec_inspect, exec_id["Id"])
+        return int(result.get("ExitCode") or 0)
+
     async def close(self) -> None:
         self.client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -336,6 +346,8 @@ class FakeRuntime(ContainerRuntime):
         self.output: dict[str, bytes] = {}
         self.pulls: list[str] = []
         self.stops: list[tuple[str, int]] = []
+        self.execs: list[tuple[str, list[str]]] = []
+        self.exec_results: dict[tuple[str, ...], int] = {}
         self._ids = itertools.count(1)
 
     async def version(self) -> str:
@@ -370,6 +382,11 @@ class FakeRuntime(ContainerRuntime):
         state = self.containers[container_id]
         state.status, state.exit_code, state.oom_killed = "exited", code, oom_killed
         state.finished_at, state.pid = _now_rfc3339(), 0
+
+    async def exec_in(self, container_id: str, command: list[str]) -> int:
+        """The exit code a test set for this command (`exec_results`), else 0."""
+        self.execs.append((container_id, command))
+        return self.exec_results.get(tuple(command), 0)
 
     async def close(self) -> None:
         self.containers.clear()

@@ -253,3 +253,13 @@ async def test_routes_to_other_nodes_follow_the_node_list(node: Node) -> None:
         assert "10.244.7.0/24 dev cbr0" in routes  # the bridge's own route is not ours to remove
     finally:
         node.dockerd.in_netns("ip", "link", "del", "pkt-n0")
+
+
+async def test_exec_readiness_probe_flips_ready(node: Node) -> None:
+    probe = {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}
+    app = busybox("app", "sleep 2; touch /tmp/ready; exec sleep 3600") | {"readinessProbe": probe}
+    pod = make_pod("probed", "uid-probed", app)
+    status = await node.run_until(pod, lambda s: s.get("containerStatuses", [{}])[0].get("ready") is True)
+    assert {x["type"]: x["status"] for x in status["conditions"]}["Ready"] == "True"
+    seen = [s["containerStatuses"][0] for s in node.api.statuses if s.get("containerStatuses")]
+    assert any("running" in s["state"] and not s["ready"] for s in seen)  # running but not yet ready, first

@@ -1,0 +1,129 @@
+"""Readiness and liveness probes (httpGet, tcpSocket, exec) with Kubernetes' timing fields.
+
+Each sync asks `ProbeManager` about every running container; a probe runs
+when it is due (after `initialDelaySeconds`, then every `periodSeconds`,
+bounded by `timeoutSeconds`), and a result flips only after
+`successThreshold`/`failureThreshold` consecutive outcomes.  State is keyed
+by container id, so a restarted container starts over (not ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from control.clock import Clock
+from kubelet.runtime import ContainerRuntime, ContainerState
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+
+@dataclass
+class _ProbeState:
+    first_seen: float
+    last_run: float | None = None
+    successes: int = 0
+    failures: int = 0
+    result: bool = False
+
+
+def _port(container: Object, port: int | str) -> int:
+    """A probe port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for declared in container.get("ports") or []:
+        if declared.get("name") == port:
+            return int(declared["containerPort"])
+    raise ValueError(f"probe port {port!r} is not a number nor a named port of container {container.get('name')!r}")
+
+
+class ProbeManager:
+    """Runs probes for the pod workers and remembers their results per container instance."""
+
+    def __init__(self, runtime: ContainerRuntime, clock: Clock):
+        self.runtime, self.clock = runtime, clock
+        self._states: dict[tuple[str, str], _ProbeState] = {}
+
+    async def ready(self, container: Object, state: ContainerState, pod_ip: str) -> bool:
+        """Readiness: True without a probe; else not ready until the probe has succeeded."""
+        probe = container.get("readinessProbe")
+        if not probe:
+            return True
+        return await self._check("readiness", probe, container, state, pod_ip, initial=False)
+
+    async def alive(self, container: Object, state: ContainerState, pod_ip: str) -> bool:
+        """Liveness: True without a probe, and until failureThreshold probes in a row have failed."""
+        probe = container.get("livenessProbe")
+        if not probe:
+            return True
+        return await self._check("liveness", probe, container, state, pod_ip, initial=True)
+
+    def forget(self, container_ids: set[str]) -> None:
+        """Drop the probe state of these (replaced or removed) containers."""
+        for key in [k for k in self._states if k[0] in container_ids]:
+            del self._states[key]
+
+    async def _check(
+        self, kind: str, probe: Object, container: Object, state: ContainerState, pod_ip: str, initial: bool
+    ) -> bool:
+        now = self.clock.now()
+        entry = self._states.setdefault((state.id, kind), _ProbeState(first_seen=now, result=initial))
+        period = float(probe.get("periodSeconds") or 10)
+        if now - entry.first_seen < float(probe.get("initialDelaySeconds") or 0):
+            return entry.result
+        if entry.last_run is not None and now - entry.last_run < period:
+            return entry.result
+        entry.last_run = now
+        ok = await self.run_probe(probe, container, state, pod_ip)
+        if ok:
+            entry.successes, entry.failures = entry.successes + 1, 0
+            if entry.successes >= int(probe.get("successThreshold") or 1):
+                entry.result = True
+        else:
+            entry.successes, entry.failures = 0, entry.failures + 1
+            if entry.failures >= int(probe.get("failureThreshold") or 3):
+                entry.result = False
+        return entry.result
+
+    async def run_probe(self, probe: Object, container: Object, state: ContainerState, pod_ip: str) -> bool:
+        """One probe attempt, bounded by timeoutSeconds; any error counts as a failure."""
+        timeout = float(probe.get("timeoutSeconds") or 1)
+        try:
+            if "httpGet" in probe:
+                return await self._http(probe["httpGet"], container, pod_ip, timeout)
+            if "tcpSocket" in probe:
+                return await self._tcp(probe["tcpSocket"], container, pod_ip, timeout)
+            if "exec" in probe:
+                command = list(probe["exec"].get("command") or [])
+                return await asyncio.wait_for(self.runtime.exec_in(state.id, command), timeout) == 0
+        except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as err:
+            log.info("probe of %s failed: %s", container.get("name"), err)
+            return False
+        log.warning("container %s: probe has no httpGet, tcpSocket or exec handler", container.get("name"))
+        return False
+
+    async def _http(self, action: Object, container: Object, pod_ip: str, timeout: float) -> bool:
+        scheme = (action.get("scheme") or "HTTP").lower()
+        host = action.get("host") or pod_ip
+        path = action.get("path") or "/"
+        if not path.startswith("/"):
+            path = "/" + path
+        url = f"{scheme}://{host}:{_port(container, action['port'])}{path}"
+        headers = {h["name"]: h["value"] for h in action.get("httpHeaders") or []}
+        headers.setdefault("User-Agent", "kube-probe/1.32")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.get(url, headers=headers, ssl=False, allow_redirects=False) as resp:
+                return 200 <= resp.status < 400
+
+    async def _tcp(self, action: Object, container: Object, pod_ip: str, timeout: float) -> bool:
+        host = action.get("host") or pod_ip
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, _port(container, action["port"])), timeout)
+        writer.close()
+        await writer.wait_closed()
+        return True
