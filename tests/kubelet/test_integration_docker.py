@@ -106,7 +106,8 @@ async def node(dockerd: Dockerd, node_dir: Path) -> AsyncIterator[Node]:
     finally:
         await n.workers.close()
         for pod in list(n.workers.known_pods().values()):
-            await n.workers.terminate_pod(pod, delete_from_api=False)
+            quick = {**pod, "spec": {**pod["spec"], "terminationGracePeriodSeconds": 0}}
+            await n.workers.terminate_pod(quick, delete_from_api=False)
         await n.server.stop()
         await n.network.close()
         await n.runtime.close()
