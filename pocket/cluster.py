@@ -648,6 +648,26 @@ def kill_until_gone(collect: Callable[[], set[int]], rounds: int = 5) -> set[int
     return left | collect()
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def container_cgroups(ids: set[str]) -> list[Path]:
+    """The cgroup directories Docker made for these containers, in every hierarchy (v1 and the v2 mount)."""
+    return sorted(path for container in ids for path in CGROUP_ROOT.glob(f"*/docker/{container}"))
+
+
+def remove_cgroups(ids: set[str]) -> list[Path]:
+    """rmdir the containers' (now empty) cgroups, which a killed dockerd leaves; return those that stay."""
+    for path in container_cgroups(ids):
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+    return container_cgroups(ids)
+
+
 def mounts_under(*directories: Path) -> list[str]:
     """Mount points under the directories, deepest first (/proc/mounts escapes spaces as \\040)."""
     prefixes = [str(d).rstrip("/") + "/" for d in directories]
@@ -670,16 +690,18 @@ def unmount_all(*directories: Path) -> list[str]:
 def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
     """Remove every process, mount, namespace and file `pocket up` made; fine if there is nothing."""
     problems: list[str] = []
-    steps: list[tuple[str, Callable[[], str]]] = []
+    node_names = [node.name for node in cluster.nodes]
+    containers = container_ids(cluster, node_names)
 
     def stop_forwarder() -> str:
         return "stopped" if processes.stop(forwarder_pid_file(cluster), timeout=3) else "not running"
 
     def kill_processes() -> str:
         netns_names = cluster.all_netns()
-        nodes = [node.name for node in cluster.nodes]
-        killed = recorded_processes(cluster) | cluster_processes(cluster, netns_names, nodes)
-        left = kill_until_gone(lambda: recorded_processes(cluster) | cluster_processes(cluster, netns_names, nodes))
+        killed = recorded_processes(cluster) | cluster_processes(cluster, netns_names, node_names)
+        left = kill_until_gone(
+            lambda: recorded_processes(cluster) | cluster_processes(cluster, netns_names, node_names)
+        )
         if left:
             problems.append(f"processes that would not die: {sorted(left)}")
         return f"{len(killed)} killed" if killed else "none running"
@@ -690,6 +712,13 @@ def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
         if left:
             problems.append(f"mounts still present: {left}")
         return f"{before} unmounted" if before else "none"
+
+    def remove_container_cgroups() -> str:
+        before = len(container_cgroups(containers))
+        left = remove_cgroups(containers)
+        if left:
+            problems.append(f"container cgroups still present: {[str(p) for p in left]}")
+        return f"{before} removed" if before else "none"
 
     def remove_network() -> str:
         removed = network.delete_network(cluster)
@@ -714,6 +743,7 @@ def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
         ("stopping the host forwarder", stop_forwarder),
         ("killing cluster processes (components, dockerd, containerd, containers)", kill_processes),
         ("unmounting docker's mounts", unmount),
+        ("removing container cgroups", remove_container_cgroups),
         ("deleting network namespaces", remove_network),
         ("removing state, pid files and the kubeconfig", remove_files),
     ]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pocket import processes
-from pocket.cluster import container_ids, mounts_under
+from pocket.cluster import container_cgroups, container_ids, mounts_under
 from pocket.netns import netns_inode
 from pocket.config import ClusterConfig
 from tests.e2e.conftest import host_iptables, pocket
@@ -45,6 +45,7 @@ def snapshot(config: ClusterConfig, netns_inodes: set[int], containers: set[str]
         "netns": cluster_namespaces(config),
         "processes": identities(processes.with_descendants(found) - {os.getpid()}),
         "mounts": mounts_under(config.state_dir, config.run_dir),
+        "cgroups": container_cgroups(containers),
         "iptables": host_iptables(),
     }
 
@@ -78,6 +79,8 @@ def test_down_removes_everything_up_made(cluster: Any) -> None:
     assert still_alive(before["processes"]) == set()
     assert after["processes"] == set()
     assert after["mounts"] == []
+    assert before["cgroups"], "running containers have cgroups"
+    assert after["cgroups"] == []
     assert after["iptables"] == before["iptables"]
     if cluster.started_here:
         assert after["iptables"] == cluster.host_iptables_before_up
