@@ -96,9 +96,10 @@ def server(pods: Pods) -> Iterator[None]:
     process = subprocess.Popen(
         ["ip", "netns", "exec", pods.backend, "python3", "-c", SERVER], stdout=subprocess.PIPE, text=True
     )
+    assert process.stdout is not None
     try:
         ready, _, _ = select.select([process.stdout], [], [], 10)
-        assert ready and process.stdout is not None and process.stdout.readline().strip() == "ready"
+        assert ready and process.stdout.readline().strip() == "ready"
         yield
     finally:
         process.kill()
