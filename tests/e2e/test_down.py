@@ -1,7 +1,9 @@
-"""`pocket down` leaves nothing behind: namespaces, processes, containers, mounts, host iptables.
+"""The cluster's lifecycle commands, ending with `pocket down`, which must leave nothing behind:
+namespaces, processes, containers (and their cgroups), mounts, host iptables rules.
 
-Runs last in a session (see pytest_collection_modifyitems in conftest.py),
-because it removes the shared cluster.
+This file runs last in a session (see pytest_collection_modifyitems in
+conftest.py), because it crashes nodes and finally removes the shared
+cluster; its tests run in file order.
 """
 
 from __future__ import annotations
@@ -54,6 +56,54 @@ def api_port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_second_up_changes_nothing(cluster: Any) -> None:
+    proc = pocket("up")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nothing changed" in proc.stdout
+    assert proc.stdout.count("already done") == 8
+    assert "export KUBECONFIG=" in proc.stdout
+
+
+def test_status_lists_every_component_up_and_nodes_ready(cluster: Any) -> None:
+    proc = pocket("status", timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.count("Ready=True") == 3
+    assert "down" not in proc.stdout
+
+
+def test_node_exec_passes_the_exit_code_through(cluster: Any) -> None:
+    proc = pocket("node", "exec", "worker1", "--", "sh", "-c", "ip -4 -o addr show eth0; exit 7", timeout=30)
+    assert proc.returncode == 7
+    assert "192.168.56.11/24" in proc.stdout
+    client = pocket("client", "exec", "--", "busybox", "ping", "-c", "1", "-W", "2", "192.168.56.12", timeout=30)
+    assert client.returncode == 0, client.stdout + client.stderr
+
+
+def reachable(cluster: Any, address: str) -> bool:
+    return cluster.node_exec("control-plane", "busybox", "ping", "-c", "1", "-W", "1", address).returncode == 0
+
+
+def test_node_stop_crashes_a_node_and_start_brings_it_back(cluster: Any) -> None:
+    config: ClusterConfig = cluster.config
+    kubelet_pid = processes.read_pid(config.pid_file("worker2", "kubelet"))
+    dockerd_pid = processes.read_pid(config.pid_file("worker2", "dockerd"))
+    assert kubelet_pid and dockerd_pid and reachable(cluster, "192.168.56.12")
+
+    stop = pocket("node", "stop", "worker2", timeout=60)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert not processes.alive(kubelet_pid) and not processes.alive(dockerd_pid)
+    assert not reachable(cluster, "192.168.56.12")
+    assert reachable(cluster, "192.168.56.11"), "other nodes are untouched"
+
+    start = pocket("node", "start", "worker2", timeout=180)
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert reachable(cluster, "192.168.56.12")
+    assert processes.read_pid(config.pid_file("worker2", "kubelet")) not in (None, kubelet_pid)
+    assert cluster.docker("worker2").ping()
+    nodes = cluster.kubectl("get", "node", "worker2", "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
+    assert nodes == "True"
 
 
 def test_down_removes_everything_up_made(cluster: Any) -> None:
