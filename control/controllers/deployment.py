@@ -46,9 +46,23 @@ def safe_encode(text: str) -> str:
     return "".join(SAFE_ALPHABET[ord(ch) % len(SAFE_ALPHABET)] for ch in text)
 
 
+def normalized(value: Any) -> Any:
+    """Drop nulls and empty maps/lists, as Go's typed objects cannot tell them from absent fields.
+
+    `kubectl rollout undo` sends the template back with
+    `metadata.creationTimestamp: null`; it must still match its ReplicaSet.
+    """
+    if isinstance(value, dict):
+        pairs = ((k, normalized(v)) for k, v in value.items())
+        return {k: v for k, v in pairs if v is not None and v != {} and v != []}
+    if isinstance(value, list):
+        return [normalized(v) for v in value]
+    return value
+
+
 def pod_template_hash(template: Object, collision_count: int | None = None) -> str:
-    """FNV-32a of the template's canonical JSON (plus the collision count), safely encoded."""
-    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    """FNV-32a of the normalized template's canonical JSON (plus the collision count), safely encoded."""
+    data = json.dumps(normalized(template), sort_keys=True, separators=(",", ":")).encode()
     if collision_count:
         data += str(collision_count).encode()
     return safe_encode(str(fnv32a(data)))
@@ -61,8 +75,8 @@ def template_without_hash(template: Object) -> Object:
 
 
 def templates_equal(a: Object, b: Object) -> bool:
-    """Equal apart from the pod-template-hash label."""
-    return template_without_hash(a) == template_without_hash(b)
+    """Semantically equal apart from the pod-template-hash label."""
+    return normalized(template_without_hash(a)) == normalized(template_without_hash(b))
 
 
 _PERCENT = re.compile(r"^(\d+)%$")

@@ -195,3 +195,14 @@ def test_condition_transition_time_survives_unchanged_status():
     first = deployment_status(d, new, [new], "2026-01-01T00:00:00Z")
     later = deployment_status({**d, "status": first}, new, [new], "2026-01-01T01:00:00Z")
     assert [c["lastTransitionTime"] for c in later["conditions"]] == ["2026-01-01T00:00:00Z"] * 2
+
+
+def test_templates_compare_semantically():
+    undone = copy.deepcopy(TEMPLATE)
+    undone["metadata"]["creationTimestamp"] = None  # as `kubectl rollout undo` sends it
+    undone["spec"]["containers"][0]["resources"] = {}
+    assert templates_equal(undone, TEMPLATE)
+    assert pod_template_hash(undone) == pod_template_hash(TEMPLATE)
+    other = copy.deepcopy(TEMPLATE)
+    other["spec"]["containers"][0]["args"] = ["x"]
+    assert not templates_equal(other, TEMPLATE)

@@ -99,7 +99,7 @@ async def test_replicaset_adopts_a_matching_orphan(apiserver, manager, namespace
     assert adopted["metadata"]["ownerReferences"][0]["name"] == "web"
 
 
-async def test_deployment_rolls_out_a_new_template(apiserver, manager, namespace):
+async def test_deployment_rolls_out_a_new_template_and_back(apiserver, manager, namespace, kubectl):
     client = apiserver.client
     deployment = {
         "metadata": {"name": "web", "namespace": namespace},
@@ -164,6 +164,21 @@ async def test_deployment_rolls_out_a_new_template(apiserver, manager, namespace
     assert conditions["Progressing"]["reason"] in ("NewReplicaSetAvailable", "ReplicaSetUpdated")
     for pod in await live_pods(client, namespace):
         assert pod["metadata"]["labels"][HASH_LABEL] == new["metadata"]["labels"][HASH_LABEL]
+
+    kubectl("rollout", "undo", "deployment/web", "-n", namespace)
+
+    async def rolled_back():
+        d = await available()
+        rss = {rs["metadata"]["name"]: rs for rs in await replicasets()}
+        old = rss[first["metadata"]["name"]]
+        if d is None or old["spec"]["replicas"] != 2 or rss[new["metadata"]["name"]]["spec"]["replicas"] != 0:
+            return None
+        return d, old
+
+    d, restored = await eventually(rolled_back, timeout=40, what="rollback to the first ReplicaSet")
+    assert restored["metadata"]["annotations"][REVISION] == "3"
+    assert d["metadata"]["annotations"][REVISION] == "3"
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox"
 
 
 async def test_endpoints_follow_pod_ip_and_readiness(apiserver, manager, namespace):
