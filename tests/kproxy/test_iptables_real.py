@@ -27,6 +27,9 @@ ENDPOINTS = {
 }
 
 
+IPTABLES = {"legacy": "iptables-legacy", "nft": "iptables"}
+
+
 @pytest.fixture
 def node_ns() -> Iterator[str]:
     with namespaces("ipt") as (ns,):
@@ -39,12 +42,13 @@ def sync(packet_filter: IptablesPacketFilter, ports: list[ServicePort]) -> str:
     return packet_filter.save()
 
 
-def test_apply_read_back_keep_foreign_rules_and_remove_stale_chains(node_ns: str) -> None:
-    legacy = "iptables-legacy"
-    in_ns(node_ns, legacy, "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "ACCEPT")
-    in_ns(node_ns, legacy, "-t", "nat", "-N", "FOREIGN-CHAIN")
-    in_ns(node_ns, legacy, "-t", "nat", "-A", "FOREIGN-CHAIN", "-s", "10.1.2.3", "-j", "RETURN")
-    packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", node_ns])
+@pytest.mark.parametrize("backend", sorted(IPTABLES))
+def test_apply_read_back_keep_foreign_rules_and_remove_stale_chains(node_ns: str, backend: str) -> None:
+    iptables = IPTABLES[backend]
+    in_ns(node_ns, iptables, "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "ACCEPT")
+    in_ns(node_ns, iptables, "-t", "nat", "-N", "FOREIGN-CHAIN")
+    in_ns(node_ns, iptables, "-t", "nat", "-A", "FOREIGN-CHAIN", "-s", "10.1.2.3", "-j", "RETURN")
+    packet_filter = IptablesPacketFilter(backend, ["ip", "netns", "exec", node_ns])
 
     saved = sync(packet_filter, PORTS)
     nat = parse_save(saved)["nat"]
