@@ -7,7 +7,9 @@ as upstream's nodeHealthMap does, so the kubelet's clock never matters.
 After `grace` seconds without a renewal the node's conditions become
 Unknown, it gets the unreachable taints, and its pods turn not-ready; after
 the eviction timeout (or a pod's own tolerationSeconds) its pods are deleted
-so their controllers recreate them elsewhere.
+so their controllers recreate them elsewhere.  A node whose kubelet reports
+Ready=False gets the same treatment with the `not-ready` taints.  When the
+node is healthy again the taints go.
 """
 
 from __future__ import annotations
@@ -28,22 +30,21 @@ log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
 UNREACHABLE = "node.kubernetes.io/unreachable"
-UNREACHABLE_TAINTS = (
-    {"key": UNREACHABLE, "effect": "NoSchedule"},
-    {"key": UNREACHABLE, "effect": "NoExecute"},
-)
+NOT_READY = "node.kubernetes.io/not-ready"
+FENCE_KEYS = (UNREACHABLE, NOT_READY)
 UNKNOWN_REASON = "NodeStatusUnknown"
 UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
 
 
 @dataclass
 class NodeHealth:
-    """What this controller last saw of a node's heartbeats, in its own clock."""
+    """What this controller last saw of a node's heartbeats, in its own clock, and how it fenced the node."""
 
     probe_time: float
     lease_renew: str = ""
     heartbeat: str = ""
-    unreachable_since: float | None = None
+    fenced_with: str | None = None  # UNREACHABLE or NOT_READY while fenced
+    fenced_since: float | None = None
 
 
 def heartbeat_of(node: Object, lease: Object | None) -> tuple[str, str]:
@@ -66,6 +67,15 @@ def is_stale(health: NodeHealth, now: float, grace: float) -> bool:
     return now - health.probe_time > grace
 
 
+def fence_for(node: Object, health: NodeHealth, now: float, grace: float) -> str | None:
+    """Which taint key the node should carry: unreachable when silent, not-ready when its kubelet says so."""
+    if is_stale(health, now, grace):
+        return UNREACHABLE
+    if (condition(node, "Ready") or {}).get("status") == "False":
+        return NOT_READY
+    return None
+
+
 def unknown_conditions(node: Object, stamp: str) -> list[dict[str, Any]]:
     """Every condition Unknown (NodeStatusUnknown), keeping the last heartbeat times."""
     conditions = [dict(c) for c in (node.get("status") or {}).get("conditions") or []]
@@ -78,27 +88,30 @@ def unknown_conditions(node: Object, stamp: str) -> list[dict[str, Any]]:
     return conditions
 
 
-def unreachable_effects(node: Object) -> set[str]:
-    """Effects of the unreachable taints the node carries now."""
-    return {str(t.get("effect")) for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") == UNREACHABLE}
+def fence_taints(node: Object, key: str | None, stamp: str) -> list[dict[str, Any]]:
+    """The node's taints with exactly the fence taints for key (NoSchedule and NoExecute), or none for None.
+
+    Existing fence taints of that key keep their timeAdded; other taints are untouched.
+    """
+    taints = (node.get("spec") or {}).get("taints") or []
+    kept = [t for t in taints if t.get("key") not in FENCE_KEYS]
+    if key is None:
+        return kept
+    current = {t.get("effect"): t for t in taints if t.get("key") == key}
+    fence = [
+        current.get(effect) or {"key": key, "effect": effect, "timeAdded": stamp}
+        for effect in ("NoSchedule", "NoExecute")
+    ]
+    return [*kept, *fence]
 
 
-def with_unreachable_taints(node: Object, stamp: str) -> list[dict[str, Any]]:
-    kept = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE]
-    return [*kept, *({**t, "timeAdded": stamp} for t in UNREACHABLE_TAINTS)]
-
-
-def without_unreachable_taints(node: Object) -> list[dict[str, Any]]:
-    return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE]
-
-
-def eviction_time(pod: Object, tainted_at: float, default_timeout: float) -> float | None:
-    """When a pod on an unreachable node must go (None: it tolerates the taint forever).
+def eviction_time(pod: Object, key: str, tainted_at: float, default_timeout: float) -> float | None:
+    """When a pod on a fenced node must go (None: it tolerates the taint forever).
 
     A toleration with tolerationSeconds bounds the stay (the shortest wins);
     one without it tolerates forever; no toleration means the default timeout.
     """
-    taint = UNREACHABLE_TAINTS[1]
+    taint = {"key": key, "effect": "NoExecute"}
     matching = [t for t in (pod.get("spec") or {}).get("tolerations") or [] if tolerates(t, taint)]
     if not matching:
         return tainted_at + default_timeout
@@ -108,12 +121,14 @@ def eviction_time(pod: Object, tainted_at: float, default_timeout: float) -> flo
     return tainted_at + max(min(int(s) for s in bounded), 0)
 
 
-def pods_to_evict(pods: Iterable[Object], tainted_at: float, now: float, default_timeout: float) -> list[Object]:
+def pods_to_evict(
+    pods: Iterable[Object], key: str, tainted_at: float, now: float, default_timeout: float
+) -> list[Object]:
     due = []
     for pod in pods:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        deadline = eviction_time(pod, tainted_at, default_timeout)
+        deadline = eviction_time(pod, key, tainted_at, default_timeout)
         if deadline is not None and deadline <= now:
             due.append(pod)
     return due
@@ -164,41 +179,38 @@ class NodeLifecycleController:
             names.add(name)
             health = observe(self.health.get(name), node, self.leases.get(name, LEASE_NAMESPACE), now)
             self.health[name] = health
-            if is_stale(health, now, self.grace):
-                await self._fence(node, health, now)
-            elif health.unreachable_since is not None or unreachable_effects(node):
-                health.unreachable_since = None
-                await self._patch_taints(name, without_unreachable_taints(node))
-                log.warning("node %s is reachable again", name)
+            await self._reconcile(node, health, fence_for(node, health, now, self.grace), now)
         for gone in set(self.health) - names:
             del self.health[gone]
 
     def _pods_on(self, node_name: str) -> list[Object]:
         return [p for p in self.pods.items() if (p.get("spec") or {}).get("nodeName") == node_name]
 
-    async def _fence(self, node: Object, health: NodeHealth, now: float) -> None:
+    async def _reconcile(self, node: Object, health: NodeHealth, fence: str | None, now: float) -> None:
         name = name_of(node)
         stamp = now_rfc3339()
-        ready = condition(node, "Ready") or {}
-        if ready.get("status") != "Unknown":
+        if fence == UNREACHABLE and (condition(node, "Ready") or {}).get("status") != "Unknown":
             log.warning("node %s stopped heartbeating; marking it Unknown", name)
             status = {**(node.get("status") or {}), "conditions": unknown_conditions(node, stamp)}
             await self.client.update_status("nodes", {**node, "status": status})
-            await asyncio.gather(*(self._mark_not_ready(p, stamp) for p in self._pods_on(name)))
-        if unreachable_effects(node) != {t["effect"] for t in UNREACHABLE_TAINTS}:
-            await self._patch_taints(name, with_unreachable_taints(node, stamp))
-        if health.unreachable_since is None:
-            health.unreachable_since = now
-        for pod in pods_to_evict(self._pods_on(name), health.unreachable_since, now, self.eviction_timeout):
-            log.warning("evicting pod %s from unreachable node %s", key_of(pod), name)
+        if fence != health.fenced_with:
+            if fence is None:
+                log.warning("node %s is healthy again", name)
+            else:
+                await asyncio.gather(*(self._mark_not_ready(p, stamp) for p in self._pods_on(name)))
+            health.fenced_with, health.fenced_since = fence, (now if fence else None)
+        taints = fence_taints(node, fence, stamp)
+        if taints != ((node.get("spec") or {}).get("taints") or []):
+            await self.client.patch("nodes", name, {"spec": {"taints": taints}})
+        if fence is None or health.fenced_since is None:
+            return
+        for pod in pods_to_evict(self._pods_on(name), fence, health.fenced_since, now, self.eviction_timeout):
+            log.warning("evicting pod %s from node %s (%s)", key_of(pod), name, fence)
             try:
                 await self.client.delete("pods", name_of(pod), namespace_of(pod))
             except ApiError as err:
                 if err.code != 404:
                     raise
-
-    async def _patch_taints(self, name: str, taints: list[dict[str, Any]]) -> None:
-        await self.client.patch("nodes", name, {"spec": {"taints": taints}})
 
     async def _mark_not_ready(self, pod: Object, stamp: str) -> None:
         conditions = [dict(c) for c in (pod.get("status") or {}).get("conditions") or []]

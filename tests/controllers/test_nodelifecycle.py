@@ -12,15 +12,17 @@ from typing import Any
 
 from control.clock import FakeClock
 from control.controllers.nodelifecycle import (
+    NOT_READY,
     UNKNOWN_MESSAGE,
+    UNREACHABLE,
     NodeHealth,
     NodeLifecycleController,
     eviction_time,
+    fence_for,
+    fence_taints,
     is_stale,
     observe,
     unknown_conditions,
-    with_unreachable_taints,
-    without_unreachable_taints,
 )
 from tests.controllers.helpers import make_pod
 
@@ -67,41 +69,46 @@ def test_unknown_conditions_keep_heartbeat_and_transition_once():
     assert again[0]["lastTransitionTime"] == "T1"
 
 
-def test_taints_are_added_once_and_removed_without_touching_others():
+def test_fence_follows_silence_first_then_the_kubelets_own_verdict():
+    health = NodeHealth(probe_time=0)
+    assert fence_for(make_node(), health, now=10, grace=20) is None
+    not_ready = make_node()
+    not_ready["status"]["conditions"][0]["status"] = "False"
+    assert fence_for(not_ready, health, now=10, grace=20) == NOT_READY
+    assert fence_for(not_ready, health, now=21, grace=20) == UNREACHABLE
+
+
+def test_fence_taints_keep_others_and_their_own_time_added():
     cp = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
-    node = make_node(taints=[cp])
-    tainted = with_unreachable_taints(node, "T")
+    tainted = fence_taints(make_node(taints=[cp]), UNREACHABLE, "T")
     assert tainted == [
         cp,
-        {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": "T"},
-        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "T"},
+        {"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": "T"},
+        {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "T"},
     ]
-    assert with_unreachable_taints(make_node(taints=tainted), "T2") == [
-        *tainted[:1],
-        *[{**t, "timeAdded": "T2"} for t in tainted[1:]],
+    assert fence_taints(make_node(taints=tainted), UNREACHABLE, "T2") == tainted
+    switched = fence_taints(make_node(taints=tainted), NOT_READY, "T3")
+    assert switched == [
+        cp,
+        {"key": NOT_READY, "effect": "NoSchedule", "timeAdded": "T3"},
+        {"key": NOT_READY, "effect": "NoExecute", "timeAdded": "T3"},
     ]
-    assert without_unreachable_taints(make_node(taints=tainted)) == [cp]
+    assert fence_taints(make_node(taints=switched), None, "T4") == [cp]
 
 
 def test_eviction_time_honours_toleration_seconds():
     plain = make_pod("plain")
-    assert eviction_time(plain, tainted_at=100, default_timeout=30) == 130
+    assert eviction_time(plain, UNREACHABLE, tainted_at=100, default_timeout=30) == 130
     bounded = make_pod(
         "bounded",
-        tolerations=[
-            {
-                "key": "node.kubernetes.io/unreachable",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 5,
-            }
-        ],
+        tolerations=[{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}],
     )
-    assert eviction_time(bounded, 100, 30) == 105
+    assert eviction_time(bounded, UNREACHABLE, 100, 30) == 105
+    assert eviction_time(bounded, NOT_READY, 100, 30) == 130  # tolerates the other taint only
     forever = make_pod("forever", tolerations=[{"operator": "Exists"}])
-    assert eviction_time(forever, 100, 30) is None
+    assert eviction_time(forever, UNREACHABLE, 100, 30) is None
     other = make_pod("other", tolerations=[{"key": "something-else", "operator": "Exists"}])
-    assert eviction_time(other, 100, 30) == 130
+    assert eviction_time(other, UNREACHABLE, 100, 30) == 130
 
 
 class Cache:
@@ -202,5 +209,37 @@ async def test_controller_fences_evicts_and_recovers_on_fake_clock():
     assert ("delete pods", "other") not in client.calls
 
     leases.objects["kube-node-lease/w1"]["spec"]["renewTime"] = "r-back"
+    await tick(1)
+    assert nodes.get("w1")["spec"]["taints"] == []
+
+
+async def test_node_reporting_not_ready_is_tainted_and_emptied_then_untainted():
+    clock = FakeClock()
+    node = make_node("w1")
+    node["status"]["conditions"][0]["status"] = "False"
+    nodes = Cache([node])
+    leases = Cache([make_lease("r0")])
+    pods = Cache([make_pod("web", node="w1")])
+    client = RecordingClient(nodes, pods)
+    ctl = NodeLifecycleController(client, nodes, leases, pods, grace=20, eviction_timeout=30, clock=clock)  # type: ignore[arg-type]
+
+    async def tick(seconds: float) -> None:
+        await clock.advance(seconds)
+        leases.objects["kube-node-lease/w1"]["spec"]["renewTime"] = f"r{clock.now()}"  # the kubelet is alive
+        await ctl.monitor_once()
+
+    await ctl.monitor_once()
+    assert {(t["key"], t["effect"]) for t in nodes.get("w1")["spec"]["taints"]} == {
+        (NOT_READY, "NoSchedule"),
+        (NOT_READY, "NoExecute"),
+    }
+    assert nodes.get("w1")["status"]["conditions"][0]["status"] == "False"  # the kubelet's word stands
+    assert pods.get("web", "default")["status"]["conditions"][0]["status"] == "False"
+    await tick(29)
+    assert ("delete pods", "web") not in client.calls
+    await tick(2)
+    assert ("delete pods", "web") in client.calls
+
+    nodes.get("w1")["status"]["conditions"][0]["status"] = "True"
     await tick(1)
     assert nodes.get("w1")["spec"]["taints"] == []
