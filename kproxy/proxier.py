@@ -168,7 +168,12 @@ class Proxier:
         await self.services.synced.wait()
         await self.endpoints.synced.wait()
         while True:
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # a bug in one sync must not stop the loop for good
+                SYNC_ERRORS.inc()
+                self._pending = True
+                log.exception("sync crashed")
             await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:

@@ -91,7 +91,8 @@ class IptablesPacketFilter:
         self.timeout = timeout
 
     def restore(self, payload: str) -> None:
-        self._run([self.restore_command, "--noflush"], payload)
+        # -w: wait for the xtables lock rather than fail when another program holds it.
+        self._run([self.restore_command, "-w", "5", "--noflush"], payload)
 
     def save(self) -> str:
         return self._run([self.save_command], None)
