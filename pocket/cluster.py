@@ -87,6 +87,10 @@ class BringUpError(Exception):
         self.details = details or []
 
 
+# A phase: its title, and the step that returns whether it changed anything (None: it only checked).
+Phase = tuple[str, Callable[[], "bool | None"]]
+
+
 def log_tail(path: Path, lines: int = 8) -> list[str]:
     try:
         text = path.read_text(errors="replace")
@@ -295,7 +299,7 @@ class BringUp:
     def control_plane(self) -> NodeSpec:
         return self.cluster.control_plane
 
-    def phases(self) -> list[tuple[str, Callable[[], bool]]]:
+    def phases(self) -> list[Phase]:
         n = len(self.cluster.nodes)
         return [
             ("checking prerequisites", self.check_prerequisites),
@@ -315,7 +319,7 @@ class BringUp:
         wait_all(waiting, timeout)
         return changed
 
-    def check_prerequisites(self) -> bool:
+    def check_prerequisites(self) -> None:
         problems = []
         if os.geteuid() != 0:
             problems.append("pocket up needs root (network namespaces, dockerd): run it with sudo")
@@ -327,7 +331,6 @@ class BringUp:
                             f"`apt-get install -y {' '.join(missing)}` (or run `make up`)")
         if problems:
             raise BringUpError("prerequisites are missing", problems)
-        return False
 
     def create_network(self) -> bool:
         try:
@@ -551,31 +554,52 @@ def ensure_forwarder(cluster: ClusterConfig, python: str) -> bool:
 # -- running `up` -------------------------------------------------------------------------------
 
 
-def up(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
-    """Run every phase with a progress line each; 0 on success, 1 (with what to do) on failure."""
-    bring_up = BringUp(cluster)
-    phases = bring_up.phases()
+# What a phase may fail with; anything else is a bug and gets a traceback.
+PHASE_ERRORS = (BringUpError, network.NetworkError, ApiError, docker.errors.DockerException, OSError)
+
+
+def run_phases(phases: list[Phase], out: Callable[[str], None], hint: str) -> bool | None:
+    """Run phases with a `[i/n] title ... outcome (seconds)` line each.
+
+    A phase returns whether it changed anything (None: it only checked). Returns whether
+    anything changed, or None after printing what failed and `hint`.
+    """
     changed_any = False
-    total_start = time.monotonic()
     for index, (title, run) in enumerate(phases, 1):
-        prefix = f"[{index}/{len(phases)}] {title} ..."
-        print(prefix, end=" ", flush=True)
+        print(f"[{index}/{len(phases)}] {title} ...", end=" ", flush=True)
         started = time.monotonic()
         try:
             changed = run()
-        except BringUpError as err:
+        except PHASE_ERRORS as err:
             print(f"FAILED ({time.monotonic() - started:.1f}s)", flush=True)
             out(f"error: {err}")
-            for line in err.details:
+            for line in getattr(err, "details", []):
                 out(f"  {line}")
-            out("Fix the cause and run `pocket up` again (it continues where it stopped), "
-                "or `pocket down` to remove everything and start over.")
-            return 1
-        changed_any |= changed
-        outcome = "ok" if run == bring_up.check_prerequisites else "done" if changed else "already done"
+            out(hint)
+            return None
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            out(hint)
+            return None
+        changed_any |= bool(changed)
+        outcome = "ok" if changed is None else "done" if changed else "already done"
         print(f"{outcome} ({time.monotonic() - started:.1f}s)", flush=True)
+    return changed_any
+
+
+def up(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
+    """Run every phase; 0 on success, 1 (with what failed and what to do) on failure."""
+    total_start = time.monotonic()
+    changed = run_phases(
+        BringUp(cluster).phases(),
+        out,
+        "Fix the cause and run `pocket up` again (it continues where it stopped), "
+        "or `pocket down` to remove everything and start over.",
+    )
+    if changed is None:
+        return 1
     elapsed = time.monotonic() - total_start
-    if changed_any:
+    if changed:
         out(f"\npocketkube is up ({elapsed:.0f}s).")
     else:
         out(f"\npocketkube was already up; nothing changed ({elapsed:.1f}s).")
@@ -827,7 +851,7 @@ def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) ->
     node = cluster.node(name)
     bring_up = BringUp(cluster)
     netns = cluster.node_netns(node.name)
-    steps: list[tuple[str, Callable[[], bool]]] = [
+    steps: list[Phase] = [
         ("bringing eth0 up, restoring its routes", lambda: network.ensure_host_link(cluster, netns, node.ip)
          | network.ensure_node_routing(netns)),
         ("starting dockerd", lambda: bring_up.start_and_wait((DOCKERD,), [node], DOCKERD_TIMEOUT)),
@@ -847,16 +871,6 @@ def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) ->
 
     steps.append(("starting kubelet and kproxy, waiting for Ready", agents))
     bring_up.storage_driver = choose_storage_driver(cluster)
-    for index, (title, run) in enumerate(steps, 1):
-        print(f"[{index}/{len(steps)}] {name}: {title} ...", end=" ", flush=True)
-        started = time.monotonic()
-        try:
-            changed = run()
-        except (BringUpError, network.NetworkError) as err:
-            print(f"FAILED ({time.monotonic() - started:.1f}s)", flush=True)
-            out(f"error: {err}")
-            for line in getattr(err, "details", []):
-                out(f"  {line}")
-            return 1
-        print(f"{'done' if changed else 'already done'} ({time.monotonic() - started:.1f}s)", flush=True)
-    return 0
+    phases: list[Phase] = [(f"{name}: {title}", run) for title, run in steps]
+    hint = f"Fix the cause and run `pocket node start {name}` again, or `pocket up` to complete the whole cluster."
+    return 0 if run_phases(phases, out, hint) is not None else 1
