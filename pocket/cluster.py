@@ -22,7 +22,7 @@ from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import docker
 
@@ -558,7 +558,7 @@ def ensure_forwarder(cluster: ClusterConfig, python: str) -> bool:
 PHASE_ERRORS = (BringUpError, network.NetworkError, ApiError, docker.errors.DockerException, OSError)
 
 
-def run_phases(phases: list[Phase], out: Callable[[str], None], hint: str) -> bool | None:
+def run_phases(phases: Sequence[Phase], out: Callable[[str], None], hint: str) -> bool | None:
     """Run phases with a `[i/n] title ... outcome (seconds)` line each.
 
     A phase returns whether it changed anything (None: it only checked). Returns whether
