@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY
 from control.clock import FakeClock
 from control.observability import health_app
 from kproxy.conntrack import RecordingConntrack, UdpFlowFilter
-from kproxy.iptables.restore import RecordingPacketFilter
-from kproxy.model import NodeConfig
+from kproxy.iptables.restore import RecordingPacketFilter, transaction
+from kproxy.iptables.rules import build_ruleset
+from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName
 from kproxy.proxier import TRIGGER_TIME_ANNOTATION, Proxier
 
 NODE = NodeConfig("worker1", ("192.168.56.11",), "10.244.0.0/16")
@@ -127,8 +128,9 @@ async def test_burst_of_changes_becomes_one_sync_after_the_min_interval(running:
     await settle(lambda: len(payloads) == 2)
     await settle(rounds=20)
     assert len(payloads) == 2
-    assert "-j DNAT --to-destination 10.244.1.6:5353" in payloads[1]
-    assert "10.244.1.5" not in payloads[1]
+    web = ServicePortName("default", "web", "p", "TCP")
+    expected = build_ruleset([ServicePort(web, "10.96.0.50", 80)], {web: [Endpoint("10.244.1.6", 5353)]}, NODE)
+    assert payloads[1] == transaction(expected, "")
     assert running.proxier.syncs == 2
 
 
