@@ -111,7 +111,7 @@ def connect(ns: str, ip: str, port: int) -> str:
 
 
 def program(pods: Pods) -> None:
-    ports = [ServicePort(WEB, "10.96.100.1", 80), ServicePort(EMPTY, "10.96.100.2", 80)]
+    ports = [ServicePort(WEB, "10.96.100.1", 80, node_port=30080), ServicePort(EMPTY, "10.96.100.2", 80)]
     endpoints = {WEB: [Endpoint(BACKEND_IP, 8080)], EMPTY: []}
     node = NodeConfig("node", (BRIDGE_IP,), "10.244.0.0/16")
     packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", pods.node])
@@ -135,3 +135,9 @@ def test_service_without_endpoints_refuses_connections(pods: Pods, server: None)
 def test_backend_reaching_itself_through_the_vip_is_masqueraded(pods: Pods, server: None) -> None:
     program(pods)
     assert connect(pods.backend, "10.96.100.1", 80) == f"hello {BRIDGE_IP}"
+
+
+def test_node_port_on_the_node_address_reaches_the_backend_masqueraded(pods: Pods, server: None) -> None:
+    program(pods)
+    # Cluster external policy: the endpoint could be on another node, so the source becomes the node's.
+    assert connect(pods.client, BRIDGE_IP, 30080) == f"hello {BRIDGE_IP}"
