@@ -88,11 +88,9 @@ async def serve(args: argparse.Namespace) -> None:
         args.heartbeat_interval,
         network_up.is_set,
     )
+    tasks: list[asyncio.Task[Any]] = []
     server = KubeletServer(
-        runtime,
-        workers.known_pods,
-        args.node_name,
-        {"network": network_up.is_set, "api": lambda: agent.last_heartbeat_ok},
+        runtime, workers.known_pods, args.node_name, {"loops": lambda: not any(t.done() for t in tasks)}
     )
     await server.start(args.node_ip, args.port)
 
@@ -120,11 +118,7 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(REGISTER_RETRY_SECONDS)
     nodes.add_handler(on_nodes)
     pods.add_handler(on_pods)
-    tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(services.run()),
-        asyncio.create_task(nodes.run()),
-        asyncio.create_task(agent.run()),
-    ]
+    tasks += [asyncio.create_task(services.run()), asyncio.create_task(nodes.run()), asyncio.create_task(agent.run())]
     try:
         await network_up.wait()
         await services.synced.wait()

@@ -107,7 +107,6 @@ class NodeAgent:
     ):
         self.api, self.identity, self.runtime_version = api, identity, runtime_version
         self.clock, self.heartbeat_interval, self.network_ready = clock, heartbeat_interval, network_ready
-        self.last_heartbeat_ok = False
 
     def labels(self) -> dict[str, str]:
         arch = ARCHITECTURES.get(platform.machine(), platform.machine())
@@ -220,7 +219,6 @@ class NodeAgent:
             await self.update_status()
             self.last_heartbeat_ok = True
         except ApiError as err:
-            self.last_heartbeat_ok = False
             log.warning("heartbeat of node %s failed: %s", self.identity.name, err)
 
     async def run(self) -> None:
