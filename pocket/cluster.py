@@ -10,6 +10,7 @@ namespace and by root directory, and is happy to find nothing.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -18,11 +19,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Sequence
 
 import docker
 
@@ -549,6 +551,28 @@ def ensure_forwarder(cluster: ClusterConfig, python: str) -> bool:
     wait_all([Waiting(HOST, FORWARDER, pid_file, log_file, lambda: forwarder_ok(cluster.api_port), started)],
              FORWARDER_TIMEOUT)
     return True
+
+
+# -- one changing command at a time ------------------------------------------------------
+
+
+@contextmanager
+def exclusive(cluster: ClusterConfig, out: Callable[[str], None]) -> Iterator[None]:
+    """Hold a lock so two `pocket up`/`down`/`node stop|start` never interleave (two test sessions at once).
+
+    The lock is flock on the run dir's parent directory (/run), so it leaves no file behind.
+    """
+    cluster.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cluster.run_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            out("waiting for another pocket command on this cluster to finish ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # -- running `up` -------------------------------------------------------------------------------

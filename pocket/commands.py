@@ -46,11 +46,15 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    return local.up(cluster_config(args), say)
+    cluster = cluster_config(args)
+    with local.exclusive(cluster, say):
+        return local.up(cluster, say)
 
 
 def run_down(args: argparse.Namespace) -> int:
-    return local.down(cluster_config(args), say)
+    cluster = cluster_config(args)
+    with local.exclusive(cluster, say):
+        return local.down(cluster, say)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -93,9 +97,10 @@ def run_node(args: argparse.Namespace) -> int:
     if args.cmd:
         say(f"pocket: `node {args.action}` takes no command, got {' '.join(args.cmd)!r}")
         return 2
-    if args.action == "stop":
-        return local.node_stop(cluster, node.name, say)
-    return local.node_start(cluster, node.name, say)
+    with local.exclusive(cluster, say):
+        if args.action == "stop":
+            return local.node_stop(cluster, node.name, say)
+        return local.node_start(cluster, node.name, say)
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,9 +12,9 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 NETNS_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000

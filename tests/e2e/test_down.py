@@ -17,8 +17,8 @@ import pytest
 
 from pocket import processes
 from pocket.cluster import container_cgroups, container_ids, mounts_under
-from pocket.netns import netns_inode
 from pocket.config import ClusterConfig
+from pocket.netns import netns_inode
 from tests.e2e.conftest import host_iptables, pocket
 
 pytestmark = pytest.mark.e2e
