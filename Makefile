@@ -19,14 +19,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 
+# The local cluster (docs/local-cluster.md); `$(PYTHON) -m pocket.cli` works without `pocket` on PATH.
 up: deps
-	pocket up
+	$(PYTHON) -m pocket.cli up
 
 down:
-	pocket down
+	$(PYTHON) -m pocket.cli down
 
 status:
-	pocket status
+	$(PYTHON) -m pocket.cli status
 
 test: deps
 	$(PYTHON) -m pytest -q
