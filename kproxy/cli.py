@@ -12,7 +12,7 @@ import uvloop
 from control.cli_support import Command
 from control.client import Client, Informer
 from control.observability import serve_health
-from kproxy.conntrack import ConntrackCli
+from kproxy.conntrack import NetlinkConntrack
 from kproxy.iptables.restore import BACKENDS, IptablesPacketFilter
 from kproxy.model import NodeConfig
 from kproxy.proxier import Proxier
@@ -70,7 +70,7 @@ async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
             endpoints,
             node,
             IptablesPacketFilter(args.iptables),
-            ConntrackCli(),
+            NetlinkConntrack(),
             min_sync_interval=args.min_sync_period,
             resync_period=args.sync_period,
         )
