@@ -269,3 +269,51 @@ async def _exactly(items_coro, count: int):
 
 async def _gone(get_coro):
     return (await get_coro) is None
+
+
+async def test_deployment_scaling_and_recreate_strategy(apiserver, manager, namespace):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "db", "namespace": namespace},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": TEMPLATE,
+            "strategy": {"type": "Recreate"},
+        },
+    }
+    await client.create("deployments", deployment, namespace)
+
+    async def replicasets():
+        return (await client.list("replicasets", namespace))["items"]
+
+    (first,) = await eventually(lambda: _exactly(replicasets(), 1), what="the first ReplicaSet")
+    await client.patch("deployments", "db", {"spec": {"replicas": 4}}, namespace)
+
+    async def scaled():
+        rs = await client.get("replicasets", first["metadata"]["name"], namespace)
+        return rs if rs["spec"]["replicas"] == 4 else None
+
+    await eventually(scaled, what="the current ReplicaSet scaled to 4")
+    await eventually(lambda: _exactly(live_pods(client, namespace), 4), what="4 pods")
+
+    changed = {**TEMPLATE, "spec": {"containers": [{**TEMPLATE["spec"]["containers"][0], "image": "busybox:2"}]}}
+    await client.patch("deployments", "db", {"spec": {"template": changed}}, namespace)
+    overlaps = []
+
+    async def recreated():
+        rss = await replicasets()
+        running = [rs["metadata"]["name"] for rs in rss if rs["spec"]["replicas"] > 0]
+        if len(running) > 1:
+            overlaps.append(running)  # Recreate must never run old and new at once
+        new = [rs for rs in rss if rs["metadata"]["name"] != first["metadata"]["name"]]
+        return (
+            new
+            if len(new) == 1 and running == [new[0]["metadata"]["name"]] and new[0]["spec"]["replicas"] == 4
+            else None
+        )
+
+    (new,) = await eventually(recreated, what="Recreate rollout finished")
+    assert overlaps == []
+    pods = await eventually(lambda: _exactly(live_pods(client, namespace), 4), what="4 new pods")
+    assert {p["metadata"]["labels"][HASH_LABEL] for p in pods} == {new["metadata"]["labels"][HASH_LABEL]}
