@@ -154,6 +154,8 @@ async def test_deployment_rolls_out_a_new_template_and_back(apiserver, manager, 
         return d, rss
 
     d, rss = await eventually(rolled, timeout=40, what="rolling update to the new template")
+    status = kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=30s")
+    assert 'deployment "web" successfully rolled out' in status.stdout
     (new,) = [rs for name, rs in rss.items() if name != first["metadata"]["name"]]
     assert new["spec"]["replicas"] == 2
     assert new["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:2"
