@@ -292,11 +292,13 @@ class PodWorkers:
         sandboxes, instances = await self._containers_of(uid)
         terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         specs = pod.get("spec", {}).get("containers") or []
+        init_specs = pod.get("spec", {}).get("initContainers") or []
         pod_ip = self.network.pod_ip(uid) or ""
         if pod.get("spec", {}).get("hostNetwork"):
             pod_ip = self.settings.node_ip
         if terminal:
             views = [self._view_of(spec, instances.get(spec["name"], [])) for spec in specs]
+            init_views = [self._view_of(spec, instances.get(spec["name"], [])) for spec in init_specs]
             await self._stop_sandbox(pod, sandboxes)
         else:
             sandbox = sandboxes[-1] if sandboxes else None
@@ -310,17 +312,38 @@ class PodWorkers:
                     metrics.RUNTIME_OPERATION_ERRORS.labels("run_sandbox").inc()
                     log.warning("pod %s: sandbox: %s", describe(pod), err)
                     sandbox, config_error = None, str(err)
+            # init containers run one at a time, each to success, before any app container starts
+            init_views, initialized = [], True
+            init_policy = "Never" if pod.get("spec", {}).get("restartPolicy") == "Never" else "OnFailure"
+            for spec in init_specs:
+                found = instances.get(spec["name"], [])
+                if sandbox is None or not initialized:
+                    view = self._view_of(spec, found)
+                    view.waiting_reason = "ContainerCreating" if sandbox is None else "PodInitializing"
+                    view.waiting_message = config_error
+                else:
+                    view = await self._sync_container(pod, spec, found, sandbox, pod_ip, init_policy)
+                    done = view.current is not None and view.current.status == "exited" and not view.waiting_reason
+                    initialized = done and view.current is not None and view.current.exit_code == 0
+                init_views.append(view)
             for spec in specs:
                 found = instances.get(spec["name"], [])
-                if sandbox is None:
+                if sandbox is None or not initialized:
                     view = self._view_of(spec, found)
-                    view.waiting_reason, view.waiting_message = "ContainerCreating", config_error
+                    view.waiting_reason = "ContainerCreating" if sandbox is None else "PodInitializing"
+                    view.waiting_message = config_error
                 else:
                     view = await self._sync_container(pod, spec, found, sandbox, pod_ip)
                     await self._probe(pod, view, pod_ip)
                 views.append(view)
         status = pod_status(
-            pod, views, pod_ip=pod_ip, host_ip=self.settings.node_ip, start_time=start_time, now=_now_rfc3339()
+            pod,
+            views,
+            init_views=init_views,
+            pod_ip=pod_ip,
+            host_ip=self.settings.node_ip,
+            start_time=start_time,
+            now=_now_rfc3339(),
         )
         if uid not in self._started and views and all(v.current is not None and v.current.running for v in views):
             self._started.add(uid)
@@ -406,9 +429,15 @@ class PodWorkers:
         (directory / "hosts").write_text(pod_hosts(pod, pod_ip, self.settings.cluster_domain))
 
     async def _sync_container(
-        self, pod: Object, spec: Object, found: list[ContainerState], sandbox: ContainerState, pod_ip: str
+        self,
+        pod: Object,
+        spec: Object,
+        found: list[ContainerState],
+        sandbox: ContainerState,
+        pod_ip: str,
+        restart_policy: str | None = None,
     ) -> ContainerView:
-        """Create, start or restart one app container as its state and the restart policy say."""
+        """Create, start or restart one container as its state and the restart policy (the pod's by default) say."""
         view = self._view_of(spec, found)
         current = view.current
         key = f"{pod['metadata']['uid']}/{spec['name']}"
@@ -419,7 +448,7 @@ class PodWorkers:
             view.current = await self.runtime.inspect(current.id)
             return view
         if current is not None and not current.running:
-            policy = pod.get("spec", {}).get("restartPolicy") or "Always"
+            policy = restart_policy or pod.get("spec", {}).get("restartPolicy") or "Always"
             if not restart_wanted(policy, current.exit_code):
                 return view
             exited_at = self._exit_seen.setdefault(current.id, self.clock.now())

@@ -140,8 +140,27 @@ def _condition(kind: str, ok: bool, previous: list[Object], now: str, reason: st
     return condition
 
 
-def pod_conditions(phase: str, statuses: list[Object], previous: list[Object], now: str) -> list[Object]:
+def init_completed(status: Object) -> bool:
+    return (status.get("state") or {}).get("terminated", {}).get("exitCode") == 0
+
+
+def init_failed(status: Object) -> bool:
+    """Terminated non-zero now, or waiting to be retried after such a failure."""
+    state, last = status.get("state") or {}, status.get("lastState") or {}
+    if "terminated" in state:
+        return bool(state["terminated"].get("exitCode"))
+    return "waiting" in state and bool(last.get("terminated", {}).get("exitCode"))
+
+
+def pod_conditions(
+    phase: str, statuses: list[Object], previous: list[Object], now: str, init_statuses: list[Object] | None = None
+) -> list[Object]:
     """PodScheduled, Initialized, ContainersReady and Ready (no readiness gates)."""
+    incomplete = [s["name"] for s in init_statuses or [] if not init_completed(s)]
+    init_reason, init_message = ("PodCompleted", "") if phase == "Succeeded" else ("", "")
+    if incomplete:
+        init_reason = "ContainersNotInitialized"
+        init_message = f"containers with incomplete status: [{' '.join(incomplete)}]"
     unready = [s["name"] for s in statuses if not s.get("ready")]
     ready = not unready
     reason = message = ""
@@ -152,7 +171,7 @@ def pod_conditions(phase: str, statuses: list[Object], previous: list[Object], n
             reason, message = "ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]"
     return [
         _condition("PodScheduled", True, previous, now),
-        _condition("Initialized", True, previous, now, "PodCompleted" if phase == "Succeeded" else ""),
+        _condition("Initialized", not incomplete, previous, now, init_reason, init_message),
         _condition("ContainersReady", ready, previous, now, reason, message),
         _condition("Ready", ready, previous, now, reason, message),
     ]
@@ -178,6 +197,7 @@ def pod_status(
     pod: Object,
     views: list[ContainerView],
     *,
+    init_views: list[ContainerView] | None = None,
     pod_ip: str,
     host_ip: str,
     start_time: str,
@@ -186,17 +206,26 @@ def pod_status(
     """The whole `status` the kubelet writes for a pod."""
     spec = pod.get("spec", {})
     statuses = [container_status(v) for v in views]
-    phase = pod_phase(statuses, spec.get("restartPolicy") or "Always")
+    init_statuses = [container_status(v) for v in init_views or []]
+    restart_policy = spec.get("restartPolicy") or "Always"
+    if all(init_completed(s) for s in init_statuses):
+        phase = pod_phase(statuses, restart_policy)
+    elif restart_policy == "Never" and any(init_failed(s) for s in init_statuses):
+        phase = "Failed"
+    else:
+        phase = "Pending"
     previous = (pod.get("status") or {}).get("conditions") or []
     status: Object = {
         "phase": phase,
-        "conditions": pod_conditions(phase, statuses, previous, now),
+        "conditions": pod_conditions(phase, statuses, previous, now, init_statuses),
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "startTime": start_time,
         "containerStatuses": statuses,
-        "qosClass": qos_class(spec.get("containers") or []),
+        "qosClass": qos_class((spec.get("initContainers") or []) + (spec.get("containers") or [])),
     }
+    if init_statuses:
+        status["initContainerStatuses"] = init_statuses
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

@@ -277,3 +277,59 @@ async def test_worker_loop_runs_resyncs_and_cleans_up_vanished_pods(h: Harness) 
     assert h.api.deleted == []  # it already left the API; nothing to finish there
     assert h.workers.known_pods() == {}
     await h.workers.close()
+
+
+def conditions_of(status: dict) -> dict[str, dict]:
+    return {x["type"]: x for x in status["conditions"]}
+
+
+async def test_init_containers_run_in_order_before_apps(h: Harness) -> None:
+    pod = make_pod(c("app"), initContainers=[c("first"), c("second")])
+    await h.sync(pod)
+    status = h.api.last_status
+    assert status["phase"] == "Pending"
+    assert h.runtime.find("first").running
+    with pytest.raises(KeyError):
+        h.runtime.find("second")
+    with pytest.raises(KeyError):
+        h.runtime.find("app")
+    assert [s["state"] for s in status["initContainerStatuses"]][1] == {"waiting": {"reason": "PodInitializing"}}
+    assert h.app_status()["state"] == {"waiting": {"reason": "PodInitializing"}}
+    initialized = conditions_of(status)["Initialized"]
+    assert (initialized["status"], initialized["reason"]) == ("False", "ContainersNotInitialized")
+    assert initialized["message"] == "containers with incomplete status: [first second]"
+
+    h.runtime.exit(h.runtime.find("first").id, 0)
+    await h.sync(pod)
+    assert h.runtime.find("second").running and h.api.last_status["phase"] == "Pending"
+    h.runtime.exit(h.runtime.find("second").id, 0)
+    await h.sync(pod)
+    status = h.api.last_status
+    assert status["phase"] == "Running" and h.runtime.find("app").running
+    assert conditions_of(status)["Initialized"]["status"] == "True"
+    assert [s["state"]["terminated"]["reason"] for s in status["initContainerStatuses"]] == ["Completed", "Completed"]
+    await h.clock.advance(100)
+    await h.sync(pod)
+    assert h.runtime.find("first").restart_count == 0  # a completed init container is not run again
+
+
+async def test_failed_init_container_retries_with_backoff(h: Harness) -> None:
+    pod = make_pod(c("app"), initContainers=[c("setup")])
+    await h.sync(pod)
+    h.runtime.exit(h.runtime.find("setup").id, 1)
+    await h.sync(pod)
+    assert h.runtime.find("setup", 1).running and h.api.last_status["phase"] == "Pending"
+    h.runtime.exit(h.runtime.find("setup", 1).id, 1)
+    await h.sync(pod)
+    waiting = h.api.last_status["initContainerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "CrashLoopBackOff" and h.api.last_status["phase"] == "Pending"
+
+
+async def test_failed_init_container_fails_a_never_pod(h: Harness) -> None:
+    pod = make_pod(c("app"), restart="Never", initContainers=[c("setup")])
+    await h.sync(pod)
+    h.runtime.exit(h.runtime.find("setup").id, 2)
+    await h.sync(pod)
+    assert h.api.last_status["phase"] == "Failed"
+    with pytest.raises(KeyError):
+        h.runtime.find("app")
