@@ -9,7 +9,9 @@ Unknown, it gets the unreachable taints, and its pods turn not-ready; after
 the eviction timeout (or a pod's own tolerationSeconds) its pods are deleted
 so their controllers recreate them elsewhere.  A node whose kubelet reports
 Ready=False gets the same treatment with the `not-ready` taints.  When the
-node is healthy again the taints go.
+node is healthy again the taints go.  Any other NoExecute taint (`kubectl
+taint node w1 k=v:NoExecute`) evicts the pods that do not tolerate it at
+once, and those tolerating it with tolerationSeconds when that runs out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from control.api.errors import ApiError
@@ -45,6 +47,7 @@ class NodeHealth:
     heartbeat: str = ""
     fenced_with: str | None = None  # UNREACHABLE or NOT_READY while fenced
     fenced_since: float | None = None
+    no_execute_seen: dict[tuple[str, str], float] = field(default_factory=dict)  # other NoExecute taints
 
 
 def heartbeat_of(node: Object, lease: Object | None) -> tuple[str, str]:
@@ -105,33 +108,56 @@ def fence_taints(node: Object, key: str | None, stamp: str) -> list[dict[str, An
     return [*kept, *fence]
 
 
-def eviction_time(pod: Object, key: str, tainted_at: float, default_timeout: float) -> float | None:
-    """When a pod on a fenced node must go (None: it tolerates the taint forever).
+NoExecuteTaint = tuple[dict[str, Any], float]  # a NoExecute taint and when this controller first saw it
 
-    A toleration with tolerationSeconds bounds the stay (the shortest wins);
-    one without it tolerates forever; no toleration means the default timeout.
+
+def eviction_time(pod: Object, taints: Iterable[NoExecuteTaint], default_timeout: float) -> float | None:
+    """When a pod must leave a node with these NoExecute taints (None: it may stay).
+
+    Per taint, as upstream's taint manager: no matching toleration means at
+    once (after default_timeout for the unreachable/not-ready fence, standing
+    in for DefaultTolerationSeconds); matching tolerations with
+    tolerationSeconds bound the stay by the smallest; matching ones without
+    it tolerate forever.  The earliest deadline over all taints wins.
     """
-    taint = {"key": key, "effect": "NoExecute"}
-    matching = [t for t in (pod.get("spec") or {}).get("tolerations") or [] if tolerates(t, taint)]
-    if not matching:
-        return tainted_at + default_timeout
-    bounded = [t["tolerationSeconds"] for t in matching if t.get("tolerationSeconds") is not None]
-    if len(bounded) < len(matching):
-        return None
-    return tainted_at + max(min(int(s) for s in bounded), 0)
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    deadline: float | None = None
+    for taint, since in taints:
+        matching = [t for t in tolerations if tolerates(t, taint)]
+        if not matching:
+            due = since + (default_timeout if taint.get("key") in FENCE_KEYS else 0)
+        else:
+            bounded = [int(t["tolerationSeconds"]) for t in matching if t.get("tolerationSeconds") is not None]
+            if not bounded:
+                continue
+            due = since + max(min(bounded), 0)
+        deadline = due if deadline is None else min(deadline, due)
+    return deadline
 
 
 def pods_to_evict(
-    pods: Iterable[Object], key: str, tainted_at: float, now: float, default_timeout: float
+    pods: Iterable[Object], taints: list[NoExecuteTaint], now: float, default_timeout: float
 ) -> list[Object]:
     due = []
     for pod in pods:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        deadline = eviction_time(pod, key, tainted_at, default_timeout)
+        deadline = eviction_time(pod, taints, default_timeout)
         if deadline is not None and deadline <= now:
             due.append(pod)
     return due
+
+
+def track_no_execute(seen: dict[tuple[str, str], float], node: Object, now: float) -> list[NoExecuteTaint]:
+    """The node's NoExecute taints other than the fence, each with when it was first seen (updates seen)."""
+    current = {
+        (str(t.get("key")), str(t.get("value") or "")): t
+        for t in (node.get("spec") or {}).get("taints") or []
+        if t.get("effect") == "NoExecute" and t.get("key") not in FENCE_KEYS
+    }
+    for gone in set(seen) - set(current):
+        del seen[gone]
+    return [(taint, seen.setdefault(ident, now)) for ident, taint in current.items()]
 
 
 class NodeLifecycleController:
@@ -202,10 +228,11 @@ class NodeLifecycleController:
         taints = fence_taints(node, fence, stamp)
         if taints != ((node.get("spec") or {}).get("taints") or []):
             await self.client.patch("nodes", name, {"spec": {"taints": taints}})
-        if fence is None or health.fenced_since is None:
-            return
-        for pod in pods_to_evict(self._pods_on(name), fence, health.fenced_since, now, self.eviction_timeout):
-            log.warning("evicting pod %s from node %s (%s)", key_of(pod), name, fence)
+        no_execute = track_no_execute(health.no_execute_seen, node, now)
+        if fence is not None and health.fenced_since is not None:
+            no_execute.append(({"key": fence, "effect": "NoExecute"}, health.fenced_since))
+        for pod in pods_to_evict(self._pods_on(name), no_execute, now, self.eviction_timeout):
+            log.warning("evicting pod %s from node %s: NoExecute taint not tolerated", key_of(pod), name)
             try:
                 await self.client.delete("pods", name_of(pod), namespace_of(pod))
             except ApiError as err:

@@ -22,6 +22,7 @@ from control.controllers.nodelifecycle import (
     fence_taints,
     is_stale,
     observe,
+    track_no_execute,
     unknown_conditions,
 )
 from tests.controllers.helpers import make_pod
@@ -97,18 +98,38 @@ def test_fence_taints_keep_others_and_their_own_time_added():
 
 
 def test_eviction_time_honours_toleration_seconds():
-    plain = make_pod("plain")
-    assert eviction_time(plain, UNREACHABLE, tainted_at=100, default_timeout=30) == 130
-    bounded = make_pod(
-        "bounded",
-        tolerations=[{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}],
+    fence = [({"key": UNREACHABLE, "effect": "NoExecute"}, 100.0)]
+    assert eviction_time(make_pod("plain"), fence, default_timeout=30) == 130
+
+    def tolerating(*tolerations):
+        return make_pod("p", tolerations=list(tolerations))
+
+    five = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+    assert eviction_time(tolerating(five), fence, 30) == 105
+    assert eviction_time(tolerating(five), [({"key": NOT_READY, "effect": "NoExecute"}, 100.0)], 30) == 130
+    assert eviction_time(tolerating({"operator": "Exists"}), fence, 30) is None
+    # mixed bounded and unbounded tolerations: the bound applies, as in upstream's getMinTolerationTime
+    assert eviction_time(tolerating({"operator": "Exists"}, five), fence, 30) == 105
+    assert eviction_time(tolerating({"key": "something-else", "operator": "Exists"}), fence, 30) == 130
+
+
+def test_other_no_execute_taints_evict_at_once_unless_tolerated():
+    taint = {"key": "dedicated", "value": "db", "effect": "NoExecute"}
+    assert eviction_time(make_pod("plain"), [(taint, 50.0)], 30) == 50
+    ten = {"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoExecute", "tolerationSeconds": 10}
+    assert eviction_time(make_pod("p", tolerations=[ten]), [(taint, 50.0)], 30) == 60
+    both = [(taint, 50.0), ({"key": UNREACHABLE, "effect": "NoExecute"}, 40.0)]
+    assert eviction_time(make_pod("p", tolerations=[ten]), both, 30) == 60  # the earliest deadline wins
+
+
+def test_no_execute_taints_are_timed_from_first_sight():
+    seen: dict = {}
+    node = make_node(
+        taints=[{"key": "dedicated", "value": "db", "effect": "NoExecute"}, {"key": "soft", "effect": "NoSchedule"}]
     )
-    assert eviction_time(bounded, UNREACHABLE, 100, 30) == 105
-    assert eviction_time(bounded, NOT_READY, 100, 30) == 130  # tolerates the other taint only
-    forever = make_pod("forever", tolerations=[{"operator": "Exists"}])
-    assert eviction_time(forever, UNREACHABLE, 100, 30) is None
-    other = make_pod("other", tolerations=[{"key": "something-else", "operator": "Exists"}])
-    assert eviction_time(other, UNREACHABLE, 100, 30) == 130
+    assert [since for _, since in track_no_execute(seen, node, now=5)] == [5]
+    assert [since for _, since in track_no_execute(seen, node, now=9)] == [5]
+    assert track_no_execute(seen, make_node(), now=10) == [] and seen == {}
 
 
 class Cache:
@@ -243,3 +264,27 @@ async def test_node_reporting_not_ready_is_tainted_and_emptied_then_untainted():
     nodes.get("w1")["status"]["conditions"][0]["status"] = "True"
     await tick(1)
     assert nodes.get("w1")["spec"]["taints"] == []
+
+
+async def test_user_no_execute_taint_evicts_untolerating_pods_on_fake_clock():
+    clock = FakeClock()
+    nodes = Cache([make_node("w1")])
+    leases = Cache([make_lease("r0")])
+    patient = make_pod(
+        "patient",
+        node="w1",
+        tolerations=[{"key": "dedicated", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 10}],
+    )
+    pods = Cache([make_pod("web", node="w1"), patient])
+    client = RecordingClient(nodes, pods)
+    ctl = NodeLifecycleController(client, nodes, leases, pods, grace=20, eviction_timeout=30, clock=clock)  # type: ignore[arg-type]
+    await ctl.monitor_once()
+    assert client.calls == []
+    nodes.get("w1")["spec"]["taints"] = [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]
+    await ctl.monitor_once()
+    assert ("delete pods", "web") in client.calls and ("delete pods", "patient") not in client.calls
+    await clock.advance(10)
+    leases.objects["kube-node-lease/w1"]["spec"]["renewTime"] = "r1"
+    await ctl.monitor_once()
+    assert ("delete pods", "patient") in client.calls
+    assert nodes.get("w1")["spec"]["taints"] == [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]
