@@ -124,14 +124,82 @@ def field_value(pod: Object, path: str) -> str:
     raise EnvError(f"unsupported fieldRef.fieldPath {path!r}")
 
 
-def container_env(pod: Object, container: Object, services: Iterable[Object]) -> dict[str, str]:
-    """The full environment of one container: its `env` over the service variables."""
+# ("configmaps" | "secrets", name) -> the object's data (Secret values already decoded), or None if it is missing
+ConfigSources = Mapping[tuple[str, str], Mapping[str, str] | None]
+
+_VALID_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_SOURCE_KINDS = {"configMapRef": "configmaps", "secretRef": "secrets"}
+_KEY_KINDS = {"configMapKeyRef": "configmaps", "secretKeyRef": "secrets"}
+_SINGULAR = {"configmaps": "configmap", "secrets": "secret"}
+
+
+def referenced_sources(container: Object) -> set[tuple[str, str]]:
+    """The ConfigMaps and Secrets a container's env and envFrom read, to fetch before `container_env`."""
+    wanted = set()
+    for source in container.get("envFrom") or []:
+        for field_name, plural in _SOURCE_KINDS.items():
+            if field_name in source:
+                wanted.add((plural, source[field_name].get("name", "")))
+    for var in container.get("env") or []:
+        for field_name, plural in _KEY_KINDS.items():
+            if field_name in (var.get("valueFrom") or {}):
+                wanted.add((plural, var["valueFrom"][field_name].get("name", "")))
+    return wanted
+
+
+def _source_data(sources: ConfigSources, plural: str, ref: Object) -> Mapping[str, str] | None:
+    """The referenced object's data; None if it is missing and `optional`, an error if it is missing and required."""
+    data = sources.get((plural, ref.get("name", "")))
+    if data is None and not ref.get("optional"):
+        raise EnvError(f'{_SINGULAR[plural]} "{ref.get("name", "")}" not found')
+    return data
+
+
+def _from_sources(container: Object, sources: ConfigSources) -> dict[str, str]:
+    """envFrom: every key (with the optional prefix) that is a valid variable name, later sources winning."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        kind = next((k for k in _SOURCE_KINDS if k in source), None)
+        if kind is None:
+            raise EnvError(f"container {container.get('name')!r}: envFrom entry needs configMapRef or secretRef")
+        data = _source_data(sources, _SOURCE_KINDS[kind], source[kind])
+        for key, value in (data or {}).items():
+            name = source.get("prefix", "") + key
+            if _VALID_NAME.match(name):
+                env[name] = value
+    return env
+
+
+def _value_from(pod: Object, name: str, source: Object, sources: ConfigSources) -> str | None:
+    """A `valueFrom` value; None when an optional source or key is missing (the variable is then left out)."""
+    if "fieldRef" in source:
+        return field_value(pod, source["fieldRef"].get("fieldPath", ""))
+    kind = next((k for k in _KEY_KINDS if k in source), None)
+    if kind is None:
+        raise EnvError(
+            f"env {name!r}: valueFrom supports fieldRef, configMapKeyRef and secretKeyRef, got {sorted(source)}"
+        )
+    ref = source[kind]
+    data = _source_data(sources, _KEY_KINDS[kind], ref)
+    if data is None:
+        return None
+    key = ref.get("key", "")
+    if key not in data:
+        if ref.get("optional"):
+            return None
+        raise EnvError(f'env {name!r}: key "{key}" not found in {_SINGULAR[_KEY_KINDS[kind]]} "{ref.get("name")}"')
+    return data[key]
+
+
+def container_env(
+    pod: Object, container: Object, services: Iterable[Object], sources: ConfigSources | None = None
+) -> dict[str, str]:
+    """The full environment of one container: envFrom, then env, over the service variables."""
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
     links = spec.get("enableServiceLinks", True)
     svc_env = service_env(visible_services(services, meta.get("namespace", "default"), links is not False))
-    user: dict[str, str] = {}
-    if container.get("envFrom"):
-        raise EnvError(f"container {container.get('name')!r}: envFrom (ConfigMaps/Secrets) is not supported yet")
+    sources = sources or {}
+    user = _from_sources(container, sources)
     for var in container.get("env") or []:
         name = var.get("name")
         if not name:
@@ -139,10 +207,9 @@ def container_env(pod: Object, container: Object, services: Iterable[Object]) ->
         if var.get("value"):
             user[name] = expand(var["value"], user, svc_env)
         elif var.get("valueFrom"):
-            source = var["valueFrom"]
-            if "fieldRef" not in source:
-                raise EnvError(f"env {name!r}: only valueFrom.fieldRef is supported, got {sorted(source)}")
-            user[name] = field_value(pod, source["fieldRef"].get("fieldPath", ""))
+            value = _value_from(pod, name, var["valueFrom"], sources)
+            if value is not None:
+                user[name] = value
         else:
             user[name] = ""
     return {**svc_env, **user}

@@ -10,6 +10,7 @@ kubelet adopts running pods instead of recreating them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import shutil
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from control.api.errors import ApiError
 from control.clock import Clock
 from kubelet import metrics
 from kubelet.dns import DNSConfigError, pod_hostname, pod_hosts, pod_resolv_conf
-from kubelet.envvars import EnvError, container_env
+from kubelet.envvars import ConfigSources, EnvError, container_env, referenced_sources
 from kubelet.probes import ProbeManager
 from kubelet.quantity import bytes_of, millicores
 from kubelet.runtime import (
@@ -512,7 +513,7 @@ class PodWorkers:
             },
             entrypoint=spec.get("command"),
             cmd=spec.get("args"),
-            env=container_env(with_ips, spec, self.services()),
+            env=container_env(with_ips, spec, self.services(), await self._fetch_sources(pod, spec)),
             working_dir=spec.get("workingDir"),
             network_mode=f"container:{sandbox.id}",
             mounts=[
@@ -524,6 +525,25 @@ class PodWorkers:
         container_id = await self.runtime.create_container(config)
         await self.runtime.start_container(container_id)
         return container_id
+
+    async def _fetch_sources(self, pod: Object, container: Object) -> ConfigSources:
+        """The ConfigMaps and Secrets the container's env reads (Secret values decoded); missing ones as None."""
+        namespace = pod["metadata"].get("namespace")
+        sources: dict[tuple[str, str], dict[str, str] | None] = {}
+        for plural, name in referenced_sources(container):
+            try:
+                obj = await self.api.get(plural, name, namespace)
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+                sources[(plural, name)] = None
+                continue
+            data = dict(obj.get("data") or {})
+            if plural == "secrets":
+                data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+                data.update(obj.get("stringData") or {})
+            sources[(plural, name)] = data
+        return sources
 
     async def _stop_sandbox(self, pod: Object, sandboxes: list[ContainerState]) -> None:
         """A finished pod keeps its containers (for logs) but not its sandbox or address."""

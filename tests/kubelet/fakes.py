@@ -15,10 +15,16 @@ class FakeApi:
 
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], Object] = {}
+        self.objects: dict[tuple[str, str, str], Object] = {}  # (plural, namespace, name) for everything else
         self.statuses: list[Object] = []
         self.deleted: list[tuple[str, str, int | None]] = []
 
     async def get(self, plural: str, name: str, namespace: str | None = None) -> Object:
+        if plural != "pods":
+            found = self.objects.get((plural, namespace or "", name))
+            if found is None:
+                raise not_found(plural, name)
+            return copy.deepcopy(found)
         pod = self.pods.get((namespace or "", name))
         if pod is None:
             raise not_found(plural, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelet.envvars import EnvError, container_env, expand, service_env, visible_services
+from kubelet.envvars import EnvError, container_env, expand, referenced_sources, service_env, visible_services
 
 
 def svc(name: str, ns: str, ip: str, *ports: dict) -> dict:
@@ -166,9 +166,59 @@ def test_bad_sources_are_named() -> None:
         container_env(
             pod(), {"name": "c", "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]}, []
         )
-    with pytest.raises(EnvError, match="secretKeyRef"):
+    with pytest.raises(EnvError, match="resourceFieldRef"):
+        container_env(pod(), {"name": "c", "env": [{"name": "X", "valueFrom": {"resourceFieldRef": {}}}]}, [])
+    with pytest.raises(EnvError, match='secret "s" not found'):
         container_env(pod(), {"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}, [])
 
 
 def test_expand_prefers_earlier_tables() -> None:
     assert expand("$(A)/$(B)", {"A": "1"}, {"A": "x", "B": "2"}) == "1/2"
+
+
+CONFIG = {
+    ("configmaps", "settings"): {"MODE": "fast", "LEVEL": "3", "bad key": "x"},
+    ("configmaps", "more"): {"MODE": "slow"},
+    ("secrets", "creds"): {"password": "s3cret"},
+    ("secrets", "missing"): None,
+}
+
+
+def test_env_from_config_maps_and_secrets() -> None:
+    container = {
+        "name": "c",
+        "envFrom": [
+            {"configMapRef": {"name": "settings"}},
+            {"configMapRef": {"name": "more"}, "prefix": "MORE_"},
+            {"secretRef": {"name": "missing", "optional": True}},
+        ],
+        "env": [
+            {"name": "LEVEL", "value": "override"},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+            {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "nope", "optional": True}}},
+            {"name": "SEEN", "value": "$(MODE)-$(PASSWORD)"},
+        ],
+    }
+    assert referenced_sources(container) == {
+        ("configmaps", "settings"),
+        ("configmaps", "more"),
+        ("secrets", "missing"),
+        ("secrets", "creds"),
+    }
+    env = container_env(pod("test1"), container, [], CONFIG)
+    assert {k: env[k] for k in ("MODE", "MORE_MODE", "LEVEL", "PASSWORD", "SEEN")} == {
+        "MODE": "fast",
+        "MORE_MODE": "slow",
+        "LEVEL": "override",
+        "PASSWORD": "s3cret",
+        "SEEN": "fast-s3cret",
+    }
+    assert "OPT" not in env and "bad key" not in env
+
+
+def test_env_from_missing_required_sources_are_named() -> None:
+    with pytest.raises(EnvError, match='configmap "absent" not found'):
+        container_env(pod(), {"name": "c", "envFrom": [{"configMapRef": {"name": "absent"}}]}, [], CONFIG)
+    with pytest.raises(EnvError, match='key "nope" not found in configmap "settings"'):
+        var = {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "nope"}}}
+        container_env(pod(), {"name": "c", "env": [var]}, [], CONFIG)

@@ -333,3 +333,21 @@ async def test_failed_init_container_fails_a_never_pod(h: Harness) -> None:
     assert h.api.last_status["phase"] == "Failed"
     with pytest.raises(KeyError):
         h.runtime.find("app")
+
+
+async def test_env_reads_config_maps_and_decoded_secrets_from_the_api(h: Harness) -> None:
+    h.api.objects[("configmaps", "default", "settings")] = {"data": {"MODE": "fast"}}
+    h.api.objects[("secrets", "default", "creds")] = {"data": {"password": "czNjcmV0"}}  # base64 of s3cret
+    env = [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}]
+    pod = make_pod(c(envFrom=[{"configMapRef": {"name": "settings"}}], env=env))
+    await h.sync(pod)
+    config = h.runtime.configs[h.runtime.find("app").id]
+    assert (config.env["MODE"], config.env["PASSWORD"]) == ("fast", "s3cret")
+
+
+async def test_missing_config_map_is_a_config_error(h: Harness) -> None:
+    pod = make_pod(c(envFrom=[{"configMapRef": {"name": "absent"}}]))
+    await h.sync(pod)
+    waiting = h.app_status()["state"]["waiting"]
+    assert waiting == {"reason": "CreateContainerConfigError", "message": 'configmap "absent" not found'}
+    assert h.api.last_status["phase"] == "Pending"
