@@ -12,6 +12,8 @@ Ready=False gets the same treatment with the `not-ready` taints.  When the
 node is healthy again the taints go.  Any other NoExecute taint (`kubectl
 taint node w1 k=v:NoExecute`) evicts the pods that do not tolerate it at
 once, and those tolerating it with tolerationSeconds when that runs out.
+Pods bound to a node object that no longer exists are force-deleted after
+a quarantine, as upstream's pod GC does.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ NOT_READY = "node.kubernetes.io/not-ready"
 FENCE_KEYS = (UNREACHABLE, NOT_READY)
 UNKNOWN_REASON = "NodeStatusUnknown"
 UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
+ORPHAN_QUARANTINE = 40.0  # seconds a pod's node must stay gone before the pod is force-deleted (upstream's value)
 
 
 @dataclass
@@ -160,6 +163,29 @@ def track_no_execute(seen: dict[tuple[str, str], float], node: Object, now: floa
     return [(taint, seen.setdefault(ident, now)) for ident, taint in current.items()]
 
 
+def orphaned_pods(
+    pods: Iterable[Object], node_names: set[str], seen: dict[str, float], now: float, quarantine: float
+) -> list[Object]:
+    """Pods bound to a node that has been gone for `quarantine` seconds (updates seen).
+
+    No kubelet will ever finish them, so they are force-deleted, as
+    upstream's pod GC does; the quarantine covers a node object that is
+    being re-registered.
+    """
+    due, missing = [], set()
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node or node in node_names:
+            continue
+        key = key_of(pod)
+        missing.add(key)
+        if now - seen.setdefault(key, now) >= quarantine:
+            due.append(pod)
+    for key in set(seen) - missing:
+        del seen[key]
+    return due
+
+
 class NodeLifecycleController:
     """Checks every node each monitor period; not key-driven, since silence is what it watches for."""
 
@@ -186,6 +212,7 @@ class NodeLifecycleController:
         self.monitor_period = monitor_period
         self.clock = clock or RealClock()
         self.health: dict[str, NodeHealth] = {}
+        self.orphans_seen: dict[str, float] = {}  # pod key -> when its node was first seen missing
 
     async def run(self) -> None:
         for informer in (self.nodes, self.leases, self.pods):
@@ -208,6 +235,13 @@ class NodeLifecycleController:
             await self._reconcile(node, health, fence_for(node, health, now, self.grace), now)
         for gone in set(self.health) - names:
             del self.health[gone]
+        for pod in orphaned_pods(self.pods.items(), names, self.orphans_seen, now, ORPHAN_QUARANTINE):
+            log.warning("deleting pod %s: its node %s no longer exists", key_of(pod), pod["spec"]["nodeName"])
+            try:
+                await self.client.delete("pods", name_of(pod), namespace_of(pod), grace_period_seconds=0)
+            except ApiError as err:
+                if err.code != 404:
+                    raise
 
     def _pods_on(self, node_name: str) -> list[Object]:
         return [p for p in self.pods.items() if (p.get("spec") or {}).get("nodeName") == node_name]

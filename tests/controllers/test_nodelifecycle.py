@@ -22,6 +22,7 @@ from control.controllers.nodelifecycle import (
     fence_taints,
     is_stale,
     observe,
+    orphaned_pods,
     track_no_execute,
     unknown_conditions,
 )
@@ -288,3 +289,14 @@ async def test_user_no_execute_taint_evicts_untolerating_pods_on_fake_clock():
     await ctl.monitor_once()
     assert ("delete pods", "patient") in client.calls
     assert nodes.get("w1")["spec"]["taints"] == [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]
+
+
+def test_pods_of_vanished_nodes_are_collected_after_quarantine():
+    seen: dict = {}
+    pods = [make_pod("on-live", node="w1"), make_pod("on-gone", node="w9"), make_pod("unbound")]
+    assert orphaned_pods(pods, {"w1"}, seen, now=0, quarantine=40) == []
+    assert orphaned_pods(pods, {"w1"}, seen, now=39, quarantine=40) == []
+    assert [p["metadata"]["name"] for p in orphaned_pods(pods, {"w1"}, seen, now=40, quarantine=40)] == ["on-gone"]
+    # the node came back: the clock restarts if it vanishes again
+    assert orphaned_pods(pods, {"w1", "w9"}, seen, now=41, quarantine=40) == [] and seen == {}
+    assert orphaned_pods(pods, {"w1"}, seen, now=50, quarantine=40) == []
