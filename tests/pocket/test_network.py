@@ -6,6 +6,7 @@ forwarding into a node namespace of this test network.
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 import subprocess
@@ -48,10 +49,18 @@ def ping(netns: str, address: str) -> bool:
     return in_ns(netns, "busybox", "ping", "-c", "1", "-W", "2", address).returncode == 0
 
 
+def host_links() -> set[str]:
+    """Interfaces in the host namespace with a name the network phase uses (other tests may add their own)."""
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    names = {link["ifname"] for link in json.loads(out)}
+    return {name for name in names if name.startswith("v-") or name in ("pkbr0", "eth0")}
+
+
 def test_network_phase_connects_every_node_and_down_removes_it(test_cluster: ClusterConfig) -> None:
-    before = set(network.list_netns())
+    links_before = host_links()
     assert network.ensure_network(test_cluster) is True
-    assert set(network.list_netns()) - before == set(test_cluster.all_netns())
+    assert {n for n in network.list_netns() if n.startswith(test_cluster.prefix)} == set(test_cluster.all_netns())
+    assert host_links() == links_before, "nothing is added to the host namespace"
 
     hosts = test_cluster.endpoints()
     for netns, _ in hosts:
@@ -72,6 +81,7 @@ def test_network_phase_connects_every_node_and_down_removes_it(test_cluster: Clu
     assert down(test_cluster, lambda line: None) == 0
     assert not set(test_cluster.all_netns()) & set(network.list_netns())
     assert not test_cluster.state_dir.exists()
+    assert host_links() == links_before
 
 
 def test_network_phase_completes_a_half_made_network(test_cluster: ClusterConfig) -> None:
