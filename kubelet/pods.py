@@ -23,7 +23,7 @@ from control.api.errors import ApiError
 from control.clock import Clock
 from kubelet import metrics
 from kubelet.dns import DNSConfigError, pod_hostname, pod_hosts, pod_resolv_conf
-from kubelet.envvars import ConfigSources, EnvError, container_env, referenced_sources
+from kubelet.envvars import EnvError, container_env, referenced_sources
 from kubelet.probes import ProbeManager
 from kubelet.quantity import bytes_of, millicores
 from kubelet.runtime import (
@@ -43,6 +43,7 @@ from kubelet.runtime import (
     RuntimeFailure,
 )
 from kubelet.status import ContainerView, pod_status, restart_wanted
+from kubelet.volumes import container_mounts, prepare_volumes
 
 log = logging.getLogger(__name__)
 
@@ -502,6 +503,11 @@ class PodWorkers:
         if pod_ip:
             with_ips["status"]["podIPs"] = [{"ip": pod_ip}]
         directory = self.pod_dir(meta["uid"])
+        namespace = meta.get("namespace", "")
+        volumes = await prepare_volumes(pod, directory, lambda plural, name: self._fetch_data(plural, name, namespace))
+        sources = {
+            (plural, name): await self._fetch_data(plural, name, namespace) for plural, name in referenced_sources(spec)
+        }
         config = ContainerConfig(
             name=f"k8s_{spec['name']}_{meta['name']}_{meta.get('namespace', '')}_{meta['uid']}_{restart_count}",
             image=image,
@@ -513,12 +519,13 @@ class PodWorkers:
             },
             entrypoint=spec.get("command"),
             cmd=spec.get("args"),
-            env=container_env(with_ips, spec, self.services(), await self._fetch_sources(pod, spec)),
+            env=container_env(with_ips, spec, self.services(), sources),
             working_dir=spec.get("workingDir"),
             network_mode=f"container:{sandbox.id}",
             mounts=[
                 Mount(str(directory / "resolv.conf"), "/etc/resolv.conf"),
                 Mount(str(directory / "hosts"), "/etc/hosts"),
+                *container_mounts(spec, volumes),
             ],
             **resource_settings(spec),
         )
@@ -526,24 +533,19 @@ class PodWorkers:
         await self.runtime.start_container(container_id)
         return container_id
 
-    async def _fetch_sources(self, pod: Object, container: Object) -> ConfigSources:
-        """The ConfigMaps and Secrets the container's env reads (Secret values decoded); missing ones as None."""
-        namespace = pod["metadata"].get("namespace")
-        sources: dict[tuple[str, str], dict[str, str] | None] = {}
-        for plural, name in referenced_sources(container):
-            try:
-                obj = await self.api.get(plural, name, namespace)
-            except ApiError as err:
-                if err.code != 404:
-                    raise
-                sources[(plural, name)] = None
-                continue
-            data = dict(obj.get("data") or {})
-            if plural == "secrets":
-                data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
-                data.update(obj.get("stringData") or {})
-            sources[(plural, name)] = data
-        return sources
+    async def _fetch_data(self, plural: str, name: str, namespace: str) -> dict[str, str] | None:
+        """A ConfigMap's or Secret's data (Secret values decoded), or None when it does not exist."""
+        try:
+            obj = await self.api.get(plural, name, namespace)
+        except ApiError as err:
+            if err.code == 404:
+                return None
+            raise
+        data = dict(obj.get("data") or {})
+        if plural == "secrets":
+            data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+            data.update(obj.get("stringData") or {})
+        return data
 
     async def _stop_sandbox(self, pod: Object, sandboxes: list[ContainerState]) -> None:
         """A finished pod keeps its containers (for logs) but not its sandbox or address."""

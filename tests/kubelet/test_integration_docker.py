@@ -264,3 +264,22 @@ async def test_exec_readiness_probe_flips_ready(node: Node) -> None:
     assert {x["type"]: x["status"] for x in status["conditions"]}["Ready"] == "True"
     seen = [s["containerStatuses"][0] for s in node.api.statuses if s.get("containerStatuses")]
     assert any("running" in s["state"] and not s["ready"] for s in seen)  # running but not yet ready, first
+
+
+async def test_containers_share_an_empty_dir(node: Node) -> None:
+    mount = [{"name": "shared", "mountPath": "/shared"}]
+    writer = busybox("writer", "echo from-writer > /shared/note; exec sleep 3600") | {"volumeMounts": mount}
+    reader = busybox("reader", "while ! cat /shared/note; do sleep 0.2; done; exec sleep 3600") | {
+        "volumeMounts": mount
+    }
+    pod = make_pod("shared", "uid-shared", writer, reader)
+    pod["spec"]["volumes"] = [{"name": "shared", "emptyDir": {}}]
+    await node.run_until(pod, all_running)
+    deadline = time.monotonic() + WAIT_SECONDS
+    async with aiohttp.ClientSession() as http:
+        text = ""
+        while "from-writer" not in text and time.monotonic() < deadline:
+            async with http.get(f"{server_url(node)}/containerLogs/default/shared/reader") as resp:
+                text = await resp.text()
+            await asyncio.sleep(0.3)
+    assert text.strip() == "from-writer"
