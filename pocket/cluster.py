@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -293,9 +293,7 @@ class BringUp:
     """State shared by the phases of one `pocket up` run."""
 
     cluster: ClusterConfig
-    python: str = sys.executable
     storage_driver: str = "overlay2"
-    notes: list[str] = field(default_factory=list)
 
     @property
     def control_plane(self) -> NodeSpec:
@@ -422,7 +420,7 @@ class BringUp:
         return changed
 
     def start_forwarder(self) -> bool:
-        changed = ensure_forwarder(self.cluster, self.python)
+        changed = ensure_forwarder(self.cluster)
         changed |= write_kubeconfig(self.cluster.kubeconfig, f"http://127.0.0.1:{self.cluster.api_port}")
         return changed
 
@@ -533,7 +531,7 @@ def forwarder_ok(port: int) -> bool:
         return False
 
 
-def ensure_forwarder(cluster: ClusterConfig, python: str) -> bool:
+def ensure_forwarder(cluster: ClusterConfig) -> bool:
     """A forwarder answering on the configured port (a stale one on another port is replaced)."""
     pid_file = forwarder_pid_file(cluster)
     if processes.is_running(pid_file):
@@ -541,7 +539,7 @@ def ensure_forwarder(cluster: ClusterConfig, python: str) -> bool:
             return False
         processes.stop(pid_file)
     argv = [
-        python, "-m", "pocket.cli", FORWARDER,
+        sys.executable, "-m", "pocket.cli", FORWARDER,
         "--listen", f"127.0.0.1:{cluster.api_port}",
         "--netns", cluster.node_netns(cluster.control_plane.name),
         "--target", f"{cluster.control_plane.ip}:6443",

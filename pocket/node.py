@@ -29,6 +29,7 @@ from pocket.config import (
     KPROXY_HEALTH_PORT,
     KUBELET_PORT,
     NODE_CIDR_MASK_SIZE,
+    REGISTRY_PORT,
     SCHEDULER_HEALTH_PORT,
     SERVICE_CIDR,
     ClusterConfig,
@@ -83,7 +84,7 @@ def daemon_json(cluster: ClusterConfig, storage_driver: str) -> dict[str, object
     }
 
 
-def registry_config(cluster: ClusterConfig) -> str:
+def registry_config(cluster: ClusterConfig, node: NodeSpec) -> str:
     """docker-registry's config.yml: filesystem storage, plain HTTP on the control-plane IP."""
     return (
         "version: 0.1\n"
@@ -95,7 +96,7 @@ def registry_config(cluster: ClusterConfig) -> str:
         "  delete:\n"
         "    enabled: true\n"
         "http:\n"
-        f"  addr: {cluster.registry}\n"
+        f"  addr: {node.ip}:{REGISTRY_PORT}\n"
     )
 
 
@@ -128,8 +129,8 @@ def registry(cluster: ClusterConfig, node: NodeSpec) -> Component:
     return Component(
         REGISTRY,
         ("/usr/bin/docker-registry", "serve", str(config_path)),
-        health_url=f"http://{cluster.registry}/v2/",
-        config_files=((config_path, registry_config(cluster)),),
+        health_url=f"http://{node.ip}:{REGISTRY_PORT}/v2/",
+        config_files=((config_path, registry_config(cluster, node)),),
     )
 
 

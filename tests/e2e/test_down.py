@@ -58,7 +58,8 @@ def api_port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_second_up_changes_nothing(cluster: Any) -> None:
+@pytest.mark.usefixtures("cluster")
+def test_second_up_changes_nothing() -> None:
     proc = pocket("up")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nothing changed" in proc.stdout
@@ -66,14 +67,16 @@ def test_second_up_changes_nothing(cluster: Any) -> None:
     assert "export KUBECONFIG=" in proc.stdout
 
 
-def test_status_lists_every_component_up_and_nodes_ready(cluster: Any) -> None:
+@pytest.mark.usefixtures("cluster")
+def test_status_lists_every_component_up_and_nodes_ready() -> None:
     proc = pocket("status", timeout=60)
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.count("Ready=True") == 3
     assert "down" not in proc.stdout
 
 
-def test_node_exec_passes_the_exit_code_through(cluster: Any) -> None:
+@pytest.mark.usefixtures("cluster")
+def test_node_exec_passes_the_exit_code_through() -> None:
     proc = pocket("node", "exec", "worker1", "--", "sh", "-c", "ip -4 -o addr show eth0; exit 7", timeout=30)
     assert proc.returncode == 7
     assert "192.168.56.11/24" in proc.stdout

@@ -37,7 +37,7 @@ def test_cluster(tmp_path: Path) -> Iterator[ClusterConfig]:
     try:
         yield config
     finally:
-        down(config, lambda line: None)
+        down(config, [].append)
         assert not [n for n in network.list_netns() if n.startswith(config.prefix)]
 
 
@@ -78,7 +78,9 @@ def test_network_phase_connects_every_node_and_down_removes_it(test_cluster: Clu
 
     assert network.ensure_network(test_cluster) is False
 
-    assert down(test_cluster, lambda line: None) == 0
+    said: list[str] = []
+    assert down(test_cluster, said.append) == 0
+    assert said == ["pocketkube is down; nothing of it is left."]
     assert not set(test_cluster.all_netns()) & set(network.list_netns())
     assert not test_cluster.state_dir.exists()
     assert host_links() == links_before

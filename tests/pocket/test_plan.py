@@ -179,7 +179,7 @@ def test_config_files_daemon_json_registry_and_resolv_conf() -> None:
     ((path, content),) = dockerd.config_files
     assert path == Path("/var/lib/pocketkube/nodes/worker1/daemon.json")
     assert json.loads(content)["storage-driver"] == "vfs"
-    registry = yaml.safe_load(registry_config(CLUSTER))
+    registry = yaml.safe_load(registry_config(CLUSTER, CLUSTER.control_plane))
     assert registry["http"]["addr"] == "192.168.56.10:5000"
     assert registry["storage"]["filesystem"]["rootdirectory"].startswith("/var/lib/pocketkube/registry")
     kubelet = next(c for c in node_components(CLUSTER, CLUSTER.node("worker2")) if c.name == "kubelet")
