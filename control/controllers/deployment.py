@@ -19,6 +19,7 @@ from typing import Any
 from control.api.errors import ApiError
 from control.api.selectors import from_label_selector, matches
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
+from control.controllers.events import NORMAL, EventRecorder
 from control.controllers.base import Controller, controller_ref, now_rfc3339, owner_reference, parse_time, set_condition
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,7 @@ class DeploymentController(Controller):
         self.client = client
         self.deployments = deployments
         self.replicasets = replicasets
+        self.events = EventRecorder(client, "deployment-controller")
         deployments.add_handler(lambda _k, d, _p: self.queue.add(key_of(d)))
         replicasets.add_handler(self._on_replicaset)
 
@@ -369,7 +371,9 @@ class DeploymentController(Controller):
         rs = replicaset_for(deployment, pod_template_hash(template, collisions), replicas, revision)
         try:
             created = await self.client.create("replicasets", rs, namespace_of(deployment))
-            log.info("deployment %s: created replicaset %s", key_of(deployment), name_of(created))
+            if replicas:
+                message = f"Scaled up replica set {name_of(created)} to {replicas} from 0"
+                await self.events.record("deployments", deployment, NORMAL, "ScalingReplicaSet", message)
             return created
         except ApiError as err:
             if err.reason != "AlreadyExists":
@@ -398,7 +402,9 @@ class DeploymentController(Controller):
             "spec": {"replicas": replicas},
         }
         await self.client.patch("replicasets", name_of(rs), patch, namespace_of(rs))
-        log.info("deployment %s: scaled %s to %d", key_of(deployment), name_of(rs), replicas)
+        direction = "up" if replicas > replicas_of(rs) else "down"
+        message = f"Scaled {direction} replica set {name_of(rs)} to {replicas} from {replicas_of(rs)}"
+        await self.events.record("deployments", deployment, NORMAL, "ScalingReplicaSet", message)
 
     async def _roll(self, deployment: Object, new_rs: Object, old: list[Object], desired: int) -> None:
         surge, unavailable = surge_and_unavailable(deployment)

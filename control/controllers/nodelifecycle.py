@@ -28,6 +28,7 @@ from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.clock import Clock, RealClock
 from control.controllers.base import condition, now_rfc3339
+from control.controllers.events import NORMAL, EventRecorder
 from control.scheduler.taints import tolerates
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class NodeLifecycleController:
         self.clock = clock or RealClock()
         self.health: dict[str, NodeHealth] = {}
         self.orphans_seen: dict[str, float] = {}  # pod key -> when its node was first seen missing
+        self.events = EventRecorder(client, "node-controller")
 
     async def run(self) -> None:
         for informer in (self.nodes, self.leases, self.pods):
@@ -253,6 +255,7 @@ class NodeLifecycleController:
             log.warning("node %s stopped heartbeating; marking it Unknown", name)
             status = {**(node.get("status") or {}), "conditions": unknown_conditions(node, stamp)}
             await self.client.update_status("nodes", {**node, "status": status})
+            await self.events.record("nodes", node, NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady")
         if fence != health.fenced_with:
             if fence is None:
                 log.warning("node %s is healthy again", name)
@@ -267,6 +270,9 @@ class NodeLifecycleController:
             no_execute.append(({"key": fence, "effect": "NoExecute"}, health.fenced_since))
         for pod in pods_to_evict(self._pods_on(name), no_execute, now, self.eviction_timeout):
             log.warning("evicting pod %s from node %s: NoExecute taint not tolerated", key_of(pod), name)
+            await self.events.record(
+                "pods", pod, NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key_of(pod)}"
+            )
             try:
                 await self.client.delete("pods", name_of(pod), namespace_of(pod))
             except ApiError as err:

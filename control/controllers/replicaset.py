@@ -22,6 +22,7 @@ from control.api.errors import ApiError
 from control.api.selectors import Selector, from_label_selector, matches
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.clock import Clock, RealClock
+from control.controllers.events import NORMAL, EventRecorder
 from control.controllers.base import (
     Controller,
     controller_ref,
@@ -206,6 +207,7 @@ class ReplicaSetController(Controller):
         self.pods = pods
         self.rng = rng or random.Random()
         self.expectations = Expectations(clock or RealClock())
+        self.events = EventRecorder(client, "replicaset-controller")
         replicasets.add_handler(lambda _k, rs, _p: self.queue.add(key_of(rs)))
         pods.add_handler(self._on_pod)
 
@@ -275,20 +277,22 @@ class ReplicaSetController(Controller):
         elif diff < 0:
             victims = pods_to_delete(active, -diff)
             self.expectations.expect(key, deletes=[name_of(p) for p in victims])
-            await asyncio.gather(*(self._delete(key, p) for p in victims))
+            await asyncio.gather(*(self._delete(key, rs, p) for p in victims))
 
     async def _create(self, key: str, rs: Object, name: str) -> None:
         try:
             await self.client.create("pods", pod_for(rs, name), namespace_of(rs))
+            await self.events.record("replicasets", rs, NORMAL, "SuccessfulCreate", f"Created pod: {name}")
         except ApiError as err:
             self.expectations.lower(key, name)
             if err.reason != "AlreadyExists":  # a name clash is retried with a fresh name on the next sync
                 raise
             self.queue.add(key)
 
-    async def _delete(self, key: str, pod: Object) -> None:
+    async def _delete(self, key: str, rs: Object, pod: Object) -> None:
         try:
             await self.client.delete("pods", name_of(pod), namespace_of(pod))
+            await self.events.record("replicasets", rs, NORMAL, "SuccessfulDelete", f"Deleted pod: {name_of(pod)}")
         except ApiError as err:
             self.expectations.lower(key, name_of(pod))
             if err.code != 404:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import time
-import uuid
-from datetime import datetime, UTC
-from typing import Any
 
 import prometheus_client
 
 from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
+from control.controllers.base import now_rfc3339
+from control.controllers.events import NORMAL, WARNING, EventRecorder
 from control.scheduler.predicates import build_node_infos, schedule
 
 log = logging.getLogger(__name__)
@@ -35,10 +33,6 @@ ATTEMPT_DURATION = prometheus_client.Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
 )
 PENDING = prometheus_client.Gauge("pocket_scheduler_pending_pods", "Pods waiting to be scheduled", ["queue"])
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_ours(pod: Object, scheduler_name: str) -> bool:
@@ -74,9 +68,8 @@ class Scheduler:
         self._active: set[str] = set()
         self._unschedulable: set[str] = set()
         self._assumed: dict[str, Object] = {}  # pod key -> pod as bound, until the cache shows it
-        self._last_failure: dict[str, tuple[str, str, int]] = {}  # pod key -> (event name, message, count)
+        self.events = EventRecorder(client, scheduler_name)
         self._wake = asyncio.Event()
-        self._instance = f"{scheduler_name}-{socket.gethostname()}"
 
     # -- cache events --------------------------------------------------------
 
@@ -88,7 +81,6 @@ class Scheduler:
             return
         self._active.discard(key)
         self._unschedulable.discard(key)
-        self._last_failure.pop(key, None)
         if kind == "DELETED" or (pod.get("spec") or {}).get("nodeName"):
             self._assumed.pop(key, None)
         if kind == "DELETED" or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -171,15 +163,15 @@ class Scheduler:
             self._unschedulable.add(key)
             return "error"
         self._assumed[key] = {**pod, "spec": {**pod.get("spec", {}), "nodeName": node}}
-        self._last_failure.pop(key, None)
         log.info("bound %s to %s", key, node)
+        await self.events.record("pods", pod, NORMAL, "Scheduled", f"Successfully assigned {key} to {node}")
         return "scheduled"
 
     async def _record_failure(self, pod: Object, message: str) -> None:
         """PodScheduled=False/Unschedulable on the pod and a FailedScheduling event (deduplicated)."""
+        await self.events.record("pods", pod, WARNING, "FailedScheduling", message)
         try:
             await self._set_unschedulable_condition(pod, message)
-            await self._emit_event(pod, message)
         except ApiError as err:
             log.info("recording scheduling failure of %s: %s", key_of(pod), err)
 
@@ -212,42 +204,3 @@ class Scheduler:
             namespace_of(pod),
             subresource="status",
         )
-
-    async def _emit_event(self, pod: Object, message: str) -> None:
-        key = key_of(pod)
-        namespace = str(namespace_of(pod))
-        stamp = now_rfc3339()
-        previous = self._last_failure.get(key)
-        if previous is not None and previous[1] == message:
-            name, _, count = previous
-            try:
-                await self.client.patch("events", name, {"count": count + 1, "lastTimestamp": stamp}, namespace)
-                self._last_failure[key] = (name, message, count + 1)
-                return
-            except ApiError as err:
-                if err.code != 404:
-                    raise
-        name = f"{name_of(pod)}.{uuid.uuid4().hex[:16]}"
-        event: dict[str, Any] = {
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": name_of(pod),
-                "namespace": namespace,
-                "uid": pod["metadata"].get("uid", ""),
-                "resourceVersion": pod["metadata"].get("resourceVersion", ""),
-            },
-            "reason": "FailedScheduling",
-            "message": message,
-            "type": "Warning",
-            "source": {"component": self.scheduler_name},
-            "reportingComponent": self.scheduler_name,
-            "reportingInstance": self._instance,
-            "action": "Scheduling",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        await self.client.create("events", event, namespace)
-        self._last_failure[key] = (name, message, 1)

@@ -15,6 +15,7 @@ import pytest
 from control.api.errors import ApiError
 from control.client import Client
 from control.controllers.deployment import HASH_LABEL, REVISION
+from control.controllers.events import EventRecorder
 from control.controllers.manager import ControllerManager, Settings
 from tests.controllers.helpers import eventually, make_namespace, set_pod_running
 
@@ -78,6 +79,15 @@ async def test_replicaset_creates_scales_and_reports(apiserver, manager, namespa
     status = await eventually(status_ready, what="readyReplicas 3")
     assert status["replicas"] == 3 and status["availableReplicas"] == 3 and status["observedGeneration"] >= 1
 
+    async def creation_events():
+        events = [e for e in (await client.list("events", namespace))["items"] if e["reason"] == "SuccessfulCreate"]
+        return events if len(events) == 3 else None
+
+    events = await eventually(creation_events, what="3 SuccessfulCreate events")
+    created_msgs = {e["message"] for e in events}
+    assert created_msgs == {f"Created pod: {p['metadata']['name']}" for p in pods}
+    assert {e["involvedObject"]["kind"] for e in events} == {"ReplicaSet"}
+
     await client.patch("replicasets", "web", {"spec": {"replicas": 1}}, namespace)
     await eventually(lambda: _exactly(live_pods(client, namespace), 1), what="scale down to 1 pod")
 
@@ -120,6 +130,12 @@ async def test_deployment_rolls_out_a_new_template_and_back(apiserver, manager, 
     assert first["metadata"]["name"] == f"web-{template_hash}"
     assert first["spec"]["selector"]["matchLabels"] == {"app": "web", HASH_LABEL: template_hash}
     assert first["metadata"]["annotations"][REVISION] == "1"
+
+    async def scaling_events():
+        return [e for e in (await client.list("events", namespace))["items"] if e["reason"] == "ScalingReplicaSet"]
+
+    scaling = await eventually(scaling_events, what="ScalingReplicaSet event")
+    assert [e["message"] for e in scaling] == [f"Scaled up replica set {first['metadata']['name']} to 2 from 0"]
 
     ips = iter(f"10.244.2.{n}" for n in range(10, 250))
     ready_names: set[str] = set()
@@ -319,3 +335,25 @@ async def test_deployment_scaling_and_recreate_strategy(apiserver, manager, name
     assert overlaps == []
     pods = await eventually(lambda: _exactly(live_pods(client, namespace), 4), what="4 new pods")
     assert {p["metadata"]["labels"][HASH_LABEL] for p in pods} == {new["metadata"]["labels"][HASH_LABEL]}
+
+
+async def test_event_recorder_counts_repeats(apiserver, namespace):
+    recorder = EventRecorder(apiserver.client, "pkt-test-controller")
+    pod = await apiserver.client.create(
+        "pods", {"metadata": {"name": "p", "namespace": namespace}, "spec": TEMPLATE["spec"]}, namespace
+    )
+    for _ in range(3):
+        await recorder.record("pods", pod, "Warning", "BackOff", "same message")
+    await recorder.record("pods", pod, "Normal", "Other", "different")
+    events = {e["reason"]: e for e in (await apiserver.client.list("events", namespace))["items"]}
+    assert set(events) == {"BackOff", "Other"}
+    assert events["BackOff"]["count"] == 3 and events["Other"]["count"] == 1
+    assert events["BackOff"]["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "p",
+        "namespace": namespace,
+        "uid": pod["metadata"]["uid"],
+        "resourceVersion": pod["metadata"]["resourceVersion"],
+    }
+    assert events["BackOff"]["source"] == {"component": "pkt-test-controller"}

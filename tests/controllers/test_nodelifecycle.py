@@ -174,6 +174,10 @@ class RecordingClient:
             obj[section] = {**obj.get(section, {}), **fields}
         return obj
 
+    async def create(self, plural: str, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        self.calls.append((f"create {plural}", obj.get("reason", obj["metadata"]["name"])))
+        return obj
+
     async def delete(self, plural, name, namespace=None, **_: Any):
         self.calls.append((f"delete {plural}", name))
         self.pods.objects[f"{namespace}/{name}"]["metadata"]["deletionTimestamp"] = "now"
@@ -223,9 +227,11 @@ async def test_controller_fences_evicts_and_recovers_on_fake_clock():
     }
     assert nodes.get("w2")["spec"]["taints"] == []
     assert not any(c[0].startswith("delete") for c in client.calls)
+    assert ("create events", "NodeNotReady") in client.calls
 
     await tick(30)
     assert ("delete pods", "web") in client.calls and ("delete pods", "patient") not in client.calls
+    assert ("create events", "TaintManagerEviction") in client.calls
     await tick(30)
     assert ("delete pods", "patient") in client.calls
     assert ("delete pods", "other") not in client.calls

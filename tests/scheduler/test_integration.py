@@ -72,6 +72,12 @@ async def test_binds_a_pending_pod_to_the_ready_untainted_node(cluster):
     scheduled = [c for c in got["status"].get("conditions") or [] if c["type"] == "PodScheduled"]
     assert [c["status"] for c in scheduled] == ["True"]
 
+    async def scheduled_events():
+        return [e for e in (await client.list("events", namespace))["items"] if e["reason"] == "Scheduled"]
+
+    events = await eventually(scheduled_events, what="Scheduled event")
+    assert [e["message"] for e in events] == [f"Successfully assigned {namespace}/small to {got['spec']['nodeName']}"]
+
 
 async def test_unschedulable_pod_stays_pending_with_event_then_fits_a_new_node(cluster):
     client, namespace, nodes = cluster
