@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from control.clock import RealClock
 from kubelet.network import NodeNetwork
 from kubelet.node import NodeAgent, NodeIdentity, parse_labels, parse_taints
 from kubelet.pods import NodeSettings, PodWorkers
-from kubelet.runtime import DockerRuntime
+from kubelet.runtime import DockerRuntime, RuntimeFailure
 from kubelet.server import KubeletServer
 
 log = logging.getLogger("kubelet")
@@ -58,6 +59,9 @@ def _node_routes(nodes: list[Object], own: str) -> dict[str, str]:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)  # stop cleanly; containers keep running
     labels, taints = parse_labels(args.node_labels), parse_taints(args.register_with_taints)
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
     clock = RealClock()
@@ -139,9 +143,9 @@ async def serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeFailure) as err:
         log.error("kubelet: %s", err)
         return 2
     return 0

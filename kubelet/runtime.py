@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, UTC
@@ -139,7 +139,7 @@ class ContainerRuntime(ABC):
         """Every kubelet-made container (running or not) carrying all these labels."""
 
     @abstractmethod
-    def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]: ...
+    def logs(self, container_id: str, options: LogOptions) -> AsyncGenerator[bytes, None]: ...
 
     @abstractmethod
     async def exec_in(self, container_id: str, command: list[str]) -> int:
@@ -198,7 +198,10 @@ class DockerRuntime(ContainerRuntime):
     """A dockerd through the docker SDK; blocking calls run on a private thread pool."""
 
     def __init__(self, base_url: str, workers: int = 16):
-        self.client = docker.DockerClient(base_url=base_url, timeout=120)
+        try:
+            self.client = docker.DockerClient(base_url=base_url, timeout=120)
+        except docker.errors.DockerException as err:
+            raise RuntimeFailure(f"cannot reach dockerd at {base_url}: {err}") from err
         self.api = self.client.api
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
 
@@ -224,8 +227,7 @@ class DockerRuntime(ContainerRuntime):
         return str(data["Id"])
 
     async def pull_image(self, image: str) -> None:
-        repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
-        await self._call(f"pull {image}", self.api.pull, repository, tag=tag)
+        await self._call(f"pull {image}", self.api.pull, image)  # the SDK splits repository, tag and digest
 
     async def create_container(self, config: ContainerConfig) -> str:
         host_config = self.api.create_host_config(
@@ -287,7 +289,7 @@ class DockerRuntime(ContainerRuntime):
                 states.append(state)
         return states
 
-    async def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def logs(self, container_id: str, options: LogOptions) -> AsyncGenerator[bytes, None]:
         """Stream log chunks; a reader thread feeds the loop, and closing the stream ends it."""
         stream = await self._call(
             f"logs {container_id[:12]}",
@@ -300,17 +302,18 @@ class DockerRuntime(ContainerRuntime):
             since=options.since_seconds,
         )
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
         def pump() -> None:
+            """Never blocks on the consumer, so closing the stream always ends this thread."""
             try:
                 for chunk in stream:
-                    asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except Exception:  # the stream was closed under us, or the loop is gone
                 pass
             finally:
                 try:
-                    asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
                 except RuntimeError:
                     pass
 
@@ -421,7 +424,7 @@ class FakeRuntime(ContainerRuntime):
             if all(s.labels.get(k) == v for k, v in wanted.items())
         ]
 
-    async def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def logs(self, container_id: str, options: LogOptions) -> AsyncGenerator[bytes, None]:
         if container_id not in self.containers:
             raise RuntimeFailure(f"logs {container_id[:12]}: No such container")
         lines = self.output.get(container_id, b"").splitlines(keepends=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from collections.abc import Callable
 
 from aiohttp import web
@@ -115,8 +116,9 @@ class KubeletServer:
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await response.prepare(request)
         try:
-            async for chunk in self.runtime.logs(container_id, options):
-                await response.write(chunk)
+            async with aclosing(self.runtime.logs(container_id, options)) as chunks:
+                async for chunk in chunks:
+                    await response.write(chunk)
         except ConnectionResetError:
             return response
         await response.write_eof()
