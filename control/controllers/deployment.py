@@ -382,8 +382,9 @@ class DeploymentController(Controller):
         ours = (controller_ref(existing) or {}).get("uid") == deployment["metadata"].get("uid")
         if ours and templates_equal((existing.get("spec") or {}).get("template") or {}, template):
             return existing  # the cache was behind
-        await self.client.update_status(
-            "deployments", {**deployment, "status": {**status, "collisionCount": collisions + 1}}
+        bumped = {"status": {"collisionCount": collisions + 1}}
+        await self.client.patch(
+            "deployments", name_of(deployment), bumped, namespace_of(deployment), subresource="status"
         )
         return None
 
