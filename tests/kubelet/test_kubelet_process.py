@@ -40,14 +40,15 @@ class NodeProcesses:
             ["nsenter", f"--net={self.dockerd.netns_path}", *command], stdout=log, stderr=subprocess.STDOUT
         )
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str) -> int:
+        """SIGTERM (SIGKILL if that is ignored for 10 s); the exit code."""
         process = self.processes.pop(name)
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(10)
+            return process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(10)
+            return process.wait(10)
 
     def start_kubelet(self) -> None:
         w = self.dockerd.workdir
@@ -171,6 +172,8 @@ def test_kubelet_runs_pods_from_the_api(node: NodeProcesses) -> None:
         return pod if len(statuses) == 2 and all(s["ready"] for s in statuses) else None
 
     pod = node.eventually(running, "pod web running")
+    table = node.kubectl("get", "pod", "web", "--no-headers").stdout.split()
+    assert table[1:4] == ["2/2", "Running", "0"]
     ip = pod["status"]["podIP"]
     assert ip.startswith("10.244.1.") and pod["status"]["hostIP"] == NODE_IP
     assert pod["status"]["phase"] == "Running"
@@ -182,7 +185,7 @@ def test_kubelet_runs_pods_from_the_api(node: NodeProcesses) -> None:
 
     # a restarted kubelet adopts the running pod: same containers, still Running
     before = {s["name"]: s["containerID"] for s in pod["status"]["containerStatuses"]}
-    node.stop("kubelet")
+    assert node.stop("kubelet") == 0  # a clean stop on SIGTERM
     node.start_kubelet()
     # make the new kubelet act: kill one container; it must restart that one and leave the other alone
     client = docker.DockerClient(base_url=node.dockerd.base_url)
