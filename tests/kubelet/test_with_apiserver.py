@@ -103,12 +103,12 @@ async def test_pod_status_and_graceful_deletion_through_the_api(apiserver: Any, 
         pod = {
             "metadata": {"name": "kl-web", "namespace": "default"},
             "spec": {
-                "nodeName": "kl-node-b",
                 "terminationGracePeriodSeconds": 12,
                 "containers": [{"name": "app", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent"}],
             },
         }
         await client.create("pods", pod, "default")
+        await client.bind("default", "kl-web", "kl-node-b")  # as the scheduler does; the informer must see it
 
         async def running() -> dict | None:
             stored = await client.get("pods", "kl-web", "default")
