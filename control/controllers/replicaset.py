@@ -273,11 +273,24 @@ class ReplicaSetController(Controller):
         if diff > 0:
             names = [f"{name_of(rs)}-{random_suffix(self.rng)}" for _ in range(min(diff, BURST))]
             self.expectations.expect(key, creates=names)
-            await asyncio.gather(*(self._create(key, rs, n) for n in names))
+            await self._create_slow_start(key, rs, names)
         elif diff < 0:
             victims = pods_to_delete(active, -diff)
             self.expectations.expect(key, deletes=[name_of(p) for p in victims])
             await asyncio.gather(*(self._delete(key, rs, p) for p in victims))
+
+    async def _create_slow_start(self, key: str, rs: Object, names: list[str]) -> None:
+        """Create in batches of 1, 2, 4...; stop at the first failure so a doomed burst costs one request."""
+        batch = 1
+        while names:
+            chunk, names = names[:batch], names[batch:]
+            results = await asyncio.gather(*(self._create(key, rs, n) for n in chunk), return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                for skipped in names:
+                    self.expectations.lower(key, skipped)
+                raise failures[0]
+            batch *= 2
 
     async def _create(self, key: str, rs: Object, name: str) -> None:
         try:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from control.api.errors import ApiError, status_failure
 from control.clock import FakeClock
 from control.controllers.base import WorkQueue
 from control.controllers.replicaset import (
     NAME_ALPHABET,
     Expectations,
+    ReplicaSetController,
     claim_pods,
     pod_for,
     pods_to_delete,
@@ -135,3 +139,43 @@ async def test_work_queue_coalesces_and_requeues_keys_changed_while_processing()
     assert await queue.get() == "b"
     queue.done("a")
     assert await queue.get() == "a"
+
+
+class CountingClient:
+    """Creates succeed until `fail_after` calls, then fail with 422; records names in call order."""
+
+    def __init__(self, fail_after: int):
+        self.fail_after = fail_after
+        self.created: list[str] = []
+
+    async def create(self, plural, obj, namespace=None):
+        if plural == "events":
+            return obj
+        if len(self.created) >= self.fail_after:
+            raise ApiError(status_failure(422, "Invalid", "pods is invalid"))
+        self.created.append(obj["metadata"]["name"])
+        return obj
+
+
+class NoInformer:
+    def add_handler(self, handler):
+        pass
+
+
+@pytest.mark.parametrize(("fail_after", "attempted"), [(0, 0), (100, 7), (2, 2)])
+async def test_creation_slow_starts_and_stops_at_the_first_failure(fail_after, attempted):
+    client = CountingClient(fail_after)
+    ctl = ReplicaSetController(client, NoInformer(), NoInformer(), rng=random.Random(0))  # type: ignore[arg-type]
+    names = [f"web-{i}" for i in range(7)]
+    ctl.expectations.expect("default/web", creates=names)
+    if fail_after < len(names):
+        with pytest.raises(ApiError):
+            await ctl._create_slow_start("default/web", RS, list(names))
+    else:
+        await ctl._create_slow_start("default/web", RS, list(names))
+    assert len(client.created) == attempted
+    # batches of 1, 2, 4; failed and skipped creations are no longer expected, created ones are until seen
+    assert ctl.expectations.satisfied("default/web") == (attempted == 0)
+    for name in client.created:
+        ctl.expectations.observed("default/web", name)
+    assert ctl.expectations.satisfied("default/web")
