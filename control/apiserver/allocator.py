@@ -55,7 +55,8 @@ class ServiceIPRange:
     def candidates(self, taken: set[str], count: int) -> list[str]:
         """Up to `count` random free addresses, upper part first, then the static band."""
         picks: list[str] = []
-        for low, high in ((self.static_band, self.size - 1), (0, self.static_band - 1)):
+        band_end = min(self.static_band, self.size)
+        for low, high in ((band_end, self.size - 1), (0, band_end - 1)):
             free = (high - low + 1) - sum(1 for ip in taken if low <= self._offset(ip) <= high)
             if free <= 0:
                 continue

@@ -121,10 +121,16 @@ def _not_found_path(path: str) -> ApiError:
 # -- request helpers ---------------------------------------------------------
 
 
+_JSON_BODIES = ("application/json", "application/json-patch+json", "application/merge-patch+json",
+                "application/strategic-merge-patch+json", "application/octet-stream", "text/plain")
+
+
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         return None
+    if request.content_type not in _JSON_BODIES:
+        raise errors.unsupported_media_type(request.content_type)
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:

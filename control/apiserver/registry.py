@@ -33,7 +33,7 @@ from control.api.selectors import (
     matches,
 )
 from control.apiserver import patch as patching
-from control.apiserver.allocator import RangeFull, ServiceIPRange
+from control.apiserver.allocator import ALLOCATION_PREFIX, RangeFull, ServiceIPRange
 from control.apiserver.storage import (
     Compacted,
     Extra,
@@ -369,21 +369,24 @@ class Registry:
         if options.dry_run:
             return obj
         name = meta["name"]
+        requested_ip = self._requested_ip(obj) if res.kind == "Service" else None
+        taken: set[str] = set()
         for _ in range(MAX_RETRIES):
-            extras = self._create_extras(res, obj)
+            extras = self._create_extras(res, obj, taken)
             try:
                 return await self.storage.create(self.key(res, meta.get("namespace"), name), obj, extras)
             except KeyExists:
                 raise errors.already_exists(res.plural, name, res.group) from None
             except PreconditionFailed:
-                if res.kind == "Service" and self._requested_ip(obj):
-                    ip = obj["spec"]["clusterIP"]
+                if requested_ip:
                     raise errors.invalid(
                         "Service", name,
                         [("spec.clusterIPs", "FieldValueInvalid",
-                          f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: provided IP is already allocated')],
+                          f'Invalid value: ["{requested_ip}"]: failed to allocate IP {requested_ip}: '
+                          "provided IP is already allocated")],
                     ) from None
                 self._forget_allocation(obj)
+                taken = {key.rsplit("/", 1)[1] for key in await self.storage.keys(ALLOCATION_PREFIX)}
         raise errors.internal_error(f"could not allocate a ClusterIP for {name} after {MAX_RETRIES} attempts")
 
     def _prepare_create_status(self, res: Resource, obj: Object) -> None:
@@ -406,7 +409,7 @@ class Registry:
         spec.pop("clusterIP", None)
         spec.pop("clusterIPs", None)
 
-    def _create_extras(self, res: Resource, obj: Object) -> list[Extra]:
+    def _create_extras(self, res: Resource, obj: Object, taken: set[str]) -> list[Extra]:
         if res.kind != "Service":
             return []
         spec = obj["spec"]
@@ -428,7 +431,7 @@ class Registry:
             ip = requested
         else:
             try:
-                ip = self.ip_range.candidates(set(), 1)[0]
+                ip = self.ip_range.candidates(taken, 1)[0]
             except RangeFull:
                 raise errors.internal_error(f"failed to allocate a serviceIP: range {self.ip_range.network} is full") from None
         spec["clusterIP"] = ip

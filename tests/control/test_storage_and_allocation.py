@@ -92,6 +92,7 @@ async def test_api_watch_and_continue_expire_with_410(apiserver: ApiServer) -> N
     first = await client.request("GET", "/api/v1/namespaces/default/configmaps", params={"limit": "1"})
     old_rv = first["metadata"]["resourceVersion"]
     await client.patch("configmaps", "exp-0", {"data": {"a": "b"}}, "default")
+    await client.patch("configmaps", "exp-0", {"data": {"a": "c"}}, "default")
     store = Storage(apiserver.etcd_url, apiserver.prefix)
     now = await store.revision()
     await store.compact(now)
