@@ -445,7 +445,7 @@ class PodWorkers:
         key = f"{pod['metadata']['uid']}/{spec['name']}"
         if current is not None and current.running:
             return view
-        if current is not None and current.status == "created":
+        if current is not None and current.pending_start:
             await self.runtime.start_container(current.id)
             view.current = await self.runtime.inspect(current.id)
             return view
@@ -589,6 +589,7 @@ class PodWorkers:
         await self.network.teardown_pod(uid)
         for container in containers:
             await self.runtime.remove_container(container.id)
+            self._exit_seen.pop(container.id, None)
         self.probes.forget({c.id for c in containers})
         shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
         self._forget(uid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
@@ -20,6 +21,8 @@ from collections.abc import Callable
 
 import docker
 import docker.errors
+
+log = logging.getLogger(__name__)
 
 LABEL_POD_UID = "io.kubernetes.pod.uid"
 LABEL_POD_NAME = "io.kubernetes.pod.name"
@@ -88,6 +91,15 @@ class ContainerState:
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def start_failed(self) -> bool:
+        """Docker leaves a container whose process could not start (no such executable) "created" with an error."""
+        return self.status == "created" and bool(self.error)
+
+    @property
+    def pending_start(self) -> bool:
+        return self.status == "created" and not self.error
 
     @property
     def restart_count(self) -> int:
@@ -159,9 +171,10 @@ class ContainerRuntime(ABC):
         if pull_policy == "Always" or present is None:
             try:
                 await self.pull_image(image)
-            except RuntimeFailure:
+            except RuntimeFailure as err:
                 if present is None:
                     raise
+                log.warning("pull of %s failed (%s); using the local image", image, err)
         found = await self.image_id(image)
         if found is None:
             raise ImageNotFound(f"image {image!r} is not present after pulling")

@@ -40,6 +40,8 @@ def restart_wanted(restart_policy: str, exit_code: int) -> bool:
 
 
 def terminated_reason(state: ContainerState) -> str:
+    if state.start_failed:
+        return "StartError"
     if state.oom_killed:
         return "OOMKilled"
     return "Completed" if state.exit_code == 0 else "Error"
@@ -80,9 +82,9 @@ def container_status(view: ContainerView) -> Object:
         if view.waiting_message:
             waiting["message"] = view.waiting_message
         status["state"] = {"waiting": waiting}
-        if current is not None and not current.running and current.status != "created":
+        if current is not None and not current.running and not current.pending_start:
             last = current
-    elif current is None or current.status == "created":
+    elif current is None or current.pending_start:
         status["state"] = {"waiting": {"reason": "ContainerCreating"}}
     elif current.running:
         status["state"] = {"running": {"startedAt": current.started_at or None}}

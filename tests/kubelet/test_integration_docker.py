@@ -283,3 +283,19 @@ async def test_containers_share_an_empty_dir(node: Node) -> None:
                 text = await resp.text()
             await asyncio.sleep(0.3)
     assert text.strip() == "from-writer"
+
+
+async def test_missing_executable_is_a_start_error(node: Node) -> None:
+    broken = {"name": "app", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent", "command": ["/no/such/bin"]}
+    failed = await node.run_until(
+        make_pod("nobin", "uid-nobin", broken, restart="Never"), lambda s: s["phase"] == "Failed"
+    )
+    terminated = failed["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "StartError" and terminated["exitCode"] != 0
+
+    def backing_off(status: dict) -> bool:
+        app = status["containerStatuses"][0]
+        return app["restartCount"] >= 1 and app["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff"
+
+    looping = await node.run_until(make_pod("nobin2", "uid-nobin2", broken), backing_off)
+    assert looping["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "StartError"
