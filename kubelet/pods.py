@@ -372,13 +372,22 @@ class PodWorkers:
         return ContainerView(spec, found[-1] if found else None, found[-2] if len(found) > 1 else None)
 
     async def _probe(self, pod: Object, view: ContainerView, pod_ip: str) -> None:
-        """Liveness (a failed container is stopped, to be restarted by policy), then readiness."""
+        """Startup, then liveness (a failing container is stopped, to be restarted by policy), then readiness."""
         current = view.current
         if current is None or not current.running or view.waiting_reason:
             return
-        if not await self.probes.alive(view.spec, current, pod_ip):
+        startup = await self.probes.startup(view.spec, current, pod_ip)
+        view.startup_done = startup == "started"
+        if startup == "starting":
+            return
+        if startup == "failed" or not await self.probes.alive(view.spec, current, pod_ip):
             grace = int(pod.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
-            log.info("pod %s: container %s failed its liveness probe; stopping it", describe(pod), view.spec["name"])
+            log.info(
+                "pod %s: container %s failed its %s probe; stopping it",
+                describe(pod),
+                view.spec["name"],
+                "startup" if startup == "failed" else "liveness",
+            )
             await self.runtime.stop_container(current.id, grace)
             self.probes.forget({current.id})
             view.current = await self.runtime.inspect(current.id)

@@ -64,6 +64,19 @@ class ProbeManager:
             return True
         return await self._check("liveness", probe, container, state, pod_ip, initial=True)
 
+    async def startup(self, container: Object, state: ContainerState, pod_ip: str) -> str:
+        """ "started" (no probe, or it has succeeded once), "starting", or "failed" (failureThreshold reached)."""
+        probe = container.get("startupProbe")
+        if not probe:
+            return "started"
+        entry = self._states.get((state.id, "startup"))
+        if entry is not None and entry.result:
+            return "started"  # never probed again for this container instance
+        if await self._check("startup", probe, container, state, pod_ip, initial=False):
+            return "started"
+        entry = self._states[(state.id, "startup")]
+        return "failed" if entry.failures >= int(probe.get("failureThreshold") or 3) else "starting"
+
     def forget(self, container_ids: set[str]) -> None:
         """Drop the probe state of these (replaced or removed) containers."""
         for key in [k for k in self._states if k[0] in container_ids]:

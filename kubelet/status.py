@@ -24,10 +24,12 @@ class ContainerView:
     waiting_reason: str = ""
     waiting_message: str = ""
     probe_ready: bool = True
+    startup_done: bool = True  # the startupProbe (if any) has succeeded
 
     @property
     def ready(self) -> bool:
-        return self.current is not None and self.current.running and not self.waiting_reason and self.probe_ready
+        running = self.current is not None and self.current.running and not self.waiting_reason
+        return running and self.startup_done and self.probe_ready
 
 
 def restart_wanted(restart_policy: str, exit_code: int) -> bool:
@@ -68,7 +70,7 @@ def container_status(view: ContainerView) -> Object:
         "image": spec.get("image", ""),
         "imageID": "",
         "ready": view.ready,
-        "started": bool(current and current.running),
+        "started": bool(current and current.running) and view.startup_done,
         "restartCount": current.restart_count if current else (view.previous.restart_count if view.previous else 0),
         "state": {},
         "lastState": {},
@@ -76,7 +78,7 @@ def container_status(view: ContainerView) -> Object:
     last = view.previous
     if current is not None:
         status["containerID"] = f"docker://{current.id}"
-        status["imageID"] = f"docker-pullable://{current.image_id}"
+        status["imageID"] = f"docker://{current.image_id}"
     if view.waiting_reason:
         waiting: Object = {"reason": view.waiting_reason}
         if view.waiting_message:

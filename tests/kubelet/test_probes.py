@@ -114,3 +114,37 @@ async def test_liveness_failure_restarts_the_container(tmp_path: Path) -> None:
     assert (first.id, 4) in h.runtime.stops and not first.running
     await h.sync(pod)
     assert h.app_status()["restartCount"] == 1 and "running" in h.app_status()["state"]
+
+
+async def test_startup_probe_gates_liveness_and_readiness(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    startup = {"exec": {"command": ["started?"]}, "periodSeconds": 1, "failureThreshold": 5}
+    liveness = {"exec": {"command": ["alive?"]}, "periodSeconds": 1}
+    h.runtime.exec_results[("started?",)] = 1
+    pod = make_pod(c(startupProbe=startup, livenessProbe=liveness))
+    await h.sync(pod)
+    assert (h.app_status()["started"], h.app_status()["ready"]) == (False, False)
+    await h.clock.advance(1)
+    await h.sync(pod)
+    assert all(command == ["started?"] for _, command in h.runtime.execs)  # no liveness while starting
+    h.runtime.exec_results[("started?",)] = 0
+    await h.clock.advance(1)
+    await h.sync(pod)
+    assert (h.app_status()["started"], h.app_status()["ready"]) == (True, True)
+    assert ["alive?"] in [command for _, command in h.runtime.execs]
+    probes_so_far = sum(command == ["started?"] for _, command in h.runtime.execs)
+    await h.clock.advance(5)
+    await h.sync(pod)
+    assert sum(command == ["started?"] for _, command in h.runtime.execs) == probes_so_far  # not probed again
+
+
+async def test_failing_startup_probe_restarts_the_container(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.runtime.exec_results[("started?",)] = 1
+    pod = make_pod(c(startupProbe={"exec": {"command": ["started?"]}, "periodSeconds": 1, "failureThreshold": 2}))
+    await h.sync(pod)
+    await h.clock.advance(1)
+    await h.sync(pod)
+    assert not h.runtime.find("app", 0).running
+    await h.sync(pod)
+    assert h.app_status()["restartCount"] == 1 and h.app_status()["started"] is False
