@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -215,10 +216,24 @@ def history_to_delete(old: Iterable[Object], limit: int) -> list[Object]:
     return idle[: max(len(idle) - max(limit, 0), 0)]
 
 
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+_COUNTS = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+
+
 def deployment_status(
-    deployment: Object, new_rs: Object | None, all_rs: list[Object], stamp: str, created_new: bool = False
+    deployment: Object,
+    new_rs: Object | None,
+    all_rs: list[Object],
+    stamp: str,
+    created_new: bool = False,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """Counts summed over the ReplicaSets, with Available and Progressing conditions."""
+    """Counts summed over the ReplicaSets, with Available and Progressing conditions.
+
+    A rollout that makes no progress (no count changes) for
+    progressDeadlineSeconds turns Progressing False/ProgressDeadlineExceeded
+    (checked when `now`, wall-clock seconds, is given); progress turns it back.
+    """
     spec = deployment.get("spec") or {}
     desired = int(spec.get("replicas", 1))
     _, max_unavailable = surge_and_unavailable(deployment)
@@ -251,15 +266,32 @@ def deployment_status(
             and available == desired
             and replicas_of(new_rs) == desired
         )
+        progressing = "True"
         if complete:
             reason, message = "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.'
         elif created_new:
             reason, message = "NewReplicaSetCreated", f'Created new replica set "{rs_name}"'
         else:
             reason, message = "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.'
+        old = next((c for c in conditions if c.get("type") == "Progressing"), None)
+        progressed = any(status[k] != old_status.get(k) for k in _COUNTS)
+        stuck_message = f'ReplicaSet "{rs_name}" has timed out progressing.'
+        deadline = spec.get("progressDeadlineSeconds")
+        if not complete and not created_new and not progressed and old is not None:
+            if old.get("reason") == PROGRESS_DEADLINE_EXCEEDED and old.get("message") == stuck_message:
+                progressing, reason, message = "False", PROGRESS_DEADLINE_EXCEEDED, stuck_message
+            elif (
+                now is not None
+                and deadline is not None
+                and old.get("message") == message
+                and parse_time(old.get("lastUpdateTime")) + int(deadline) < now
+            ):
+                progressing, reason, message = "False", PROGRESS_DEADLINE_EXCEEDED, stuck_message
         conditions = set_condition(
-            conditions, {"type": "Progressing", "status": "True", "reason": reason, "message": message}, stamp
+            conditions, {"type": "Progressing", "status": progressing, "reason": reason, "message": message}, stamp
         )
+        if progressed and progressing == "True":
+            conditions = [{**c, "lastUpdateTime": stamp} if c["type"] == "Progressing" else c for c in conditions]
     status["conditions"] = sorted(conditions, key=lambda c: c["type"])
     return status
 
@@ -436,7 +468,13 @@ class DeploymentController(Controller):
                 raise
 
     async def _write_status(self, deployment: Object, new_rs: Object, all_rs: list[Object], created: bool) -> None:
-        status = deployment_status(deployment, new_rs, all_rs, now_rfc3339(), created)
+        now = time.time()
+        status = deployment_status(deployment, new_rs, all_rs, now_rfc3339(), created, now)
+        deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
+        progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+        if deadline is not None and progressing["reason"] in ("ReplicaSetUpdated", "NewReplicaSetCreated"):
+            due = parse_time(progressing.get("lastUpdateTime")) + int(deadline) - now
+            self.queue.add_after(key_of(deployment), max(due, 0) + 1)  # look again when the deadline passes
         if not _same_status(status, deployment.get("status") or {}):
             await self.client.patch(
                 "deployments", name_of(deployment), {"status": status}, namespace_of(deployment), subresource="status"

@@ -206,3 +206,39 @@ def test_templates_compare_semantically():
     other = copy.deepcopy(TEMPLATE)
     other["spec"]["containers"][0]["args"] = ["x"]
     assert not templates_equal(other, TEMPLATE)
+
+
+def test_progress_deadline():
+    d = deployment(replicas=3, surge=1, unavailable=0, progressDeadlineSeconds=600)
+    new, old = rs("web-new", 1, available=0), rs("web-old", 3)
+    t0 = "2026-01-01T00:00:00Z"
+    epoch0 = 1767225600  # t0 in seconds
+    first = deployment_status(d, new, [new, old], t0)
+    progressing = {c["type"]: c for c in first["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"], progressing["lastUpdateTime"]) == (
+        "True",
+        "ReplicaSetUpdated",
+        t0,
+    )
+
+    d_stuck = {**d, "status": first}
+    waiting = deployment_status(d_stuck, new, [new, old], "2026-01-01T00:09:59Z", now=epoch0 + 599)
+    assert {c["type"]: c for c in waiting["conditions"]}["Progressing"]["status"] == "True"
+    stuck = deployment_status(d_stuck, new, [new, old], "2026-01-01T00:10:01Z", now=epoch0 + 601)
+    cond = {c["type"]: c for c in stuck["conditions"]}["Progressing"]
+    assert (cond["status"], cond["reason"], cond["message"]) == (
+        "False",
+        "ProgressDeadlineExceeded",
+        'ReplicaSet "web-new" has timed out progressing.',
+    )
+    still = deployment_status({**d, "status": stuck}, new, [new, old], "2026-01-01T00:11:00Z")
+    assert {c["type"]: c for c in still["conditions"]}["Progressing"]["reason"] == "ProgressDeadlineExceeded"
+
+    moved = rs("web-new", 1, available=1)
+    resumed = deployment_status({**d, "status": stuck}, moved, [moved, old], "2026-01-01T00:12:00Z", now=epoch0 + 720)
+    cond = {c["type"]: c for c in resumed["conditions"]}["Progressing"]
+    assert (cond["status"], cond["reason"], cond["lastUpdateTime"]) == (
+        "True",
+        "ReplicaSetUpdated",
+        "2026-01-01T00:12:00Z",
+    )

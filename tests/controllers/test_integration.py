@@ -357,3 +357,29 @@ async def test_event_recorder_counts_repeats(apiserver, namespace):
         "resourceVersion": pod["metadata"]["resourceVersion"],
     }
     assert events["BackOff"]["source"] == {"component": "pkt-test-controller"}
+
+
+async def test_stuck_rollout_exceeds_its_progress_deadline(apiserver, manager, namespace, kubectl):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "stuck", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "progressDeadlineSeconds": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": TEMPLATE,
+        },
+    }
+    await client.create("deployments", deployment, namespace)  # no kubelet: its pod never becomes ready
+
+    async def timed_out():
+        d = await client.get("deployments", "stuck", namespace)
+        conds = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
+        progressing = conds.get("Progressing") or {}
+        return progressing if progressing.get("reason") == "ProgressDeadlineExceeded" else None
+
+    cond = await eventually(timed_out, what="ProgressDeadlineExceeded")
+    assert cond["status"] == "False"
+    result = kubectl("rollout", "status", "deployment/stuck", "-n", namespace, "--timeout=20s", check=False)
+    assert result.returncode != 0
+    assert 'deployment "stuck" exceeded its progress deadline' in result.stderr
