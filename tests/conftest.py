@@ -30,7 +30,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -65,10 +65,21 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
     log_file = open(data_dir / "etcd.log", "wb")
     process = subprocess.Popen(
         [
-            ETCD, "--name", "pkt-test", "--data-dir", str(data_dir / "data"),
-            "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"pkt-test={peer_url}",
+            ETCD,
+            "--name",
+            "pkt-test",
+            "--data-dir",
+            str(data_dir / "data"),
+            "--listen-client-urls",
+            client_url,
+            "--advertise-client-urls",
+            client_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"pkt-test={peer_url}",
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -217,7 +228,11 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.Comple
     def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "kube-cache"), *args],
-            capture_output=True, text=True, env=env, input=input, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            input=input,
+            timeout=60,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import prometheus_client
@@ -34,15 +35,19 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 
 REQUESTS = prometheus_client.Counter(
-    "apiserver_request_total", "API requests by verb, resource, subresource and HTTP code.",
+    "apiserver_request_total",
+    "API requests by verb, resource, subresource and HTTP code.",
     ["verb", "resource", "subresource", "code"],
 )
 LATENCY = prometheus_client.Histogram(
-    "apiserver_request_duration_seconds", "API request latency (watches: until the stream ends).",
+    "apiserver_request_duration_seconds",
+    "API request latency (watches: until the stream ends).",
     ["verb", "resource"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-WATCHES = prometheus_client.Gauge("apiserver_registered_watchers", "Watch streams currently open, by resource.", ["resource"])
+WATCHES = prometheus_client.Gauge(
+    "apiserver_registered_watchers", "Watch streams currently open, by resource.", ["resource"]
+)
 
 PATCH_TYPES = {
     "application/json-patch+json": "json",
@@ -121,8 +126,14 @@ def _not_found_path(path: str) -> ApiError:
 # -- request helpers ---------------------------------------------------------
 
 
-_JSON_BODIES = ("application/json", "application/json-patch+json", "application/merge-patch+json",
-                "application/strategic-merge-patch+json", "application/octet-stream", "text/plain")
+_JSON_BODIES = (
+    "application/json",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/octet-stream",
+    "text/plain",
+)
 
 
 async def _body(request: web.Request) -> Any:
@@ -184,7 +195,9 @@ async def _delete_options(request: web.Request) -> DeleteOptions:
         raise errors.bad_request(f"gracePeriodSeconds must be an integer, not {grace!r}")
     policy = body.get("propagationPolicy") or request.query.get("propagationPolicy")
     if policy not in (None, "Orphan", "Background", "Foreground"):
-        raise errors.bad_request(f'propagationPolicy: Unsupported value: "{policy}": supported values: "Background", "Foreground", "Orphan"')
+        raise errors.bad_request(
+            f'propagationPolicy: Unsupported value: "{policy}": supported values: "Background", "Foreground", "Orphan"'
+        )
     preconditions = body.get("preconditions") or {}
     dry_run = body.get("dryRun") or request.query.getall("dryRun", [])
     return DeleteOptions(
@@ -251,11 +264,15 @@ class ApiHandler:
                 return _json(tables.to_table(res.kind, [obj], meta, request.query.get("includeObject", "Metadata")))
             return _json(obj)
         if request.method == "PUT":
-            return _json(await self.registry.update(res, t.namespace, name, await _body(request), _write_options(request)))
+            return _json(
+                await self.registry.update(res, t.namespace, name, await _body(request), _write_options(request))
+            )
         if request.method == "PATCH":
             patch_type = self._patch_type(request)
             return _json(
-                await self.registry.patch(res, t.namespace, name, patch_type, await _body(request), _write_options(request))
+                await self.registry.patch(
+                    res, t.namespace, name, patch_type, await _body(request), _write_options(request)
+                )
             )
         if request.method == "DELETE":
             obj = await self.registry.delete(res, t.namespace, name, await _delete_options(request))
@@ -279,12 +296,16 @@ class ApiHandler:
                 return _json(await self.registry.get(res, t.namespace, name))
             if request.method == "PUT":
                 body = await _body(request)
-                return _json(await self.registry.update(res, t.namespace, name, body, _write_options(request), "status"))
+                return _json(
+                    await self.registry.update(res, t.namespace, name, body, _write_options(request), "status")
+                )
             if request.method == "PATCH":
                 patch_type = self._patch_type(request)
                 body = await _body(request)
                 return _json(
-                    await self.registry.patch(res, t.namespace, name, patch_type, body, _write_options(request), "status")
+                    await self.registry.patch(
+                        res, t.namespace, name, patch_type, body, _write_options(request), "status"
+                    )
                 )
         elif sub == "binding" and request.method == "POST":
             return _json(await self.registry.bind(t.namespace or "", name, await _body(request)), 201)
@@ -293,7 +314,9 @@ class ApiHandler:
             if request.method == "GET":
                 return _json(await self.registry.get_scale(res, ns, name))
             if request.method == "PUT":
-                return _json(await self.registry.update_scale(res, ns, name, await _body(request), _write_options(request)))
+                return _json(
+                    await self.registry.update_scale(res, ns, name, await _body(request), _write_options(request))
+                )
             if request.method == "PATCH":
                 patch_type = self._patch_type(request)
                 body = await _body(request)
@@ -305,7 +328,9 @@ class ApiHandler:
     def _render_list(self, request: web.Request, res: Resource, listed: Object) -> web.Response:
         if tables.wants_table(request.headers.get("Accept", "")):
             return _json(
-                tables.to_table(res.kind, listed["items"], listed["metadata"], request.query.get("includeObject", "Metadata"))
+                tables.to_table(
+                    res.kind, listed["items"], listed["metadata"], request.query.get("includeObject", "Metadata")
+                )
             )
         return _json(listed)
 
@@ -337,7 +362,7 @@ class ApiHandler:
                     break
                 try:
                     item = await asyncio.wait_for(queue.get(), min(remaining, self.config.bookmark_interval))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if request.transport is None or request.transport.is_closing():
                         break
                     if bookmarks and last_rv and time.monotonic() < deadline:
@@ -396,8 +421,14 @@ class ApiHandler:
         ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
         if not ip:
             raise errors.internal_error(f"node {node_name} has no InternalIP address")
-        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or self.config.kubelet_port
-        params = {k: request.query[k] for k in ("follow", "tailLines", "timestamps", "sinceSeconds", "previous", "limitBytes", "sinceTime") if k in request.query}
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get(
+            "Port"
+        ) or self.config.kubelet_port
+        params = {
+            k: request.query[k]
+            for k in ("follow", "tailLines", "timestamps", "sinceSeconds", "previous", "limitBytes", "sinceTime")
+            if k in request.query
+        }
         url = f"http://{ip}:{port}/containerLogs/{namespace}/{name}/{container}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         try:
@@ -405,7 +436,13 @@ class ApiHandler:
                 async with session.get(url, params=params) as upstream:
                     if upstream.status >= 400:
                         text = await upstream.text()
-                        raise ApiError(errors.status_failure(upstream.status, "BadRequest" if upstream.status == 400 else "InternalError", text.strip() or f"kubelet returned {upstream.status}"))
+                        raise ApiError(
+                            errors.status_failure(
+                                upstream.status,
+                                "BadRequest" if upstream.status == 400 else "InternalError",
+                                text.strip() or f"kubelet returned {upstream.status}",
+                            )
+                        )
                     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
                     response.enable_chunked_encoding()
                     await response.prepare(request)
@@ -445,7 +482,9 @@ def _bookmark(res: Resource, rv: str) -> Object:
 
 
 @web.middleware
-async def _observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Status bodies for every failure; request metrics."""
     started = time.monotonic()
     code = 500
@@ -503,7 +542,9 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
         return web.Response(text="ok")
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=prometheus_client.generate_latest(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=prometheus_client.generate_latest(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
 
     async def version(_: web.Request) -> web.Response:
         return _json(discovery.version_info())
@@ -525,7 +566,9 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
 
     async def openapi_doc(request: web.Request) -> web.Response:
         tail = request.match_info["tail"]
-        gv = tail[len("api/"):] if tail.startswith("api/") else tail[len("apis/"):] if tail.startswith("apis/") else ""
+        gv = (
+            tail[len("api/") :] if tail.startswith("api/") else tail[len("apis/") :] if tail.startswith("apis/") else ""
+        )
         doc = discovery.openapi_document(gv)
         if doc is None:
             raise _not_found_path(request.path)

@@ -154,7 +154,9 @@ def openapi_document(group_version: str) -> Object | None:
         base = r.group_prefix + ("/namespaces/{namespace}" if ns else "") + f"/{r.plural}"
         path_params = ([_param("namespace", "path", True)] if ns else []) + [_param("name", "path", True)]
         paths[base] = {
-            "get": _operation(r, "list", _operation_id("list", r, ns), [_param("labelSelector"), _param("fieldSelector")]),
+            "get": _operation(
+                r, "list", _operation_id("list", r, ns), [_param("labelSelector"), _param("fieldSelector")]
+            ),
             "post": _operation(r, "post", _operation_id("create", r, ns), list(_WRITE_PARAMS)),
             "parameters": [_param("namespace", "path", True)] if ns else [],
         }
@@ -162,7 +164,9 @@ def openapi_document(group_version: str) -> Object | None:
             "get": _operation(r, "get", _operation_id("read", r, ns), []),
             "put": _operation(r, "put", _operation_id("replace", r, ns), list(_WRITE_PARAMS)),
             "patch": _operation(r, "patch", _operation_id("patch", r, ns), list(_WRITE_PARAMS) + [_param("force")]),
-            "delete": _operation(r, "delete", _operation_id("delete", r, ns), [_param("gracePeriodSeconds"), _param("propagationPolicy")]),
+            "delete": _operation(
+                r, "delete", _operation_id("delete", r, ns), [_param("gracePeriodSeconds"), _param("propagationPolicy")]
+            ),
             "parameters": path_params,
         }
         if "status" in r.subresources:

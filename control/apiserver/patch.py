@@ -353,7 +353,9 @@ def _apply_order(items: list[Any], order: list[Any], strategy: ListStrategy | No
 
     wanted = [identity(o) for o in order]
     rank = {ident: i for i, ident in enumerate(wanted) if _hashable(ident)}
-    ordered = sorted((it for it in items if _hashable(identity(it)) and identity(it) in rank), key=lambda it: rank[identity(it)])
+    ordered = sorted(
+        (it for it in items if _hashable(identity(it)) and identity(it) in rank), key=lambda it: rank[identity(it)]
+    )
     slots = iter(ordered)
     return [next(slots) if _hashable(identity(it)) and identity(it) in rank else it for it in items]
 

@@ -19,7 +19,8 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from control.api import errors
 from control.api.errors import ApiError
@@ -89,6 +90,14 @@ def _meta(obj: Object) -> Object:
     if not isinstance(meta, dict):
         meta = obj["metadata"] = {}
     return meta
+
+
+def _dict(value: Any) -> Object:
+    """`value` if it is a JSON object, else an empty one (bodies are untrusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+Extras = list[Extra]
 
 
 def _forbidden(message: str) -> ApiError:
@@ -274,7 +283,9 @@ class Registry:
             start = self._parse_rv(resource_version)
         try:
             async for change in self.storage.watch(prefix, start):
-                prev_match = change.prev is not None and not change.created and self._selected(change.prev, labels, fields)
+                prev_match = (
+                    change.prev is not None and not change.created and self._selected(change.prev, labels, fields)
+                )
                 if change.kind == "DELETE":
                     if change.prev is not None and self._selected(change.prev, labels, fields):
                         gone = copy.deepcopy(change.prev)
@@ -306,7 +317,8 @@ class Registry:
         api_version, kind = body.get("apiVersion"), body.get("kind")
         if api_version and api_version != res.api_version:
             raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API version ({res.api_version})"
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({res.api_version})"
             )
         if kind and kind != res.kind:
             raise errors.bad_request(f"the kind in the data ({kind}) does not match the expected kind ({res.kind})")
@@ -316,7 +328,11 @@ class Registry:
                 raise errors.bad_request(
                     "strict decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown)
                 )
-        body = {"apiVersion": res.api_version, "kind": res.kind, **{k: v for k, v in body.items() if k not in ("apiVersion", "kind")}}
+        body = {
+            "apiVersion": res.api_version,
+            "kind": res.kind,
+            **{k: v for k, v in body.items() if k not in ("apiVersion", "kind")},
+        }
         meta = _meta(body)
         if res.namespaced:
             body_ns = meta.get("namespace")
@@ -342,9 +358,7 @@ class Registry:
         if ns is None:
             raise errors.not_found("namespaces", namespace)
         if _meta(ns.obj).get("deletionTimestamp"):
-            raise _forbidden(
-                f"unable to create new content in namespace {namespace} because it is being terminated"
-            )
+            raise _forbidden(f"unable to create new content in namespace {namespace} because it is being terminated")
 
     # -- create --------------------------------------------------------------
 
@@ -380,10 +394,16 @@ class Registry:
             except PreconditionFailed:
                 if requested_ip:
                     raise errors.invalid(
-                        "Service", name,
-                        [("spec.clusterIPs", "FieldValueInvalid",
-                          f'Invalid value: ["{requested_ip}"]: failed to allocate IP {requested_ip}: '
-                          "provided IP is already allocated")],
+                        "Service",
+                        name,
+                        [
+                            (
+                                "spec.clusterIPs",
+                                "FieldValueInvalid",
+                                f'Invalid value: ["{requested_ip}"]: failed to allocate IP {requested_ip}: '
+                                "provided IP is already allocated",
+                            )
+                        ],
                     ) from None
                 self._forget_allocation(obj)
                 taken = {key.rsplit("/", 1)[1] for key in await self.storage.keys(ALLOCATION_PREFIX)}
@@ -391,8 +411,7 @@ class Registry:
 
     def _prepare_create_status(self, res: Resource, obj: Object) -> None:
         if res.kind == "Pod":
-            spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-            obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
+            obj["status"] = {"phase": "Pending", "qosClass": _qos_class(_dict(obj.get("spec")))}
         elif res.kind != "Node" and "status" in res.subresources:
             obj["status"] = {}
 
@@ -409,7 +428,7 @@ class Registry:
         spec.pop("clusterIP", None)
         spec.pop("clusterIPs", None)
 
-    def _create_extras(self, res: Resource, obj: Object, taken: set[str]) -> list[Extra]:
+    def _create_extras(self, res: Resource, obj: Object, taken: set[str]) -> Extras:
         if res.kind != "Service":
             return []
         spec = obj["spec"]
@@ -423,23 +442,32 @@ class Registry:
         if requested:
             if not self.ip_range.contains(requested):
                 raise errors.invalid(
-                    "Service", name,
-                    [("spec.clusterIPs", "FieldValueInvalid",
-                      f'Invalid value: ["{requested}"]: failed to allocate IP {requested}: the provided IP '
-                      f"({requested}) is not in the valid range. The range of valid IPs is {self.ip_range.network}")],
+                    "Service",
+                    name,
+                    [
+                        (
+                            "spec.clusterIPs",
+                            "FieldValueInvalid",
+                            f'Invalid value: ["{requested}"]: failed to allocate IP {requested}: the provided IP '
+                            f"({requested}) is not in the valid range. "
+                            f"The range of valid IPs is {self.ip_range.network}",
+                        )
+                    ],
                 )
             ip = requested
         else:
             try:
                 ip = self.ip_range.candidates(taken, 1)[0]
             except RangeFull:
-                raise errors.internal_error(f"failed to allocate a serviceIP: range {self.ip_range.network} is full") from None
+                raise errors.internal_error(
+                    f"failed to allocate a serviceIP: range {self.ip_range.network} is full"
+                ) from None
         spec["clusterIP"] = ip
         spec["clusterIPs"] = [ip]
         owner = f"{_meta(obj).get('namespace')}/{name}".encode()
         return [Extra(self.ip_range.key(ip), owner, must_be_absent=True)]
 
-    def _delete_extras(self, res: Resource, obj: Object) -> list[Extra]:
+    def _delete_extras(self, res: Resource, obj: Object) -> Extras:
         if res.kind != "Service":
             return []
         ip = self._requested_ip(obj)
@@ -459,7 +487,9 @@ class Registry:
         new = self._check_body(res, namespace, body, options)
         body_name = _meta(new).get("name")
         if body_name and body_name != name:
-            raise errors.bad_request(f"the name of the object ({body_name}) does not match the name on the URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
         _meta(new)["name"] = name
         precondition = _meta(new).get("resourceVersion") or None
         return await self._update(res, namespace, name, lambda _current: new, precondition, options, subresource)
@@ -476,12 +506,18 @@ class Registry:
     ) -> Object:
         explicit_rv = None
         if isinstance(patch_body, dict):
-            explicit_rv = (patch_body.get("metadata") or {}).get("resourceVersion") if isinstance(
-                patch_body.get("metadata"), dict) else None
+            explicit_rv = (
+                (patch_body.get("metadata") or {}).get("resourceVersion")
+                if isinstance(patch_body.get("metadata"), dict)
+                else None
+            )
         if patch_type == "json" and isinstance(patch_body, list):
             explicit_rv = next(
-                (op.get("value") for op in patch_body
-                 if isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" and op.get("op") != "test"),
+                (
+                    op.get("value")
+                    for op in patch_body
+                    if isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" and op.get("op") != "test"
+                ),
                 None,
             )
 
@@ -496,7 +532,9 @@ class Registry:
             checked = self._check_body(res, namespace, patched, WriteOptions())
             meta = _meta(checked)
             if meta.get("name") != name:
-                raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+                raise errors.bad_request(
+                    f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+                )
             if not explicit_rv:
                 meta["resourceVersion"] = _meta(current).get("resourceVersion")
             return checked
@@ -579,7 +617,11 @@ class Registry:
             name = _meta(new).get("name", "")
             field = "spec.clusterIP" if spec.get("clusterIP") != old_spec.get("clusterIP") else "spec.clusterIPs"
             value = spec.get("clusterIP") if field == "spec.clusterIP" else spec.get("clusterIPs")
-            raise errors.invalid("Service", name, [(field, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: field is immutable")])
+            raise errors.invalid(
+                "Service",
+                name,
+                [(field, "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: field is immutable")],
+            )
 
     async def _finish_if_deleting(self, res: Resource, namespace: str | None, obj: Object) -> Object:
         """An object being deleted goes once its last finalizer is removed."""
@@ -608,13 +650,15 @@ class Registry:
             meta = _meta(obj)
             if options.uid and options.uid != meta.get("uid"):
                 raise errors.conflict(
-                    res.plural, name,
+                    res.plural,
+                    name,
                     f"Precondition failed: UID in precondition: {options.uid}, UID in object meta: {meta.get('uid')}",
                     res.group,
                 )
             if options.resource_version and options.resource_version != meta.get("resourceVersion"):
                 raise errors.conflict(
-                    res.plural, name,
+                    res.plural,
+                    name,
                     f"Precondition failed: ResourceVersion in precondition: {options.resource_version}, "
                     f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
                     res.group,
@@ -629,7 +673,9 @@ class Registry:
                     if marked == obj:
                         return obj
                     return await self.storage.update(self.key(res, namespace, name), marked, stored.revision)
-                await self.storage.delete(self.key(res, namespace, name), stored.revision, self._delete_extras(res, obj))
+                await self.storage.delete(
+                    self.key(res, namespace, name), stored.revision, self._delete_extras(res, obj)
+                )
                 return obj
             except RevisionConflict:
                 continue
@@ -703,10 +749,10 @@ class Registry:
                 break
             await asyncio.sleep(1.0)
         ns_res = resource("namespaces")
-        stored = await self.storage.get(self.key(ns_res, None, name))
-        if stored is not None:
+        namespace = await self.storage.get(self.key(ns_res, None, name))
+        if namespace is not None:
             try:
-                await self.storage.delete(stored.key, stored.revision)
+                await self.storage.delete(namespace.key, namespace.revision)
             except (KeyNotFound, RevisionConflict):
                 log.info("namespace %s changed during cleanup", name)
 
@@ -715,14 +761,24 @@ class Registry:
     async def bind(self, namespace: str, name: str, body: Any) -> Object:
         if not isinstance(body, dict) or body.get("kind") not in (None, "Binding"):
             raise errors.bad_request("the body of a pods/binding request must be a Binding object")
-        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        meta = _dict(body.get("metadata"))
         if meta.get("name") and meta["name"] != name:
             raise errors.bad_request("name in URL does not match name in Binding object")
         if meta.get("namespace") and meta["namespace"] != namespace:
             raise errors.bad_request("namespace in URL does not match namespace in Binding object")
-        target = body.get("target") if isinstance(body.get("target"), dict) else {}
+        target = _dict(body.get("target"))
         if target.get("kind") not in (None, "", "Node"):
-            raise errors.invalid("Binding", name, [("target.kind", "FieldValueNotSupported", 'Unsupported value: "' + str(target.get("kind")) + '": supported values: "Node"')])
+            raise errors.invalid(
+                "Binding",
+                name,
+                [
+                    (
+                        "target.kind",
+                        "FieldValueNotSupported",
+                        'Unsupported value: "' + str(target.get("kind")) + '": supported values: "Node"',
+                    )
+                ],
+            )
         node = target.get("name")
         if not node:
             raise errors.invalid("Binding", name, [("target.name", "FieldValueRequired", "Required value")])
@@ -737,7 +793,10 @@ class Registry:
             elif (pod.get("spec") or {}).get("nodeName"):
                 why = f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"'
             elif meta.get("uid") and meta["uid"] != pod_meta.get("uid"):
-                why = f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: {pod_meta.get('uid')}"
+                why = (
+                    f"Precondition failed: UID in precondition: {meta['uid']}, "
+                    f"UID in object meta: {pod_meta.get('uid')}"
+                )
             elif meta.get("resourceVersion") and meta["resourceVersion"] != pod_meta.get("resourceVersion"):
                 why = _STALE
             if why:
@@ -745,8 +804,12 @@ class Registry:
             pod.setdefault("spec", {})["nodeName"] = node
             if meta.get("annotations"):
                 pod_meta.setdefault("annotations", {}).update(meta["annotations"])
-            conditions = [c for c in pod.setdefault("status", {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
-            conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()})
+            conditions = [
+                c for c in pod.setdefault("status", {}).get("conditions") or [] if c.get("type") != "PodScheduled"
+            ]
+            conditions.append(
+                {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+            )
             pod["status"]["conditions"] = conditions
             try:
                 await self.storage.update(stored.key, pod, stored.revision)
@@ -775,7 +838,9 @@ class Registry:
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+            "metadata": {
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+            },
             "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
             "status": {"replicas": (obj.get("status") or {}).get("replicas", 0), "selector": selector_text},
         }
@@ -803,8 +868,18 @@ class Registry:
                 raise errors.bad_request("the body of a scale request must be an autoscaling/v1 Scale object")
             replicas = (scale.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-                raise errors.invalid("Scale", name, [("spec.replicas", "FieldValueInvalid",
-                                                       f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0")], "autoscaling")
+                raise errors.invalid(
+                    "Scale",
+                    name,
+                    [
+                        (
+                            "spec.replicas",
+                            "FieldValueInvalid",
+                            f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0",
+                        )
+                    ],
+                    "autoscaling",
+                )
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             if rv and rv != stored.obj["metadata"]["resourceVersion"]:
                 raise errors.conflict(res.plural, name, _STALE, res.group)
@@ -837,20 +912,32 @@ class Registry:
                     raise
         services, endpoints = resource("services"), resource("endpoints")
         service = {
-            "metadata": {"name": "kubernetes", "namespace": "default",
-                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": self.ip_range.first(),
-                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"},
+            },
+            "spec": {
+                "clusterIP": self.ip_range.first(),
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            },
         }
         try:
             await self.create(services, "default", service, WriteOptions())
         except ApiError as err:
             if err.code != 409:
                 raise
-        subsets = [{"addresses": [{"ip": advertise_address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]
-        wanted = {"metadata": {"name": "kubernetes", "namespace": "default",
-                               "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-                  "subsets": subsets}
+        subsets = [
+            {"addresses": [{"ip": advertise_address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+        ]
+        wanted = {
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+            },
+            "subsets": subsets,
+        }
         try:
             await self.create(endpoints, "default", wanted, WriteOptions())
         except ApiError as err:
@@ -878,4 +965,3 @@ def apply_patch(kind: str, current: Object, patch_type: str, patch_body: Any) ->
     except patching.PatchError as err:
         raise ApiError(errors.status_failure(422, "Invalid", f"the patch could not be applied: {err}")) from None
     raise errors.unsupported_media_type(patch_type)
-

@@ -13,7 +13,8 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aetcd
@@ -88,6 +89,9 @@ class Extra:
     key: str
     value: bytes | None
     must_be_absent: bool = False
+
+
+KeyList = list[str]
 
 
 def _encode(obj: Object) -> bytes:
@@ -266,14 +270,14 @@ class Storage:
             if err.code() == grpc.StatusCode.OUT_OF_RANGE:
                 raise Compacted(revision, await self.revision()) from err
             raise
-        items = [Stored(self._short(kv.key), _with_rv(kv.value, kv.mod_revision), kv.mod_revision) for kv in response.kvs]
+        items = [
+            Stored(self._short(kv.key), _with_rv(kv.value, kv.mod_revision), kv.mod_revision) for kv in response.kvs
+        ]
         return items, int(response.header.revision), bool(response.more)
 
-    async def keys(self, prefix: str) -> list[str]:
+    async def keys(self, prefix: str) -> KeyList:
         await self._client.connect()
-        request = rpc.RangeRequest(
-            key=self.full(prefix), range_end=prefix_range_end(self.full(prefix)), keys_only=True
-        )
+        request = rpc.RangeRequest(key=self.full(prefix), range_end=prefix_range_end(self.full(prefix)), keys_only=True)
         response = await self._kv.Range(request, timeout=10)
         return [self._short(kv.key) for kv in response.kvs]
 

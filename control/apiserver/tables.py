@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import calendar
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 Object = dict[str, Any]
 Column = tuple[str, str, str, int]  # name, type, description, priority
 
 _NAME: Column = ("Name", "string", "Name must be unique within a namespace.", 0)
-_AGE: Column = ("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0)
+_AGE: Column = (
+    "Age",
+    "string",
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    0,
+)
 
 
 def human_duration(seconds: float) -> str:
@@ -74,9 +80,20 @@ POD_COLUMNS: list[Column] = [
     _NAME,
     ("Ready", "string", "The aggregate readiness state of this pod for accepting traffic.", 0),
     ("Status", "string", "The aggregate status of the containers in this pod.", 0),
-    ("Restarts", "string", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.", 0),
+    (
+        "Restarts",
+        "string",
+        "The number of times the containers in this pod have been restarted and when the last container "
+        "in this pod has restarted.",
+        0,
+    ),
     _AGE,
-    ("IP", "string", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.", 1),
+    (
+        "IP",
+        "string",
+        "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+        1,
+    ),
     ("Node", "string", "NodeName is a request to schedule this pod onto a specific node.", 1),
     ("Nominated Node", "string", "nominatedNodeName is set when this pod preempts other pods on the node.", 1),
     ("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness.", 1),
@@ -110,7 +127,9 @@ def pod_status_reason(pod: Object) -> str:
             elif state.get("terminated"):
                 terminated = state["terminated"]
                 reason = terminated.get("reason") or (
-                    f"Signal:{terminated['signal']}" if terminated.get("signal") else f"ExitCode:{terminated.get('exitCode')}"
+                    f"Signal:{terminated['signal']}"
+                    if terminated.get("signal")
+                    else f"ExitCode:{terminated.get('exitCode')}"
                 )
             elif state.get("running") and container.get("ready"):
                 has_running = True
@@ -136,7 +155,9 @@ def _pod_row(pod: Object) -> list[Any]:
     gates = spec.get("readinessGates") or []
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     gates_text = (
-        f"{sum(1 for g in gates if conditions.get(g.get('conditionType')) == 'True')}/{len(gates)}" if gates else "<none>"
+        f"{sum(1 for g in gates if conditions.get(g.get('conditionType')) == 'True')}/{len(gates)}"
+        if gates
+        else "<none>"
     )
     return [
         _name(pod),
@@ -184,8 +205,18 @@ def _template_columns(obj: Object) -> list[str]:
 DEPLOYMENT_COLUMNS: list[Column] = [
     _NAME,
     ("Ready", "string", "Number of the pod with ready state", 0),
-    ("Up-to-date", "integer", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
-    ("Available", "integer", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
+    (
+        "Up-to-date",
+        "integer",
+        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        0,
+    ),
+    (
+        "Available",
+        "integer",
+        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        0,
+    ),
     _AGE,
     _CONTAINERS,
     _IMAGES,
@@ -317,7 +348,7 @@ def _node_row(obj: Object) -> list[Any]:
         state += ",SchedulingDisabled"
     labels = (obj.get("metadata") or {}).get("labels") or {}
     roles = sorted(
-        {k[len("node-role.kubernetes.io/"):] for k in labels if k.startswith("node-role.kubernetes.io/")}
+        {k[len("node-role.kubernetes.io/") :] for k in labels if k.startswith("node-role.kubernetes.io/")}
         | ({labels["kubernetes.io/role"]} if labels.get("kubernetes.io/role") else set())
     )
     addresses = status.get("addresses") or []
@@ -354,7 +385,12 @@ def _namespace_row(obj: Object) -> list[Any]:
 EVENT_COLUMNS: list[Column] = [
     ("Last Seen", "string", "Time since the most recent occurrence of this event.", 0),
     ("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
-    ("Reason", "string", "This should be a short, machine understandable string that gives the reason for this event being generated.", 0),
+    (
+        "Reason",
+        "string",
+        "This should be a short, machine understandable string that gives the reason for this event being generated.",
+        0,
+    ),
     ("Object", "string", "The object that this event is about.", 0),
     ("Subobject", "string", "The subobject (e.g. container) this event is about.", 1),
     ("Source", "string", "The component reporting this event.", 1),
@@ -404,7 +440,10 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Object], list[Any]]]] = {
     "Node": (NODE_COLUMNS, _node_row),
     "Namespace": (NAMESPACE_COLUMNS, _namespace_row),
     "Event": (EVENT_COLUMNS, _event_row),
-    "ConfigMap": (CONFIGMAP_COLUMNS, lambda o: [_name(o), str(len(o.get("data") or {}) + len(o.get("binaryData") or {})), _age(o)]),
+    "ConfigMap": (
+        CONFIGMAP_COLUMNS,
+        lambda o: [_name(o), str(len(o.get("data") or {}) + len(o.get("binaryData") or {})), _age(o)],
+    ),
     "Secret": (SECRET_COLUMNS, lambda o: [_name(o), o.get("type", ""), str(len(o.get("data") or {})), _age(o)]),
     "Lease": (LEASE_COLUMNS, lambda o: [_name(o), (o.get("spec") or {}).get("holderIdentity", ""), _age(o)]),
 }
@@ -437,8 +476,13 @@ def to_table(kind: str, objects: list[Object], list_metadata: Object, include_ob
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_metadata,
         "columnDefinitions": [
-            {"name": name, "type": type_, "format": "name" if name == "Name" else "", "description": description,
-             "priority": priority}
+            {
+                "name": name,
+                "type": type_,
+                "format": "name" if name == "Name" else "",
+                "description": description,
+                "priority": priority,
+            }
             for name, type_, description, priority in columns
         ],
         "rows": rows,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from control.api.errors import ApiError
 from control.api.selectors import from_label_selector, matches
@@ -241,10 +242,18 @@ def _labels(path: str, labels: Any) -> list[Cause]:
     for key, value in labels.items():
         if not re.fullmatch(r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key) or len(key) > 316:
             causes.append(_invalid(path, key, "name part must consist of alphanumeric characters, '-', '_' or '.'"))
-        if not isinstance(value, str) or len(value) > 63 or not re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value):
+        if (
+            not isinstance(value, str)
+            or len(value) > 63
+            or not re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value)
+        ):
             causes.append(
-                _invalid(f"{path}", value, "a valid label must be an empty string or consist of alphanumeric characters, "
-                         "'-', '_' or '.', and must start and end with an alphanumeric character")
+                _invalid(
+                    f"{path}",
+                    value,
+                    "a valid label must be an empty string or consist of alphanumeric characters, "
+                    "'-', '_' or '.', and must start and end with an alphanumeric character",
+                )
             )
     return causes
 
@@ -281,8 +290,14 @@ def _validate_container(path: str, container: Any, seen: set[str]) -> list[Cause
     if not name:
         causes.append(_required(f"{path}.name"))
     elif not isinstance(name, str) or dns1123_label_errors(name):
-        causes.append(_invalid(f"{path}.name", name, "a lowercase RFC 1123 label must consist of lower case "
-                               "alphanumeric characters or '-', and must start and end with an alphanumeric character"))
+        causes.append(
+            _invalid(
+                f"{path}.name",
+                name,
+                "a lowercase RFC 1123 label must consist of lower case "
+                "alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            )
+        )
     elif name in seen:
         causes.append(_duplicate(f"{path}.name", name))
     else:
@@ -300,7 +315,9 @@ def _validate_container(path: str, container: Any, seen: set[str]) -> list[Cause
         if "containerPort" not in port:
             causes.append(_required(f"{port_path}.containerPort"))
         elif not _port_ok(port["containerPort"]):
-            causes.append(_invalid(f"{port_path}.containerPort", port["containerPort"], "must be between 1 and 65535, inclusive"))
+            causes.append(
+                _invalid(f"{port_path}.containerPort", port["containerPort"], "must be between 1 and 65535, inclusive")
+            )
         if port.get("protocol") not in (None, *_PROTOCOLS):
             causes.append(_unsupported(f"{port_path}.protocol", port["protocol"], _PROTOCOLS))
     for i, env in enumerate(container.get("env") or []):
@@ -325,7 +342,9 @@ def validate_pod_spec(path: str, spec: Any) -> list[Cause]:
         causes.append(_unsupported(f"{path}.restartPolicy", restart, ("Always", "OnFailure", "Never")))
     dns = spec.get("dnsPolicy")
     if dns is not None and dns not in ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"):
-        causes.append(_unsupported(f"{path}.dnsPolicy", dns, ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")))
+        causes.append(
+            _unsupported(f"{path}.dnsPolicy", dns, ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"))
+        )
     grace = spec.get("terminationGracePeriodSeconds")
     if grace is not None and (not isinstance(grace, int) or grace < 0):
         causes.append(_invalid(f"{path}.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0"))
@@ -371,8 +390,14 @@ def _validate_service(obj: Object) -> list[Cause]:
             causes.append(_required(f"{path}.name"))
         if name:
             if not _IANA_SVC_NAME.match(str(name)) or dns1123_label_errors(str(name)):
-                causes.append(_invalid(f"{path}.name", name, "a DNS-1123 label must consist of lower case alphanumeric "
-                                       "characters or '-', and must start and end with an alphanumeric character"))
+                causes.append(
+                    _invalid(
+                        f"{path}.name",
+                        name,
+                        "a DNS-1123 label must consist of lower case alphanumeric "
+                        "characters or '-', and must start and end with an alphanumeric character",
+                    )
+                )
             elif name in names:
                 causes.append(_duplicate(f"{path}.name", name))
             names.add(name)
@@ -421,7 +446,9 @@ def _validate_workload(obj: Object) -> list[Cause]:
             ok = False
             causes.append(_invalid("spec.selector", selector, "invalid label selector"))
         if not ok:
-            causes.append(_invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`"))
+            causes.append(
+                _invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+            )
     causes += validate_pod_spec("spec.template.spec", template.get("spec"))
     if isinstance(template.get("spec"), dict) and template["spec"].get("restartPolicy", "Always") != "Always":
         causes.append(_unsupported("spec.template.spec.restartPolicy", template["spec"]["restartPolicy"], ("Always",)))
@@ -439,7 +466,13 @@ def _validate_data(obj: Object) -> list[Cause]:
             continue
         for key, value in data.items():
             if not _CONFIG_KEY.match(key) or len(key) > 253:
-                causes.append(_invalid(f"{field}[{key}]", key, "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"))
+                causes.append(
+                    _invalid(
+                        f"{field}[{key}]",
+                        key,
+                        "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                    )
+                )
             if obj.get("kind") == "Secret" or field == "binaryData":
                 try:
                     base64.b64decode(str(value), validate=True)
@@ -459,7 +492,13 @@ def _validate_endpoints(obj: Object) -> list[Cause]:
                     causes.append(_required(f"subsets[{i}].{field}[{j}].ip"))
         for j, port in enumerate(subset.get("ports") or []):
             if not isinstance(port, dict) or not _port_ok(port.get("port")):
-                causes.append(_invalid(f"subsets[{i}].ports[{j}].port", (port or {}).get("port"), "must be between 1 and 65535, inclusive"))
+                causes.append(
+                    _invalid(
+                        f"subsets[{i}].ports[{j}].port",
+                        (port or {}).get("port"),
+                        "must be between 1 and 65535, inclusive",
+                    )
+                )
     return causes
 
 
@@ -486,9 +525,21 @@ def validate(kind: str, obj: Object) -> list[Cause]:
 
 _META_FIELDS = frozenset(
     {
-        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-        "ownerReferences", "finalizers", "managedFields",
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
     }
 )
 _COMMON = frozenset({"apiVersion", "kind", "metadata"})
@@ -500,8 +551,20 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
     "Endpoints": _COMMON | {"subsets"},
     "Event": _COMMON
     | {
-        "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
-        "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance",
+        "involvedObject",
+        "reason",
+        "message",
+        "source",
+        "firstTimestamp",
+        "lastTimestamp",
+        "count",
+        "type",
+        "eventTime",
+        "series",
+        "action",
+        "related",
+        "reportingComponent",
+        "reportingInstance",
     },
     "ConfigMap": _COMMON | {"data", "binaryData", "immutable"},
     "Secret": _COMMON | {"data", "stringData", "type", "immutable"},
@@ -511,34 +574,110 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
 }
 _CONTAINER_FIELDS = frozenset(
     {
-        "name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources", "resizePolicy",
-        "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe", "readinessProbe", "startupProbe",
-        "lifecycle", "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy", "securityContext",
-        "stdin", "stdinOnce", "tty",
+        "name",
+        "image",
+        "command",
+        "args",
+        "workingDir",
+        "ports",
+        "envFrom",
+        "env",
+        "resources",
+        "resizePolicy",
+        "restartPolicy",
+        "volumeMounts",
+        "volumeDevices",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle",
+        "terminationMessagePath",
+        "terminationMessagePolicy",
+        "imagePullPolicy",
+        "securityContext",
+        "stdin",
+        "stdinOnce",
+        "tty",
     }
 )
 _POD_SPEC_FIELDS = frozenset(
     {
-        "volumes", "initContainers", "containers", "ephemeralContainers", "restartPolicy",
-        "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "nodeSelector",
-        "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork",
-        "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
-        "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority",
-        "dnsConfig", "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
-        "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates", "resourceClaims",
+        "volumes",
+        "initContainers",
+        "containers",
+        "ephemeralContainers",
+        "restartPolicy",
+        "terminationGracePeriodSeconds",
+        "activeDeadlineSeconds",
+        "dnsPolicy",
+        "nodeSelector",
+        "serviceAccountName",
+        "serviceAccount",
+        "automountServiceAccountToken",
+        "nodeName",
+        "hostNetwork",
+        "hostPID",
+        "hostIPC",
+        "shareProcessNamespace",
+        "securityContext",
+        "imagePullSecrets",
+        "hostname",
+        "subdomain",
+        "affinity",
+        "schedulerName",
+        "tolerations",
+        "hostAliases",
+        "priorityClassName",
+        "priority",
+        "dnsConfig",
+        "readinessGates",
+        "runtimeClassName",
+        "enableServiceLinks",
+        "preemptionPolicy",
+        "overhead",
+        "topologySpreadConstraints",
+        "setHostnameAsFQDN",
+        "os",
+        "hostUsers",
+        "schedulingGates",
+        "resourceClaims",
         "resources",
     }
 )
 _WORKLOAD_SPEC_FIELDS = frozenset(
-    {"replicas", "selector", "template", "strategy", "minReadySeconds", "revisionHistoryLimit", "paused",
-     "progressDeadlineSeconds"}
+    {
+        "replicas",
+        "selector",
+        "template",
+        "strategy",
+        "minReadySeconds",
+        "revisionHistoryLimit",
+        "paused",
+        "progressDeadlineSeconds",
+    }
 )
 _SERVICE_SPEC_FIELDS = frozenset(
     {
-        "ports", "selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity", "loadBalancerIP",
-        "loadBalancerSourceRanges", "externalName", "externalTrafficPolicy", "healthCheckNodePort",
-        "publishNotReadyAddresses", "sessionAffinityConfig", "ipFamilies", "ipFamilyPolicy",
-        "allocateLoadBalancerNodePorts", "loadBalancerClass", "internalTrafficPolicy", "trafficDistribution",
+        "ports",
+        "selector",
+        "clusterIP",
+        "clusterIPs",
+        "type",
+        "externalIPs",
+        "sessionAffinity",
+        "loadBalancerIP",
+        "loadBalancerSourceRanges",
+        "externalName",
+        "externalTrafficPolicy",
+        "healthCheckNodePort",
+        "publishNotReadyAddresses",
+        "sessionAffinityConfig",
+        "ipFamilies",
+        "ipFamilyPolicy",
+        "allocateLoadBalancerNodePorts",
+        "loadBalancerClass",
+        "internalTrafficPolicy",
+        "trafficDistribution",
     }
 )
 

@@ -15,7 +15,9 @@ from control.client import JSON_PATCH, STRATEGIC_MERGE_PATCH, Client
 from tests.conftest import ApiServer
 
 
-def pod(name: str, labels: dict[str, str] | None = None, node: str | None = None, image: str = "busybox") -> dict[str, Any]:
+def pod(
+    name: str, labels: dict[str, str] | None = None, node: str | None = None, image: str = "busybox"
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [{"name": "main", "image": image}]}
     if node:
         spec["nodeName"] = node
@@ -26,11 +28,18 @@ async def make_namespace(client: Client, name: str) -> None:
     await client.create("namespaces", {"metadata": {"name": name}})
 
 
-async def raw(client: Client, method: str, path: str, body: Any = None, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def raw(
+    client: Client,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body)
-    async with client.session.request(method, client.server + path, data=data,
-                                      headers={"Content-Type": content_type, **(headers or {})}) as resp:
+    async with client.session.request(
+        method, client.server + path, data=data, headers={"Content-Type": content_type, **(headers or {})}
+    ) as resp:
         text = await resp.text()
         return resp.status, json.loads(text) if text else None
 
@@ -41,11 +50,17 @@ async def test_defaults_namespaces_and_kubernetes_service(apiserver: ApiServer) 
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
     svc = await client.get("services", "kubernetes", "default")
     assert svc["spec"]["clusterIP"] == "10.96.0.1"
-    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": apiserver.server.port}]
+    assert svc["spec"]["ports"] == [
+        {"name": "https", "port": 443, "protocol": "TCP", "targetPort": apiserver.server.port}
+    ]
     assert "selector" not in svc["spec"]
     ep = await client.get("endpoints", "kubernetes", "default")
-    assert ep["subsets"] == [{"addresses": [{"ip": "127.0.0.1"}],
-                              "ports": [{"name": "https", "port": apiserver.server.port, "protocol": "TCP"}]}]
+    assert ep["subsets"] == [
+        {
+            "addresses": [{"ip": "127.0.0.1"}],
+            "ports": [{"name": "https", "port": apiserver.server.port, "protocol": "TCP"}],
+        }
+    ]
 
 
 async def test_create_sets_metadata_and_pod_defaults(apiserver: ApiServer) -> None:
@@ -80,8 +95,14 @@ async def test_already_exists_not_found_and_conflict_status_bodies(apiserver: Ap
     with pytest.raises(ApiError) as missing:
         await client.get("pods", "nope", "errs")
     assert missing.value.status == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": 'pods "nope" not found', "reason": "NotFound", "details": {"name": "nope", "kind": "pods"}, "code": 404,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'pods "nope" not found',
+        "reason": "NotFound",
+        "details": {"name": "nope", "kind": "pods"},
+        "code": 404,
     }
 
     updated = await client.update("configmaps", {**first, "data": {"k": "v2"}})
@@ -101,8 +122,9 @@ async def test_create_in_missing_namespace_and_body_mismatches(apiserver: ApiSer
     with pytest.raises(ApiError) as missing:
         await client.create("pods", pod("p"), "ghost")
     assert missing.value.code == 404 and missing.value.status["message"] == 'namespaces "ghost" not found'
-    status, body = await raw(client, "POST", "/api/v1/namespaces/default/pods",
-                             {**pod("p"), "metadata": {"name": "p", "namespace": "other"}})
+    status, body = await raw(
+        client, "POST", "/api/v1/namespaces/default/pods", {**pod("p"), "metadata": {"name": "p", "namespace": "other"}}
+    )
     assert status == 400 and "does not match the namespace" in body["message"]
     status, body = await raw(client, "POST", "/api/v1/namespaces/default/pods", {"kind": "Service", **pod("p")})
     assert status == 400 and "kind" in body["message"]
@@ -128,25 +150,48 @@ async def test_validation_errors_are_422_with_field_paths(apiserver: ApiServer) 
     assert 'Service "s" is invalid: spec.ports[0].port' in bad_port.value.status["message"]
 
     with pytest.raises(ApiError) as mismatch:
-        await client.create("deployments", {
-            "metadata": {"name": "d"},
-            "spec": {"selector": {"matchLabels": {"app": "a"}},
-                     "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
-        }, "default")
+        await client.create(
+            "deployments",
+            {
+                "metadata": {"name": "d"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "a"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "b"}},
+                        "spec": {"containers": [{"name": "c", "image": "i"}]},
+                    },
+                },
+            },
+            "default",
+        )
     assert "spec.template.metadata.labels" in [c["field"] for c in mismatch.value.status["details"]["causes"]]
 
 
 async def test_generate_name_and_generation(apiserver: ApiServer) -> None:
     client = apiserver.client
-    obj = await client.create("pods", {"metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}, "default")
+    obj = await client.create(
+        "pods", {"metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}, "default"
+    )
     assert obj["metadata"]["name"].startswith("web-") and len(obj["metadata"]["name"]) == 9
-    dep = await client.create("deployments", {
-        "metadata": {"name": "gen"},
-        "spec": {"selector": {"matchLabels": {"app": "g"}},
-                 "template": {"metadata": {"labels": {"app": "g"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
-    }, "default")
+    dep = await client.create(
+        "deployments",
+        {
+            "metadata": {"name": "gen"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "g"}},
+                "template": {
+                    "metadata": {"labels": {"app": "g"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            },
+        },
+        "default",
+    )
     assert dep["metadata"]["generation"] == 1 and dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
     labelled = await client.patch("deployments", "gen", {"metadata": {"labels": {"x": "y"}}}, "default")
     assert labelled["metadata"]["generation"] == 1
     scaled = await client.patch("deployments", "gen", {"spec": {"replicas": 3}}, "default")
@@ -197,7 +242,9 @@ async def test_pagination_keeps_one_snapshot(apiserver: ApiServer) -> None:
         seen += [c["metadata"]["name"] for c in page["items"]]
         token = page["metadata"].get("continue")
     assert seen == [f"cm-{i}" for i in range(7)]
-    status, body = await raw(client, "GET", f"{path}?limit=3&continue={first['metadata']['continue']}&resourceVersion=5")
+    status, body = await raw(
+        client, "GET", f"{path}?limit=3&continue={first['metadata']['continue']}&resourceVersion=5"
+    )
     assert status == 400
 
 
@@ -236,7 +283,9 @@ async def test_watch_with_selector_sends_deleted_when_object_stops_matching(apis
     rv = base["metadata"]["resourceVersion"]
     await client.patch("configmaps", "m", {"metadata": {"labels": {"app": "b"}}}, "wsel")
     await client.patch("configmaps", "m", {"metadata": {"labels": {"app": "a"}}}, "wsel")
-    events = await collect(client, 2, plural="configmaps", namespace="wsel", resource_version=rv, label_selector="app=a")
+    events = await collect(
+        client, 2, plural="configmaps", namespace="wsel", resource_version=rv, label_selector="app=a"
+    )
     assert events == [("DELETED", "m"), ("ADDED", "m")]
 
 
@@ -263,18 +312,32 @@ async def test_watch_timeout_seconds_ends_stream(apiserver: ApiServer) -> None:
 
 async def test_status_subresource_split(apiserver: ApiServer) -> None:
     client = apiserver.client
-    svc = await client.create("services", {"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
-                                            "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}}, "default")
+    svc = await client.create(
+        "services",
+        {
+            "metadata": {"name": "lb"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}},
+        },
+        "default",
+    )
     assert svc["status"] == {"loadBalancer": {}}
     with_status = {**svc, "status": {"loadBalancer": {"ingress": [{"ip": "192.168.56.240"}]}}}
     after_put = await client.update("services", with_status)
     assert after_put["status"] == {"loadBalancer": {}}
-    via_status = await client.update_status("services", {**after_put, "status": with_status["status"],
-                                                         "spec": {**after_put["spec"], "sessionAffinity": "ClientIP"}})
+    via_status = await client.update_status(
+        "services",
+        {**after_put, "status": with_status["status"], "spec": {**after_put["spec"], "sessionAffinity": "ClientIP"}},
+    )
     assert via_status["status"] == with_status["status"]
     assert via_status["spec"]["sessionAffinity"] == "None"
-    patched = await client.patch("services", "lb", {"status": {"loadBalancer": {"ingress": [{"ip": "192.168.56.241"}]}}},
-                                 "default", subresource="status")
+    patched = await client.patch(
+        "services",
+        "lb",
+        {"status": {"loadBalancer": {"ingress": [{"ip": "192.168.56.241"}]}}},
+        "default",
+        subresource="status",
+    )
     assert patched["status"]["loadBalancer"]["ingress"] == [{"ip": "192.168.56.241"}]
     with pytest.raises(ApiError) as no_status:
         await client.request("GET", "/api/v1/namespaces/default/configmaps/x/status")
@@ -285,10 +348,17 @@ async def test_binding_semantics(apiserver: ApiServer) -> None:
     client = apiserver.client
     await make_namespace(client, "bind")
     await client.create("pods", pod("web-0"), "bind")
-    status, body = await raw(client, "POST", "/api/v1/namespaces/bind/pods/web-0/binding", {
-        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web-0", "annotations": {"why": "test"}},
-        "target": {"kind": "Node", "name": "node-1"},
-    })
+    status, body = await raw(
+        client,
+        "POST",
+        "/api/v1/namespaces/bind/pods/web-0/binding",
+        {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": "web-0", "annotations": {"why": "test"}},
+            "target": {"kind": "Node", "name": "node-1"},
+        },
+    )
     assert status == 201
     assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
     bound = await client.get("pods", "web-0", "bind")
@@ -299,11 +369,19 @@ async def test_binding_semantics(apiserver: ApiServer) -> None:
         await client.bind("bind", "web-0", "node-2")
     assert again.value.code == 409 and 'pod web-0 is already assigned to node "node-1"' in again.value.status["message"]
     await client.create("pods", pod("web-1"), "bind")
-    status, body = await raw(client, "POST", "/api/v1/namespaces/bind/pods/web-1/binding",
-                             {"kind": "Binding", "metadata": {"name": "other"}, "target": {"name": "n"}})
+    status, body = await raw(
+        client,
+        "POST",
+        "/api/v1/namespaces/bind/pods/web-1/binding",
+        {"kind": "Binding", "metadata": {"name": "other"}, "target": {"name": "n"}},
+    )
     assert status == 400 and body["message"] == "name in URL does not match name in Binding object"
-    status, body = await raw(client, "POST", "/api/v1/namespaces/bind/pods/web-1/binding",
-                             {"kind": "Binding", "metadata": {"name": "web-1", "uid": "not-it"}, "target": {"name": "n"}})
+    status, body = await raw(
+        client,
+        "POST",
+        "/api/v1/namespaces/bind/pods/web-1/binding",
+        {"kind": "Binding", "metadata": {"name": "web-1", "uid": "not-it"}, "target": {"name": "n"}},
+    )
     assert status == 409
 
 
@@ -354,9 +432,9 @@ async def test_namespace_deletion_removes_contents(apiserver: ApiServer) -> None
     assert forbidden.value.code == 403
 
     async def contents_deleted() -> None:
-        while (await client.list("configmaps", "doomed"))["items"] or not (
-            await client.get("pods", "p", "doomed")
-        )["metadata"].get("deletionTimestamp"):
+        while (await client.list("configmaps", "doomed"))["items"] or not (await client.get("pods", "p", "doomed"))[
+            "metadata"
+        ].get("deletionTimestamp"):
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(contents_deleted(), 10)
@@ -377,20 +455,45 @@ async def test_namespace_deletion_removes_contents(apiserver: ApiServer) -> None
 
 async def test_patch_types_and_scale_subresource(apiserver: ApiServer) -> None:
     client = apiserver.client
-    await client.create("deployments", {
-        "metadata": {"name": "sc", "labels": {"a": "1"}},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "sc"}},
-                 "template": {"metadata": {"labels": {"app": "sc"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}},
-    }, "default")
-    smp = await client.patch("deployments", "sc", {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:2"}]}}}},
-                             "default", patch_type=STRATEGIC_MERGE_PATCH)
+    await client.create(
+        "deployments",
+        {
+            "metadata": {"name": "sc", "labels": {"a": "1"}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "sc"}},
+                "template": {
+                    "metadata": {"labels": {"app": "sc"}},
+                    "spec": {"containers": [{"name": "c", "image": "i:1"}]},
+                },
+            },
+        },
+        "default",
+    )
+    smp = await client.patch(
+        "deployments",
+        "sc",
+        {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:2"}]}}}},
+        "default",
+        patch_type=STRATEGIC_MERGE_PATCH,
+    )
     assert smp["spec"]["template"]["spec"]["containers"][0]["image"] == "i:2"
-    jp = await client.patch("deployments", "sc", [{"op": "replace", "path": "/metadata/labels/a", "value": "2"}],
-                            "default", patch_type=JSON_PATCH)
+    jp = await client.patch(
+        "deployments",
+        "sc",
+        [{"op": "replace", "path": "/metadata/labels/a", "value": "2"}],
+        "default",
+        patch_type=JSON_PATCH,
+    )
     assert jp["metadata"]["labels"] == {"a": "2"}
     with pytest.raises(ApiError) as failed:
-        await client.patch("deployments", "sc", [{"op": "test", "path": "/metadata/labels/a", "value": "9"}],
-                           "default", patch_type=JSON_PATCH)
+        await client.patch(
+            "deployments",
+            "sc",
+            [{"op": "test", "path": "/metadata/labels/a", "value": "9"}],
+            "default",
+            patch_type=JSON_PATCH,
+        )
     assert failed.value.code == 422
     scale = await client.request("GET", "/apis/apps/v1/namespaces/default/deployments/sc/scale")
     assert scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
@@ -398,8 +501,9 @@ async def test_patch_types_and_scale_subresource(apiserver: ApiServer) -> None:
     scaled = await client.patch("deployments", "sc", {"spec": {"replicas": 5}}, "default", subresource="scale")
     assert scaled["spec"]["replicas"] == 5
     assert (await client.get("deployments", "sc", "default"))["spec"]["replicas"] == 5
-    put = await client.request("PUT", "/apis/apps/v1/namespaces/default/deployments/sc/scale",
-                               body={**scaled, "spec": {"replicas": 1}})
+    put = await client.request(
+        "PUT", "/apis/apps/v1/namespaces/default/deployments/sc/scale", body={**scaled, "spec": {"replicas": 1}}
+    )
     assert put["spec"]["replicas"] == 1
 
 
@@ -415,7 +519,10 @@ async def test_strict_field_validation(apiserver: ApiServer) -> None:
 
 async def test_logs_need_a_container_choice_and_a_node(apiserver: ApiServer) -> None:
     client = apiserver.client
-    two = {"metadata": {"name": "two"}, "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]}}
+    two = {
+        "metadata": {"name": "two"},
+        "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]},
+    }
     await client.create("pods", two, "default")
     with pytest.raises(ApiError) as choose:
         await client.request_text("/api/v1/namespaces/default/pods/two/log")
@@ -431,9 +538,15 @@ async def test_discovery_and_health(apiserver: ApiServer) -> None:
     core = await client.request("GET", "/api/v1")
     by_name = {r["name"]: r for r in core["resources"]}
     assert by_name["pods"]["shortNames"] == ["po"] and by_name["pods"]["namespaced"] is True
-    assert by_name["pods/binding"]["kind"] == "Binding" and by_name["pods/status"]["verbs"] == ["get", "patch", "update"]
+    assert by_name["pods/binding"]["kind"] == "Binding" and by_name["pods/status"]["verbs"] == [
+        "get",
+        "patch",
+        "update",
+    ]
     apps = await client.request("GET", "/apis/apps/v1")
-    assert {"group": "autoscaling", "version": "v1"}.items() <= {r["name"]: r for r in apps["resources"]}["deployments/scale"].items()
+    assert {"group": "autoscaling", "version": "v1"}.items() <= {r["name"]: r for r in apps["resources"]}[
+        "deployments/scale"
+    ].items()
     groups = await client.request("GET", "/apis")
     assert {g["name"] for g in groups["groups"]} == {"apps", "coordination.k8s.io"}
     assert (await client.request("GET", "/version"))["gitVersion"] == "v1.32.0-pocketkube"
@@ -460,7 +573,16 @@ async def test_table_output(apiserver: ApiServer) -> None:
     status, table = await raw(client, "GET", "/api/v1/namespaces/tbl/pods", headers={"Accept": accept})
     assert status == 200 and table["kind"] == "Table"
     assert [c["name"] for c in table["columnDefinitions"]] == [
-        "Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]
+        "Name",
+        "Ready",
+        "Status",
+        "Restarts",
+        "Age",
+        "IP",
+        "Node",
+        "Nominated Node",
+        "Readiness Gates",
+    ]
     cells = table["rows"][0]["cells"]
     assert cells[:4] == ["t1", "0/1", "Pending", "0"] and cells[6] == "n1"
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"

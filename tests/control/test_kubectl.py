@@ -7,7 +7,7 @@ import json
 import subprocess
 import threading
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import kubernetes
 import pytest
@@ -63,7 +63,9 @@ async def kc_namespace(apiserver: ApiServer) -> str:
     return "kc"
 
 
-async def test_apply_unchanged_then_configured(apiserver: ApiServer, kubectl: Kubectl, kc_namespace: str, tmp_path: Path) -> None:
+async def test_apply_unchanged_then_configured(
+    apiserver: ApiServer, kubectl: Kubectl, kc_namespace: str, tmp_path: Path
+) -> None:
     manifest = tmp_path / "web.yaml"
     manifest.write_text(MANIFEST)
     first = kubectl("apply", "-f", str(manifest))
@@ -71,7 +73,9 @@ async def test_apply_unchanged_then_configured(apiserver: ApiServer, kubectl: Ku
     again = kubectl("apply", "-f", str(manifest))
     assert again.stdout.splitlines() == ["deployment.apps/web unchanged", "service/web unchanged"]
     await apiserver.client.patch("deployments", "web", {"metadata": {"labels": {"owner": "ops"}}}, "kc")
-    manifest.write_text(MANIFEST.replace("nginx:1.25", "nginx:1.26").replace("labels: {app: web, tier: fe}", "labels: {app: web}"))
+    manifest.write_text(
+        MANIFEST.replace("nginx:1.25", "nginx:1.26").replace("labels: {app: web, tier: fe}", "labels: {app: web}")
+    )
     changed = kubectl("apply", "-f", str(manifest))
     assert changed.stdout.splitlines() == ["deployment.apps/web configured", "service/web unchanged"]
     live = await apiserver.client.get("deployments", "web", "kc")
@@ -80,7 +84,9 @@ async def test_apply_unchanged_then_configured(apiserver: ApiServer, kubectl: Ku
     assert live["metadata"]["generation"] == 2
 
 
-async def test_apply_rejects_unknown_fields_with_default_validation(kubectl: Kubectl, kc_namespace: str, tmp_path: Path) -> None:
+async def test_apply_rejects_unknown_fields_with_default_validation(
+    kubectl: Kubectl, kc_namespace: str, tmp_path: Path
+) -> None:
     manifest = tmp_path / "bad.yaml"
     manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: kc\nfoo: bar\n")
     result = kubectl("apply", "-f", str(manifest), check=False)
@@ -90,14 +96,39 @@ async def test_apply_rejects_unknown_fields_with_default_validation(kubectl: Kub
 
 async def test_get_output_formats(apiserver: ApiServer, kubectl: Kubectl, kc_namespace: str) -> None:
     client = apiserver.client
-    await client.create("pods", {"metadata": {"name": "getme", "labels": {"role": "x"}},
-                                 "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}]}}, "kc")
-    await client.create("nodes", {"metadata": {"name": "node-a", "labels": {"node-role.kubernetes.io/control-plane": ""}},
-                                  "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                             "addresses": [{"type": "InternalIP", "address": "192.168.56.11"}],
-                                             "nodeInfo": {"kubeletVersion": "v1.32.0-pocketkube"}}})
+    await client.create(
+        "pods",
+        {
+            "metadata": {"name": "getme", "labels": {"role": "x"}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "busybox"}]},
+        },
+        "kc",
+    )
+    await client.create(
+        "nodes",
+        {
+            "metadata": {"name": "node-a", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": "192.168.56.11"}],
+                "nodeInfo": {"kubeletVersion": "v1.32.0-pocketkube"},
+            },
+        },
+    )
     wide = kubectl("get", "pods", "-n", "kc", "-o", "wide").stdout.splitlines()
-    assert wide[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    assert wide[0].split() == [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED",
+        "NODE",
+        "READINESS",
+        "GATES",
+    ]
     row = next(line.split() for line in wide if line.startswith("getme"))
     assert row[:4] == ["getme", "0/1", "Pending", "0"] and row[6] == "node-a"
     everywhere = kubectl("get", "pods", "-A", "-l", "role=x").stdout.splitlines()
@@ -115,25 +146,49 @@ async def test_get_output_formats(apiserver: ApiServer, kubectl: Kubectl, kc_nam
     assert "kube-system" in namespaces and "Active" in namespaces
 
 
-async def test_scale_patch_delete_and_logs_routing(apiserver: ApiServer, kubectl: Kubectl, kc_namespace: str, tmp_path: Path) -> None:
+async def test_scale_patch_delete_and_logs_routing(
+    apiserver: ApiServer, kubectl: Kubectl, kc_namespace: str, tmp_path: Path
+) -> None:
     manifest = tmp_path / "web.yaml"
     manifest.write_text(MANIFEST.replace("name: web\n  namespace", "name: web2\n  namespace"))
     kubectl("apply", "-f", str(manifest))
     kubectl("scale", "deployment", "web2", "-n", "kc", "--replicas=4")
     assert (await apiserver.client.get("deployments", "web2", "kc"))["spec"]["replicas"] == 4
-    kubectl("patch", "deployment", "web2", "-n", "kc", "-p",
-            '{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"busybox"}]}}}}')
+    kubectl(
+        "patch",
+        "deployment",
+        "web2",
+        "-n",
+        "kc",
+        "-p",
+        '{"spec":{"template":{"spec":{"containers":[{"name":"side","image":"busybox"}]}}}}',
+    )
     containers = (await apiserver.client.get("deployments", "web2", "kc"))["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["web", "side"]
-    kubectl("patch", "deployment", "web2", "-n", "kc", "--type=json", "-p", '[{"op":"replace","path":"/spec/replicas","value":1}]')
+    kubectl(
+        "patch",
+        "deployment",
+        "web2",
+        "-n",
+        "kc",
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/replicas","value":1}]',
+    )
     assert (await apiserver.client.get("deployments", "web2", "kc"))["spec"]["replicas"] == 1
     deleted = kubectl("delete", "deployment", "web2", "-n", "kc")
     assert deleted.stdout.strip() == 'deployment.apps "web2" deleted'
     with pytest.raises(ApiError):
         await apiserver.client.get("deployments", "web2", "kc")
 
-    await apiserver.client.create("pods", {"metadata": {"name": "lonely"}, "spec": {"containers": [
-        {"name": "a", "image": "i"}, {"name": "b", "image": "i"}]}}, "kc")
+    await apiserver.client.create(
+        "pods",
+        {
+            "metadata": {"name": "lonely"},
+            "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]},
+        },
+        "kc",
+    )
     unbound = kubectl("logs", "lonely", "-c", "a", "-n", "kc", check=False)
     assert unbound.returncode != 0 and "pod lonely does not have a host assigned" in unbound.stderr
 
@@ -154,13 +209,28 @@ async def test_logs_are_proxied_to_the_nodes_kubelet(apiserver: ApiServer, kubec
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         client = apiserver.client
-        await client.create("nodes", {"metadata": {"name": "log-node"}, "status": {
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}})
-        await client.create("pods", {"metadata": {"name": "talker"}, "spec": {
-            "nodeName": "log-node", "containers": [{"name": "app", "image": "i"}]}}, "kc")
+        await client.create(
+            "nodes",
+            {
+                "metadata": {"name": "log-node"},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+                },
+            },
+        )
+        await client.create(
+            "pods",
+            {
+                "metadata": {"name": "talker"},
+                "spec": {"nodeName": "log-node", "containers": [{"name": "app", "image": "i"}]},
+            },
+            "kc",
+        )
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, lambda: kubectl("logs", "talker", "-n", "kc", "--tail=5", "--timestamps"))
+        result = await loop.run_in_executor(
+            None, lambda: kubectl("logs", "talker", "-n", "kc", "--tail=5", "--timestamps")
+        )
         assert result.stdout == "line one\nline two\n"
         assert seen == [("/containerLogs/kc/talker/app", {"tailLines": "5", "timestamps": "true"})]
     finally:
@@ -170,8 +240,11 @@ async def test_logs_are_proxied_to_the_nodes_kubelet(apiserver: ApiServer, kubec
 async def test_kubectl_delete_waits_for_graceful_pod(apiserver: ApiServer, kubectl: Kubectl, kc_namespace: str) -> None:
     """kubectl waits (list+watch on metadata.name) until the kubelet's final delete removes the pod."""
     client = apiserver.client
-    await client.create("pods", {"metadata": {"name": "graceful"},
-                                 "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "i"}]}}, "kc")
+    await client.create(
+        "pods",
+        {"metadata": {"name": "graceful"}, "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "i"}]}},
+        "kc",
+    )
     result: dict[str, subprocess.CompletedProcess[str]] = {}
     waiter = threading.Thread(target=lambda: result.setdefault("r", kubectl("delete", "pod", "graceful", "-n", "kc")))
     waiter.start()
@@ -196,8 +269,12 @@ def test_official_python_client(apiserver_module: object, etcd_server: object) -
     apps = kubernetes.client.AppsV1Api(api_client)
     try:
         core.create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name="pyclient")))
-        created = core.create_namespaced_config_map("pyclient", kubernetes.client.V1ConfigMap(
-            metadata=kubernetes.client.V1ObjectMeta(name="cfg", labels={"a": "b"}), data={"k": "v"}))
+        created = core.create_namespaced_config_map(
+            "pyclient",
+            kubernetes.client.V1ConfigMap(
+                metadata=kubernetes.client.V1ObjectMeta(name="cfg", labels={"a": "b"}), data={"k": "v"}
+            ),
+        )
         assert created.metadata.uid and created.data == {"k": "v"}
         listed = core.list_namespaced_config_map("pyclient", label_selector="a=b")
         assert [c.metadata.name for c in listed.items] == ["cfg"]
@@ -210,7 +287,9 @@ def test_official_python_client(apiserver_module: object, etcd_server: object) -
                 selector=kubernetes.client.V1LabelSelector(match_labels={"app": "pyweb"}),
                 template=kubernetes.client.V1PodTemplateSpec(
                     metadata=kubernetes.client.V1ObjectMeta(labels={"app": "pyweb"}),
-                    spec=kubernetes.client.V1PodSpec(containers=[kubernetes.client.V1Container(name="web", image="nginx")]),
+                    spec=kubernetes.client.V1PodSpec(
+                        containers=[kubernetes.client.V1Container(name="web", image="nginx")]
+                    ),
                 ),
             ),
         )

@@ -80,7 +80,14 @@ def test_containers_merge_by_name_and_ports_by_container_port() -> None:
         {"name": "a", "image": "a:1", "ports": [{"containerPort": 80, "name": "http"}]},
         {"name": "b", "image": "b:1"},
     )
-    patch = {"spec": {"containers": [{"name": "a", "image": "a:2", "ports": [{"containerPort": 443}]}, {"name": "c", "image": "c:1"}]}}
+    patch = {
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "a:2", "ports": [{"containerPort": 443}]},
+                {"name": "c", "image": "c:1"},
+            ]
+        }
+    }
     result = strategic_merge_patch(original, patch, "Pod")
     assert result["spec"]["containers"] == [
         {"name": "a", "image": "a:2", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 443}]},
@@ -131,25 +138,51 @@ def test_service_ports_merge_by_port() -> None:
 
 def test_env_volume_mounts_and_deployment_template_paths() -> None:
     original = {
-        "spec": {"template": {"spec": {"containers": [{
-            "name": "app",
-            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-            "volumeMounts": [{"mountPath": "/data", "name": "d"}],
-        }], "volumes": [{"name": "d", "emptyDir": {}}]}}}
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                            "volumeMounts": [{"mountPath": "/data", "name": "d"}],
+                        }
+                    ],
+                    "volumes": [{"name": "d", "emptyDir": {}}],
+                }
+            }
+        }
     }
-    patch = {"spec": {"template": {"spec": {
-        "containers": [{"name": "app", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}],
-                        "volumeMounts": [{"mountPath": "/data", "readOnly": True}]}],
-        "volumes": [{"name": "e", "emptyDir": {}}],
-    }}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}],
+                            "volumeMounts": [{"mountPath": "/data", "readOnly": True}],
+                        }
+                    ],
+                    "volumes": [{"name": "e", "emptyDir": {}}],
+                }
+            }
+        }
+    }
     result = strategic_merge_patch(original, patch, "Deployment")["spec"]["template"]["spec"]
-    assert result["containers"][0]["env"] == [{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}]
+    assert result["containers"][0]["env"] == [
+        {"name": "A", "value": "1"},
+        {"name": "B", "value": "3"},
+        {"name": "C", "value": "4"},
+    ]
     assert result["containers"][0]["volumeMounts"] == [{"mountPath": "/data", "name": "d", "readOnly": True}]
     assert [v["name"] for v in result["volumes"]] == ["d", "e"]
 
 
 def test_conditions_merge_by_type() -> None:
-    original = {"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}}
+    original = {
+        "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}
+    }
     patch = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     assert strategic_merge_patch(original, patch, "Pod")["status"]["conditions"] == [
         {"type": "Ready", "status": "True"},
@@ -159,10 +192,12 @@ def test_conditions_merge_by_type() -> None:
 
 def test_set_element_order_reorders_merged_list() -> None:
     original = pod({"name": "a", "image": "a"}, {"name": "b", "image": "b"}, {"name": "c", "image": "c"})
-    patch = {"spec": {
-        "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}],
-        "containers": [{"name": "c", "image": "c2"}],
-    }}
+    patch = {
+        "spec": {
+            "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}],
+            "containers": [{"name": "c", "image": "c2"}],
+        }
+    }
     result = strategic_merge_patch(original, patch, "Pod")
     assert [(c["name"], c["image"]) for c in result["spec"]["containers"]] == [("c", "c2"), ("a", "a"), ("b", "b")]
 
@@ -191,14 +226,21 @@ def test_primitive_list_merge_and_delete_from_primitive_list() -> None:
 def test_kubectl_apply_style_patch() -> None:
     """The §4.10 example: a label dropped from the manifest is nulled; live-only labels survive."""
     live = {"metadata": {"name": "web", "labels": {"app": "web", "tier": "fe", "owner": "ops"}}}
-    patch = {"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}, "labels": {"tier": None}}}
+    patch = {
+        "metadata": {
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+            "labels": {"tier": None},
+        }
+    }
     result = strategic_merge_patch(live, patch, "Deployment")
     assert result["metadata"]["labels"] == {"app": "web", "owner": "ops"}
     assert "kubectl.kubernetes.io/last-applied-configuration" in result["metadata"]["annotations"]
 
 
 def test_directives_inside_new_values_are_not_stored() -> None:
-    result = strategic_merge_patch({}, {"spec": {"containers": [{"name": "a", "$patch": "merge", "image": "a"}]}}, "Pod")
+    result = strategic_merge_patch(
+        {}, {"spec": {"containers": [{"name": "a", "$patch": "merge", "image": "a"}]}}, "Pod"
+    )
     assert result == {"spec": {"containers": [{"name": "a", "image": "a"}]}}
 
 

@@ -6,7 +6,8 @@ import asyncio
 import ipaddress
 import json
 import uuid
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import aetcd
 import pytest
