@@ -224,6 +224,8 @@ class NodeLifecycleController:
                 await self.monitor_once()
             except ApiError as err:
                 log.info("node monitor: %s", err)
+            except Exception:  # a bad object must not end node monitoring
+                log.exception("node monitor failed; retrying next period")
             await self.clock.sleep(self.monitor_period)
 
     async def monitor_once(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Iterable, Mapping
 
-from control.api.selectors import Requirement
+from control.api.selectors import Requirement, from_label_selector, matches
 from control.scheduler.quantity import milli_value, whole_value
 from control.scheduler.taints import first_untolerated, format_taint, tolerated
 
@@ -26,10 +26,19 @@ REASON_NOT_READY = "node(s) were not ready"
 REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
 REASON_TOO_MANY_PODS = "Too many pods"
+REASON_AFFINITY_RULES = "node(s) didn't match pod affinity rules"
+REASON_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
 
 # Preemption could only help where a filter failed for lack of room; every
 # other failure is UnschedulableAndUnresolvable upstream.
-_RESOLVABLE_PREFIXES = ("Insufficient ", REASON_TOO_MANY_PODS, REASON_PORTS)
+_RESOLVABLE_PREFIXES = (
+    "Insufficient ",
+    REASON_TOO_MANY_PODS,
+    REASON_PORTS,
+    REASON_ANTI_AFFINITY,
+    REASON_EXISTING_ANTI_AFFINITY,
+)
 PREEMPTION_NOT_HELPFUL = "Preemption is not helpful for scheduling"
 PREEMPTION_NO_VICTIMS = "No preemption victims found for incoming pod"
 NO_NODES = "no nodes available to schedule pods"
@@ -171,11 +180,60 @@ class NodeInfo:
         return total
 
 
-def filter_reasons(pod: Mapping[str, Any], info: NodeInfo) -> list[str]:
+def _affinity_terms(pod: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    """Required pod (anti-)affinity terms; kind is "podAffinity" or "podAntiAffinity"."""
+    section = ((pod.get("spec") or {}).get("affinity") or {}).get(kind) or {}
+    return list(section.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+
+
+def _term_selects(term: Mapping[str, Any], owner: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether `other` is a pod the term (written on `owner`) is about: namespace and labels."""
+    namespaces = term.get("namespaces") or [(owner.get("metadata") or {}).get("namespace")]
+    if (other.get("metadata") or {}).get("namespace") not in namespaces:
+        return False
+    selector = term.get("labelSelector")
+    if selector is None:
+        return False
+    return matches(from_label_selector(selector), (other.get("metadata") or {}).get("labels") or {})
+
+
+def _topology(node: Mapping[str, Any], key: str) -> str | None:
+    return ((node.get("metadata") or {}).get("labels") or {}).get(key)
+
+
+def inter_pod_affinity_reason(pod: Mapping[str, Any], info: NodeInfo, everyone: list[NodeInfo]) -> str | None:
+    """kube-scheduler's InterPodAffinity filter for required terms (None when the node passes)."""
+    placed = [(other, i.node) for i in everyone for other in i.pods]
+    for existing, node in placed:
+        for term in _affinity_terms(existing, "podAntiAffinity"):
+            key = term.get("topologyKey", "")
+            value = _topology(node, key)
+            if value is not None and value == _topology(info.node, key) and _term_selects(term, existing, pod):
+                return REASON_EXISTING_ANTI_AFFINITY
+    for term in _affinity_terms(pod, "podAntiAffinity"):
+        key = term.get("topologyKey", "")
+        here = _topology(info.node, key)
+        if here is not None and any(
+            _topology(node, key) == here and _term_selects(term, pod, other) for other, node in placed
+        ):
+            return REASON_ANTI_AFFINITY
+    for term in _affinity_terms(pod, "podAffinity"):
+        key = term.get("topologyKey", "")
+        here = _topology(info.node, key)
+        matching = [(other, node) for other, node in placed if _term_selects(term, pod, other)]
+        if not matching and _term_selects(term, pod, pod):
+            continue  # the first pod of a group that wants to be together
+        if here is None or not any(_topology(node, key) == here for _, node in matching):
+            return REASON_AFFINITY_RULES
+    return None
+
+
+def filter_reasons(pod: Mapping[str, Any], info: NodeInfo, everyone: list[NodeInfo] | None = None) -> list[str]:
     """Why the pod cannot run on this node (empty when it can).
 
     Plugin order and wording follow kube-scheduler: NodeUnschedulable,
-    TaintToleration, node readiness, NodeAffinity, NodePorts, NodeResourcesFit.
+    TaintToleration, node readiness, NodeAffinity, NodePorts, NodeResourcesFit,
+    InterPodAffinity (which looks at the pods on `everyone`, default just this node).
     """
     node = info.node
     spec = pod.get("spec") or {}
@@ -203,7 +261,10 @@ def filter_reasons(pod: Mapping[str, Any], info: NodeInfo) -> list[str]:
     for name in ("cpu", "memory"):
         if wanted[name] and requested[name] + wanted[name] > allocatable[name]:
             reasons.append(f"Insufficient {name}")
-    return reasons
+    if reasons:
+        return reasons
+    affinity = inter_pod_affinity_reason(pod, info, everyone if everyone is not None else [info])
+    return [affinity] if affinity else []
 
 
 def _controller_uid(pod: Mapping[str, Any]) -> str | None:
@@ -260,7 +321,7 @@ def schedule(pod: Mapping[str, Any], infos: list[NodeInfo], rng: random.Random |
     reasons: dict[str, list[str]] = {}
     scored: list[tuple[tuple[int, float], str]] = []
     for info in infos:
-        why = filter_reasons(pod, info)
+        why = filter_reasons(pod, info, infos)
         if why:
             reasons[info.name] = why
         else:

@@ -123,7 +123,12 @@ class Scheduler:
         pods = [p for p in (self._cached_pod(k) for k in keys) if p is not None]
         pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), key_of(p)))
         for pod in pods:
-            await self.schedule_one(pod)
+            try:
+                await self.schedule_one(pod)
+            except Exception as err:  # one malformed pod must not stop scheduling for everyone
+                log.warning("scheduling %s failed: %s; will retry", key_of(pod), err)
+                ATTEMPTS.labels("error").inc()
+                self._unschedulable.add(key_of(pod))
         PENDING.labels("active").set(len(self._active))
         PENDING.labels("unschedulable").set(len(self._unschedulable))
 

@@ -126,3 +126,15 @@ async def test_a_burst_of_one_owners_pods_spreads_over_nodes(cluster):
 
     placed = await eventually(all_bound, what="4 pods bound")
     assert sorted(placed) == sorted([first, first, second, second])
+
+
+async def test_a_malformed_pod_does_not_stop_scheduling(cluster):
+    client, namespace, (_, *workers) = cluster
+    await client.create("pods", pod("bad", namespace, "lots"), namespace)  # not a quantity
+    await client.create("pods", pod("good", namespace, "100m"), namespace)
+
+    async def good_bound():
+        return (await client.get("pods", "good", namespace))["spec"].get("nodeName")
+
+    assert await eventually(good_bound, what="the good pod bound") in workers
+    assert not (await client.get("pods", "bad", namespace))["spec"].get("nodeName")

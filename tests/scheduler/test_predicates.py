@@ -220,3 +220,53 @@ def test_failed_scheduling_message_sorts_histogram_and_handles_no_nodes():
         "available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling."
     )
     assert failed_scheduling_message(0, {}) == "no nodes available to schedule pods"
+
+
+def test_required_pod_anti_affinity_and_affinity():
+    def labelled(node_name, zone):
+        return make_node(node_name, labels={"kubernetes.io/hostname": node_name, "zone": zone})
+
+    nodes = [labelled("a", "z1"), labelled("b", "z1"), labelled("c", "z2")]
+    db = make_pod("db-0", node="a")
+    db["metadata"]["labels"] = {"app": "db"}
+    infos = build_node_infos(nodes, [db])
+
+    def with_affinity(kind, topology, app):
+        pod = make_pod("p")
+        pod["metadata"]["labels"] = {"app": "web"}
+        term = {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": topology}
+        pod["spec"]["affinity"] = {kind: {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+        return pod
+
+    away_host = with_affinity("podAntiAffinity", "kubernetes.io/hostname", "db")
+    assert [filter_reasons(away_host, i, infos) for i in infos] == [
+        ["node(s) didn't match pod anti-affinity rules"],
+        [],
+        [],
+    ]
+    away_zone = with_affinity("podAntiAffinity", "zone", "db")
+    assert schedule(away_zone, infos).node == "c"
+    near_zone = with_affinity("podAffinity", "zone", "db")
+    assert [bool(filter_reasons(near_zone, i, infos)) for i in infos] == [False, False, True]
+    assert filter_reasons(near_zone, infos[2], infos) == ["node(s) didn't match pod affinity rules"]
+    lonely = with_affinity("podAffinity", "zone", "nobody")
+    assert all(filter_reasons(lonely, i, infos) for i in infos)
+    first_of_group = with_affinity("podAffinity", "zone", "web")  # matches itself and no pod exists yet
+    assert not any(filter_reasons(first_of_group, i, infos) for i in infos)
+
+
+def test_existing_pods_anti_affinity_keeps_newcomers_away():
+    nodes = [make_node(n, labels={"kubernetes.io/hostname": n}) for n in ("a", "b")]
+    loner = make_pod("loner", node="a")
+    term = {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}
+    loner["spec"]["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    infos = build_node_infos(nodes, [loner])
+    web = make_pod("web")
+    web["metadata"]["labels"] = {"app": "web"}
+    assert filter_reasons(web, infos[0], infos) == ["node(s) didn't satisfy existing pods anti-affinity rules"]
+    result = schedule(web, infos[:1])
+    assert result.message() == (
+        "0/1 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules. "
+        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+    )
+    assert schedule(web, infos).node == "b"
