@@ -23,6 +23,7 @@ from control.api.errors import ApiError
 from control.clock import Clock
 from kubelet import metrics
 from kubelet.dns import DNSConfigError, pod_hostname, pod_hosts, pod_resolv_conf
+from kubelet.events import NORMAL, WARNING, PodEvents
 from kubelet.envvars import EnvError, container_env, referenced_sources
 from kubelet.probes import ProbeManager
 from kubelet.quantity import bytes_of, millicores
@@ -64,6 +65,10 @@ class PodApi(Protocol):
     async def delete(
         self, plural: str, name: str, namespace: str | None = None, *, grace_period_seconds: int | None = None
     ) -> Object: ...
+
+    async def create(self, plural: str, obj: Object, namespace: str | None = None) -> Object: ...
+
+    async def patch(self, plural: str, name: str, patch: Any, namespace: str | None = None) -> Object: ...
 
 
 class PodNetwork(Protocol):
@@ -204,6 +209,8 @@ class PodWorkers:
         self.services, self.clock = services, clock
         self.backoff = Backoff(clock, settings.backoff_initial, settings.backoff_max)
         self.probes = ProbeManager(runtime, clock)
+        self.events = PodEvents(api, settings.node_name)
+        self._reported: dict[str, tuple[str, str]] = {}  # uid/container -> (container id, waiting reason) last told
         self._pods: dict[str, Object] = {}
         self._gone: set[str] = set()
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -350,8 +357,29 @@ class PodWorkers:
         if uid not in self._started and views and all(v.current is not None and v.current.running for v in views):
             self._started.add(uid)
             metrics.POD_START_DURATION.observe(self.clock.now() - self._first_seen[uid])
+        await self._report_changes(pod, init_views + views)
         await self._write_status(pod, status)
         return False
+
+    async def _report_changes(self, pod: Object, views: list[ContainerView]) -> None:
+        """Events for what changed since the last sync: a container started, or began waiting for a reason."""
+        for view in views:
+            key = f"{pod['metadata']['uid']}/{view.spec['name']}"
+            current_id = view.current.id if view.current is not None and view.current.running else ""
+            seen = (current_id, view.waiting_reason)
+            before = self._reported.get(key, ("", ""))
+            self._reported[key] = seen
+            name = view.spec["name"]
+            if current_id and current_id != before[0]:
+                await self.events.record(pod, NORMAL, "Created", f"Created container {name}")
+                await self.events.record(pod, NORMAL, "Started", f"Started container {name}")
+            if view.waiting_reason and view.waiting_reason != before[1]:
+                if view.waiting_reason == "CrashLoopBackOff":
+                    message = f"Back-off restarting failed container {name} in pod {describe(pod)}"
+                    await self.events.record(pod, WARNING, "BackOff", message)
+                elif view.waiting_reason not in ("ContainerCreating", "PodInitializing"):
+                    message = f"Error: {view.waiting_reason}: {view.waiting_message}".rstrip(": ")
+                    await self.events.record(pod, WARNING, "Failed", message)
 
     async def _containers_of(self, uid: str) -> tuple[list[ContainerState], dict[str, list[ContainerState]]]:
         """The pod's sandboxes (oldest first) and its app containers by name (lowest restart count first)."""
@@ -388,6 +416,9 @@ class PodWorkers:
                 view.spec["name"],
                 "startup" if startup == "failed" else "liveness",
             )
+            probe = "startup" if startup == "failed" else "liveness"
+            message = f"Container {view.spec['name']} failed {probe} probe, will be restarted"
+            await self.events.record(pod, NORMAL, "Killing", message)
             await self.runtime.stop_container(current.id, grace)
             self.probes.forget({current.id})
             view.current = await self.runtime.inspect(current.id)
@@ -592,6 +623,9 @@ class PodWorkers:
             grace = pod.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         containers = await self.runtime.list_containers({LABEL_POD_UID: uid})
         apps = [c for c in containers if c.labels.get(LABEL_TYPE) == TYPE_CONTAINER and c.running]
+        for app in apps:
+            name = app.labels.get(LABEL_CONTAINER_NAME, "")
+            await self.events.record(pod, NORMAL, "Killing", f"Stopping container {name}")
         await asyncio.gather(*(self.runtime.stop_container(c.id, int(grace)) for c in apps))
         for sandbox in (c for c in containers if c.labels.get(LABEL_TYPE) == TYPE_SANDBOX and c.running):
             await self.runtime.stop_container(sandbox.id, 0)
@@ -613,6 +647,8 @@ class PodWorkers:
     def _forget(self, uid: str) -> None:
         for table in (self._first_seen, self._start_time, self._written):
             table.pop(uid, None)
+        for key in [k for k in self._reported if k.startswith(f"{uid}/")]:
+            del self._reported[key]
         self._started.discard(uid)
         self.backoff.forget_prefix(f"{uid}/")
 

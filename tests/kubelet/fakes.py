@@ -18,6 +18,7 @@ class FakeApi:
         self.objects: dict[tuple[str, str, str], Object] = {}  # (plural, namespace, name) for everything else
         self.statuses: list[Object] = []
         self.deleted: list[tuple[str, str, int | None]] = []
+        self.events: dict[str, Object] = {}  # Events by name, as created and patched
 
     async def get(self, plural: str, name: str, namespace: str | None = None) -> Object:
         if plural != "pods":
@@ -42,6 +43,19 @@ class FakeApi:
         self.deleted.append((namespace or "", name, grace_period_seconds))
         self.pods.pop((namespace or "", name), None)
         return {}
+
+    async def create(self, plural: str, obj: Object, namespace: str | None = None) -> Object:
+        assert plural == "events", f"the kubelet creates only Events, not {plural}"
+        self.events[obj["metadata"]["name"]] = copy.deepcopy(obj)
+        return obj
+
+    async def patch(self, plural: str, name: str, patch: Any, namespace: str | None = None) -> Object:
+        assert plural == "events", f"the kubelet patches only Events, not {plural}"
+        self.events[name].update(patch)
+        return self.events[name]
+
+    def event_reasons(self) -> list[tuple[str, str, int]]:
+        return sorted((e["reason"], e["message"], e["count"]) for e in self.events.values())
 
     @property
     def last_status(self) -> Object:

@@ -351,3 +351,41 @@ async def test_missing_config_map_is_a_config_error(h: Harness) -> None:
     waiting = h.app_status()["state"]["waiting"]
     assert waiting == {"reason": "CreateContainerConfigError", "message": 'configmap "absent" not found'}
     assert h.api.last_status["phase"] == "Pending"
+
+
+async def test_events_tell_the_pod_story(h: Harness) -> None:
+    pod = make_pod(c())
+    await h.sync(pod)
+    await h.sync(pod)  # nothing changed: no new events
+    assert h.api.event_reasons() == [("Created", "Created container app", 1), ("Started", "Started container app", 1)]
+    h.runtime.exit(h.runtime.find("app", 0).id, 1)
+    await h.sync(pod)
+    h.runtime.exit(h.runtime.find("app", 1).id, 1)
+    await h.sync(pod)
+    await h.sync(pod)
+    await h.clock.advance(10)
+    await h.sync(pod)  # restarted after the back-off
+    pod["metadata"] |= {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 1}
+    await h.workers.sync_pod(pod)
+    assert h.api.event_reasons() == [
+        ("BackOff", "Back-off restarting failed container app in pod web_default(uid-1)", 1),
+        ("Created", "Created container app", 3),
+        ("Killing", "Stopping container app", 1),
+        ("Started", "Started container app", 3),
+    ]
+    event = next(iter(h.api.events.values()))
+    assert event["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "web",
+        "namespace": "default",
+        "uid": "uid-1",
+    }
+    assert event["source"] == {"component": "kubelet", "host": "worker1"} and event["type"] == "Normal"
+
+
+async def test_config_errors_are_warning_events(h: Harness) -> None:
+    await h.sync(make_pod(c(envFrom=[{"configMapRef": {"name": "absent"}}])))
+    event = next(e for e in h.api.events.values() if e["reason"] == "Failed")
+    assert event["type"] == "Warning"
+    assert event["message"] == 'Error: CreateContainerConfigError: configmap "absent" not found'

@@ -119,6 +119,9 @@ async def test_pod_status_and_graceful_deletion_through_the_api(apiserver: Any, 
         assert stored["status"]["hostIP"] == "192.168.56.20"
         assert stored["status"]["containerStatuses"][0]["containerID"] == f"docker://{runtime.find('app').id}"
         app_id = runtime.find("app").id
+        events = (await client.list("events", "default"))["items"]
+        told = {(e["reason"], e["involvedObject"]["name"]) for e in events if e["source"]["component"] == "kubelet"}
+        assert {("Created", "kl-web"), ("Started", "kl-web")} <= told
 
         await client.delete("pods", "kl-web", "default")
 
