@@ -79,3 +79,23 @@ class ServiceIPRange:
 
     def _offset(self, ip: str) -> int:
         return int(ipaddress.IPv4Address(ip)) - int(self.network.network_address) - 1
+
+
+NODE_PORT_PREFIX = "/registry/nodeportallocations/"
+NODE_PORTS = range(30000, 32768)  # Kubernetes' default --service-node-port-range
+
+
+def node_port_key(port: int) -> str:
+    return f"{NODE_PORT_PREFIX}{port}"
+
+
+def pick_node_port(taken: set[int], rng: random.Random) -> int:
+    """A random free port of NODE_PORTS; RangeFull when there is none."""
+    for _ in range(64):
+        port = rng.randint(NODE_PORTS.start, NODE_PORTS.stop - 1)
+        if port not in taken:
+            return port
+    free = [p for p in NODE_PORTS if p not in taken]
+    if not free:
+        raise RangeFull(f"node port range {NODE_PORTS.start}-{NODE_PORTS.stop - 1} is full")
+    return rng.choice(free)

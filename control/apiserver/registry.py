@@ -15,6 +15,7 @@ import base64
 import copy
 import json
 import logging
+import random
 import secrets
 import time
 import uuid
@@ -34,7 +35,15 @@ from control.api.selectors import (
     matches,
 )
 from control.apiserver import patch as patching
-from control.apiserver.allocator import ALLOCATION_PREFIX, RangeFull, ServiceIPRange
+from control.apiserver.allocator import (
+    ALLOCATION_PREFIX,
+    NODE_PORT_PREFIX,
+    NODE_PORTS,
+    RangeFull,
+    ServiceIPRange,
+    node_port_key,
+    pick_node_port,
+)
 from control.apiserver.storage import (
     Compacted,
     Extra,
@@ -100,6 +109,17 @@ def _dict(value: Any) -> Object:
 Extras = list[Extra]
 
 
+def _wants_node_ports(spec: Object) -> bool:
+    kind = spec.get("type")
+    return kind == "NodePort" or (kind == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts", True))
+
+
+def _node_ports(obj: Object) -> set[int]:
+    return {
+        p["nodePort"] for p in _dict(obj.get("spec")).get("ports") or [] if isinstance(p, dict) and p.get("nodePort")
+    }
+
+
 def _forbidden(message: str) -> ApiError:
     return ApiError(errors.status_failure(403, "Forbidden", message))
 
@@ -153,6 +173,7 @@ class Registry:
         self.storage = storage
         self.ip_range = ip_range
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rng = random.Random()
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -383,16 +404,25 @@ class Registry:
         if options.dry_run:
             return obj
         name = meta["name"]
-        requested_ip = self._requested_ip(obj) if res.kind == "Service" else None
-        taken: set[str] = set()
-        for _ in range(MAX_RETRIES):
-            extras = self._create_extras(res, obj, taken)
+        key = self.key(res, meta.get("namespace"), name)
+        if res.kind != "Service":
             try:
-                return await self.storage.create(self.key(res, meta.get("namespace"), name), obj, extras)
+                return await self.storage.create(key, obj)
+            except KeyExists:
+                raise errors.already_exists(res.plural, name, res.group) from None
+        requested_ip = self._requested_ip(obj)
+        unallocated = copy.deepcopy(obj)
+        taken_ips: set[str] = set()
+        taken_ports: set[int] = set()
+        for _ in range(MAX_RETRIES):
+            extras = self._create_extras(obj, taken_ips) + self._node_port_extras(None, obj, taken_ports)
+            try:
+                return await self.storage.create(key, obj, extras)
             except KeyExists:
                 raise errors.already_exists(res.plural, name, res.group) from None
             except PreconditionFailed:
-                if requested_ip:
+                taken_ips, taken_ports = await self._taken()
+                if requested_ip in taken_ips:
                     raise errors.invalid(
                         "Service",
                         name,
@@ -405,9 +435,9 @@ class Registry:
                             )
                         ],
                     ) from None
-                self._forget_allocation(obj)
-                taken = {key.rsplit("/", 1)[1] for key in await self.storage.keys(ALLOCATION_PREFIX)}
-        raise errors.internal_error(f"could not allocate a ClusterIP for {name} after {MAX_RETRIES} attempts")
+                self._check_requested_ports(None, unallocated, taken_ports)
+                obj = copy.deepcopy(unallocated)
+        raise errors.internal_error(f"could not allocate addresses for {name} after {MAX_RETRIES} attempts")
 
     def _prepare_create_status(self, res: Resource, obj: Object) -> None:
         if res.kind == "Pod":
@@ -422,15 +452,13 @@ class Registry:
         ip = (obj.get("spec") or {}).get("clusterIP")
         return ip if ip and ip != "None" else None
 
-    @staticmethod
-    def _forget_allocation(obj: Object) -> None:
-        spec = obj["spec"]
-        spec.pop("clusterIP", None)
-        spec.pop("clusterIPs", None)
+    async def _taken(self) -> tuple[set[str], set[int]]:
+        """Every allocated ClusterIP and node port, read after a lost allocation race."""
+        ips = {key.rsplit("/", 1)[1] for key in await self.storage.keys(ALLOCATION_PREFIX)}
+        ports = {int(key.rsplit("/", 1)[1]) for key in await self.storage.keys(NODE_PORT_PREFIX)}
+        return ips, ports
 
-    def _create_extras(self, res: Resource, obj: Object, taken: set[str]) -> Extras:
-        if res.kind != "Service":
-            return []
+    def _create_extras(self, obj: Object, taken: set[str]) -> Extras:
         spec = obj["spec"]
         if spec.get("type") == "ExternalName":
             return []
@@ -471,7 +499,65 @@ class Registry:
         if res.kind != "Service":
             return []
         ip = self._requested_ip(obj)
-        return [Extra(self.ip_range.key(ip), None)] if ip else []
+        released = [Extra(self.ip_range.key(ip), None)] if ip else []
+        return released + [Extra(node_port_key(port), None) for port in _node_ports(obj)]
+
+    # -- node ports ----------------------------------------------------------
+
+    def _node_port_extras(self, current: Object | None, new: Object, taken: set[int]) -> Extras:
+        """Allocate node ports `new` needs (and `current` lacked); release the ones it dropped."""
+        spec = new["spec"]
+        ports = [p for p in spec.get("ports") or [] if isinstance(p, dict)]
+        if current is not None:
+            old_ports = {
+                (p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                for p in _dict(current.get("spec")).get("ports") or []
+            }
+            for port in ports:
+                if not port.get("nodePort") and old_ports.get((port.get("port"), port.get("protocol", "TCP"))):
+                    port["nodePort"] = old_ports[(port.get("port"), port.get("protocol", "TCP"))]
+        if not _wants_node_ports(spec):
+            for port in ports:
+                port.pop("nodePort", None)
+        else:
+            self._check_requested_ports(current, new, set())
+            used = set(taken) | {p["nodePort"] for p in ports if p.get("nodePort")}
+            for port in ports:
+                if not port.get("nodePort"):
+                    try:
+                        port["nodePort"] = pick_node_port(used, self._rng)
+                    except RangeFull as err:
+                        raise errors.internal_error(f"failed to allocate a nodePort: {err}") from None
+                    used.add(port["nodePort"])
+        before = _node_ports(current) if current is not None else set()
+        after = _node_ports(new)
+        owner = f"{_meta(new).get('namespace')}/{_meta(new).get('name')}".encode()
+        return [Extra(node_port_key(p), owner, must_be_absent=True) for p in sorted(after - before)] + [
+            Extra(node_port_key(p), None) for p in sorted(before - after)
+        ]
+
+    @staticmethod
+    def _check_requested_ports(current: Object | None, new: Object, taken: set[int]) -> None:
+        """422 for a requested node port outside the range or already held by another Service."""
+        before = _node_ports(current) if current is not None else set()
+        for index, port in enumerate(_dict(new.get("spec")).get("ports") or []):
+            value = port.get("nodePort") if isinstance(port, dict) else None
+            if not value or value in before:
+                continue
+            why = None
+            if not isinstance(value, int) or value not in NODE_PORTS:
+                why = (
+                    "provided port is not in the valid range. "
+                    f"The range of valid ports is {NODE_PORTS.start}-{NODE_PORTS.stop - 1}"
+                )
+            elif value in taken:
+                why = "provided port is already allocated"
+            if why:
+                raise errors.invalid(
+                    "Service",
+                    str(_meta(new).get("name", "")),
+                    [(f"spec.ports[{index}].nodePort", "FieldValueInvalid", f"Invalid value: {value}: {why}")],
+                )
 
     # -- update and patch ----------------------------------------------------
 
@@ -552,6 +638,7 @@ class Registry:
         subresource: str | None,
     ) -> Object:
         """Read, compute the new object, compare-and-swap; retry when no RV was pinned."""
+        taken_ports: set[int] = set()
         for _ in range(MAX_RETRIES):
             stored = await self._read(res, namespace, name)
             current = stored.obj
@@ -566,11 +653,20 @@ class Registry:
             if options.dry_run:
                 return new
             key = self.key(res, namespace, name)
+            extras = (
+                self._node_port_extras(current, new, taken_ports)
+                if res.kind == "Service" and subresource is None
+                else []
+            )
             try:
-                saved = await self.storage.update(key, new, stored.revision)
+                saved = await self.storage.update(key, new, stored.revision, extras)
             except RevisionConflict:
                 if precondition is not None:
                     raise errors.conflict(res.plural, name, _STALE, res.group) from None
+                continue
+            except PreconditionFailed:
+                _, taken_ports = await self._taken()
+                self._check_requested_ports(current, requested, taken_ports)
                 continue
             except KeyNotFound:
                 raise self.not_found(res, name) from None

@@ -222,3 +222,53 @@ async def test_small_range_exhausts_and_reuses_released_ips(tiny_range_server: A
         await client.delete("services", "t5", "default")
         reused = await client.create("services", service("after"), "default")
         assert reused["spec"]["clusterIP"] == released
+
+
+async def test_node_ports_allocated_kept_released_and_never_shared(apiserver: ApiServer) -> None:
+    client = apiserver.client
+    await client.create("namespaces", {"metadata": {"name": "nodeports"}})
+    spec = {"type": "NodePort", "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}
+    first = await client.create("services", {"metadata": {"name": "np"}, "spec": spec}, "nodeports")
+    ports = [p["nodePort"] for p in first["spec"]["ports"]]
+    assert len(set(ports)) == 2 and all(30000 <= p <= 32767 for p in ports)
+
+    relabelled = await client.patch("services", "np", {"metadata": {"labels": {"x": "y"}}}, "nodeports")
+    assert [p["nodePort"] for p in relabelled["spec"]["ports"]] == ports
+    replaced = await client.update(
+        "services", {**relabelled, "spec": {**relabelled["spec"], "ports": [{"name": "http", "port": 80}]}}
+    )
+    assert [p["nodePort"] for p in replaced["spec"]["ports"]] == [ports[0]]
+
+    with pytest.raises(ApiError) as shared:
+        await client.create(
+            "services",
+            {
+                "metadata": {"name": "thief"},
+                "spec": {"type": "NodePort", "ports": [{"port": 81, "nodePort": ports[0]}]},
+            },
+            "nodeports",
+        )
+    assert shared.value.code == 422 and "provided port is already allocated" in shared.value.status["message"]
+    assert shared.value.status["details"]["causes"][0]["field"] == "spec.ports[0].nodePort"
+    with pytest.raises(ApiError) as outside:
+        await client.create(
+            "services",
+            {"metadata": {"name": "low"}, "spec": {"type": "NodePort", "ports": [{"port": 81, "nodePort": 80}]}},
+            "nodeports",
+        )
+    assert outside.value.code == 422 and "30000-32767" in outside.value.status["message"]
+
+    released = ports[1]
+    taker = await client.create(
+        "services",
+        {"metadata": {"name": "taker"}, "spec": {"type": "NodePort", "ports": [{"port": 82, "nodePort": released}]}},
+        "nodeports",
+    )
+    assert taker["spec"]["ports"][0]["nodePort"] == released
+    await client.delete("services", "np", "nodeports")
+    again = await client.create(
+        "services",
+        {"metadata": {"name": "again"}, "spec": {"type": "NodePort", "ports": [{"port": 83, "nodePort": ports[0]}]}},
+        "nodeports",
+    )
+    assert again["spec"]["ports"][0]["nodePort"] == ports[0]
