@@ -360,9 +360,10 @@ class DeploymentController(Controller):
         if deployment is None or deployment["metadata"].get("deletionTimestamp"):
             return
         spec = deployment.get("spec") or {}
-        if spec.get("paused"):
-            return
         await self._adopt_orphans(deployment)
+        if spec.get("paused"):
+            await self._sync_paused(deployment)
+            return
         all_rs = self._owned_replicasets(deployment)
         template = spec.get("template") or {}
         matching = [rs for rs in all_rs if templates_equal((rs.get("spec") or {}).get("template") or {}, template)]
@@ -394,6 +395,32 @@ class DeploymentController(Controller):
         for rs in history_to_delete(old, int(spec.get("revisionHistoryLimit", DEFAULT_HISTORY_LIMIT))):
             await self._delete_replicaset(rs)
         await self._write_status(deployment, new_rs, self._owned_replicasets(deployment) or all_rs, created)
+
+    async def _sync_paused(self, deployment: Object) -> None:
+        """Paused: no new ReplicaSet and no rollout, but scaling still applies and status stays current."""
+        spec = deployment.get("spec") or {}
+        all_rs = self._owned_replicasets(deployment)
+        template = spec.get("template") or {}
+        matching = [rs for rs in all_rs if templates_equal((rs.get("spec") or {}).get("template") or {}, template)]
+        new_rs = max(matching, key=lambda rs: rs["metadata"].get("creationTimestamp", ""), default=None)
+        running = [rs for rs in all_rs if replicas_of(rs) > 0]
+        desired = int(spec.get("replicas", 1))
+        if len(running) == 1 and replicas_of(running[0]) != desired:
+            await self._scale(running[0], desired, deployment)
+        status = deployment_status(deployment, new_rs, all_rs, now_rfc3339())
+        paused = {
+            "type": "Progressing",
+            "status": "Unknown",
+            "reason": "DeploymentPaused",
+            "message": "Deployment is paused",
+        }
+        status["conditions"] = sorted(
+            set_condition(status["conditions"], paused, now_rfc3339()), key=lambda c: c["type"]
+        )
+        if not _same_status(status, deployment.get("status") or {}):
+            await self.client.patch(
+                "deployments", name_of(deployment), {"status": status}, namespace_of(deployment), subresource="status"
+            )
 
     async def _create_replicaset(self, deployment: Object, replicas: int, revision: int) -> Object | None:
         """Create `<name>-<hash>`; on a clash with a different template bump collisionCount and retry later."""

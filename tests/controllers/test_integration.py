@@ -383,3 +383,38 @@ async def test_stuck_rollout_exceeds_its_progress_deadline(apiserver, manager, n
     result = kubectl("rollout", "status", "deployment/stuck", "-n", namespace, "--timeout=20s", check=False)
     assert result.returncode != 0
     assert 'deployment "stuck" exceeded its progress deadline' in result.stderr
+
+
+async def test_paused_deployment_scales_but_does_not_roll_out(apiserver, manager, namespace, kubectl):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
+    }
+    await client.create("deployments", deployment, namespace)
+
+    async def replicasets():
+        return (await client.list("replicasets", namespace))["items"]
+
+    (first,) = await eventually(lambda: _exactly(replicasets(), 1), what="the first ReplicaSet")
+    kubectl("rollout", "pause", "deployment/web", "-n", namespace)
+    changed = {**TEMPLATE, "spec": {"containers": [{**TEMPLATE["spec"]["containers"][0], "image": "busybox:2"}]}}
+    await client.patch("deployments", "web", {"spec": {"template": changed, "replicas": 3}}, namespace)
+
+    async def observed_while_paused():
+        d = await client.get("deployments", "web", namespace)
+        status = d.get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions") or []}
+        caught_up = status.get("observedGeneration") == d["metadata"]["generation"]
+        paused = (conds.get("Progressing") or {}).get("reason") == "DeploymentPaused"
+        return d if caught_up and paused else None
+
+    await eventually(observed_while_paused, what="the paused spec observed")
+    rss = await replicasets()
+    assert [rs["metadata"]["name"] for rs in rss] == [first["metadata"]["name"]]  # no rollout while paused
+    assert rss[0]["spec"]["replicas"] == 3  # but scaling applies
+
+    kubectl("rollout", "resume", "deployment/web", "-n", namespace)
+    rss = await eventually(lambda: _exactly(replicasets(), 2), what="the rollout after resume")
+    (new,) = [rs for rs in rss if rs["metadata"]["name"] != first["metadata"]["name"]]
+    assert new["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:2"
