@@ -305,46 +305,13 @@ class PodWorkers:
         pod_ip = self.network.pod_ip(uid) or ""
         if pod.get("spec", {}).get("hostNetwork"):
             pod_ip = self.settings.node_ip
-        if terminal:
+        if terminal:  # a finished pod is never started again; it only gives back its sandbox and address
             views = [self._view_of(spec, instances.get(spec["name"], [])) for spec in specs]
             init_views = [self._view_of(spec, instances.get(spec["name"], [])) for spec in init_specs]
             await self._stop_sandbox(pod, sandboxes)
+            pod_ip = pod_ip or (pod.get("status") or {}).get("podIP", "")
         else:
-            sandbox = sandboxes[-1] if sandboxes else None
-            views = []
-            config_error = ""
-            if sandbox is None or not sandbox.running:
-                try:
-                    sandbox, pod_ip = await self._start_sandbox(pod, sandbox, instances)
-                    _, instances = await self._containers_of(uid)  # the old sandbox's containers were stopped
-                except (RuntimeFailure, DNSConfigError, OSError) as err:
-                    metrics.RUNTIME_OPERATION_ERRORS.labels("run_sandbox").inc()
-                    log.warning("pod %s: sandbox: %s", describe(pod), err)
-                    sandbox, config_error = None, str(err)
-            # init containers run one at a time, each to success, before any app container starts
-            init_views, initialized = [], True
-            init_policy = "Never" if pod.get("spec", {}).get("restartPolicy") == "Never" else "OnFailure"
-            for spec in init_specs:
-                found = instances.get(spec["name"], [])
-                if sandbox is None or not initialized:
-                    view = self._view_of(spec, found)
-                    view.waiting_reason = "ContainerCreating" if sandbox is None else "PodInitializing"
-                    view.waiting_message = config_error
-                else:
-                    view = await self._sync_container(pod, spec, found, sandbox, pod_ip, init_policy)
-                    done = view.current is not None and view.current.status == "exited" and not view.waiting_reason
-                    initialized = done and view.current is not None and view.current.exit_code == 0
-                init_views.append(view)
-            for spec in specs:
-                found = instances.get(spec["name"], [])
-                if sandbox is None or not initialized:
-                    view = self._view_of(spec, found)
-                    view.waiting_reason = "ContainerCreating" if sandbox is None else "PodInitializing"
-                    view.waiting_message = config_error
-                else:
-                    view = await self._sync_container(pod, spec, found, sandbox, pod_ip)
-                    await self._probe(pod, view, pod_ip)
-                views.append(view)
+            init_views, views, pod_ip = await self._run_pod(pod, sandboxes, instances, pod_ip)
         status = pod_status(
             pod,
             views,
@@ -360,6 +327,51 @@ class PodWorkers:
         await self._report_changes(pod, init_views + views)
         await self._write_status(pod, status)
         return False
+
+    async def _run_pod(
+        self,
+        pod: Object,
+        sandboxes: list[ContainerState],
+        instances: dict[str, list[ContainerState]],
+        pod_ip: str,
+    ) -> tuple[list[ContainerView], list[ContainerView], str]:
+        """Sandbox up, then init containers one at a time to success, then the app containers (with probes)."""
+        sandbox = sandboxes[-1] if sandboxes else None
+        config_error = ""
+        if sandbox is None or not sandbox.running:
+            try:
+                sandbox, pod_ip = await self._start_sandbox(pod, sandbox, instances)
+                _, instances = await self._containers_of(pod["metadata"]["uid"])  # the old sandbox's were stopped
+            except (RuntimeFailure, DNSConfigError, OSError) as err:
+                metrics.RUNTIME_OPERATION_ERRORS.labels("run_sandbox").inc()
+                log.warning("pod %s: sandbox: %s", describe(pod), err)
+                sandbox, config_error = None, str(err)
+
+        def held_back(spec: Object) -> ContainerView:
+            view = self._view_of(spec, instances.get(spec["name"], []))
+            view.waiting_reason = "ContainerCreating" if sandbox is None else "PodInitializing"
+            view.waiting_message = config_error
+            return view
+
+        init_views, views, initialized = [], [], True
+        init_policy = "Never" if pod.get("spec", {}).get("restartPolicy") == "Never" else "OnFailure"
+        for spec in pod.get("spec", {}).get("initContainers") or []:
+            if sandbox is None or not initialized:
+                init_views.append(held_back(spec))
+                continue
+            view = await self._sync_container(pod, spec, instances.get(spec["name"], []), sandbox, pod_ip, init_policy)
+            current = view.current
+            initialized = current is not None and current.status == "exited" and current.exit_code == 0
+            initialized = initialized and not view.waiting_reason
+            init_views.append(view)
+        for spec in pod.get("spec", {}).get("containers") or []:
+            if sandbox is None or not initialized:
+                views.append(held_back(spec))
+                continue
+            view = await self._sync_container(pod, spec, instances.get(spec["name"], []), sandbox, pod_ip)
+            await self._probe(pod, view, pod_ip)
+            views.append(view)
+        return init_views, views, pod_ip
 
     async def _report_changes(self, pod: Object, views: list[ContainerView]) -> None:
         """Events for what changed since the last sync: a container started, or began waiting for a reason."""
