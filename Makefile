@@ -36,7 +36,7 @@ unit: deps
 	$(PYTHON) -m pytest -q -m "not e2e"
 
 bench: deps
-	$(PYTHON) -m pytest -q benchmarks --benchmark-only
+	$(PYTHON) -m benchmarks
 
 lint: deps
 	ruff check .
