@@ -25,7 +25,7 @@ from control.api import errors
 from control.api.errors import ApiError
 from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
-from control.apiserver import discovery, tables
+from control.apiserver import discovery, protobuf, tables
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
 from control.apiserver.storage import Storage
@@ -126,6 +126,7 @@ def _not_found_path(path: str) -> ApiError:
 # -- request helpers ---------------------------------------------------------
 
 
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 _JSON_BODIES = (
     "application/json",
     "application/json-patch+json",
@@ -140,6 +141,13 @@ async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         return None
+    if request.content_type == PROTOBUF:
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as err:
+            raise ApiError(
+                errors.status_failure(415, "UnsupportedMediaType", f"unsupported protobuf request body: {err}")
+            ) from None
     if request.content_type not in _JSON_BODIES:
         raise errors.unsupported_media_type(request.content_type)
     try:

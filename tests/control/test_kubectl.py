@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import threading
@@ -311,3 +312,21 @@ def test_official_python_client(apiserver_module: object, etcd_server: object) -
         assert events == [("MODIFIED", "cfg", {"k": "v2"})]
     finally:
         api_client.close()
+
+
+async def test_kubectl_create_generators_send_protobuf(apiserver: ApiServer, kubectl: Kubectl) -> None:
+    """`kubectl create namespace|configmap|secret|service` send protobuf bodies; the server decodes them."""
+    client = apiserver.client
+    assert kubectl("create", "namespace", "proto").stdout.strip() == "namespace/proto created"
+    assert (await client.get("namespaces", "proto"))["status"]["phase"] == "Active"
+    kubectl("create", "configmap", "settings", "-n", "proto", "--from-literal=a=b", "--from-literal=c=d")
+    assert (await client.get("configmaps", "settings", "proto"))["data"] == {"a": "b", "c": "d"}
+    kubectl("create", "secret", "generic", "pw", "-n", "proto", "--from-literal=pw=hunter2")
+    secret = await client.get("secrets", "pw", "proto")
+    assert secret["type"] == "Opaque" and base64.b64decode(secret["data"]["pw"]) == b"hunter2"
+    kubectl("create", "service", "clusterip", "svc", "-n", "proto", "--tcp=80:8080")
+    svc = await client.get("services", "svc", "proto")
+    assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    assert svc["spec"]["selector"] == {"app": "svc"} and svc["spec"]["clusterIP"].startswith("10.")
+    refused = kubectl("create", "deployment", "d", "-n", "proto", "--image=nginx", check=False)
+    assert refused.returncode != 0 and "protobuf bodies of apps/v1/Deployment are not supported" in refused.stderr

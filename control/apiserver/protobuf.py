@@ -1,0 +1,222 @@
+"""Decoding of Kubernetes protobuf request bodies for a few simple kinds.
+
+kubectl's typed generators (`kubectl create namespace|configmap|secret|
+service`) send `application/vnd.kubernetes.protobuf`: the magic `k8s\\0`
+followed by a `runtime.Unknown` envelope (type meta, then the object's own
+message).  This module turns such a body into the JSON object the rest of
+the server works with, using field tables written from the Kubernetes API
+definitions (k8s.io/api core/v1, k8s.io/apimachinery meta/v1).  Zero values
+are dropped, as JSON `omitempty` would, because Go's protobuf encoding
+writes them.  Kinds without a table are refused, so the caller answers 415.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+MAGIC = b"k8s\x00"
+
+# field number -> (JSON name, type); types: "string", "bytes", "int", "bool",
+# "time", "intstr", "map", "bytesmap", a message name, or "[]" + any of them.
+Fields = dict[int, tuple[str, str]]
+
+MESSAGES: dict[str, Fields] = {
+    "TypeMeta": {1: ("apiVersion", "string"), 2: ("kind", "string")},
+    "Unknown": {
+        1: ("typeMeta", "TypeMeta"),
+        2: ("raw", "bytes"),
+        3: ("contentEncoding", "string"),
+        4: ("contentType", "string"),
+    },
+    "ObjectMeta": {
+        1: ("name", "string"),
+        2: ("generateName", "string"),
+        3: ("namespace", "string"),
+        4: ("selfLink", "string"),
+        5: ("uid", "string"),
+        6: ("resourceVersion", "string"),
+        7: ("generation", "int"),
+        8: ("creationTimestamp", "time"),
+        9: ("deletionTimestamp", "time"),
+        10: ("deletionGracePeriodSeconds", "int"),
+        11: ("labels", "map"),
+        12: ("annotations", "map"),
+        13: ("ownerReferences", "[]OwnerReference"),
+        14: ("finalizers", "[]string"),
+    },
+    "OwnerReference": {
+        1: ("kind", "string"),
+        3: ("name", "string"),
+        4: ("uid", "string"),
+        5: ("apiVersion", "string"),
+        6: ("controller", "bool"),
+        7: ("blockOwnerDeletion", "bool"),
+    },
+    "Namespace": {1: ("metadata", "ObjectMeta"), 2: ("spec", "NamespaceSpec"), 3: ("status", "NamespaceStatus")},
+    "NamespaceSpec": {1: ("finalizers", "[]string")},
+    "NamespaceStatus": {1: ("phase", "string")},
+    "ConfigMap": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("data", "map"),
+        3: ("binaryData", "bytesmap"),
+        4: ("immutable", "bool"),
+    },
+    "Secret": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("data", "bytesmap"),
+        3: ("type", "string"),
+        4: ("stringData", "map"),
+        5: ("immutable", "bool"),
+    },
+    "Service": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ServiceSpec")},
+    "ServiceSpec": {
+        1: ("ports", "[]ServicePort"),
+        2: ("selector", "map"),
+        3: ("clusterIP", "string"),
+        4: ("type", "string"),
+        5: ("externalIPs", "[]string"),
+        7: ("sessionAffinity", "string"),
+        8: ("loadBalancerIP", "string"),
+        10: ("externalName", "string"),
+        11: ("externalTrafficPolicy", "string"),
+        13: ("publishNotReadyAddresses", "bool"),
+        17: ("ipFamilyPolicy", "string"),
+        18: ("clusterIPs", "[]string"),
+        19: ("ipFamilies", "[]string"),
+        20: ("allocateLoadBalancerNodePorts", "bool"),
+        21: ("loadBalancerClass", "string"),
+        22: ("internalTrafficPolicy", "string"),
+    },
+    "ServicePort": {
+        1: ("name", "string"),
+        2: ("protocol", "string"),
+        3: ("port", "int"),
+        4: ("targetPort", "intstr"),
+        5: ("nodePort", "int"),
+        6: ("appProtocol", "string"),
+    },
+}
+
+SUPPORTED = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service")}
+
+
+class ProtobufError(ValueError):
+    """The body is not a protobuf object this server can read."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ProtobufError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProtobufError("varint too long")
+
+
+def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
+    out: list[tuple[int, int | bytes]] = []
+    pos = 0
+    while pos < len(data):
+        tag, pos = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            out.append((number, value))
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ProtobufError("truncated field")
+            out.append((number, data[pos : pos + length]))
+            pos += length
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            out.append((number, int.from_bytes(data[pos : pos + width], "little")))
+            pos += width
+        else:
+            raise ProtobufError(f"unsupported wire type {wire}")
+    return out
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _scalar(kind: str, value: int | bytes) -> Any:
+    if kind == "string":
+        return bytes(value).decode() if isinstance(value, bytes) else str(value)
+    if kind == "bytes":
+        return bytes(value) if isinstance(value, bytes) else b""
+    if kind == "int":
+        return _signed(value) if isinstance(value, int) else 0
+    if kind == "bool":
+        return bool(value)
+    if not isinstance(value, bytes):
+        raise ProtobufError(f"expected a message for {kind}")
+    fields = _fields(value)
+    if kind == "time":
+        seconds = next((_signed(v) for n, v in fields if n == 1 and isinstance(v, int)), 0)
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds)) if seconds else None
+    if kind == "intstr":
+        values = dict(fields)
+        if values.get(1, 0) == 1:
+            return _scalar("string", values.get(3, b""))
+        number = values.get(2, 0)
+        return _signed(number) if isinstance(number, int) else 0
+    if kind in ("map", "bytesmap"):
+        entry = dict(fields)
+        key = _scalar("string", entry.get(1, b""))
+        raw = entry.get(2, b"")
+        item = base64.b64encode(bytes(raw)).decode() if kind == "bytesmap" else _scalar("string", raw)
+        return key, item
+    return decode_message(kind, value)
+
+
+def decode_message(name: str, data: bytes) -> dict[str, Any]:
+    """One message as JSON, zero values omitted."""
+    table = MESSAGES.get(name)
+    if table is None:
+        raise ProtobufError(f"no protobuf table for {name}")
+    out: dict[str, Any] = {}
+    for number, value in _fields(data):
+        if number not in table:
+            continue
+        json_name, kind = table[number]
+        repeated = kind.startswith("[]")
+        kind = kind.removeprefix("[]")
+        item = _scalar(kind, value)
+        if kind in ("map", "bytesmap"):
+            out.setdefault(json_name, {})[item[0]] = item[1]
+        elif repeated:
+            out.setdefault(json_name, []).append(item)
+        elif item not in ("", 0, False, None, {}, b""):
+            out[json_name] = item
+    return out
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A protobuf request body as the JSON object it encodes."""
+    if not body.startswith(MAGIC):
+        raise ProtobufError("missing the k8s protobuf magic prefix")
+    envelope = _fields(body[len(MAGIC) :])
+    type_meta: dict[str, Any] = {}
+    raw = b""
+    for number, value in envelope:
+        if number == 1 and isinstance(value, bytes):
+            type_meta = decode_message("TypeMeta", value)
+        elif number == 2 and isinstance(value, bytes):
+            raw = value
+        elif number == 3 and value:
+            raise ProtobufError("compressed protobuf bodies are not supported")
+    api_version, kind = type_meta.get("apiVersion", ""), type_meta.get("kind", "")
+    if (api_version, kind) not in SUPPORTED:
+        raise ProtobufError(f"protobuf bodies of {api_version}/{kind} are not supported; send JSON")
+    return {"apiVersion": api_version, "kind": kind, **decode_message(kind, raw)}
