@@ -1,7 +1,7 @@
 """Decoding of Kubernetes protobuf request bodies for a few simple kinds.
 
 kubectl's typed generators (`kubectl create namespace|configmap|secret|
-service`) send `application/vnd.kubernetes.protobuf`: the magic `k8s\\0`
+service|deployment`) send `application/vnd.kubernetes.protobuf`: the magic `k8s\\0`
 followed by a `runtime.Unknown` envelope (type meta, then the object's own
 message).  This module turns such a body into the JSON object the rest of
 the server works with, using field tables written from the Kubernetes API
@@ -89,6 +89,62 @@ MESSAGES: dict[str, Fields] = {
         21: ("loadBalancerClass", "string"),
         22: ("internalTrafficPolicy", "string"),
     },
+    "Deployment": {1: ("metadata", "ObjectMeta"), 2: ("spec", "DeploymentSpec")},
+    "DeploymentSpec": {
+        1: ("replicas", "int"),
+        2: ("selector", "LabelSelector"),
+        3: ("template", "PodTemplateSpec"),
+        4: ("strategy", "DeploymentStrategy"),
+        5: ("minReadySeconds", "int"),
+        6: ("revisionHistoryLimit", "int"),
+        7: ("paused", "bool"),
+        9: ("progressDeadlineSeconds", "int"),
+    },
+    "DeploymentStrategy": {1: ("type", "string"), 2: ("rollingUpdate", "RollingUpdateDeployment")},
+    "RollingUpdateDeployment": {1: ("maxUnavailable", "intstr"), 2: ("maxSurge", "intstr")},
+    "LabelSelector": {1: ("matchLabels", "map"), 2: ("matchExpressions", "[]LabelSelectorRequirement")},
+    "LabelSelectorRequirement": {1: ("key", "string"), 2: ("operator", "string"), 3: ("values", "[]string")},
+    "PodTemplateSpec": {1: ("metadata", "ObjectMeta"), 2: ("spec", "PodSpec")},
+    "PodSpec": {
+        2: ("containers", "[]Container"),
+        3: ("restartPolicy", "string"),
+        4: ("terminationGracePeriodSeconds", "int"),
+        6: ("dnsPolicy", "string"),
+        7: ("nodeSelector", "map"),
+        8: ("serviceAccountName", "string"),
+        10: ("nodeName", "string"),
+        11: ("hostNetwork", "bool"),
+        16: ("hostname", "string"),
+        17: ("subdomain", "string"),
+        19: ("schedulerName", "string"),
+        20: ("initContainers", "[]Container"),
+        30: ("enableServiceLinks", "bool"),
+    },
+    "Container": {
+        1: ("name", "string"),
+        2: ("image", "string"),
+        3: ("command", "[]string"),
+        4: ("args", "[]string"),
+        5: ("workingDir", "string"),
+        6: ("ports", "[]ContainerPort"),
+        7: ("env", "[]EnvVar"),
+        8: ("resources", "ResourceRequirements"),
+        13: ("terminationMessagePath", "string"),
+        14: ("imagePullPolicy", "string"),
+        16: ("stdin", "bool"),
+        17: ("stdinOnce", "bool"),
+        18: ("tty", "bool"),
+        20: ("terminationMessagePolicy", "string"),
+    },
+    "ContainerPort": {
+        1: ("name", "string"),
+        2: ("hostPort", "int"),
+        3: ("containerPort", "int"),
+        4: ("protocol", "string"),
+        5: ("hostIP", "string"),
+    },
+    "EnvVar": {1: ("name", "string"), 2: ("value", "string")},
+    "ResourceRequirements": {1: ("limits", "quantitymap"), 2: ("requests", "quantitymap")},
     "ServicePort": {
         1: ("name", "string"),
         2: ("protocol", "string"),
@@ -99,7 +155,8 @@ MESSAGES: dict[str, Fields] = {
     },
 }
 
-SUPPORTED = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service")}
+SUPPORTED = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("apps/v1", "Deployment")}
+_MAPS = ("map", "bytesmap", "quantitymap")
 
 
 class ProtobufError(ValueError):
@@ -171,13 +228,28 @@ def _scalar(kind: str, value: int | bytes) -> Any:
             return _scalar("string", values.get(3, b""))
         number = values.get(2, 0)
         return _signed(number) if isinstance(number, int) else 0
-    if kind in ("map", "bytesmap"):
+    if kind in _MAPS:
         entry = dict(fields)
         key = _scalar("string", entry.get(1, b""))
         raw = entry.get(2, b"")
-        item = base64.b64encode(bytes(raw)).decode() if kind == "bytesmap" else _scalar("string", raw)
-        return key, item
+        if kind == "bytesmap":
+            return key, base64.b64encode(bytes(raw)).decode()
+        if kind == "quantitymap":  # resource.Quantity is a message holding its string form
+            return key, _scalar("string", dict(_fields(bytes(raw))).get(1, b""))
+        return key, _scalar("string", raw)
     return decode_message(kind, value)
+
+
+def _is_zero(value: int | bytes) -> bool:
+    """A zero scalar, or a message whose fields are all zero (how Go encodes an unset struct)."""
+    if not value:
+        return True
+    if isinstance(value, int):
+        return False
+    try:
+        return all(_is_zero(inner) for _, inner in _fields(value))
+    except ProtobufError:
+        return False
 
 
 def decode_message(name: str, data: bytes) -> dict[str, Any]:
@@ -188,12 +260,14 @@ def decode_message(name: str, data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for number, value in _fields(data):
         if number not in table:
+            if not _is_zero(value):  # Go writes zero values of fields it does not use; others would be lost
+                raise ProtobufError(f"field {number} of {name} is not supported; send JSON")
             continue
         json_name, kind = table[number]
         repeated = kind.startswith("[]")
         kind = kind.removeprefix("[]")
         item = _scalar(kind, value)
-        if kind in ("map", "bytesmap"):
+        if kind in _MAPS:
             out.setdefault(json_name, {})[item[0]] = item[1]
         elif repeated:
             out.setdefault(json_name, []).append(item)

@@ -328,5 +328,21 @@ async def test_kubectl_create_generators_send_protobuf(apiserver: ApiServer, kub
     svc = await client.get("services", "svc", "proto")
     assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
     assert svc["spec"]["selector"] == {"app": "svc"} and svc["spec"]["clusterIP"].startswith("10.")
-    refused = kubectl("create", "deployment", "d", "-n", "proto", "--image=nginx", check=False)
-    assert refused.returncode != 0 and "protobuf bodies of apps/v1/Deployment are not supported" in refused.stderr
+    kubectl(
+        "create",
+        "deployment",
+        "gen",
+        "-n",
+        "proto",
+        "--image=nginx:1.25",
+        "--port=80",
+        "--replicas=3",
+        "--",
+        "sleep",
+        "9",
+    )
+    deployment = await client.get("deployments", "gen", "proto")
+    assert deployment["metadata"]["labels"] == {"app": "gen"} and deployment["spec"]["replicas"] == 3
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["sleep", "9"] and container["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+    assert container["image"] == "nginx:1.25" and container["imagePullPolicy"] == "IfNotPresent"
