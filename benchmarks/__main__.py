@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import os
 import platform
 import pkgutil
 import sys
@@ -17,7 +18,7 @@ OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
 
 def machine() -> str:
-    cores = len(__import__("os").sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return f"{platform.node()} ({cores} cores, {mem_kib // 1024 // 1024} GiB, Linux {platform.release()})"
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        header = f"<!-- written by `make bench` ({name}) on {stamp}, {machine()}, in {time.monotonic() - started:.0f}s -->\n"
+        took = time.monotonic() - started
+        header = f"<!-- written by `make bench` ({name}) on {stamp}, {machine()}, in {took:.0f}s -->\n"
         (OUT_DIR / f"{name.removeprefix('bench_')}.md").write_text(header + section)
         print(section, flush=True)
     return 1 if failed else 0
