@@ -120,6 +120,58 @@ def _node_ports(obj: Object) -> set[int]:
     }
 
 
+_POD_MUTABLE = (
+    "spec.containers[*].image, spec.initContainers[*].image, spec.activeDeadlineSeconds, "
+    "spec.tolerations (only additions to existing tolerations), spec.terminationGracePeriodSeconds "
+    "(allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _check_pod_update(current: Object, new: Object) -> None:
+    """Pods are immutable but for images, the deadline and added tolerations (ValidatePodUpdate)."""
+
+    def comparable(spec: Any) -> Object:
+        spec = copy.deepcopy(_dict(spec))
+        for field in ("containers", "initContainers"):
+            for container in spec.get(field) or []:
+                if isinstance(container, dict):
+                    container.pop("image", None)
+        for field in ("activeDeadlineSeconds", "tolerations", "schedulingGates"):
+            spec.pop(field, None)
+        return spec
+
+    old_spec, new_spec = _dict(current.get("spec")), _dict(new.get("spec"))
+    if isinstance(new.get("spec"), dict):
+        apply_defaults("Pod", new)
+    if comparable(old_spec) != comparable(new_spec):
+        name = str(_meta(new).get("name", ""))
+        raise errors.invalid(
+            "Pod",
+            name,
+            [
+                (
+                    "spec",
+                    "FieldValueForbidden",
+                    f"Forbidden: pod updates may not change fields other than {_POD_MUTABLE}",
+                )
+            ],
+        )
+    old_tolerations = old_spec.get("tolerations") or []
+    new_tolerations = new_spec.get("tolerations") or []
+    if any(t not in new_tolerations for t in old_tolerations):
+        raise errors.invalid(
+            "Pod",
+            str(_meta(new).get("name", "")),
+            [
+                (
+                    "spec.tolerations",
+                    "FieldValueForbidden",
+                    "Forbidden: existing toleration can not be modified except its tolerationSeconds",
+                )
+            ],
+        )
+
+
 def _forbidden(message: str) -> ApiError:
     return ApiError(errors.status_failure(403, "Forbidden", message))
 
@@ -697,6 +749,23 @@ class Registry:
                 new.pop("status", None)
         if res.kind == "Service":
             self._keep_cluster_ip(current, new)
+        elif res.kind == "Pod":
+            _check_pod_update(current, new)
+        elif res.kind in ("Deployment", "ReplicaSet"):
+            old_selector, selector = _dict(current.get("spec")).get("selector"), _dict(new.get("spec")).get("selector")
+            if selector != old_selector:
+                raise errors.invalid(
+                    res.kind,
+                    str(meta.get("name", "")),
+                    [
+                        (
+                            "spec.selector",
+                            "FieldValueInvalid",
+                            f"Invalid value: {json.dumps(selector)}: field is immutable",
+                        )
+                    ],
+                    res.group,
+                )
         if "spec" in new or "generation" in old_meta:
             generation = int(old_meta.get("generation") or 1)
             meta["generation"] = generation + 1 if _spec_part(new) != _spec_part(current) else generation

@@ -586,3 +586,38 @@ async def test_table_output(apiserver: ApiServer) -> None:
     cells = table["rows"][0]["cells"]
     assert cells[:4] == ["t1", "0/1", "Pending", "0"] and cells[6] == "n1"
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+async def test_pod_spec_and_workload_selector_are_immutable(apiserver: ApiServer) -> None:
+    client = apiserver.client
+    await client.create("pods", pod("fixed", image="app:1"), "default")
+    new_image = await client.patch(
+        "pods",
+        "fixed",
+        {"spec": {"containers": [{"name": "main", "image": "app:2"}]}},
+        "default",
+        patch_type=STRATEGIC_MERGE_PATCH,
+    )
+    assert new_image["spec"]["containers"][0]["image"] == "app:2"
+    with pytest.raises(ApiError) as moved:
+        await client.patch("pods", "fixed", {"spec": {"nodeName": "elsewhere"}}, "default")
+    assert moved.value.code == 422 and "pod updates may not change fields" in moved.value.status["message"]
+    assert moved.value.status["details"]["causes"][0]["field"] == "spec"
+
+    await client.create(
+        "replicasets",
+        {
+            "metadata": {"name": "rs"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "rs"}},
+                "template": {
+                    "metadata": {"labels": {"app": "rs", "v": "1"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            },
+        },
+        "default",
+    )
+    with pytest.raises(ApiError) as reselect:
+        await client.patch("replicasets", "rs", {"spec": {"selector": {"matchLabels": {"v": "1"}}}}, "default")
+    assert reselect.value.code == 422 and "field is immutable" in reselect.value.status["message"]
