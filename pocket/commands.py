@@ -61,8 +61,12 @@ def run_status(args: argparse.Namespace) -> int:
     return local.status(cluster_config(args), say)
 
 
-def exec_in(netns: str, argv: list[str]) -> int:
-    """Replace this process with `argv` inside `netns`, so its exit code is ours."""
+def exec_in(netns: str, argv: list[str], docker_host: str | None = None) -> int:
+    """Replace this process with `argv` inside `netns`, so its exit code is ours.
+
+    On a node, DOCKER_HOST points at that node's own engine, so
+    `pocket node exec worker1 -- docker ps` lists worker1's containers.
+    """
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
@@ -72,7 +76,8 @@ def exec_in(netns: str, argv: list[str]) -> int:
         say(f"pocket: network namespace {netns} does not exist; is the cluster up? (`pocket up`)")
         return 1
     full = nsenter_argv(netns, argv)
-    os.execvp(full[0], full)
+    env = dict(os.environ, DOCKER_HOST=docker_host) if docker_host else dict(os.environ)
+    os.execvpe(full[0], full, env)
     return 127  # not reached: execvp replaces the process or raises
 
 
@@ -93,7 +98,7 @@ def run_node(args: argparse.Namespace) -> int:
         say(f"pocket: {err.args[0]}")
         return 2
     if args.action == "exec":
-        return exec_in(cluster.node_netns(node.name), args.cmd)
+        return exec_in(cluster.node_netns(node.name), args.cmd, cluster.docker_host(node.name))
     if args.cmd:
         say(f"pocket: `node {args.action}` takes no command, got {' '.join(args.cmd)!r}")
         return 2

@@ -8,6 +8,8 @@ is resolved by kdns through the kube-dns Service.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,3 +152,15 @@ def test_deleted_backend_is_replaced_and_service_answers(cluster: Any, web: dict
     )
     answers = _fetch_many(cluster, f"http://{web['spec']['clusterIP']}:80/", 10)
     assert set(answers) <= after, f"answers {set(answers)} include pods outside {after}"
+
+
+def test_node_exec_reaches_the_nodes_own_docker(cluster: Any, web: dict[str, Any]) -> None:
+    """`pocket node exec NODE -- docker ...` talks to that node's engine, as `vagrant ssh` would."""
+    pod = running_pods(cluster, "app=web")[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pocket.cli", "node", "exec", pod["spec"]["nodeName"], "--",
+         "docker", "ps", "--format", "{{.Label \"io.kubernetes.pod.name\"}}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert pod["metadata"]["name"] in proc.stdout.split(), proc.stdout
