@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,7 @@ class NetworkError(Exception):
 def _setns(fd: int) -> None:
     """Move the calling thread (only) into the network namespace behind fd."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise NetworkError(f"setns: {os.strerror(errno)}")
+        raise NetworkError(f"setns: {os.strerror(ctypes.get_errno())}")
 
 
 def _enter(path: str | None) -> None:
@@ -55,6 +56,15 @@ def _enter(path: str | None) -> None:
         _setns(fd)
     finally:
         os.close(fd)
+
+
+def _delete_link(ipr: IPRoute, index: int) -> None:
+    """Delete a link; one already gone is fine (a stopped sandbox's namespace takes its veth pair with it)."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as err:
+        if err.code != errno.ENODEV:
+            raise
 
 
 class Ipam:
@@ -180,7 +190,7 @@ class NodeNetwork:
         try:
             with IPRoute() as ipr:
                 for stale in ipr.link_lookup(ifname=host_end):
-                    ipr.link("del", index=stale)
+                    _delete_link(ipr, stale)
                 ipr.link("add", ifname=host_end, kind="veth", peer=pod_end)
                 host_index = ipr.link_lookup(ifname=host_end)[0]
                 bridge_index = ipr.link_lookup(ifname=self.bridge)[0]
@@ -212,7 +222,7 @@ class NodeNetwork:
     def _teardown_pod(self, pod_uid: str) -> None:
         with IPRoute() as ipr:
             for index in ipr.link_lookup(ifname=veth_name(pod_uid)):
-                ipr.link("del", index=index)
+                _delete_link(ipr, index)
 
     def pod_ip(self, pod_uid: str) -> str | None:
         return None if self.ipam is None else self.ipam.lookup(pod_uid)

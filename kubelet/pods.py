@@ -52,6 +52,7 @@ Object = dict[str, Any]
 CPU_PERIOD = 100_000  # microseconds, as the kubelet sets it
 MIN_CPU_SHARES = 2
 DEFAULT_GRACE_SECONDS = 30
+MIN_GRACE_AFTER_HOOK = 2  # seconds SIGTERM still gets when a preStop hook used up the grace period
 LABEL_SANDBOX_ATTEMPT = "io.kubernetes.sandbox.attempt"
 
 
@@ -180,6 +181,12 @@ def resource_settings(container: Object) -> ResourceSettings:
     shares = millicores(cpu_request) * 1024 // 1000 if cpu_request is not None else 0
     settings["cpu_shares"] = max(MIN_CPU_SHARES, shares)
     return settings
+
+
+def _grace_of(pod: Object) -> int:
+    """The pod's terminationGracePeriodSeconds (default 30)."""
+    value = pod.get("spec", {}).get("terminationGracePeriodSeconds")
+    return DEFAULT_GRACE_SECONDS if value is None else int(value)
 
 
 def pod_labels(pod: Object) -> dict[str, str]:
@@ -421,17 +428,10 @@ class PodWorkers:
         if startup == "starting":
             return
         if startup == "failed" or not await self.probes.alive(view.spec, current, pod_ip):
-            grace = int(pod.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
-            log.info(
-                "pod %s: container %s failed its %s probe; stopping it",
-                describe(pod),
-                view.spec["name"],
-                "startup" if startup == "failed" else "liveness",
-            )
             probe = "startup" if startup == "failed" else "liveness"
+            log.info("pod %s: container %s failed its %s probe", describe(pod), view.spec["name"], probe)
             message = f"Container {view.spec['name']} failed {probe} probe, will be restarted"
-            await self.events.record(pod, NORMAL, "Killing", message)
-            await self.runtime.stop_container(current.id, grace)
+            await self._kill(pod, current, _grace_of(pod), message)
             self.probes.forget({current.id})
             view.current = await self.runtime.inspect(current.id)
             return
@@ -583,7 +583,29 @@ class PodWorkers:
         )
         container_id = await self.runtime.create_container(config)
         await self.runtime.start_container(container_id)
+        hook = (spec.get("lifecycle") or {}).get("postStart")
+        started = await self.runtime.inspect(container_id)
+        if hook and started is not None and started.running:
+            grace = _grace_of(pod)
+            if not await self.probes.run_action(hook, spec, started, pod_ip, grace):
+                message = f"PostStartHook failed in container {spec['name']}"
+                await self.events.record(pod, WARNING, "FailedPostStartHook", message)
+                await self._kill(pod, started, grace, f"Container {spec['name']} failed its postStart hook")
         return container_id
+
+    async def _kill(self, pod: Object, state: ContainerState, grace: int, why: str) -> None:
+        """Kubernetes' container kill: Killing event, the preStop hook (within the grace period), SIGTERM, SIGKILL."""
+        await self.events.record(pod, NORMAL, "Killing", why)
+        name = state.labels.get(LABEL_CONTAINER_NAME, "")
+        spec: Object = next((c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") == name), {})
+        hook = (spec.get("lifecycle") or {}).get("preStop")
+        if hook and grace > 0:
+            began = self.clock.now()
+            pod_ip = self.network.pod_ip(pod["metadata"]["uid"]) or ""
+            if not await self.probes.run_action(hook, spec, state, pod_ip, grace):
+                await self.events.record(pod, WARNING, "FailedPreStopHook", f"PreStopHook failed in container {name}")
+            grace = max(MIN_GRACE_AFTER_HOOK, int(grace - (self.clock.now() - began)))
+        await self.runtime.stop_container(state.id, grace)
 
     async def _fetch_data(self, plural: str, name: str, namespace: str) -> dict[str, str] | None:
         """A ConfigMap's or Secret's data (Secret values decoded), or None when it does not exist."""
@@ -631,14 +653,12 @@ class PodWorkers:
         meta = pod["metadata"]
         uid = meta["uid"]
         grace = meta.get("deletionGracePeriodSeconds")
-        if grace is None:
-            grace = pod.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+        grace = _grace_of(pod) if grace is None else int(grace)
         containers = await self.runtime.list_containers({LABEL_POD_UID: uid})
         apps = [c for c in containers if c.labels.get(LABEL_TYPE) == TYPE_CONTAINER and c.running]
-        for app in apps:
-            name = app.labels.get(LABEL_CONTAINER_NAME, "")
-            await self.events.record(pod, NORMAL, "Killing", f"Stopping container {name}")
-        await asyncio.gather(*(self.runtime.stop_container(c.id, int(grace)) for c in apps))
+        await asyncio.gather(
+            *(self._kill(pod, c, grace, f"Stopping container {c.labels.get(LABEL_CONTAINER_NAME, '')}") for c in apps)
+        )
         for sandbox in (c for c in containers if c.labels.get(LABEL_TYPE) == TYPE_SANDBOX and c.running):
             await self.runtime.stop_container(sandbox.id, 0)
         await self.network.teardown_pod(uid)

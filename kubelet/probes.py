@@ -1,4 +1,6 @@
-"""Readiness and liveness probes (httpGet, tcpSocket, exec) with Kubernetes' timing fields.
+"""Startup, readiness and liveness probes (httpGet, tcpSocket, exec) with Kubernetes' timing fields.
+
+The same handlers (plus `sleep`) run the containers' lifecycle hooks.
 
 Each sync asks `ProbeManager` about every running container; a probe runs
 when it is due (after `initialDelaySeconds`, then every `periodSeconds`,
@@ -17,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from control.clock import Clock
-from kubelet.runtime import ContainerRuntime, ContainerState
+from kubelet.runtime import ContainerRuntime, ContainerState, RuntimeFailure
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +108,27 @@ class ProbeManager:
 
     async def run_probe(self, probe: Object, container: Object, state: ContainerState, pod_ip: str) -> bool:
         """One probe attempt, bounded by timeoutSeconds; any error counts as a failure."""
-        timeout = float(probe.get("timeoutSeconds") or 1)
+        return await self.run_action(probe, container, state, pod_ip, float(probe.get("timeoutSeconds") or 1))
+
+    async def run_action(
+        self, action: Object, container: Object, state: ContainerState, pod_ip: str, timeout: float
+    ) -> bool:
+        """A probe's or lifecycle hook's handler (httpGet, tcpSocket, exec, sleep) within `timeout` seconds."""
         try:
-            if "httpGet" in probe:
-                return await self._http(probe["httpGet"], container, pod_ip, timeout)
-            if "tcpSocket" in probe:
-                return await self._tcp(probe["tcpSocket"], container, pod_ip, timeout)
-            if "exec" in probe:
-                command = list(probe["exec"].get("command") or [])
+            if "httpGet" in action:
+                return await self._http(action["httpGet"], container, pod_ip, timeout)
+            if "tcpSocket" in action:
+                return await self._tcp(action["tcpSocket"], container, pod_ip, timeout)
+            if "exec" in action:
+                command = list(action["exec"].get("command") or [])
                 return await asyncio.wait_for(self.runtime.exec_in(state.id, command), timeout) == 0
-        except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as err:
-            log.info("probe of %s failed: %s", container.get("name"), err)
+            if "sleep" in action:
+                await self.clock.sleep(min(float(action["sleep"].get("seconds") or 0), timeout))
+                return True
+        except (TimeoutError, OSError, aiohttp.ClientError, ValueError, RuntimeFailure) as err:
+            log.info("handler in container %s failed: %s", container.get("name"), err)
             return False
-        log.warning("container %s: probe has no httpGet, tcpSocket or exec handler", container.get("name"))
+        log.warning("container %s: handler has no httpGet, tcpSocket, exec or sleep", container.get("name"))
         return False
 
     async def _http(self, action: Object, container: Object, pod_ip: str, timeout: float) -> bool:

@@ -148,3 +148,28 @@ async def test_failing_startup_probe_restarts_the_container(tmp_path: Path) -> N
     assert not h.runtime.find("app", 0).running
     await h.sync(pod)
     assert h.app_status()["restartCount"] == 1 and h.app_status()["started"] is False
+
+
+async def test_pre_stop_hook_runs_before_sigterm(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    pod = make_pod(c(lifecycle={"preStop": {"exec": {"command": ["drain"]}}}), terminationGracePeriodSeconds=9)
+    await h.sync(pod)
+    app = h.runtime.find("app")
+    pod["metadata"] |= {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 9}
+    await h.workers.sync_pod(pod)
+    assert h.runtime.execs == [(app.id, ["drain"])]
+    assert (app.id, 9) in h.runtime.stops
+    assert h.api.deleted == [("default", "web", 0)]
+
+
+async def test_failed_post_start_hook_kills_and_restarts(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.runtime.exec_results[("setup",)] = 1
+    pod = make_pod(c(lifecycle={"postStart": {"exec": {"command": ["setup"]}}}), terminationGracePeriodSeconds=3)
+    await h.sync(pod)
+    first = h.runtime.find("app", 0)
+    assert not first.running and (first.id, 3) in h.runtime.stops
+    assert "FailedPostStartHook" in {e["reason"] for e in h.api.events.values()}
+    h.runtime.exec_results[("setup",)] = 0
+    await h.sync(pod)
+    assert h.runtime.find("app", 1).running and h.app_status()["restartCount"] == 1
