@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aetcd
 import aiohttp
+import grpc
 import prometheus_client
 from aiohttp import web
 
@@ -54,6 +56,7 @@ PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
 }
+STARTUP_ATTEMPTS = 60  # one a second: the bring-up starts etcd just before the apiserver
 REGISTRY_KEY = web.AppKey("registry", Registry)
 VERB_KEY = web.RequestKey("pk_verb", str)
 RESOURCE_KEY = web.RequestKey("pk_resource", str)
@@ -261,6 +264,19 @@ class ApiHandler:
                 raise errors.method_not_allowed()
             created = await self.registry.create(res, t.namespace, await _body(request), _write_options(request))
             return _json(created, 201)
+        if request.method == "DELETE":
+            request[VERB_KEY] = "DELETECOLLECTION"
+            listed = await self.registry.list(res, t.namespace, _list_options(request, res))
+            options = await _delete_options(request)
+            deleted = []
+            for obj in listed["items"]:
+                meta = obj["metadata"]
+                try:
+                    deleted.append(await self.registry.delete(res, meta.get("namespace"), meta["name"], options))
+                except ApiError as err:
+                    if err.code != 404:
+                        raise
+            return _json({**listed, "items": deleted})
         raise errors.method_not_allowed()
 
     async def _object(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -510,6 +526,10 @@ async def _observe(
         if err.status == 405:
             return _status_response(errors.method_not_allowed())
         raise
+    except (grpc.aio.AioRpcError, aetcd.ClientError) as err:
+        code = 503
+        log.warning("etcd request failed", extra={"path": request.path, "error": str(err)})
+        return _status_response(errors.service_unavailable(f"storage (etcd) is unavailable: {err}"))
     except Exception as err:
         log.exception("request %s %s failed", request.method, request.path)
         code = 500
@@ -529,8 +549,17 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
     app[REGISTRY_KEY] = registry
 
     async def startup(_: web.Application) -> None:
-        await storage.connect()
-        await registry.ensure_defaults(config.advertise_address, config.port)
+        """Wait for etcd (it may start after us), then create the default objects."""
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            try:
+                await storage.connect()
+                await registry.ensure_defaults(config.advertise_address, config.port)
+                return
+            except (ApiError, OSError, aetcd.ClientError, grpc.aio.AioRpcError) as err:
+                if attempt == STARTUP_ATTEMPTS:
+                    raise RuntimeError(f"etcd unusable after {attempt} attempts: {err}") from err
+                log.warning("waiting for etcd", extra={"attempt": attempt, "error": str(err)})
+                await asyncio.sleep(1.0)
 
     async def cleanup(_: web.Application) -> None:
         await registry.close()

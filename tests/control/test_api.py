@@ -621,3 +621,13 @@ async def test_pod_spec_and_workload_selector_are_immutable(apiserver: ApiServer
     with pytest.raises(ApiError) as reselect:
         await client.patch("replicasets", "rs", {"spec": {"selector": {"matchLabels": {"v": "1"}}}}, "default")
     assert reselect.value.code == 422 and "field is immutable" in reselect.value.status["message"]
+
+
+async def test_delete_collection_with_selector(apiserver: ApiServer) -> None:
+    client = apiserver.client
+    await make_namespace(client, "bulk")
+    for name, tier in (("a", "fe"), ("b", "fe"), ("c", "be")):
+        await client.create("configmaps", {"metadata": {"name": name, "labels": {"tier": tier}}}, "bulk")
+    deleted = await client.request("DELETE", "/api/v1/namespaces/bulk/configmaps", params={"labelSelector": "tier=fe"})
+    assert deleted["kind"] == "ConfigMapList" and sorted(o["metadata"]["name"] for o in deleted["items"]) == ["a", "b"]
+    assert [o["metadata"]["name"] for o in (await client.list("configmaps", "bulk"))["items"]] == ["c"]
