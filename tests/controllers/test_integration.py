@@ -99,14 +99,27 @@ async def test_replicaset_adopts_a_matching_orphan(apiserver, manager, namespace
         "spec": TEMPLATE["spec"],
     }
     await client.create("pods", orphan, namespace)
+
+    async def orphan_cached():
+        # Upstream has the same race: a ReplicaSet whose first sync misses the orphan creates two pods,
+        # adopts the orphan later and deletes a surplus pod, possibly the orphan.  Start from a known cache.
+        return manager.informers["pods"].get("orphan", namespace)
+
+    await eventually(orphan_cached, what="the orphan in the controller's cache")
     rs = {
         "metadata": {"name": "web", "namespace": namespace},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
     }
     await client.create("replicasets", rs, namespace)
-    pods = await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="2 pods including the orphan")
-    adopted = next(p for p in pods if p["metadata"]["name"] == "orphan")
-    assert adopted["metadata"]["ownerReferences"][0]["name"] == "web"
+
+    async def adopted_and_two():
+        pods = await live_pods(client, namespace)
+        orphan = [p for p in pods if p["metadata"]["name"] == "orphan"]
+        owned = orphan and [r["name"] for r in orphan[0]["metadata"].get("ownerReferences") or []] == ["web"]
+        return pods if owned and len(pods) == 2 else None
+
+    pods = await eventually(adopted_and_two, what="the orphan adopted and 2 pods in all")
+    assert all(p["metadata"]["ownerReferences"][0]["controller"] for p in pods)
 
 
 async def test_deployment_rolls_out_a_new_template_and_back(apiserver, manager, namespace, kubectl):
