@@ -299,9 +299,9 @@ class ApiHandler:
                 )
             )
         if request.method == "DELETE":
-            obj = await self.registry.delete(res, t.namespace, name, await _delete_options(request))
-            pending = bool(obj.get("metadata", {}).get("deletionTimestamp"))
-            return _json(obj, 202 if pending else 200)
+            # 200 even when only marked for deletion (graceful pods, finalizers,
+            # namespaces): Kubernetes keeps 202 for orphanDependents=false only.
+            return _json(await self.registry.delete(res, t.namespace, name, await _delete_options(request)))
         raise errors.method_not_allowed()
 
     @staticmethod

@@ -406,7 +406,7 @@ async def test_graceful_pod_deletion_contract(apiserver: ApiServer) -> None:
 
     await client.create("pods", pod("short", node="n1"), "del")
     status, body = await raw(client, "DELETE", "/api/v1/namespaces/del/pods/short?gracePeriodSeconds=5")
-    assert status == 202 and body["metadata"]["deletionGracePeriodSeconds"] == 5
+    assert status == 200 and body["metadata"]["deletionGracePeriodSeconds"] == 5
 
 
 async def test_finalizers_hold_deletion_until_removed(apiserver: ApiServer) -> None:
