@@ -59,15 +59,34 @@ def _node_routes(nodes: list[Object], own: str) -> dict[str, str]:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    """Run until SIGTERM (or cancellation); the pods' containers keep running for the next kubelet to adopt."""
     main = asyncio.current_task()
-    assert main is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)  # stop cleanly; containers keep running
+    if main is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     labels, taints = parse_labels(args.node_labels), parse_taints(args.register_with_taints)
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
-    clock = RealClock()
-    client = Client(args.api_server, user_agent=f"kubelet/{args.node_name}")
     runtime = DockerRuntime(args.docker_host)
+    client = Client(args.api_server, user_agent=f"kubelet/{args.node_name}")
     network = NodeNetwork(args.root_dir)
+    try:
+        await _run_agent(args, labels, taints, node_resolv, client, runtime, network)
+    finally:
+        await network.close()
+        await runtime.close()
+        await client.close()
+
+
+async def _run_agent(
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    taints: list[Object],
+    node_resolv: str | None,
+    client: Client,
+    runtime: DockerRuntime,
+    network: NodeNetwork,
+) -> None:
+    """Register, bring the pod network up once the podCIDR is known, then run the pods."""
+    clock = RealClock()
     settings = NodeSettings(
         node_name=args.node_name,
         node_ip=args.node_ip,
@@ -96,7 +115,6 @@ async def serve(args: argparse.Namespace) -> None:
     server = KubeletServer(
         runtime, workers.known_pods, args.node_name, {"loops": lambda: not any(t.done() for t in tasks)}
     )
-    await server.start(args.node_ip, args.port)
 
     async def on_nodes(_kind: str, _obj: Object, _prev: Object | None) -> None:
         own = nodes.get(args.node_name)
@@ -113,17 +131,18 @@ async def serve(args: argparse.Namespace) -> None:
         else:
             workers.update(pod)
 
-    while True:
-        try:
-            await agent.register()
-            break
-        except ApiError as err:
-            log.warning("cannot register node %s yet: %s", args.node_name, err)
-            await asyncio.sleep(REGISTER_RETRY_SECONDS)
     nodes.add_handler(on_nodes)
     pods.add_handler(on_pods)
-    tasks += [asyncio.create_task(services.run()), asyncio.create_task(nodes.run()), asyncio.create_task(agent.run())]
+    await server.start(args.node_ip, args.port)
     try:
+        while True:
+            try:
+                await agent.register()
+                break
+            except ApiError as err:
+                log.warning("cannot register node %s yet: %s", args.node_name, err)
+                await asyncio.sleep(REGISTER_RETRY_SECONDS)
+        tasks += [asyncio.create_task(t.run()) for t in (services, nodes, agent)]
         await network_up.wait()
         await services.synced.wait()
         tasks.append(asyncio.create_task(pods.run()))
@@ -135,9 +154,6 @@ async def serve(args: argparse.Namespace) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await workers.close()
         await server.stop()
-        await network.close()
-        await runtime.close()
-        await client.close()
 
 
 def run(args: argparse.Namespace) -> int:

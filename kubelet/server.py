@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import aclosing
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -18,7 +19,7 @@ from kubelet.runtime import (
     LogOptions,
 )
 
-Object = dict
+Object = dict[str, Any]
 
 TRUE_VALUES = ("true", "1")
 
