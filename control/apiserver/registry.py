@@ -501,7 +501,8 @@ class Registry:
 
     @staticmethod
     def _requested_ip(obj: Object) -> str | None:
-        ip = (obj.get("spec") or {}).get("clusterIP")
+        spec = _dict(obj.get("spec"))
+        ip = spec.get("clusterIP") or (spec.get("clusterIPs") or [None])[0]
         return ip if ip and ip != "None" else None
 
     async def _taken(self) -> tuple[set[str], set[int]]:
@@ -514,9 +515,11 @@ class Registry:
         spec = obj["spec"]
         if spec.get("type") == "ExternalName":
             return []
-        if spec.get("clusterIP") == "None":
-            spec["clusterIPs"] = ["None"]
+        if spec.get("clusterIP") == "None" or spec.get("clusterIPs") == ["None"]:
+            spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
             return []
+        if not spec.get("clusterIP") and spec.get("clusterIPs"):
+            spec["clusterIP"] = spec["clusterIPs"][0]
         requested = spec.get("clusterIP")
         name = _meta(obj)["name"]
         if requested:
@@ -772,9 +775,15 @@ class Registry:
         return new
 
     def _keep_cluster_ip(self, current: Object, new: Object) -> None:
+        """ClusterIPs are immutable; node ports the old type needed go when the type stops needing them."""
         old_spec, spec = current.get("spec") or {}, new.get("spec")
         if not isinstance(spec, dict):
             return
+        if _wants_node_ports(old_spec) and not _wants_node_ports(spec):
+            old_node_ports = _node_ports(current)
+            for port in spec.get("ports") or []:
+                if isinstance(port, dict) and port.get("nodePort") in old_node_ports:
+                    del port["nodePort"]
         for field in ("clusterIP", "clusterIPs"):
             if field in old_spec and not spec.get(field):
                 spec[field] = old_spec[field]

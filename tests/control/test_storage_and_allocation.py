@@ -272,3 +272,28 @@ async def test_node_ports_allocated_kept_released_and_never_shared(apiserver: Ap
         "nodeports",
     )
     assert again["spec"]["ports"][0]["nodePort"] == ports[0]
+
+
+async def test_type_change_to_cluster_ip_releases_node_ports_and_clusterips_request(apiserver: ApiServer) -> None:
+    client = apiserver.client
+    await client.create("namespaces", {"metadata": {"name": "retype"}})
+    svc = await client.create(
+        "services", {"metadata": {"name": "np"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}}, "retype"
+    )
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    plain = await client.update("services", {**svc, "spec": {**svc["spec"], "type": "ClusterIP"}})
+    assert "nodePort" not in plain["spec"]["ports"][0]
+    assert str(node_port) not in [k.rsplit("/", 1)[1] for k in await node_port_keys(apiserver)]
+    by_list = await client.create(
+        "services",
+        {"metadata": {"name": "ips"}, "spec": {"clusterIPs": ["10.96.0.77"], "ports": [{"port": 80}]}},
+        "retype",
+    )
+    assert by_list["spec"]["clusterIP"] == "10.96.0.77"
+
+
+async def node_port_keys(apiserver: ApiServer) -> list[str]:
+    host, port = apiserver.etcd_url.removeprefix("http://").split(":")
+    async with aetcd.Client(host=host, port=int(port)) as etcd:
+        found = await etcd.get_prefix(f"{apiserver.prefix}/registry/nodeportallocations/".encode())
+        return [kv.key.decode() for kv in found]
