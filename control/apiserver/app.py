@@ -57,7 +57,6 @@ PATCH_TYPES = {
     "application/strategic-merge-patch+json": "strategic",
 }
 STARTUP_ATTEMPTS = 60  # one a second: the bring-up starts etcd just before the apiserver
-REGISTRY_KEY = web.AppKey("registry", Registry)
 VERB_KEY = web.RequestKey("pk_verb", str)
 RESOURCE_KEY = web.RequestKey("pk_resource", str)
 SUBRESOURCE_KEY = web.RequestKey("pk_subresource", str)
@@ -546,7 +545,6 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
     registry = Registry(storage, ip_range)
     handler = ApiHandler(registry, config)
     app = web.Application(middlewares=[_observe], client_max_size=8 * 1024 * 1024)
-    app[REGISTRY_KEY] = registry
 
     async def startup(_: web.Application) -> None:
         """Wait for etcd (it may start after us), then create the default objects."""

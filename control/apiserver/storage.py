@@ -239,9 +239,6 @@ class Storage:
             raise RevisionConflict(key)
         return int(response.header.revision)
 
-    async def put_raw(self, key: str, value: bytes) -> None:
-        await self._client.put(self.full(key), value)
-
     # -- ranges --------------------------------------------------------------
 
     async def list(
