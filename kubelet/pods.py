@@ -200,6 +200,30 @@ def describe(pod: Object) -> str:
     return f"{meta['name']}_{meta.get('namespace', '')}({meta['uid']})"
 
 
+def _revision(obj: Object) -> int | None:
+    """metadata.resourceVersion as a number (pocketkube's are etcd revisions), or None."""
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", ""))
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Written:
+    """The last status this kubelet wrote for a pod, and what the API server stored."""
+
+    computed: Object
+    stored: Object | None
+    revision: int | None
+
+    def overwritten_in(self, pod: Object) -> bool:
+        """Whether `pod` (from the informer) carries a newer status than ours, written by someone else."""
+        revision = _revision(pod)
+        if revision is None or self.revision is None or revision <= self.revision:
+            return False  # our write, or an older copy the informer has not caught up from
+        return pod.get("status") != self.stored
+
+
 class PodWorkers:
     """Runs every pod bound to this node."""
 
@@ -226,7 +250,7 @@ class PodWorkers:
         self._start_time: dict[str, str] = {}
         self._started: set[str] = set()
         self._exit_seen: dict[str, float] = {}
-        self._written: dict[str, Object] = {}
+        self._written: dict[str, _Written] = {}
         self._pull_failed_at: dict[str, float] = {}
 
     # -- feeding pods in ---------------------------------------------------
@@ -629,12 +653,14 @@ class PodWorkers:
                 await self.network.teardown_pod(pod["metadata"]["uid"])
 
     async def _write_status(self, pod: Object, status: Object) -> None:
-        uid = pod["metadata"]["uid"]
-        if self._written.get(uid) == status:
-            return
+        """Write when the status changed, or when someone else (the node lifecycle controller) changed it since."""
         meta = pod["metadata"]
+        uid = meta["uid"]
+        written = self._written.get(uid)
+        if written is not None and written.computed == status and not written.overwritten_in(pod):
+            return
         try:
-            await self.api.update_status("pods", {**pod, "status": status})
+            stored = await self.api.update_status("pods", {**pod, "status": status})
         except ApiError as err:
             if err.code == 404:
                 return
@@ -643,8 +669,8 @@ class PodWorkers:
             fresh = await self.api.get("pods", meta["name"], meta.get("namespace"))
             if fresh["metadata"].get("uid") != uid:
                 return
-            await self.api.update_status("pods", {**fresh, "status": status})
-        self._written[uid] = status
+            stored = await self.api.update_status("pods", {**fresh, "status": status})
+        self._written[uid] = _Written(status, stored.get("status"), _revision(stored))
 
     # -- ending pods -------------------------------------------------------
 

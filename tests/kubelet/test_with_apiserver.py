@@ -119,6 +119,24 @@ async def test_pod_status_and_graceful_deletion_through_the_api(apiserver: Any, 
         assert stored["status"]["hostIP"] == "192.168.56.20"
         assert stored["status"]["containerStatuses"][0]["containerID"] == f"docker://{runtime.find('app').id}"
         app_id = runtime.find("app").id
+
+        # the node lifecycle controller marks the pod not ready; the kubelet, still running it, says otherwise
+        not_ready = [c | {"status": "False"} if c["type"] == "Ready" else c for c in stored["status"]["conditions"]]
+        await client.patch("pods", "kl-web", {"status": {"conditions": not_ready}}, "default", subresource="status")
+
+        async def ready_again() -> bool:
+            conditions = (await client.get("pods", "kl-web", "default"))["status"]["conditions"]
+            return {c["type"]: c["status"] for c in conditions}["Ready"] == "True"
+
+        await eventually(ready_again, "the kubelet to restore Ready=True")
+
+        # any other change to the status by someone else is written over too, though nothing changed on the node
+        await client.patch("pods", "kl-web", {"status": {"reason": "NodeLost"}}, "default", subresource="status")
+
+        async def reason_gone() -> bool:
+            return "reason" not in (await client.get("pods", "kl-web", "default"))["status"]
+
+        await eventually(reason_gone, "the kubelet to write its own status back")
         events = (await client.list("events", "default"))["items"]
         told = {(e["reason"], e["involvedObject"]["name"]) for e in events if e["source"]["component"] == "kubelet"}
         assert {("Created", "kl-web"), ("Started", "kl-web")} <= told
