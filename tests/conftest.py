@@ -113,10 +113,13 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 class ApiServerThread:
     """An API server on its own event loop in a daemon thread; restartable on the same etcd prefix."""
 
-    def __init__(self, etcd_url: str, prefix: str, service_range: str = "10.96.0.0/12"):
+    def __init__(
+        self, etcd_url: str, prefix: str, service_range: str = "10.96.0.0/12", compaction_interval: float = 300.0
+    ):
         self.etcd_url = etcd_url
         self.prefix = prefix
         self.service_range = service_range
+        self.compaction_interval = compaction_interval
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
@@ -148,7 +151,12 @@ class ApiServerThread:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        config = ServerConfig(advertise_address="127.0.0.1", port=self.port, bookmark_interval=1.0)
+        config = ServerConfig(
+            advertise_address="127.0.0.1",
+            port=self.port,
+            bookmark_interval=1.0,
+            compaction_interval=self.compaction_interval,
+        )
         app = create_app(Storage(self.etcd_url, self.prefix), ServiceIPRange(self.service_range), config)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await runner.setup()

@@ -71,6 +71,7 @@ class ServerConfig:
     kubelet_port: int = 10250
     bookmark_interval: float = 30.0
     default_watch_timeout: float = 1800.0
+    compaction_interval: float = 300.0  # Kubernetes' --etcd-compaction-interval default
 
 
 @dataclass(frozen=True)
@@ -540,11 +541,30 @@ async def _observe(
         LATENCY.labels(verb, plural).observe(time.monotonic() - started)
 
 
+async def _compact_forever(storage: Storage, interval: float) -> None:
+    """Compact etcd history each interval to the revision seen one interval earlier, as kube-apiserver does.
+
+    Watchers and continue tokens older than that get 410 Expired and relist.
+    """
+    previous = 0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            current = await storage.revision()
+            if previous:
+                await storage.compact(previous)
+                log.info("compacted etcd", extra={"revision": previous})
+            previous = current
+        except (grpc.aio.AioRpcError, aetcd.ClientError) as err:
+            log.warning("etcd compaction failed", extra={"error": str(err)})
+
+
 def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig) -> web.Application:
     """The API server application; startup creates the default objects."""
     registry = Registry(storage, ip_range)
     handler = ApiHandler(registry, config)
     app = web.Application(middlewares=[_observe], client_max_size=8 * 1024 * 1024)
+    background: list[asyncio.Task[None]] = []
 
     async def startup(_: web.Application) -> None:
         """Wait for etcd (it may start after us), then create the default objects."""
@@ -552,6 +572,7 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
             try:
                 await storage.connect()
                 await registry.ensure_defaults(config.advertise_address, config.port)
+                background.append(asyncio.create_task(_compact_forever(storage, config.compaction_interval)))
                 return
             except (ApiError, OSError, aetcd.ClientError, grpc.aio.AioRpcError) as err:
                 if attempt == STARTUP_ATTEMPTS:
@@ -560,6 +581,9 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
                 await asyncio.sleep(1.0)
 
     async def cleanup(_: web.Application) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await registry.close()
         await storage.close()
 

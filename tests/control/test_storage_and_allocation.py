@@ -297,3 +297,33 @@ async def node_port_keys(apiserver: ApiServer) -> list[str]:
     async with aetcd.Client(host=host, port=int(port)) as etcd:
         found = await etcd.get_prefix(f"{apiserver.prefix}/registry/nodeportallocations/".encode())
         return [kv.key.decode() for kv in found]
+
+
+@pytest.fixture
+def compacting_server(etcd_server: EtcdServer) -> Iterator[ApiServerThread]:
+    server = ApiServerThread(etcd_server.url, f"/pkt-compact-{uuid.uuid4().hex[:8]}", compaction_interval=0.2)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_periodic_compaction_expires_old_watches(compacting_server: ApiServerThread) -> None:
+    async with Client(compacting_server.url) as client:
+        created = await client.create("configmaps", {"metadata": {"name": "old"}}, "default")
+        old_rv = created["metadata"]["resourceVersion"]
+        await client.patch("configmaps", "old", {"data": {"a": "1"}}, "default")
+
+        async def until_expired() -> ApiError:
+            while True:
+                await client.patch("configmaps", "old", {"data": {"a": str(uuid.uuid4())}}, "default")
+                try:
+                    async for _ in client.watch("configmaps", "default", resource_version=old_rv, timeout_seconds=1):
+                        pass
+                except ApiError as err:
+                    return err
+                await asyncio.sleep(0.1)
+
+        expired = await asyncio.wait_for(until_expired(), 20)
+    assert expired.code == 410 and expired.reason == "Expired"
