@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from control.api.errors import ApiError
+from kubelet.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class PodEvents:
         meta = pod.get("metadata", {})
         namespace = meta.get("namespace") or "default"
         key = (meta.get("uid", ""), reason, message)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = now_rfc3339()
         try:
             seen = self._recent.get(key)
             if seen is not None:

@@ -7,12 +7,12 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
 from control.api.errors import ApiError
 from control.clock import Clock
+from kubelet.timestamps import now_micro, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,6 @@ def _read(path: str) -> str:
         return Path(path).read_text().strip()
     except OSError:
         return ""
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_micro() -> str:
-    """MicroTime, as Lease renewTime wants it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

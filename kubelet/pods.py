@@ -15,7 +15,6 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
@@ -43,6 +42,7 @@ from kubelet.runtime import (
     Mount,
     RuntimeFailure,
 )
+from kubelet.timestamps import now_rfc3339
 from kubelet.status import ContainerView, pod_status, restart_wanted
 from kubelet.volumes import container_mounts, prepare_volumes
 
@@ -146,10 +146,6 @@ class Backoff:
     def forget_prefix(self, prefix: str) -> None:
         for key in [k for k in self._entries if k.startswith(prefix)]:
             del self._entries[key]
-
-
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_pull_policy(image: str) -> str:
@@ -327,7 +323,7 @@ class PodWorkers:
             await self.terminate_pod(pod, delete_from_api=True)
             return True
         self._first_seen.setdefault(uid, self.clock.now())
-        start_time = (pod.get("status") or {}).get("startTime") or self._start_time.setdefault(uid, _now_rfc3339())
+        start_time = (pod.get("status") or {}).get("startTime") or self._start_time.setdefault(uid, now_rfc3339())
         self._start_time[uid] = start_time
         sandboxes, instances = await self._containers_of(uid)
         terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
@@ -350,7 +346,7 @@ class PodWorkers:
             pod_ip=pod_ip,
             host_ip=self.settings.node_ip,
             start_time=start_time,
-            now=_now_rfc3339(),
+            now=now_rfc3339(),
         )
         if uid not in self._started and views and all(v.current is not None and v.current.running for v in views):
             self._started.add(uid)

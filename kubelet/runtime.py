@@ -15,12 +15,13 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
 from typing import Any, TypeVar
 from collections.abc import Callable
 
 import docker
 import docker.errors
+
+from kubelet.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -348,10 +349,6 @@ class DockerRuntime(ContainerRuntime):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class FakeRuntime(ContainerRuntime):
     """An in-memory runtime for tests: containers run until the test says they exit."""
 
@@ -391,13 +388,13 @@ class FakeRuntime(ContainerRuntime):
 
     async def start_container(self, container_id: str) -> None:
         state = self.containers[container_id]
-        state.status, state.started_at, state.pid = "running", _now_rfc3339(), 1000 + int(container_id, 16)
+        state.status, state.started_at, state.pid = "running", now_rfc3339(), 1000 + int(container_id, 16)
 
     def exit(self, container_id: str, code: int, oom_killed: bool = False) -> None:
         """Make a running container exit, as its process would."""
         state = self.containers[container_id]
         state.status, state.exit_code, state.oom_killed = "exited", code, oom_killed
-        state.finished_at, state.pid = _now_rfc3339(), 0
+        state.finished_at, state.pid = now_rfc3339(), 0
 
     async def exec_in(self, container_id: str, command: list[str]) -> int:
         """The exit code a test set for this command (`exec_results`), else 0."""
