@@ -631,3 +631,31 @@ async def test_delete_collection_with_selector(apiserver: ApiServer) -> None:
     deleted = await client.request("DELETE", "/api/v1/namespaces/bulk/configmaps", params={"labelSelector": "tier=fe"})
     assert deleted["kind"] == "ConfigMapList" and sorted(o["metadata"]["name"] for o in deleted["items"]) == ["a", "b"]
     assert [o["metadata"]["name"] for o in (await client.list("configmaps", "bulk"))["items"]] == ["c"]
+
+
+async def test_many_watchers_see_every_write_in_order(apiserver: ApiServer) -> None:
+    client = apiserver.client
+    await make_namespace(client, "fanout")
+    start = (await client.list("configmaps", "fanout"))["metadata"]["resourceVersion"]
+    writes, watchers = 80, 12
+
+    async def watch_all() -> list[int]:
+        revisions: list[int] = []
+        async for event in client.watch("configmaps", "fanout", resource_version=start):
+            if event.type == "BOOKMARK":
+                continue
+            revisions.append(int(event.object["metadata"]["resourceVersion"]))
+            if len(revisions) == writes:
+                return revisions
+        return revisions
+
+    tasks = [asyncio.create_task(watch_all()) for _ in range(watchers)]
+
+    async def writer(offset: int) -> None:
+        for i in range(offset, writes, 4):
+            await client.create("configmaps", {"metadata": {"name": f"cm-{i}"}}, "fanout")
+
+    await asyncio.gather(*(writer(k) for k in range(4)))
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert all(r == results[0] for r in results)
+    assert len(results[0]) == writes and results[0] == sorted(set(results[0]))
