@@ -10,7 +10,7 @@ from aiohttp import web
 
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.app import ServerConfig, create_app
-from control.apiserver.storage import Storage
+from control.apiserver.storage import Storage, parse_endpoint
 from control.cli_support import Command
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         ServiceIPRange(args.service_cluster_ip_range)
+        parse_endpoint(args.etcd_servers)
     except ValueError as err:
         log.error("%s", err)
         return 2
