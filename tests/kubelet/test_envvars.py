@@ -112,8 +112,8 @@ def test_user_env_wins_and_expands() -> None:
             {"name": "TEST_SERVICE_HOST", "value": "mine"},
             {"name": "SERVICE_VAR_TEST", "value": "$(TEST_SERVICE_HOST):$(TEST_SERVICE_PORT)"},
             {"name": "FIRST", "value": "one"},
-            {"name": "SECOND", "value": "$(FIRST)-two-$(THIRD)"},
-            {"name": "THIRD", "value": "three"},
+            {"name": "OUT_OF_ORDER_TEST", "value": "$(FIRST)-$(OUT_OF_ORDER_TARGET)"},
+            {"name": "OUT_OF_ORDER_TARGET", "value": "FOO"},
             {"name": "UNDEF", "value": "$(UNDEFINED_VAR)"},
             {"name": "ESCAPED", "value": "$$(FIRST) costs $5 $(unclosed"},
             {"name": "EMPTY"},
@@ -123,7 +123,8 @@ def test_user_env_wins_and_expands() -> None:
     assert env["TEST_SERVICE_HOST"] == "mine"
     # user variables beat service ones, but $(VAR) still sees the user value once defined earlier
     assert env["SERVICE_VAR_TEST"] == "mine:8083"
-    assert env["SECOND"] == "one-two-$(THIRD)"  # forward reference stays literal
+    assert env["OUT_OF_ORDER_TEST"] == "one-$(OUT_OF_ORDER_TARGET)"  # a forward reference stays literal
+    assert env["OUT_OF_ORDER_TARGET"] == "FOO"
     assert env["UNDEF"] == "$(UNDEFINED_VAR)"
     assert env["ESCAPED"] == "$(FIRST) costs $5 $(unclosed"
     assert env["EMPTY"] == ""
