@@ -12,6 +12,7 @@ from pocket import cluster as local
 from pocket import forward
 from pocket.config import API_PORT, ClusterConfig
 from pocket.netns import netns_path, nsenter_argv
+from pocket.setup import run_setup
 
 
 def say(line: str) -> None:
@@ -83,14 +84,20 @@ def exec_in(netns: str, argv: list[str], docker_host: str | None = None) -> int:
 
 def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_arguments(parser)
-    parser.add_argument("action", choices=("exec", "stop", "start"),
+    parser.add_argument("action", choices=("exec", "stop", "start", "setup"),
                         help="exec: run a command in the node's network namespace; stop: crash the node; "
-                             "start: bring it back")
-    parser.add_argument("node", help="node name (control-plane, worker1, worker2)")
-    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="for exec: -- COMMAND [ARGS...]")
+                             "start: bring it back; setup: make this machine a node with systemd units "
+                             "(`pocket node setup --help`)")
+    parser.add_argument("node", nargs="?", help="node name (control-plane, worker1, worker2); not for setup")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="for exec: -- COMMAND [ARGS...]; for setup: its flags")
 
 
 def run_node(args: argparse.Namespace) -> int:
+    if args.action == "setup":
+        return run_setup(([args.node] if args.node else []) + args.cmd, say)
+    if args.node is None:
+        say(f"pocket: `node {args.action}` needs a node name")
+        return 2
     cluster = cluster_config(args)
     try:
         node = cluster.node(args.node)

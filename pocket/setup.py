@@ -1,0 +1,467 @@
+"""`pocket node setup`: make this machine a node, with systemd units built from the node description.
+
+The local cluster runs `pocket.node.node_components` inside network
+namespaces; a VM (or any Debian machine booted with systemd) runs the very
+same components, each as a `pocket-<name>.service` unit whose ExecStart is
+the component's command line. Setup is idempotent: a file is written only if
+its content differs, and only units whose unit file or configuration changed
+are restarted, so re-running it on a working node changes nothing.
+
+The join token is not authentication (the API is plain HTTP): the control
+plane records it in the kube-system/pocket-join ConfigMap and a worker
+refuses to join an API server that holds a different one, so a worker never
+joins a stale or foreign cluster by mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from control.api.errors import ApiError
+from control.client import Client
+from pocket.cluster import PREREQUISITES, choose_storage_driver, ensure_kube_dns
+from pocket.config import CONTROL_PLANE_ROLE, NODE_SUBNET, WORKER_ROLE, ClusterConfig, NodeSpec
+from pocket.images import BUSYBOX_BINARY, BUSYBOX_IMAGE, SANDBOX_IMAGE, import_images
+from pocket.kubeconfig import write_kubeconfig
+from pocket.node import APISERVER, DOCKERD, KDNS, KUBELET, Component, node_components
+
+UNIT_DIR = Path("/etc/systemd/system")
+SYSCTL_FILE = Path("/etc/sysctl.d/90-pocketkube.conf")
+SYSCTL_TEXT = "# pocket node setup: pods are routed through this node\nnet.ipv4.ip_forward = 1\n"
+# Distro services that would hold the ports and roles of the node's own units.
+DISTRO_SERVICES = ("docker.socket", "docker.service", "etcd.service", "docker-registry.service")
+JOIN_CONFIGMAP = "pocket-join"
+JOIN_NAMESPACE = "kube-system"
+TOKEN_PATTERN = re.compile(r"[a-z0-9]{16,64}")
+NODE_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+HEALTH_TIMEOUT = 180.0  # software-emulated VMs start Python components slowly
+READY_TIMEOUT = 240.0
+POLL = 1.0
+
+
+class SetupError(Exception):
+    """Setup cannot continue; the message says what is wrong and where to look."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A systemd unit made from one component, and the files it reads."""
+
+    component: Component
+    text: str
+
+    @property
+    def name(self) -> str:
+        return unit_name(self.component.name)
+
+
+def unit_name(component: str) -> str:
+    return f"pocket-{component}.service"
+
+
+def node_cluster(role: str, node_name: str, node_ip: str, control_plane_ip: str) -> tuple[ClusterConfig, NodeSpec]:
+    """The cluster as this node sees it: itself and the control plane (its own name on a worker is moot)."""
+    if role not in (CONTROL_PLANE_ROLE, WORKER_ROLE):
+        raise SetupError(f"--role must be {CONTROL_PLANE_ROLE} or {WORKER_ROLE}, got {role!r}")
+    if not NODE_NAME_PATTERN.fullmatch(node_name) or len(node_name) > 63:
+        raise SetupError(f"--node-name must be a DNS label (lower-case letters, digits, '-'), got {node_name!r}")
+    for flag, value in (("--node-ip", node_ip), ("--control-plane-ip", control_plane_ip)):
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise SetupError(f"{flag} must be an IPv4 address, got {value!r}") from None
+    if role == CONTROL_PLANE_ROLE and node_ip != control_plane_ip:
+        raise SetupError(f"a control-plane node's --node-ip ({node_ip}) must equal --control-plane-ip "
+                         f"({control_plane_ip})")
+    if role == WORKER_ROLE and node_ip == control_plane_ip:
+        raise SetupError(f"a worker's --node-ip must differ from --control-plane-ip ({control_plane_ip})")
+    node = NodeSpec(node_name, role, node_ip)
+    nodes = (node,) if role == CONTROL_PLANE_ROLE else (NodeSpec("control-plane", CONTROL_PLANE_ROLE,
+                                                                 control_plane_ip), node)
+    return ClusterConfig(nodes=nodes), node
+
+
+def unit_text(component: Component, node: NodeSpec, cluster: ClusterConfig, after: tuple[str, ...]) -> str:
+    """The unit file of one component: its command line, restarted when it exits, after what it needs."""
+    ordering = " ".join(("network-online.target", *after))
+    lines = [
+        "# Written by `pocket node setup` from pocket/node.py; re-running setup rewrites it.",
+        "[Unit]",
+        f"Description=pocketkube {component.name} on {node.name}",
+        f"After={ordering}",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        "Environment=PYTHONUNBUFFERED=1",
+    ]
+    if component.name == DOCKERD:
+        # The socket lives on /run (empty after a reboot); containers outlive a dockerd restart.
+        lines += [
+            f"ExecStartPre=/bin/mkdir -p {cluster.node_run_dir(node.name)}",
+            "Delegate=yes",
+            "KillMode=process",
+            "LimitNOFILE=1048576",
+        ]
+    lines += [
+        f"ExecStart={shlex.join(component.argv)}",
+        "Restart=always",
+        "RestartSec=2",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def node_units(cluster: ClusterConfig, node: NodeSpec, storage_driver: str, python: str) -> list[Unit]:
+    """Every component of the node as a unit, in start order; each unit is ordered after the ones before it."""
+    units = []
+    before: tuple[str, ...] = ()
+    for component in node_components(cluster, node, storage_driver, python):
+        units.append(Unit(component, unit_text(component, node, cluster, before)))
+        before = (*before, unit_name(component.name))
+    return units
+
+
+def planned_files(units: list[Unit]) -> dict[Path, str]:
+    """Every file setup writes (unit files, component configuration), path -> content."""
+    files: dict[Path, str] = {SYSCTL_FILE: SYSCTL_TEXT}
+    for unit in units:
+        files[UNIT_DIR / unit.name] = unit.text
+        for path, content in unit.component.config_files:
+            if files.get(path, content) != content:
+                raise SetupError(f"two components want different contents in {path}")
+            files[path] = content
+    return files
+
+
+def write_if_changed(path: Path, content: str) -> bool:
+    """Write `content` unless the file already holds it; True if written."""
+    if path.exists() and path.read_text() == content:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return True
+
+
+def units_to_restart(units: list[Unit], changed: set[Path]) -> list[str]:
+    """Units whose unit file or one of whose configuration files changed."""
+    return [
+        unit.name
+        for unit in units
+        if UNIT_DIR / unit.name in changed or any(path in changed for path, _ in unit.component.config_files)
+    ]
+
+
+# -- talking to the machine --------------------------------------------------------------------
+
+
+def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SetupError(f"`{shlex.join(argv)}` exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def install_missing_packages(say: Callable[[str], None]) -> bool:
+    """apt-get install the Debian packages a node needs (none are missing on the pocketkube box)."""
+    missing = sorted({pkg for cmd, pkg in PREREQUISITES.items() if shutil.which(cmd) is None})
+    if not BUSYBOX_BINARY.exists():
+        missing.append("busybox-static")
+    if not missing:
+        return False
+    say(f"installing Debian packages: {' '.join(missing)}")
+    run(["apt-get", "update", "-qq"])
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing])
+    return True
+
+
+def disable_distro_services() -> bool:
+    """Stop and disable the distro's docker, etcd and registry services: the node's own units replace them."""
+    changed = False
+    for service in DISTRO_SERVICES:
+        enabled = run(["systemctl", "is-enabled", service], check=False).stdout.strip()
+        active = run(["systemctl", "is-active", service], check=False).stdout.strip()
+        if enabled == "enabled" or active in ("active", "activating"):
+            run(["systemctl", "disable", "--now", service])
+            changed = True
+    return changed
+
+
+def enable_forwarding() -> bool:
+    if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1":
+        return False
+    run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    return True
+
+
+def unit_active(name: str) -> bool:
+    return run(["systemctl", "is-active", name], check=False).stdout.strip() == "active"
+
+
+def journal_tail(name: str, lines: int = 15) -> str:
+    return run(["journalctl", "-u", name, "-n", str(lines), "--no-pager"], check=False).stdout
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return 200 <= resp.status < 300
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def docker_ok(cluster: ClusterConfig, node: NodeSpec) -> bool:
+    try:
+        client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure to answer means "not up yet"
+        return False
+
+
+def wait_serving(unit: Unit, cluster: ClusterConfig, node: NodeSpec, timeout: float = HEALTH_TIMEOUT) -> None:
+    """Wait until the unit's component answers its health check; fail with its journal otherwise."""
+    component = unit.component
+    url = component.health_url
+    ready: Callable[[], bool] = (
+        (lambda: docker_ok(cluster, node)) if component.name == DOCKERD
+        else (lambda: http_ok(url)) if url is not None
+        else (lambda: unit_active(unit.name))
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise SetupError(f"{unit.name} did not become ready within {timeout:.0f}s; its journal:\n"
+                             f"{journal_tail(unit.name)}")
+        time.sleep(POLL)
+
+
+def api(cluster: ClusterConfig, call: Callable[[Client], Any]) -> Any:
+    async def go() -> Any:
+        async with Client(cluster.api_server_url, user_agent="pocket-setup", timeout=10) as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def join_configmap(token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": JOIN_CONFIGMAP, "namespace": JOIN_NAMESPACE},
+        "data": {"token": token},
+    }
+
+
+async def record_join_token(client: Client, token: str) -> bool:
+    """Store the token on the control plane; an existing different token is an error (another cluster's)."""
+    try:
+        existing = await client.get("configmaps", JOIN_CONFIGMAP, JOIN_NAMESPACE)
+    except ApiError as err:
+        if err.code != 404:
+            raise
+        await client.create("configmaps", join_configmap(token), JOIN_NAMESPACE)
+        return True
+    if existing.get("data", {}).get("token") != token:
+        raise SetupError("this control plane already holds a different join token; pass that one (or start "
+                         "from a fresh control plane)")
+    return False
+
+
+async def check_join_token(client: Client, token: str) -> None:
+    try:
+        existing = await client.get("configmaps", JOIN_CONFIGMAP, JOIN_NAMESPACE)
+    except ApiError as err:
+        if err.code == 404:
+            raise SetupError("the control plane holds no join token yet: set it up first "
+                             "(`pocket node setup --role control-plane ... --join-token TOKEN`)") from err
+        raise
+    if existing.get("data", {}).get("token") != token:
+        raise SetupError(f"--join-token does not match the control plane at {client.server}: "
+                         "this worker would join another cluster")
+
+
+def wait_api(cluster: ClusterConfig, timeout: float = HEALTH_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not http_ok(f"{cluster.api_server_url}/healthz"):
+        if time.monotonic() > deadline:
+            raise SetupError(f"the API server at {cluster.api_server_url} did not answer within {timeout:.0f}s; "
+                             "is the control plane up and is this node on its network?")
+        time.sleep(POLL)
+
+
+def seed_registry(cluster: ClusterConfig, node: NodeSpec) -> bool:
+    """busybox and the sandbox image, built from busybox-static, pushed into the control plane's registry."""
+    repositories = {BUSYBOX_IMAGE: "library/busybox", SANDBOX_IMAGE: "pocketkube/pause"}
+    if all(http_ok(f"http://{cluster.registry}/v2/{repo}/tags/list") for repo in repositories.values()):
+        return False
+    client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=120)
+    try:
+        import_images(client)
+        for image, repo in repositories.items():
+            target = f"{cluster.registry}/{repo}"
+            client.images.get(image).tag(target, "latest")
+            for line in client.api.push(target, tag="latest", stream=True, decode=True):
+                if "error" in line:
+                    raise SetupError(f"pushing {target}:latest failed: {line['error']}; see "
+                                     f"`journalctl -u {unit_name('registry')}`")
+    finally:
+        client.close()
+    return True
+
+
+def pull_images(cluster: ClusterConfig, node: NodeSpec) -> bool:
+    """Pull busybox and the sandbox image through the registry mirror (fails early if the mirror is broken)."""
+    client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=300)
+    changed = False
+    try:
+        for image in (BUSYBOX_IMAGE, SANDBOX_IMAGE):
+            try:
+                client.images.get(image)
+                continue
+            except docker.errors.ImageNotFound:
+                pass
+            repo, tag = image.split(":")
+            try:
+                client.images.pull(repo, tag=tag)
+            except docker.errors.APIError as err:
+                raise SetupError(f"cannot pull {image} through the mirror {cluster.registry}: {err}") from err
+            changed = True
+    finally:
+        client.close()
+    return changed
+
+
+def node_ready(cluster: ClusterConfig, name: str) -> bool:
+    async def get(client: Client) -> Any:
+        return await client.get("nodes", name)
+
+    try:
+        conditions = api(cluster, get).get("status", {}).get("conditions", [])
+    except (ApiError, OSError):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+# -- the whole setup ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    role: str
+    node_name: str
+    node_ip: str
+    control_plane_ip: str
+    join_token: str | None
+    kubeconfig: Path | None
+    python: str = sys.executable
+
+
+def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
+    """Make this machine the requested node; 0 when its Node is Ready."""
+    cluster, node = node_cluster(request.role, request.node_name, request.node_ip, request.control_plane_ip)
+    if request.join_token is not None and not TOKEN_PATTERN.fullmatch(request.join_token):
+        raise SetupError("--join-token must be 16-64 lower-case letters or digits")
+    if request.role == WORKER_ROLE and request.join_token is None:
+        raise SetupError("a worker needs --join-token (the one given to the control plane)")
+    if request.kubeconfig is not None and request.role != CONTROL_PLANE_ROLE:
+        raise SetupError("--kubeconfig is written by the control plane only")
+    if ipaddress.IPv4Address(node.ip) not in ipaddress.IPv4Network(NODE_SUBNET):
+        say(f"note: {node.ip} is outside {NODE_SUBNET}, the node network the docs assume")
+
+    changed = install_missing_packages(say)
+    changed |= disable_distro_services()
+    changed |= enable_forwarding()
+    if request.role == WORKER_ROLE:
+        wait_api(cluster)
+        api(cluster, lambda client: check_join_token(client, request.join_token or ""))
+
+    units = node_units(cluster, node, choose_storage_driver(cluster), request.python)
+    written = {path for path, content in planned_files(units).items() if write_if_changed(path, content)}
+    if any(path.parent == UNIT_DIR for path in written):
+        run(["systemctl", "daemon-reload"])
+    restart = set(units_to_restart(units, written))
+    for unit in units:
+        if unit.name in restart and unit_active(unit.name):
+            say(f"restarting {unit.name} (its unit or configuration changed)")
+            run(["systemctl", "restart", unit.name])
+            changed = True
+        elif not unit_active(unit.name):
+            say(f"starting {unit.name}")
+            run(["systemctl", "enable", "--now", unit.name])
+            changed = True
+        else:
+            run(["systemctl", "enable", "--quiet", unit.name])
+        wait_serving(unit, cluster, node)
+        if unit.component.name == DOCKERD:
+            if request.role == CONTROL_PLANE_ROLE:
+                changed |= seed_registry(cluster, node)
+            changed |= pull_images(cluster, node)
+        if unit.component.name == APISERVER:
+            changed |= api(cluster, lambda client: ensure_kube_dns(client, cluster))
+            if request.join_token is not None:
+                changed |= api(cluster, lambda client: record_join_token(client, request.join_token or ""))
+        if unit.component.name == KDNS and request.kubeconfig is not None:
+            changed |= write_kubeconfig(request.kubeconfig, cluster.api_server_url)
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not node_ready(cluster, node.name):
+        if time.monotonic() > deadline:
+            raise SetupError(f"node {node.name} is not Ready after {READY_TIMEOUT:.0f}s; "
+                             f"see `journalctl -u {unit_name(KUBELET)}`:\n{journal_tail(unit_name(KUBELET))}")
+        time.sleep(POLL)
+    say(f"node {node.name} ({request.role}, {node.ip}) is Ready; "
+        f"{'changed' if changed else 'nothing changed'}")
+    return 0
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", required=True, choices=(CONTROL_PLANE_ROLE, WORKER_ROLE),
+                        help="what this machine becomes")
+    parser.add_argument("--node-name", required=True, help="the Node's name (control-plane, worker1, ...)")
+    parser.add_argument("--node-ip", required=True,
+                        help="this machine's address on the node network (never a NAT address)")
+    parser.add_argument("--control-plane-ip", required=True, help="the control plane's address on the node network")
+    parser.add_argument("--join-token", help="shared by the control plane and its workers (required on workers)")
+    parser.add_argument("--kubeconfig", type=Path,
+                        help="control plane only: also write a kubeconfig for this cluster here")
+
+
+def run_setup(argv: list[str], say: Callable[[str], None]) -> int:
+    """`pocket node setup ARGS`: parse the setup flags, set the node up, report errors in one line each."""
+    parser = argparse.ArgumentParser(prog="pocket node setup",
+                                     description="make this machine a pocketkube node (systemd units)")
+    add_setup_arguments(parser)
+    args = parser.parse_args(argv)
+    request = SetupRequest(args.role, args.node_name, args.node_ip, args.control_plane_ip, args.join_token,
+                           args.kubeconfig)
+    try:
+        return setup(request, say)
+    except SetupError as err:
+        say(f"pocket node setup: {err}")
+        return 1
+    except ApiError as err:
+        say(f"pocket node setup: the API server refused a request: {err}")
+        return 1
+

@@ -1,0 +1,166 @@
+"""`pocket node setup`'s pure parts: the units and files it writes, from the same node description as `pocket up`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE
+from pocket.node import node_components
+from pocket.setup import (
+    SYSCTL_FILE,
+    UNIT_DIR,
+    SetupError,
+    node_cluster,
+    node_units,
+    planned_files,
+    run_setup,
+    unit_name,
+    units_to_restart,
+    write_if_changed,
+)
+
+PYTHON = "/opt/pocketkube/bin/python"
+
+
+def exec_start(text: str) -> list[str]:
+    lines = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1, text
+    return shlex.split(lines[0].removeprefix("ExecStart="))
+
+
+def control_plane_units() -> list:
+    cluster, node = node_cluster(CONTROL_PLANE_ROLE, "control-plane", "192.168.56.10", "192.168.56.10")
+    return node_units(cluster, node, "overlay2", PYTHON)
+
+
+def worker_units() -> list:
+    cluster, node = node_cluster(WORKER_ROLE, "worker1", "192.168.56.11", "192.168.56.10")
+    return node_units(cluster, node, "overlay2", PYTHON)
+
+
+def test_control_plane_runs_every_component_in_start_order() -> None:
+    assert [u.name for u in control_plane_units()] == [
+        unit_name(name) for name in ("etcd", "registry", "dockerd", "apiserver", "controller-manager",
+                                     "scheduler", "kdns", "kubelet", "kproxy")
+    ]
+
+
+def test_worker_runs_only_node_components() -> None:
+    assert [u.name for u in worker_units()] == [unit_name(n) for n in ("dockerd", "kubelet", "kproxy")]
+
+
+def test_exec_start_is_the_node_description_command_line() -> None:
+    cluster, node = node_cluster(WORKER_ROLE, "worker1", "192.168.56.11", "192.168.56.10")
+    expected = {c.name: list(c.argv) for c in node_components(cluster, node, "overlay2", PYTHON)}
+    got = {u.component.name: exec_start(u.text) for u in node_units(cluster, node, "overlay2", PYTHON)}
+    assert got == expected
+    kubelet = got["kubelet"]
+    assert kubelet[:4] == [PYTHON, "-m", "pocket.cli", "kubelet"]
+    assert kubelet[kubelet.index("--node-ip") + 1] == "192.168.56.11"
+    assert kubelet[kubelet.index("--api-server") + 1] == "http://192.168.56.10:6443"
+
+
+def test_units_are_ordered_after_what_they_need() -> None:
+    units = {u.component.name: u for u in control_plane_units()}
+    after = next(line for line in units["apiserver"].text.splitlines() if line.startswith("After="))
+    assert {"pocket-etcd.service", "pocket-dockerd.service"} <= set(after.removeprefix("After=").split())
+    etcd_after = next(line for line in units["etcd"].text.splitlines() if line.startswith("After="))
+    assert etcd_after == "After=network-online.target"
+    for unit in units.values():
+        assert "Restart=always" in unit.text.splitlines()
+
+
+def test_dockerd_unit_creates_its_socket_directory_and_keeps_containers_on_restart() -> None:
+    dockerd = worker_units()[0]
+    lines = dockerd.text.splitlines()
+    assert "ExecStartPre=/bin/mkdir -p /run/pocketkube/worker1" in lines
+    assert "KillMode=process" in lines
+    assert "-H" in exec_start(dockerd.text)
+    assert exec_start(dockerd.text)[exec_start(dockerd.text).index("-H") + 1] == \
+        "unix:///run/pocketkube/worker1/docker.sock"
+
+
+def test_planned_files_hold_configuration_of_the_components() -> None:
+    files = planned_files(control_plane_units())
+    daemon = json.loads(files[Path("/var/lib/pocketkube/nodes/control-plane/daemon.json")])
+    assert daemon["registry-mirrors"] == ["http://192.168.56.10:5000"]
+    assert daemon["insecure-registries"] == ["192.168.56.10:5000"]
+    assert "addr: 192.168.56.10:5000" in files[Path("/var/lib/pocketkube/registry/config.yml")]
+    assert files[Path("/var/lib/pocketkube/nodes/control-plane/resolv.conf")].startswith("nameserver ")
+    assert "net.ipv4.ip_forward = 1" in files[SYSCTL_FILE]
+    assert UNIT_DIR / "pocket-kdns.service" in files
+
+
+def test_worker_mirror_points_at_the_control_plane() -> None:
+    files = planned_files(worker_units())
+    daemon = json.loads(files[Path("/var/lib/pocketkube/nodes/worker1/daemon.json")])
+    assert daemon["registry-mirrors"] == ["http://192.168.56.10:5000"]
+    assert not any("registry" in path.name for path in files if path.parent == UNIT_DIR)
+
+
+def test_only_units_whose_files_changed_restart() -> None:
+    units = worker_units()
+    assert units_to_restart(units, set()) == []
+    daemon_json = Path("/var/lib/pocketkube/nodes/worker1/daemon.json")
+    assert units_to_restart(units, {daemon_json}) == ["pocket-dockerd.service"]
+    resolv = Path("/var/lib/pocketkube/nodes/worker1/resolv.conf")
+    assert units_to_restart(units, {resolv, UNIT_DIR / "pocket-kproxy.service"}) == [
+        "pocket-kubelet.service", "pocket-kproxy.service"]
+
+
+def test_write_if_changed_writes_once(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b.conf"
+    assert write_if_changed(path, "one\n")
+    mtime = path.stat().st_mtime_ns
+    assert not write_if_changed(path, "one\n")
+    assert path.stat().st_mtime_ns == mtime
+    assert write_if_changed(path, "two\n")
+    assert path.read_text() == "two\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("bogus", "n", "192.168.56.11", "192.168.56.10"), "--role"),
+        ((WORKER_ROLE, "Worker_1", "192.168.56.11", "192.168.56.10"), "--node-name"),
+        ((WORKER_ROLE, "worker1", "192.168.56.300", "192.168.56.10"), "--node-ip"),
+        ((WORKER_ROLE, "worker1", "192.168.56.11", "cp"), "--control-plane-ip"),
+        ((CONTROL_PLANE_ROLE, "control-plane", "192.168.56.11", "192.168.56.10"), "must equal"),
+        ((WORKER_ROLE, "worker1", "192.168.56.10", "192.168.56.10"), "must differ"),
+    ],
+)
+def test_bad_node_arguments_are_named(args: tuple[str, str, str, str], message: str) -> None:
+    with pytest.raises(SetupError, match=message):
+        node_cluster(*args)
+
+
+def test_worker_without_token_is_refused_before_touching_the_machine() -> None:
+    lines: list[str] = []
+    code = run_setup(["--role", "worker", "--node-name", "worker1", "--node-ip", "192.168.56.11",
+                      "--control-plane-ip", "192.168.56.10"], lines.append)
+    assert code == 1
+    assert lines == ["pocket node setup: a worker needs --join-token (the one given to the control plane)"]
+
+
+def test_bad_token_is_refused() -> None:
+    lines: list[str] = []
+    code = run_setup(["--role", "control-plane", "--node-name", "control-plane", "--node-ip", "192.168.56.10",
+                      "--control-plane-ip", "192.168.56.10", "--join-token", "Not A Token"], lines.append)
+    assert code == 1
+    assert "--join-token must be" in lines[0]
+
+
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """systemd-analyze parses each unit (syntax, ExecStart quoting) with this machine's executables."""
+    cluster, node = node_cluster(CONTROL_PLANE_ROLE, "control-plane", "192.168.56.10", "192.168.56.10")
+    for unit in node_units(cluster, node, "overlay2", sys.executable):
+        path = tmp_path / unit.name
+        path.write_text(unit.text)
+        proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{unit.name}: {proc.stderr}"
