@@ -365,14 +365,19 @@ class PodWorkers:
         """Sandbox up, then init containers one at a time to success, then the app containers (with probes)."""
         sandbox = sandboxes[-1] if sandboxes else None
         config_error = ""
+        if sandbox is not None and sandbox.running and not pod_ip:
+            # a sandbox whose network setup failed half-way is not repaired but replaced, as Kubernetes does
+            log.warning("pod %s: sandbox %s has no pod IP; replacing it", describe(pod), sandbox.id[:12])
+            await self.runtime.stop_container(sandbox.id, 0)
+            sandbox = await self.runtime.inspect(sandbox.id)
         if sandbox is None or not sandbox.running:
             try:
                 sandbox, pod_ip = await self._start_sandbox(pod, sandbox, instances)
                 _, instances = await self._containers_of(pod["metadata"]["uid"])  # the old sandbox's were stopped
-            except (RuntimeFailure, DNSConfigError, OSError) as err:
+            except Exception as err:  # runtime, network or DNS config: reported on the pod, retried next sync
                 metrics.RUNTIME_OPERATION_ERRORS.labels("run_sandbox").inc()
                 log.warning("pod %s: sandbox: %s", describe(pod), err)
-                sandbox, config_error = None, str(err)
+                sandbox, config_error = None, f"failed to set up the pod sandbox: {err}"
 
         def held_back(spec: Object) -> ContainerView:
             view = self._view_of(spec, instances.get(spec["name"], []))

@@ -69,9 +69,13 @@ class FakeNetwork:
         self.ips: dict[str, str] = {}
         self.sandbox_pids: dict[str, int] = {}
         self.torn_down: list[str] = []
+        self.fail_setups = 0  # how many setups to fail, as a broken netlink call would
         self._next = 2
 
     async def setup_pod(self, pod_uid: str, sandbox_pid: int) -> str:
+        if self.fail_setups:
+            self.fail_setups -= 1
+            raise OSError("veth: No such device")
         if pod_uid not in self.ips:
             self.ips[pod_uid] = f"10.244.1.{self._next}"
             self._next += 1

@@ -389,3 +389,17 @@ async def test_config_errors_are_warning_events(h: Harness) -> None:
     event = next(e for e in h.api.events.values() if e["reason"] == "Failed")
     assert event["type"] == "Warning"
     assert event["message"] == 'Error: CreateContainerConfigError: configmap "absent" not found'
+
+
+async def test_sandbox_with_failed_network_is_replaced(h: Harness) -> None:
+    h.network.fail_setups = 1
+    pod = make_pod(c())
+    await h.sync(pod)
+    waiting = h.app_status()["state"]["waiting"]
+    assert waiting["reason"] == "ContainerCreating" and "No such device" in waiting["message"]
+    assert "podIP" not in h.api.last_status
+    await h.sync(pod)
+    sandboxes = [s for s in h.runtime.containers.values() if s.labels[LABEL_TYPE] == TYPE_SANDBOX]
+    assert [s.running for s in sandboxes] == [False, True]
+    assert h.api.last_status["podIP"] == "10.244.1.2" and h.runtime.find("app").running
+    assert h.runtime.configs[h.runtime.find("app").id].network_mode == f"container:{sandboxes[1].id}"
