@@ -564,6 +564,7 @@ class PodWorkers:
             return view
         for stale in found[:-1]:  # keep only the instance just replaced, for `logs --previous`
             await self.runtime.remove_container(stale.id)
+            self._exit_seen.pop(stale.id, None)
         self.probes.forget({c.id for c in found})
         view.current, view.previous = await self.runtime.inspect(new_id), current
         return view
