@@ -52,6 +52,7 @@ TOKEN_PATTERN = re.compile(r"[a-z0-9]{16,64}")
 NODE_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 HEALTH_TIMEOUT = 180.0  # software-emulated VMs start Python components slowly
 READY_TIMEOUT = 240.0
+CONTROL_PLANE_TIMEOUT = 1800.0  # workers boot beside a control plane that is still being set up
 POLL = 1.0
 
 
@@ -289,26 +290,28 @@ async def record_join_token(client: Client, token: str) -> bool:
     return False
 
 
-async def check_join_token(client: Client, token: str) -> None:
+async def join_token_matches(client: Client, token: str) -> bool:
+    """False while the control plane holds no token yet; a different token is an error."""
     try:
         existing = await client.get("configmaps", JOIN_CONFIGMAP, JOIN_NAMESPACE)
     except ApiError as err:
         if err.code == 404:
-            raise SetupError("the control plane holds no join token yet: set it up first "
-                             "(`pocket node setup --role control-plane ... --join-token TOKEN`)") from err
+            return False
         raise
     if existing.get("data", {}).get("token") != token:
         raise SetupError(f"--join-token does not match the control plane at {client.server}: "
                          "this worker would join another cluster")
+    return True
 
 
-def wait_api(cluster: ClusterConfig, timeout: float = HEALTH_TIMEOUT) -> None:
+def wait_for_control_plane(cluster: ClusterConfig, token: str, timeout: float = CONTROL_PLANE_TIMEOUT) -> None:
+    """Wait until the control plane answers and holds our join token (it may still be coming up)."""
     deadline = time.monotonic() + timeout
-    while not http_ok(f"{cluster.api_server_url}/healthz"):
+    while not (http_ok(f"{cluster.api_server_url}/healthz") and api(cluster, lambda c: join_token_matches(c, token))):
         if time.monotonic() > deadline:
-            raise SetupError(f"the API server at {cluster.api_server_url} did not answer within {timeout:.0f}s; "
-                             "is the control plane up and is this node on its network?")
-        time.sleep(POLL)
+            raise SetupError(f"the control plane at {cluster.api_server_url} did not answer with a join token "
+                             f"within {timeout:.0f}s; is it set up, and is this node on its network?")
+        time.sleep(POLL * 5)
 
 
 def seed_registry(cluster: ClusterConfig, node: NodeSpec) -> bool:
@@ -394,8 +397,7 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
     changed |= disable_distro_services()
     changed |= enable_forwarding()
     if request.role == WORKER_ROLE:
-        wait_api(cluster)
-        api(cluster, lambda client: check_join_token(client, request.join_token or ""))
+        wait_for_control_plane(cluster, request.join_token or "")
 
     units = node_units(cluster, node, choose_storage_driver(cluster), request.python)
     written = {path for path, content in planned_files(units).items() if write_if_changed(path, content)}
