@@ -14,8 +14,10 @@ from control.client import Client, Informer
 from control.observability import serve_health
 from kproxy.conntrack import NetlinkConntrack
 from kproxy.iptables.restore import BACKENDS, IptablesPacketFilter
+from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import NodeConfig
-from kproxy.proxier import Proxier
+from kproxy.nftables.ruleset import Nft, NftablesProgrammer
+from kproxy.proxier import Proxier, RuleProgrammer
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="legacy: iptables-legacy-restore/-save; nft: iptables-restore/-save",
     )
     parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="iptables",
+        help="iptables: kube-proxy's iptables layout via iptables-restore; nftables: native nft in table ip kproxy",
+    )
+    parser.add_argument(
         "--min-sync-period", type=float, default=0.1, help="seconds between syncs at least (changes are coalesced)"
     )
     parser.add_argument("--sync-period", type=float, default=30.0, help="seconds between full resyncs")
+
+
+MODES = ("iptables", "nftables")
+# With iptables-nft, a --noflush payload declaring more chains than this replaces the tables instead.
+NFT_BACKEND_BULK_LIMIT = 500
+
+
+def programmer_for(args: argparse.Namespace, node: NodeConfig) -> RuleProgrammer:
+    """The rule programmer the flags ask for."""
+    if args.mode == "nftables":
+        return NftablesProgrammer(Nft(), node)
+    bulk_limit = NFT_BACKEND_BULK_LIMIT if args.iptables == "nft" else None
+    return IptablesProgrammer(IptablesPacketFilter(args.iptables), node, bulk_limit)
 
 
 def node_config(args: argparse.Namespace) -> NodeConfig:
@@ -69,7 +90,7 @@ async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
             services,
             endpoints,
             node,
-            IptablesPacketFilter(args.iptables),
+            programmer_for(args, node),
             NetlinkConntrack(),
             min_sync_interval=args.min_sync_period,
             resync_period=args.sync_period,

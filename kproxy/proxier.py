@@ -1,11 +1,12 @@
-"""The sync loop: Services and Endpoints in, one iptables-restore transaction out.
+"""The sync loop: Services and Endpoints in, one rule transaction out.
 
 Every change marks the rules dirty; a single loop turns dirty into a sync,
 never more often than `min_sync_interval`, so a burst of events becomes one
-transaction (kube-proxy's BoundedFrequencyRunner). Every `resync_period` it
-syncs anyway, which puts back anything changed behind kproxy's back. Each
-sync rewrites all KUBE-* chains from the informer caches, so a sync never
-depends on which events came before it.
+transaction (kube-proxy's BoundedFrequencyRunner). Every `resync_period` a
+full sync checks the kernel and repairs anything changed behind kproxy's
+back; in between, the programmer writes only what differs from its last
+write. The wanted rules always come from the whole informer caches, so a
+sync never depends on which events came before it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from control.clock import Clock, RealClock
 from kproxy.conntrack import ConntrackCleaner, UdpFlowFilter
-from kproxy.iptables.restore import PacketFilter, PacketFilterError, rule_count, transaction
-from kproxy.iptables.rules import build_ruleset, usable_endpoints
-from kproxy.model import NodeConfig, ServicePort, ServicePortName, ServiceSnapshot, snapshot
+from kproxy.iptables.restore import PacketFilterError
+from kproxy.iptables.rules import usable_endpoints
+from kproxy.iptables.sync import SyncReport
+from kproxy.model import NodeConfig, ServicePort, ServicePortName, ServiceSnapshot, SnapshotCache
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,14 @@ PROGRAMMING_LATENCY = Histogram(
 
 # What was applied for each service port: the port and its usable (ip, port) endpoints.
 AppliedState = dict[ServicePortName, tuple[ServicePort, frozenset[tuple[str, int]]]]
+
+
+class RuleProgrammer(Protocol):
+    """Puts a snapshot's rules into the kernel (iptables or nftables); raises PacketFilterError on failure."""
+
+    def sync(self, snap: ServiceSnapshot, full: bool) -> SyncReport: ...
+
+    def forget(self) -> None: ...
 
 
 class ObjectCache(Protocol):
@@ -117,7 +127,7 @@ class Proxier:
         services: ObjectCache,
         endpoints: ObjectCache,
         node: NodeConfig,
-        packet_filter: PacketFilter,
+        programmer: RuleProgrammer,
         conntrack: ConntrackCleaner,
         *,
         clock: Clock | None = None,
@@ -132,7 +142,8 @@ class Proxier:
         self.services = services
         self.endpoints = endpoints
         self.node = node
-        self.packet_filter = packet_filter
+        self.programmer = programmer
+        self._snapshots = SnapshotCache(node.node_name)
         self.conntrack = conntrack
         self.clock = clock or RealClock()
         self.wall_clock = wall_clock
@@ -144,6 +155,7 @@ class Proxier:
         self._triggers: list[float] = []
         self._last_success = self.clock.now()
         self._last_sync_start: float | None = None
+        self._last_full_sync: float | None = None  # None: the next sync must be full
         self._applied: AppliedState | None = None
         services.add_handler(self._on_service_event)
         endpoints.add_handler(self._on_endpoints_event)
@@ -178,7 +190,10 @@ class Proxier:
 
     async def _wait_for_work(self) -> None:
         waiter = asyncio.ensure_future(self._wake.wait())
-        timer = asyncio.ensure_future(self.clock.sleep(self.resync_period))
+        until_full = self.resync_period
+        if self._last_full_sync is not None:
+            until_full = max(0.0, self._last_full_sync + self.resync_period - self.clock.now())
+        timer = asyncio.ensure_future(self.clock.sleep(until_full))
         try:
             await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -196,25 +211,27 @@ class Proxier:
         self._pending = False
         self._wake.clear()
         triggers, self._triggers = self._triggers, []
-        snap = snapshot(self.services.items(), self.endpoints.items(), self.node.node_name)
-        ruleset = build_ruleset(snap.service_ports, snap.endpoints, self.node)
+        snap = self._snapshots.snapshot(self.services.items(), self.endpoints.items())
+        full = self._last_full_sync is None or started - self._last_full_sync >= self.resync_period
         try:
-            saved = await asyncio.to_thread(self.packet_filter.save)
-            payload = transaction(ruleset, saved)
-            await asyncio.to_thread(self.packet_filter.restore, payload)
+            report = await asyncio.to_thread(self.programmer.sync, snap, full)
         except PacketFilterError as err:
             # Retried by the next resync (as kube-proxy does), or sooner by the next change.
             SYNC_ERRORS.inc()
             self._pending = True
+            self._last_full_sync = None
+            self.programmer.forget()
             self._triggers = triggers + self._triggers
             log.error("sync failed", extra={"error": str(err)})
             return False
+        if report.full:
+            self._last_full_sync = started
         self.syncs += 1
         self._last_success = self.clock.now()
         applied_at = self.wall_clock()
         SYNC_DURATION.observe(self._last_success - started)
         LAST_SYNC.set(applied_at)
-        for table, count in rule_count(ruleset).items():
+        for table, count in report.rules.items():
             RULES.labels(table).set(count)
         for triggered in triggers:
             PROGRAMMING_LATENCY.observe(max(0.0, applied_at - triggered))
@@ -222,7 +239,15 @@ class Proxier:
         if self._applied is not None:
             await self._clear_stale_flows(stale_udp_flows(self._applied, state))
         self._applied = state
-        log.info("synced", extra={"services": len(snap.service_ports), "sync": self.syncs})
+        log.info(
+            "synced",
+            extra={
+                "services": len(snap.service_ports),
+                "sync": self.syncs,
+                "full": report.full,
+                "chains_written": report.chains_written,
+            },
+        )
         return True
 
     async def _clear_stale_flows(self, flows: Iterable[UdpFlowFilter]) -> None:

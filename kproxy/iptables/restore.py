@@ -48,6 +48,10 @@ class JumpRule:
         parts = ["-I", self.chain, "1", self.matches, comment(self.comment), "-j", self.target]
         return " ".join(p for p in parts if p)
 
+    def present_in(self, rules: list[str]) -> bool:
+        """Whether saved rules already hold this jump."""
+        return any(r.startswith(f"-A {self.chain} ") and r.endswith(f"-j {self.target}") for r in rules)
+
 
 NEW = "-m conntrack --ctstate NEW"
 JUMP_RULES = (
@@ -70,7 +74,7 @@ class PacketFilterError(RuntimeError):
 class PacketFilter(Protocol):
     """Where rules go: apply a restore payload, read the current rules back."""
 
-    def restore(self, payload: str) -> None: ...
+    def restore(self, payload: str, noflush: bool = True) -> None: ...
 
     def save(self) -> str: ...
 
@@ -90,9 +94,10 @@ class IptablesPacketFilter:
         self.command_prefix = list(command_prefix)
         self.timeout = timeout
 
-    def restore(self, payload: str) -> None:
+    def restore(self, payload: str, noflush: bool = True) -> None:
+        """Apply a payload; without `noflush`, every table it names is replaced whole."""
         # -w: wait for the xtables lock rather than fail when another program holds it.
-        self._run([self.restore_command, "-w", "5", "--noflush"], payload)
+        self._run([self.restore_command, "-w", "5", *(["--noflush"] if noflush else [])], payload)
 
     def save(self) -> str:
         return self._run([self.save_command], None)
@@ -119,13 +124,15 @@ class RecordingPacketFilter:
 
     def __init__(self, saved: str = "", fail_with: str | None = None):
         self.payloads: list[str] = []
+        self.flushing: list[bool] = []  # per payload: was it a whole-table replacement
         self.saved = saved
         self.fail_with = fail_with
 
-    def restore(self, payload: str) -> None:
+    def restore(self, payload: str, noflush: bool = True) -> None:
         if self.fail_with is not None:
             raise PacketFilterError(self.fail_with)
         self.payloads.append(payload)
+        self.flushing.append(not noflush)
 
     def save(self) -> str:
         return self.saved
@@ -155,12 +162,6 @@ def parse_save(text: str) -> dict[str, SavedTable]:
     return tables
 
 
-def _has_jump(table: SavedTable | None, jump: JumpRule) -> bool:
-    if table is None:
-        return False
-    return any(r.startswith(f"-A {jump.chain} ") and r.endswith(f"-j {jump.target}") for r in table.rules)
-
-
 def transaction(ruleset: str, saved: str) -> str:
     """The restore payload for one sync: the ruleset plus stale-chain deletions and missing jumps.
 
@@ -185,7 +186,9 @@ def transaction(ruleset: str, saved: str) -> str:
         elif line == "COMMIT":
             out.extend(f"-X {c}" for c in stale)
             out.extend(
-                j.rule() for j in JUMP_RULES if j.table == table_name and not _has_jump(current.get(table_name), j)
+                j.rule()
+                for j in JUMP_RULES
+                if j.table == table_name and not (table_name in current and j.present_in(current[table_name].rules))
             )
             out.append(line)
         else:

@@ -11,6 +11,7 @@ holds now.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,19 +33,19 @@ FILTER_CHAINS = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEP
 NAT_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
 
 
-def _hash16(text: str) -> str:
+def chain_hash(text: str) -> str:
     """First 16 characters of base32(sha256(text)): how kube-proxy names per-service chains."""
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
 
 
 def service_chain(prefix: str, key: ServicePortName) -> str:
     """`KUBE-SVC-…`, `KUBE-SVL-…`, `KUBE-EXT-…` or `KUBE-FW-…` for one service port."""
-    return f"{prefix}{_hash16(str(key) + key.protocol.lower())}"
+    return f"{prefix}{chain_hash(str(key) + key.protocol.lower())}"
 
 
 def endpoint_chain(key: ServicePortName, endpoint: Endpoint) -> str:
     """`KUBE-SEP-…`: the hash also covers `ip:port`, so each backend has its own chain."""
-    return f"KUBE-SEP-{_hash16(str(key) + key.protocol.lower() + str(endpoint))}"
+    return f"KUBE-SEP-{chain_hash(str(key) + key.protocol.lower() + str(endpoint))}"
 
 
 def comment(text: str) -> str:
@@ -67,24 +68,103 @@ def usable_endpoints(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
 
 
 @dataclass
-class _Table:
-    chains: list[str] = field(default_factory=list)
-    rules: list[str] = field(default_factory=list)
+class Tables:
+    """Chains by table, each with its rules (whole `-A CHAIN ...` lines), in declaration order.
 
-    def declare(self, chain: str) -> None:
-        if chain not in self.chains:
-            self.chains.append(chain)
+    Grouping rules by chain is what lets a sync compare one chain at a time
+    and rewrite only those that changed.
+    """
 
-    def add(self, chain: str, *parts: str) -> None:
-        self.rules.append(" ".join(["-A", chain, *[p for p in parts if p]]))
+    tables: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {"filter": {}, "nat": {}})
 
-    def render(self, name: str) -> list[str]:
-        return [f"*{name}", *[f":{c} - [0:0]" for c in self.chains], *self.rules, "COMMIT"]
+    def declare(self, table: str, chain: str) -> None:
+        self.tables[table].setdefault(chain, [])
+
+    def add(self, table: str, chain: str, *parts: str) -> None:
+        self.tables[table][chain].append(" ".join(["-A", chain, *[p for p in parts if p]]))
+
+    def render(self) -> str:
+        """The restore input declaring and filling every chain."""
+        lines: list[str] = []
+        for name, chains in self.tables.items():
+            lines.append(f"*{name}")
+            lines.extend(f":{c} - [0:0]" for c in chains)
+            for rules in chains.values():
+                lines.extend(rules)
+            lines.append("COMMIT")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ServiceRules:
+    """One service port's share of the ruleset: rules it adds to the shared chains, and its own nat chains.
+
+    A pure function of (service port, its endpoints, node), so a sync can
+    keep it while those inputs stay equal and rebuild only what changed.
+    """
+
+    shared: tuple[tuple[str, str, str], ...]  # (table, shared chain, rule line)
+    chains: tuple[tuple[str, tuple[str, ...]], ...]  # nat chains of this service: (name, rule lines)
 
 
 def _sort_key(endpoint: Endpoint) -> tuple[int, int, int]:
     ip = ipaddress.ip_address(endpoint.ip)
     return (ip.version, int(ip), endpoint.port)
+
+
+def base_tables(node: NodeConfig) -> Tables:
+    """The shared chains and the masquerade plumbing, before any service is added."""
+    tables = Tables()
+    for chain in FILTER_CHAINS:
+        tables.declare("filter", chain)
+    for chain in NAT_CHAINS:
+        tables.declare("nat", chain)
+    mark = node.masquerade_mark
+    tables.add("filter", KUBE_FORWARD, "-m conntrack --ctstate INVALID -j DROP")
+    tables.add(
+        "filter", KUBE_FORWARD, comment("kubernetes forwarding rules"), f"-m mark --mark {mark}/{mark}", "-j ACCEPT"
+    )
+    tables.add(
+        "filter",
+        KUBE_FORWARD,
+        comment("kubernetes forwarding conntrack rule"),
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    )
+    tables.add("nat", KUBE_POSTROUTING, f"-m mark ! --mark {mark}/{mark} -j RETURN")
+    # Clear the mark so a packet that goes round the stack again is not masqueraded twice.
+    tables.add("nat", KUBE_POSTROUTING, f"-j MARK --xor-mark {mark}")
+    tables.add("nat", KUBE_POSTROUTING, comment("kubernetes service traffic requiring SNAT"), "-j MASQUERADE")
+    tables.add("nat", KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
+    return tables
+
+
+def assemble(rules: Iterable[ServiceRules], node: NodeConfig) -> Tables:
+    """The whole ruleset from per-service parts, which must come sorted by service key."""
+    tables = base_tables(node)
+    nat = tables.tables["nat"]
+    for part in rules:
+        for table, chain, line in part.shared:
+            tables.tables[table][chain].append(line)
+        for chain, lines in part.chains:
+            nat[chain] = list(lines)
+    tables.add(
+        "nat",
+        KUBE_SERVICES,
+        comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain"),
+        "-m addrtype --dst-type LOCAL -j",
+        KUBE_NODEPORTS,
+    )
+    return tables
+
+
+def build_tables(
+    service_ports: Iterable[ServicePort],
+    endpoints: Mapping[ServicePortName, Sequence[Endpoint]],
+    node: NodeConfig,
+) -> Tables:
+    """The `filter` and `nat` tables' KUBE-* chains for these services."""
+    ordered = sorted(service_ports, key=lambda s: s.key)
+    return assemble((service_rules(s, tuple(endpoints.get(s.key, ())), node) for s in ordered), node)
 
 
 def build_ruleset(
@@ -93,45 +173,37 @@ def build_ruleset(
     node: NodeConfig,
 ) -> str:
     """The `filter` and `nat` tables' KUBE-* chains for these services, as restore input."""
-    filter_table, nat = _Table(), _Table()
-    for chain in FILTER_CHAINS:
-        filter_table.declare(chain)
-    for chain in NAT_CHAINS:
-        nat.declare(chain)
-    mark = node.masquerade_mark
-    filter_table.add(KUBE_FORWARD, "-m conntrack --ctstate INVALID -j DROP")
-    filter_table.add(KUBE_FORWARD, comment("kubernetes forwarding rules"), f"-m mark --mark {mark}/{mark}", "-j ACCEPT")
-    filter_table.add(
-        KUBE_FORWARD,
-        comment("kubernetes forwarding conntrack rule"),
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-    )
-    nat.add(KUBE_POSTROUTING, f"-m mark ! --mark {mark}/{mark} -j RETURN")
-    # Clear the mark so a packet that goes round the stack again is not masqueraded twice.
-    nat.add(KUBE_POSTROUTING, f"-j MARK --xor-mark {mark}")
-    nat.add(KUBE_POSTROUTING, comment("kubernetes service traffic requiring SNAT"), "-j MASQUERADE")
-    nat.add(KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
-
-    for service in sorted(service_ports, key=lambda s: s.key):
-        _write_service(filter_table, nat, service, endpoints.get(service.key, ()), node)
-
-    nat.add(
-        KUBE_SERVICES,
-        comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain"),
-        "-m addrtype --dst-type LOCAL -j",
-        KUBE_NODEPORTS,
-    )
-    return "\n".join(filter_table.render("filter") + nat.render("nat")) + "\n"
+    return build_tables(service_ports, endpoints, node).render()
 
 
-def _write_service(
-    filter_table: _Table,
-    nat: _Table,
-    service: ServicePort,
-    all_endpoints: Sequence[Endpoint],
-    node: NodeConfig,
-) -> None:
-    """One service port's rules, following kube-proxy's syncProxyRules."""
+class _Builder:
+    """Collects one service's rules: lines for shared chains and its own nat chains."""
+
+    def __init__(self) -> None:
+        self.shared: list[tuple[str, str, str]] = []
+        self.chains: dict[str, list[str]] = {}
+
+    def to_shared(self, table: str, chain: str, *parts: str) -> None:
+        self.shared.append((table, chain, " ".join(["-A", chain, *[p for p in parts if p]])))
+
+    def declare(self, chain: str) -> None:
+        self.chains.setdefault(chain, [])
+
+    def add(self, chain: str, *parts: str) -> None:
+        self.chains[chain].append(" ".join(["-A", chain, *[p for p in parts if p]]))
+
+    def result(self) -> ServiceRules:
+        return ServiceRules(tuple(self.shared), tuple((c, tuple(lines)) for c, lines in self.chains.items()))
+
+
+@functools.lru_cache(maxsize=65536)
+def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], node: NodeConfig) -> ServiceRules:
+    """One service port's rules, following kube-proxy's syncProxyRules.
+
+    Cached: a sync at ten thousand services rebuilds only the services whose
+    inputs changed (the cache is bounded, and a miss only costs the rebuild).
+    """
+    out = _Builder()
     key = service.key
     name = str(key)
     proto = key.protocol.lower()
@@ -167,24 +239,27 @@ def _write_service(
     # Where traffic is captured: cluster IP, external IPs, LB ingress IPs, node port.
     cluster_ip_match = f"{match_proto} -d {service.cluster_ip} --dport {service.port}"
     if has_internal:
-        nat.add(KUBE_SERVICES, comment(f"{name} cluster IP"), cluster_ip_match, "-j", internal_chain)
+        out.to_shared("nat", KUBE_SERVICES, comment(f"{name} cluster IP"), cluster_ip_match, "-j", internal_chain)
     elif internal_filter:
         verdict, why = internal_filter
-        filter_table.add(KUBE_SERVICES, comment(why), cluster_ip_match, "-j", verdict)
+        out.to_shared("filter", KUBE_SERVICES, comment(why), cluster_ip_match, "-j", verdict)
     for what, addresses in (("external IP", service.external_ips), ("loadbalancer IP", service.load_balancer_ips)):
         for address in addresses:
             ip_match = f"{match_proto} -d {address} --dport {service.port}"
             if has_endpoints:
-                nat.add(KUBE_SERVICES, comment(f"{name} {what}"), ip_match, "-j", ext_chain)
+                out.to_shared("nat", KUBE_SERVICES, comment(f"{name} {what}"), ip_match, "-j", ext_chain)
             if external_filter:
                 verdict, why = external_filter
-                filter_table.add(KUBE_EXTERNAL_SERVICES, comment(why), ip_match, "-j", verdict)
+                out.to_shared("filter", KUBE_EXTERNAL_SERVICES, comment(why), ip_match, "-j", verdict)
     if service.node_port:
         if has_endpoints:
-            nat.add(KUBE_NODEPORTS, comment(name), f"{match_proto} --dport {service.node_port}", "-j", ext_chain)
+            out.to_shared(
+                "nat", KUBE_NODEPORTS, comment(name), f"{match_proto} --dport {service.node_port}", "-j", ext_chain
+            )
         if external_filter:
             verdict, why = external_filter
-            filter_table.add(
+            out.to_shared(
+                "filter",
                 KUBE_EXTERNAL_SERVICES,
                 comment(why),
                 "-m addrtype --dst-type LOCAL",
@@ -193,18 +268,18 @@ def _write_service(
                 verdict,
             )
     if not has_endpoints:
-        return  # no nat chains at all for a service nobody serves
+        return out.result()  # no nat chains at all for a service nobody serves
 
     if uses_cluster:
-        nat.declare(svc_chain)
+        out.declare(svc_chain)
     if uses_local:
-        nat.declare(svl_chain)
+        out.declare(svl_chain)
     if service.externally_accessible:
-        nat.declare(ext_chain)
+        out.declare(ext_chain)
 
     # Off-cluster sources reaching a cluster IP may be answered from another node: masquerade them.
     if has_internal and node.cluster_cidr:
-        nat.add(
+        out.add(
             internal_chain,
             comment(f"{name} cluster IP"),
             cluster_ip_match,
@@ -216,54 +291,55 @@ def _write_service(
     if service.externally_accessible:
         if not service.external_policy_local:
             # The endpoint may be on another node: masquerade so replies come back through here.
-            nat.add(ext_chain, comment(f"masquerade traffic for {name} external destinations"), "-j", KUBE_MARK_MASQ)
+            out.add(ext_chain, comment(f"masquerade traffic for {name} external destinations"), "-j", KUBE_MARK_MASQ)
         else:
             if node.cluster_cidr:
-                nat.add(
+                out.add(
                     ext_chain,
                     comment(f"pod traffic for {name} external destinations"),
                     f"-s {node.cluster_cidr}",
                     "-j",
                     svc_chain,
                 )
-            nat.add(
+            out.add(
                 ext_chain,
                 comment(f"masquerade LOCAL traffic for {name} external destinations"),
                 "-m addrtype --src-type LOCAL -j",
                 KUBE_MARK_MASQ,
             )
-            nat.add(
+            out.add(
                 ext_chain,
                 comment(f"route LOCAL traffic for {name} external destinations"),
                 "-m addrtype --src-type LOCAL -j",
                 svc_chain,
             )
-        nat.add(ext_chain, "-j", external_policy_chain)
+        out.add(ext_chain, "-j", external_policy_chain)
 
     if uses_cluster:
-        _write_balancing(nat, service, svc_chain, cluster_endpoints)
+        _write_balancing(out, service, svc_chain, cluster_endpoints)
     if uses_local:
-        _write_balancing(nat, service, svl_chain, local_endpoints)
+        _write_balancing(out, service, svl_chain, local_endpoints)
 
     reachable = {
         str(e): e for e in (cluster_endpoints if uses_cluster else []) + (local_endpoints if uses_local else [])
     }
     for endpoint in sorted(reachable.values(), key=_sort_key):
         sep = endpoint_chain(key, endpoint)
-        nat.declare(sep)
+        out.declare(sep)
         # Hairpin: a backend reaching itself through the VIP must be masqueraded or its reply bypasses NAT.
-        nat.add(sep, comment(name), f"-s {endpoint.ip} -j", KUBE_MARK_MASQ)
+        out.add(sep, comment(name), f"-s {endpoint.ip} -j", KUBE_MARK_MASQ)
         sticky = f"-m recent --name {sep} --set" if service.sticky_seconds is not None else ""
-        nat.add(sep, comment(name), sticky, f"{match_proto} -j DNAT --to-destination {endpoint}")
+        out.add(sep, comment(name), sticky, f"{match_proto} -j DNAT --to-destination {endpoint}")
+    return out.result()
 
 
-def _write_balancing(nat: _Table, service: ServicePort, chain: str, endpoints: Sequence[Endpoint]) -> None:
+def _write_balancing(out: _Builder, service: ServicePort, chain: str, endpoints: Sequence[Endpoint]) -> None:
     """Session-affinity checks first, then a random pick with 1/(N-i) odds per rule."""
     name = str(service.key)
     if service.sticky_seconds is not None:
         for endpoint in endpoints:
             sep = endpoint_chain(service.key, endpoint)
-            nat.add(
+            out.add(
                 chain,
                 comment(f"{name} -> {endpoint}"),
                 f"-m recent --name {sep} --rcheck --seconds {service.sticky_seconds} --reap -j",
@@ -272,4 +348,4 @@ def _write_balancing(nat: _Table, service: ServicePort, chain: str, endpoints: S
     count = len(endpoints)
     for index, endpoint in enumerate(endpoints):
         odds = f"-m statistic --mode random --probability {probability(count - index)}" if index < count - 1 else ""
-        nat.add(chain, comment(f"{name} -> {endpoint}"), odds, "-j", endpoint_chain(service.key, endpoint))
+        out.add(chain, comment(f"{name} -> {endpoint}"), odds, "-j", endpoint_chain(service.key, endpoint))

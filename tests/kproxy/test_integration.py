@@ -11,6 +11,7 @@ from control.client import Client, Informer
 from kproxy.conntrack import RecordingConntrack
 from kproxy.iptables.restore import IptablesPacketFilter, parse_save
 from kproxy.iptables.rules import endpoint_chain, service_chain
+from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import Endpoint, NodeConfig, ServicePortName
 from kproxy.proxier import Proxier
 from tests.conftest import ApiServer
@@ -35,11 +36,12 @@ async def kproxy(apiserver: ApiServer) -> AsyncIterator[tuple[Client, IptablesPa
         packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", ns])
         async with Client(apiserver.url) as client:
             services, endpoints = Informer(client, "services"), Informer(client, "endpoints")
+            node = NodeConfig("worker1", ("192.168.56.11",), "10.244.0.0/16")
             proxier = Proxier(
                 services,
                 endpoints,
-                NodeConfig("worker1", ("192.168.56.11",), "10.244.0.0/16"),
-                packet_filter,
+                node,
+                IptablesProgrammer(packet_filter, node),
                 RecordingConntrack(),
                 min_sync_interval=0.05,
             )

@@ -15,7 +15,8 @@ from control.clock import FakeClock
 from control.observability import health_app
 from kproxy.conntrack import RecordingConntrack, UdpFlowFilter
 from kproxy.iptables.restore import RecordingPacketFilter, transaction
-from kproxy.iptables.rules import build_ruleset
+from kproxy.iptables.rules import build_ruleset, endpoint_chain, service_chain
+from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName
 from kproxy.proxier import TRIGGER_TIME_ANNOTATION, Proxier
 
@@ -82,7 +83,7 @@ class Harness:
             self.services,
             self.endpoints,
             NODE,
-            self.packet_filter,
+            IptablesProgrammer(self.packet_filter, NODE),
             self.conntrack,
             clock=self.clock,
             wall_clock=lambda: self.wall,
@@ -129,19 +130,37 @@ async def test_burst_of_changes_becomes_one_sync_after_the_min_interval(running:
     await settle(rounds=20)
     assert len(payloads) == 2
     web = ServicePortName("default", "web", "p", "TCP")
-    expected = build_ruleset([ServicePort(web, "10.96.0.50", 80)], {web: [Endpoint("10.244.1.6", 5353)]}, NODE)
-    assert payloads[1] == transaction(expected, "")
+    svc, sep = service_chain("KUBE-SVC-", web), endpoint_chain(web, Endpoint("10.244.1.6", 5353))
+    # Between full syncs only what changed is written: the new service's chains and the shared chain it joins.
+    declared = {line[1:].split()[0] for line in payloads[1].splitlines() if line.startswith(":")}
+    assert declared == {"KUBE-SERVICES", svc, sep}
+    assert running.packet_filter.flushing == [False, False]
     assert running.proxier.syncs == 2
 
 
-async def test_periodic_resync_reapplies_everything(running: Harness) -> None:
+async def test_periodic_resync_rewrites_what_the_kernel_lost(running: Harness) -> None:
     payloads = running.packet_filter.payloads
     running.services.put(service("web", "10.96.0.50"))
+    running.endpoints.put(endpoints("web", ["10.244.1.5"]))
     await running.clock.advance(0.1)
     await settle(lambda: len(payloads) == 2)
+    # The recording filter's save shows an empty kernel: the full resync must put every chain back.
     await running.clock.advance(30)
     await settle(lambda: len(payloads) == 3)
-    assert payloads[2] == payloads[1]
+    web = ServicePortName("default", "web", "p", "TCP")
+    full = build_ruleset([ServicePort(web, "10.96.0.50", 80)], {web: [Endpoint("10.244.1.5", 5353)]}, NODE)
+    assert payloads[2] == transaction(full, "")
+
+
+async def test_unchanged_partial_sync_writes_nothing(running: Harness) -> None:
+    running.services.put(service("web", "10.96.0.50"))
+    await running.clock.advance(0.1)
+    await settle(lambda: len(running.packet_filter.payloads) == 2)
+    syncs = running.proxier.syncs
+    running.proxier.request_sync()
+    await running.clock.advance(0.1)
+    await settle(lambda: running.proxier.syncs == syncs + 1)
+    assert running.proxier.syncs == syncs + 1 and len(running.packet_filter.payloads) == 2
 
 
 async def test_failed_sync_counts_an_error_and_turns_unhealthy_while_changes_wait() -> None:

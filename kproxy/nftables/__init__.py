@@ -1,0 +1,1 @@
+"""nftables mode: Service rules in table ip kproxy."""
