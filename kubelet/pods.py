@@ -235,7 +235,7 @@ class PodWorkers:
         self.api, self.runtime, self.network, self.settings = api, runtime, network, settings
         self.services, self.clock = services, clock
         self.backoff = Backoff(clock, settings.backoff_initial, settings.backoff_max)
-        self.probes = ProbeManager(runtime, clock)
+        self.probes = ProbeManager(runtime, clock, self._probe_failed)
         self.events = PodEvents(api, settings.node_name)
         self._reported: dict[str, tuple[str, str]] = {}  # uid/container -> (container id, waiting reason) last told
         self._pods: dict[str, Object] = {}
@@ -461,6 +461,17 @@ class PodWorkers:
             view.current = await self.runtime.inspect(current.id)
             return
         view.probe_ready = await self.probes.ready(view.spec, current, pod_ip)
+
+    async def _probe_failed(self, state: ContainerState, message: str) -> None:
+        """An `Unhealthy` event on the container's pod (named by the container's labels)."""
+        pod = {
+            "metadata": {
+                "name": state.labels.get(LABEL_POD_NAME, ""),
+                "namespace": state.labels.get(LABEL_POD_NAMESPACE, ""),
+                "uid": state.labels.get(LABEL_POD_UID, ""),
+            }
+        }
+        await self.events.record(pod, WARNING, "Unhealthy", message)
 
     async def _start_sandbox(
         self, pod: Object, dead: ContainerState | None, instances: dict[str, list[ContainerState]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from kubelet.runtime import ContainerRuntime, ContainerState, RuntimeFailure
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+FailureReporter = Callable[[ContainerState, str], Awaitable[None]]
 
 
 @dataclass
@@ -48,8 +50,8 @@ def _port(container: Object, port: int | str) -> int:
 class ProbeManager:
     """Runs probes for the pod workers and remembers their results per container instance."""
 
-    def __init__(self, runtime: ContainerRuntime, clock: Clock):
-        self.runtime, self.clock = runtime, clock
+    def __init__(self, runtime: ContainerRuntime, clock: Clock, on_failure: FailureReporter | None = None):
+        self.runtime, self.clock, self.on_failure = runtime, clock, on_failure
         self._states: dict[tuple[str, str], _ProbeState] = {}
 
     async def ready(self, container: Object, state: ContainerState, pod_ip: str) -> bool:
@@ -95,8 +97,10 @@ class ProbeManager:
         if entry.last_run is not None and now - entry.last_run < period:
             return entry.result
         entry.last_run = now
-        ok = await self.run_probe(probe, container, state, pod_ip)
-        if ok:
+        failure = await self._attempt(probe, container, state, pod_ip, float(probe.get("timeoutSeconds") or 1))
+        if failure is not None and self.on_failure is not None:
+            await self.on_failure(state, f"{kind.capitalize()} probe failed: {failure}")
+        if failure is None:
             entry.successes, entry.failures = entry.successes + 1, 0
             if entry.successes >= int(probe.get("successThreshold") or 1):
                 entry.result = True
@@ -114,6 +118,12 @@ class ProbeManager:
         self, action: Object, container: Object, state: ContainerState, pod_ip: str, timeout: float
     ) -> bool:
         """A probe's or lifecycle hook's handler (httpGet, tcpSocket, exec, sleep) within `timeout` seconds."""
+        return await self._attempt(action, container, state, pod_ip, timeout) is None
+
+    async def _attempt(
+        self, action: Object, container: Object, state: ContainerState, pod_ip: str, timeout: float
+    ) -> str | None:
+        """Run a handler; None on success, else why it failed."""
         try:
             if "httpGet" in action:
                 return await self._http(action["httpGet"], container, pod_ip, timeout)
@@ -121,17 +131,18 @@ class ProbeManager:
                 return await self._tcp(action["tcpSocket"], container, pod_ip, timeout)
             if "exec" in action:
                 command = list(action["exec"].get("command") or [])
-                return await asyncio.wait_for(self.runtime.exec_in(state.id, command), timeout) == 0
+                code = await asyncio.wait_for(self.runtime.exec_in(state.id, command), timeout)
+                return None if code == 0 else f"command {command} exited with {code}"
             if "sleep" in action:
                 await self.clock.sleep(min(float(action["sleep"].get("seconds") or 0), timeout))
-                return True
-        except (TimeoutError, OSError, aiohttp.ClientError, ValueError, RuntimeFailure) as err:
-            log.info("handler in container %s failed: %s", container.get("name"), err)
-            return False
-        log.warning("container %s: handler has no httpGet, tcpSocket, exec or sleep", container.get("name"))
-        return False
+                return None
+        except TimeoutError:
+            return f"timed out after {timeout:g}s"
+        except (OSError, aiohttp.ClientError, ValueError, RuntimeFailure) as err:
+            return str(err) or type(err).__name__
+        return "the handler has none of httpGet, tcpSocket, exec, sleep"
 
-    async def _http(self, action: Object, container: Object, pod_ip: str, timeout: float) -> bool:
+    async def _http(self, action: Object, container: Object, pod_ip: str, timeout: float) -> str | None:
         scheme = (action.get("scheme") or "HTTP").lower()
         host = action.get("host") or pod_ip
         path = action.get("path") or "/"
@@ -142,11 +153,11 @@ class ProbeManager:
         headers.setdefault("User-Agent", "kube-probe/1.32")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             async with session.get(url, headers=headers, ssl=False, allow_redirects=False) as resp:
-                return 200 <= resp.status < 400
+                return None if 200 <= resp.status < 400 else f"HTTP probe failed with statuscode: {resp.status}"
 
-    async def _tcp(self, action: Object, container: Object, pod_ip: str, timeout: float) -> bool:
+    async def _tcp(self, action: Object, container: Object, pod_ip: str, timeout: float) -> str | None:
         host = action.get("host") or pod_ip
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, _port(container, action["port"])), timeout)
         writer.close()
         await writer.wait_closed()
-        return True
+        return None

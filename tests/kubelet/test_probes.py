@@ -99,6 +99,10 @@ async def test_readiness_timing_and_thresholds(tmp_path: Path) -> None:
     await h.sync(pod)
     assert h.app_status()["ready"] is False
     assert {x["type"]: x["status"] for x in h.api.last_status["conditions"]}["Ready"] == "False"
+    unhealthy = [e for e in h.api.events.values() if e["reason"] == "Unhealthy"]
+    assert [(e["type"], e["message"], e["count"]) for e in unhealthy] == [
+        ("Warning", "Readiness probe failed: command ['cat', '/tmp/ready'] exited with 1", 3)
+    ]
 
 
 async def test_liveness_failure_restarts_the_container(tmp_path: Path) -> None:
@@ -173,3 +177,23 @@ async def test_failed_post_start_hook_kills_and_restarts(tmp_path: Path) -> None
     h.runtime.exec_results[("setup",)] = 0
     await h.sync(pod)
     assert h.runtime.find("app", 1).running and h.app_status()["restartCount"] == 1
+
+
+async def test_probe_failures_are_reported_with_their_cause(http_server: int) -> None:
+    reported: list[tuple[str, str]] = []
+
+    async def report(state: ContainerState, message: str) -> None:
+        reported.append((state.id, message))
+
+    probes = ProbeManager(FakeRuntime(), FakeClock(), report)
+    container = {
+        "name": "web",
+        "readinessProbe": {"httpGet": {"host": "127.0.0.1", "port": http_server, "path": "/broken"}},
+        "livenessProbe": {"tcpSocket": {"host": "127.0.0.1", "port": "nope"}},
+    }
+    assert await probes.ready(container, running("c9"), "") is False
+    assert await probes.alive(container, running("c9"), "") is True  # one failure is below failureThreshold
+    assert reported == [
+        ("c9", "Readiness probe failed: HTTP probe failed with statuscode: 500"),
+        ("c9", "Liveness probe failed: probe port 'nope' is not a number nor a named port of container 'web'"),
+    ]
