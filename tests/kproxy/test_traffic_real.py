@@ -20,7 +20,8 @@ import pytest
 
 from kproxy.iptables.restore import IptablesPacketFilter, transaction
 from kproxy.iptables.rules import build_ruleset
-from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName
+from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
+from kproxy.nftables.ruleset import Nft, NftablesProgrammer
 from tests.kproxy.netns import in_ns, namespaces
 
 pytestmark = pytest.mark.root
@@ -110,34 +111,44 @@ def connect(ns: str, ip: str, port: int) -> str:
     return in_ns(ns, "python3", "-c", CLIENT, ip, str(port)).stdout.strip()
 
 
-def program(pods: Pods) -> None:
+@pytest.fixture(params=["iptables", "nftables"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def program(pods: Pods, mode: str) -> None:
+    """The same services, in kube-proxy's iptables layout or in kproxy's nftables table."""
     ports = [ServicePort(WEB, "10.96.100.1", 80, node_port=30080), ServicePort(EMPTY, "10.96.100.2", 80)]
     endpoints = {WEB: [Endpoint(BACKEND_IP, 8080)], EMPTY: []}
     node = NodeConfig("node", (BRIDGE_IP,), "10.244.0.0/16")
-    packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", pods.node])
+    prefix = ["ip", "netns", "exec", pods.node]
+    if mode == "nftables":
+        NftablesProgrammer(Nft(prefix), node).sync(ServiceSnapshot(ports, endpoints), full=True)
+        return
+    packet_filter = IptablesPacketFilter("legacy", prefix)
     packet_filter.restore(transaction(build_ruleset(ports, endpoints, node), packet_filter.save()))
 
 
-def test_client_reaches_backend_through_the_cluster_ip(pods: Pods, server: None) -> None:
+def test_client_reaches_backend_through_the_cluster_ip(pods: Pods, server: None, mode: str) -> None:
     assert not connect(pods.client, "10.96.100.1", 80).startswith("hello")  # nothing programmed yet
-    program(pods)
+    program(pods, mode)
     # Pod-to-pod through the VIP keeps the client's own address.
     assert connect(pods.client, "10.96.100.1", 80) == f"hello {CLIENT_IP}"
 
 
-def test_service_without_endpoints_refuses_connections(pods: Pods, server: None) -> None:
-    program(pods)
+def test_service_without_endpoints_refuses_connections(pods: Pods, server: None, mode: str) -> None:
+    program(pods, mode)
     assert connect(pods.client, "10.96.100.2", 80) == "refused"
     # The same port on the served VIP still works, so the refusal is the no-endpoints REJECT.
     assert connect(pods.client, "10.96.100.1", 80) == f"hello {CLIENT_IP}"
 
 
-def test_backend_reaching_itself_through_the_vip_is_masqueraded(pods: Pods, server: None) -> None:
-    program(pods)
+def test_backend_reaching_itself_through_the_vip_is_masqueraded(pods: Pods, server: None, mode: str) -> None:
+    program(pods, mode)
     assert connect(pods.backend, "10.96.100.1", 80) == f"hello {BRIDGE_IP}"
 
 
-def test_node_port_on_the_node_address_reaches_the_backend_masqueraded(pods: Pods, server: None) -> None:
-    program(pods)
+def test_node_port_on_the_node_address_reaches_the_backend_masqueraded(pods: Pods, server: None, mode: str) -> None:
+    program(pods, mode)
     # Cluster external policy: the endpoint could be on another node, so the source becomes the node's.
     assert connect(pods.client, BRIDGE_IP, 30080) == f"hello {BRIDGE_IP}"
