@@ -293,8 +293,10 @@ class PodWorkers:
                 log.exception("sync of pod %s failed", describe(pod))
             await self._wait(wake, self.settings.resync_period)
         if self._pods.get(uid) is pod:
-            self._pods.pop(uid, None)
+            del self._pods[uid], self._workers[uid], self._wake[uid]
             self._gone.discard(uid)
+        else:  # news arrived while this worker was finishing: a fresh worker handles it once this one is done
+            asyncio.get_running_loop().call_soon(self._kick, uid)
 
     async def _wait(self, wake: asyncio.Event, seconds: float) -> None:
         waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self.clock.sleep(seconds))}

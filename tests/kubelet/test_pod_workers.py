@@ -403,3 +403,17 @@ async def test_sandbox_with_failed_network_is_replaced(h: Harness) -> None:
     assert [s.running for s in sandboxes] == [False, True]
     assert h.api.last_status["podIP"] == "10.244.1.2" and h.runtime.find("app").running
     assert h.runtime.configs[h.runtime.find("app").id].network_mode == f"container:{sandboxes[1].id}"
+
+
+async def test_deleted_pod_leaves_no_worker_state(h: Harness) -> None:
+    pod = make_pod(c())
+    h.workers.update(pod)
+    await settle()
+    deleting = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    h.workers.update(deleting)
+    h.workers.remove(deleting)  # the API's DELETED event can come right behind
+    for _ in range(3):
+        await settle()
+    assert h.runtime.containers == {} and h.workers.known_pods() == {}
+    assert h.workers._pods == {} and h.workers._workers == {}
+    await h.workers.close()
