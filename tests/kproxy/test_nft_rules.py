@@ -1,0 +1,189 @@
+"""The nftables ruleset for fixed inputs, traced packet by packet (the same cases as the iptables tests)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
+from kproxy.nftables.ruleset import (
+    NO_ENDPOINT_SERVICES,
+    SERVICE_IPS,
+    Nft,
+    NftablesProgrammer,
+    RecordingNft,
+    affinity_set,
+    build_nft,
+    chain_name,
+    diff_script,
+)
+from tests.kproxy.netns import in_ns, namespaces
+from tests.kproxy.nft_tracer import NftTrace
+from tests.kproxy.tracer import Packet
+
+NODE_IP = "192.168.56.11"
+NODE = NodeConfig("worker1", (NODE_IP,), "10.244.0.0/16")
+LOCAL = frozenset(NODE.node_ips)
+WEB = ServicePortName("default", "web", "http", "TCP")
+EPS = [Endpoint("10.244.1.5", 8080, node_name="worker1", is_local=True), Endpoint("10.244.2.7", 8080)]
+
+
+def three() -> list[Endpoint]:
+    return [Endpoint(f"10.244.{n}.{n}", 8080) for n in (1, 2, 3)]
+
+
+def traced(ports: list[ServicePort], endpoints: dict[ServicePortName, list[Endpoint]]) -> NftTrace:
+    return NftTrace(build_nft(ports, endpoints, NODE))
+
+
+def test_cluster_ip_spreads_evenly_and_pod_source_keeps_its_address() -> None:
+    rules = traced([ServicePort(WEB, "10.96.0.50", 80)], {WEB: three()})
+    outcomes = rules.summary(Packet("10.244.9.9", "10.96.0.50", 80, local_ips=LOCAL))
+    assert set(outcomes) == {("ACCEPT", f"10.244.{n}.{n}:8080", False) for n in (1, 2, 3)}
+    assert all(odds == pytest.approx(1 / 3) for odds in outcomes.values())
+    # Other port or protocol: not captured.
+    assert rules.summary(Packet("10.244.9.9", "10.96.0.50", 81)) == {("ACCEPT", None, False): 1.0}
+    assert rules.summary(Packet("10.244.9.9", "10.96.0.50", 80, proto="udp")) == {("ACCEPT", None, False): 1.0}
+
+
+def test_off_cluster_source_and_node_itself_are_masqueraded() -> None:
+    rules = traced([ServicePort(WEB, "10.96.0.50", 80)], {WEB: three()})
+    assert {m for _, _, m in rules.summary(Packet("192.168.56.1", "10.96.0.50", 80, local_ips=LOCAL))} == {True}
+    from_node = rules.summary(Packet(NODE_IP, "10.96.0.50", 80, local_ips=LOCAL), hook="OUTPUT")
+    assert sum(from_node.values()) == pytest.approx(1.0) and {m for _, _, m in from_node} == {True}
+
+
+def test_hairpin_backend_reaching_itself_is_masqueraded() -> None:
+    rules = traced([ServicePort(WEB, "10.96.0.50", 80)], {WEB: three()})
+    outcomes = rules.summary(Packet("10.244.2.2", "10.96.0.50", 80, local_ips=LOCAL))
+    assert outcomes[("ACCEPT", "10.244.2.2:8080", True)] == pytest.approx(1 / 3)
+    assert outcomes[("ACCEPT", "10.244.1.1:8080", False)] == pytest.approx(1 / 3)
+
+
+def test_no_endpoints_rejects_cluster_ip_external_ip_and_node_port() -> None:
+    port = ServicePort(WEB, "10.96.0.50", 80, node_port=30080, external_ips=("192.168.56.200",))
+    ruleset = build_nft([port], {WEB: []}, NODE)
+    assert not [c for c in ruleset.chains if c.startswith(("svc-", "ep-"))]
+    rules = NftTrace(ruleset)
+    assert rules.summary(Packet("10.244.7.7", "10.96.0.50", 80, local_ips=LOCAL)) == {("REJECT", None, False): 1.0}
+    assert rules.summary(Packet(NODE_IP, "10.96.0.50", 80, local_ips=LOCAL), hook="OUTPUT") == {
+        ("REJECT", None, False): 1.0
+    }
+    for packet in (
+        Packet("192.168.56.1", "192.168.56.200", 80, local_ips=LOCAL),
+        Packet("192.168.56.1", NODE_IP, 30080, local_ips=LOCAL),
+    ):
+        assert rules.summary(packet) == {("REJECT", None, False): 1.0}
+
+
+def test_node_port_external_ip_and_load_balancer_ip_go_through_ext_masqueraded() -> None:
+    port = ServicePort(
+        WEB, "10.96.0.50", 80, node_port=30080, external_ips=("192.168.56.200",), load_balancer_ips=("192.168.56.240",)
+    )
+    rules = traced([port], {WEB: EPS})
+    for packet in (
+        Packet("192.168.56.1", NODE_IP, 30080, local_ips=LOCAL),
+        Packet("192.168.56.1", "192.168.56.200", 80, local_ips=LOCAL),
+        Packet("192.168.56.1", "192.168.56.240", 80, local_ips=LOCAL),
+    ):
+        outcomes = rules.trace(packet)
+        assert all(chain_name("ext-", WEB) in o.chains and o.masquerade for o in outcomes)
+        assert {o.dnat for o in outcomes} == {"10.244.1.5:8080", "10.244.2.7:8080"}
+    # A node port on an address that is not the node's is not a node port.
+    assert rules.summary(Packet("192.168.56.1", "192.168.56.99", 30080, local_ips=LOCAL)) == {
+        ("ACCEPT", None, False): 1.0
+    }
+
+
+def test_external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints() -> None:
+    port = ServicePort(WEB, "10.96.0.50", 80, node_port=30080, external_policy_local=True)
+    rules = traced([port], {WEB: EPS})
+    assert rules.summary(Packet("192.168.56.1", NODE_IP, 30080, local_ips=LOCAL)) == {
+        ("ACCEPT", "10.244.1.5:8080", False): pytest.approx(1.0)
+    }
+    from_pod = rules.summary(Packet("10.244.3.3", NODE_IP, 30080, local_ips=LOCAL))
+    assert set(from_pod) == {("ACCEPT", "10.244.1.5:8080", False), ("ACCEPT", "10.244.2.7:8080", False)}
+    # No local endpoint: outside traffic is dropped, not sent to another node.
+    remote_only = traced([port], {WEB: [EPS[1]]})
+    assert remote_only.summary(Packet("192.168.56.1", NODE_IP, 30080, local_ips=LOCAL)) == {("DROP", None, False): 1.0}
+
+
+def test_client_ip_affinity_sends_a_known_client_to_its_endpoint() -> None:
+    port = ServicePort(WEB, "10.96.0.50", 80, sticky_seconds=300)
+    rules = traced([port], {WEB: three()})
+    known = affinity_set(WEB, Endpoint("10.244.2.2", 8080))
+    outcome = rules.summary(Packet("10.244.9.9", "10.96.0.50", 80, recent=frozenset({known})))
+    assert outcome == {("ACCEPT", "10.244.2.2:8080", False): pytest.approx(1.0)}
+    fresh = rules.summary(Packet("10.244.9.9", "10.96.0.50", 80))
+    assert len(fresh) == 3
+    ep_rules = build_nft([port], {WEB: three()}, NODE).chains[chain_name("ep-", WEB, Endpoint("10.244.2.2", 8080))]
+    assert f"update @{known} {{ ip saddr }}" in ep_rules
+
+
+def test_one_service_change_is_a_constant_size_diff() -> None:
+    ports = [ServicePort(ServicePortName("ns", f"s{n}", "", "TCP"), f"10.96.1.{n}", 80) for n in range(200)]
+    endpoints = {p.key: three() for p in ports}
+    before = build_nft(ports, endpoints, NODE)
+    endpoints[ports[7].key] = three()[:2]
+    script, chains = diff_script(before, build_nft(ports, endpoints, NODE))
+    assert chains == 1  # only s7's service chain is rewritten
+    assert len(script.splitlines()) < 12
+    assert f"delete chain ip kproxy {chain_name('ep-', ports[7].key, three()[2])}" in script
+    # A new service: its elements and chains only.
+    added = ServicePort(ServicePortName("ns", "new", "", "TCP"), "10.96.2.1", 80)
+    script, _ = diff_script(before, build_nft([*ports, added], {**endpoints, added.key: three()}, NODE))
+    assert (
+        f"add element ip kproxy {SERVICE_IPS} {{ 10.96.2.1 . tcp . 80 : goto {chain_name('svc-', added.key)} }}"
+        in script
+    )
+    assert "s1" not in script
+
+
+def test_programmer_partial_then_full() -> None:
+    nft = RecordingNft()
+    programmer = NftablesProgrammer(nft, NODE)
+    ports = [ServicePort(WEB, "10.96.0.50", 80)]
+    programmer.sync(ServiceSnapshot(ports, {WEB: EPS}), full=True)
+    programmer.sync(ServiceSnapshot(ports, {WEB: []}), full=False)
+    assert (
+        f"add element ip kproxy {NO_ENDPOINT_SERVICES} {{ 10.96.0.50 . tcp . 80 : goto reject-chain }}"
+        in nft.scripts[1]
+    )
+    assert "flush map" not in nft.scripts[1]
+    programmer.sync(ServiceSnapshot(ports, {WEB: []}), full=False)
+    assert len(nft.scripts) == 2  # nothing changed, nothing applied
+    programmer.sync(ServiceSnapshot(ports, {WEB: []}), full=True)
+    assert "flush map ip kproxy service-ips" in nft.scripts[2]
+
+
+@pytest.fixture
+def node_ns() -> Iterator[str]:
+    with namespaces("nft") as (ns,):
+        yield ns
+
+
+@pytest.mark.root
+def test_real_nft_apply_diff_repair_and_foreign_tables_untouched(node_ns: str) -> None:
+    in_ns(node_ns, "nft", "add table ip other; add chain ip other c; add rule ip other c tcp dport 9 accept")
+    nft = Nft(["ip", "netns", "exec", node_ns])
+    programmer = NftablesProgrammer(nft, NODE)
+    ports = [ServicePort(WEB, "10.96.0.50", 80, node_port=30080, sticky_seconds=60)]
+    programmer.sync(ServiceSnapshot(ports, {WEB: EPS}), full=True)
+    chains = nft.list_chains()
+    assert {chain_name("svc-", WEB), chain_name("ext-", WEB)} <= chains
+    programmer.sync(ServiceSnapshot(ports, {WEB: EPS[:1]}), full=False)
+    assert chain_name("ep-", WEB, EPS[1]) not in nft.list_chains()
+    # Someone deletes one of kproxy's chains' rules; the full sync puts them back.
+    in_ns(node_ns, "nft", f"flush chain ip kproxy {chain_name('svc-', WEB)}")
+    programmer.sync(ServiceSnapshot(ports, {WEB: EPS[:1]}), full=True)
+    listing = in_ns(node_ns, "nft", "list", "chain", "ip", "kproxy", chain_name("svc-", WEB)).stdout
+    assert f"goto {chain_name('ep-', WEB, EPS[0])}" in listing
+    # Services gone: their chains go; the other table is untouched.
+    programmer.sync(ServiceSnapshot([], {}), full=False)
+    assert not [c for c in nft.list_chains() if c.startswith(("svc-", "ext-", "ep-"))]
+    other = subprocess.run(
+        ["ip", "netns", "exec", node_ns, "nft", "list", "table", "ip", "other"], capture_output=True, text=True
+    )
+    assert "tcp dport 9 accept" in other.stdout
