@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 
 from control.cli_support import Command
 from control.client import Client
+from control.controllers.leaderelection import (
+    LeaderElectionConfig,
+    add_leader_election_arguments,
+    leader_election_config,
+    run_elected,
+)
 from control.controllers.manager import ControllerManager, Settings
 from control.controllers.nodeipam import parse_cluster_cidr
 from control.observability import serve_health
@@ -25,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--node-monitor-period", type=float, default=5.0, help="seconds between node health checks")
     parser.add_argument("--resync-period", type=float, default=30.0, help="seconds between full reconciles")
+    add_leader_election_arguments(parser, "kube-controller-manager")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -46,14 +54,30 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-async def _main(settings: Settings, api_server: str, health_port: int) -> int:
+async def _main(settings: Settings, election: LeaderElectionConfig | None, api_server: str, health_port: int) -> int:
     async with Client(api_server, user_agent="pocket-controller-manager") as client:
-        manager = ControllerManager(client, settings)
+        current: list[ControllerManager] = []  # the manager of the current leadership term, if leading
+
+        async def lead() -> None:
+            manager = ControllerManager(client, settings)
+            current[:] = [manager]
+            try:
+                await manager.run()
+            finally:
+                current.clear()
+
+        task = asyncio.create_task(run_elected(client, election, lead))
         runner = await serve_health(
-            "0.0.0.0", health_port, {"controllers": lambda: not manager.tasks or manager.healthy()}
+            "0.0.0.0",
+            health_port,
+            {"controllers": lambda: not task.done() and all(not m.tasks or m.healthy() for m in current)},
         )
+        # SIGTERM (pocket down, systemd stop) ends the task cleanly, so the leader hands its Lease back.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
-            await manager.run()
+            await task
+        except asyncio.CancelledError:
+            return 0
         finally:
             await runner.cleanup()
     return 0
@@ -61,8 +85,9 @@ async def _main(settings: Settings, api_server: str, health_port: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    election = leader_election_config(args)
     try:
-        return asyncio.run(_main(settings, args.api_server, args.health_port))
+        return asyncio.run(_main(settings, election, args.api_server, args.health_port))
     except KeyboardInterrupt:
         return 0
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import random
 
 from control.cli_support import Command
 from control.client import Client
+from control.controllers.leaderelection import (
+    LeaderElectionConfig,
+    add_leader_election_arguments,
+    leader_election_config,
+    run_elected,
+)
 from control.observability import serve_health
 from control.scheduler.scheduler import DEFAULT_SCHEDULER_NAME, Scheduler
 
@@ -22,18 +29,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=None, help="break score ties randomly with this seed (default: by name)"
     )
+    add_leader_election_arguments(parser, "kube-scheduler")
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(args: argparse.Namespace, election: LeaderElectionConfig | None) -> int:
     async with Client(args.api_server, user_agent="pocket-scheduler") as client:
         rng = random.Random(args.seed) if args.seed is not None else None
-        scheduler = Scheduler(client, scheduler_name=args.scheduler_name, rng=rng, retry_interval=args.retry_interval)
-        task = asyncio.create_task(scheduler.run())
+        current: list[Scheduler] = []  # the scheduler of the current leadership term, if leading
+
+        async def lead() -> None:
+            scheduler = Scheduler(
+                client, scheduler_name=args.scheduler_name, rng=rng, retry_interval=args.retry_interval
+            )
+            current[:] = [scheduler]
+            try:
+                await scheduler.run()
+            finally:
+                current.clear()
+
+        task = asyncio.create_task(run_elected(client, election, lead))
         runner = await serve_health(
-            "0.0.0.0", args.health_port, {"scheduler": lambda: not task.done(), "synced": scheduler.nodes.synced.is_set}
+            "0.0.0.0",
+            args.health_port,
+            {
+                "scheduler": lambda: not task.done(),
+                "synced": lambda: all(s.nodes.synced.is_set() for s in current),  # a standby has nothing to sync
+            },
         )
+        # SIGTERM (pocket down, systemd stop) ends the task cleanly, so the leader hands its Lease back.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             await task
+        except asyncio.CancelledError:
+            return 0
         finally:
             await runner.cleanup()
     return 0
@@ -43,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.retry_interval <= 0:
         raise SystemExit(f"--retry-interval must be positive, got {args.retry_interval}")
     try:
-        return asyncio.run(_main(args))
+        return asyncio.run(_main(args, leader_election_config(args)))
     except KeyboardInterrupt:
         return 0
 
