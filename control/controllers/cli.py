@@ -14,6 +14,7 @@ from control.controllers.leaderelection import (
     leader_election_config,
     run_elected,
 )
+from control.controllers.loadbalancer import DEFAULT_POOL, parse_pool
 from control.controllers.manager import ControllerManager, Settings
 from control.controllers.nodeipam import parse_cluster_cidr
 from control.observability import serve_health
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--node-monitor-period", type=float, default=5.0, help="seconds between node health checks")
     parser.add_argument("--resync-period", type=float, default=30.0, help="seconds between full reconciles")
+    parser.add_argument(
+        "--load-balancer-ip-pool",
+        default=DEFAULT_POOL,
+        help="addresses for LoadBalancer Services: comma-separated first-last ranges, CIDRs or IPs",
+    )
     add_leader_election_arguments(parser, "kube-controller-manager")
 
 
@@ -41,6 +47,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         parse_cluster_cidr(args.cluster_cidr, args.node_cidr_mask_size)
     except ValueError as err:
         raise SystemExit(str(err)) from None
+    try:
+        parse_pool(args.load_balancer_ip_pool)
+    except ValueError as err:
+        raise SystemExit(f"--load-balancer-ip-pool: {err}") from None
     for flag in ("node_monitor_grace_period", "pod_eviction_timeout", "node_monitor_period", "resync_period"):
         if getattr(args, flag) <= 0:
             raise SystemExit(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -51,6 +61,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         pod_eviction_timeout=args.pod_eviction_timeout,
         node_monitor_period=args.node_monitor_period,
         resync_period=args.resync_period,
+        load_balancer_pool=args.load_balancer_ip_pool,
     )
 
 

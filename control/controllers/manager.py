@@ -12,6 +12,7 @@ from control.controllers.base import Controller
 from control.controllers.deployment import DeploymentController
 from control.controllers.endpoints import EndpointsController
 from control.controllers.garbagecollector import GarbageCollector
+from control.controllers.loadbalancer import DEFAULT_POOL, LoadBalancerController, parse_pool
 from control.controllers.nodeipam import NodeIpamController
 from control.controllers.nodelifecycle import LEASE_NAMESPACE, NodeLifecycleController
 from control.controllers.replicaset import ReplicaSetController
@@ -27,6 +28,7 @@ class Settings:
     pod_eviction_timeout: float = 30.0
     node_monitor_period: float = 5.0
     resync_period: float = 30.0
+    load_balancer_pool: str = DEFAULT_POOL
 
 
 class ControllerManager:
@@ -52,6 +54,7 @@ class ControllerManager:
                 {p: inf[p] for p in ("deployments", "replicasets", "pods")},
                 dependents=("replicasets", "pods"),
             ),
+            LoadBalancerController(client, inf["services"], parse_pool(settings.load_balancer_pool)),
         ]
         self.node_lifecycle = NodeLifecycleController(
             client,
