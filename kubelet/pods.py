@@ -38,7 +38,9 @@ from kubelet.runtime import (
     ContainerConfig,
     ContainerRuntime,
     ContainerState,
+    ImageNeverPull,
     ImageNotFound,
+    ImagePullError,
     Mount,
     RuntimeFailure,
 )
@@ -247,7 +249,7 @@ class PodWorkers:
         self._started: set[str] = set()
         self._exit_seen: dict[str, float] = {}
         self._written: dict[str, _Written] = {}
-        self._pull_failed_at: dict[str, float] = {}
+        self._pull_failed: dict[str, tuple[float, str]] = {}  # uid/container -> (when, why) of the last failed pull
 
     # -- feeding pods in ---------------------------------------------------
 
@@ -552,21 +554,23 @@ class PodWorkers:
                 )
                 return view
             self.backoff.next(key)
-        pull_failed_at = self._pull_failed_at.get(key)
-        if pull_failed_at is not None and self.backoff.remaining(f"{key}/pull", pull_failed_at) > 0:
-            view.waiting_reason, view.waiting_message = (
-                "ImagePullBackOff",
-                f"Back-off pulling image {spec.get('image')!r}",
-            )
+        pull_failed = self._pull_failed.get(key)
+        if pull_failed is not None and self.backoff.remaining(f"{key}/pull", pull_failed[0]) > 0:
+            view.waiting_reason = "ImagePullBackOff"
+            view.waiting_message = f'Back-off pulling image "{spec.get("image")}": ErrImagePull: {pull_failed[1]}'
             return view
         restart_count = current.restart_count + 1 if current is not None else 0
         try:
             new_id = await self._create_app_container(pod, spec, sandbox, pod_ip, restart_count)
-        except ImageNotFound as err:
+        except (ImagePullError, ImageNotFound) as err:
             metrics.RUNTIME_OPERATION_ERRORS.labels("pull_image").inc()
             self.backoff.next(f"{key}/pull")
-            self._pull_failed_at[key] = self.clock.now()
+            self._pull_failed[key] = (self.clock.now(), str(err))
             view.waiting_reason, view.waiting_message = "ErrImagePull", str(err)
+            await self.events.record(pod, WARNING, "Failed", f'Failed to pull image "{spec.get("image")}": {err}')
+            return view
+        except ImageNeverPull as err:
+            view.waiting_reason, view.waiting_message = "ErrImageNeverPull", str(err)
             return view
         except (EnvError, DNSConfigError, ValueError) as err:
             view.waiting_reason, view.waiting_message = "CreateContainerConfigError", str(err)
@@ -575,6 +579,7 @@ class PodWorkers:
             metrics.RUNTIME_OPERATION_ERRORS.labels("create_container").inc()
             view.waiting_reason, view.waiting_message = "CreateContainerError", str(err)
             return view
+        self._pull_failed.pop(key, None)
         for stale in found[:-1]:  # keep only the instance just replaced, for `logs --previous`
             await self.runtime.remove_container(stale.id)
             self._exit_seen.pop(stale.id, None)
@@ -720,8 +725,9 @@ class PodWorkers:
     def _forget(self, uid: str) -> None:
         for table in (self._first_seen, self._start_time, self._written):
             table.pop(uid, None)
-        for key in [k for k in self._reported if k.startswith(f"{uid}/")]:
-            del self._reported[key]
+        for keyed in (self._reported, self._pull_failed):
+            for key in [k for k in keyed if k.startswith(f"{uid}/")]:
+                del keyed[key]
         self._started.discard(uid)
         self.backoff.forget_prefix(f"{uid}/")
 

@@ -45,6 +45,17 @@ class ImageNotFound(RuntimeFailure):
     """The image is neither present nor pullable."""
 
 
+class ImagePullError(RuntimeFailure):
+    """Pulling an image failed (the container waits with reason ErrImagePull, then ImagePullBackOff)."""
+
+
+class ImageNeverPull(RuntimeFailure):
+    """The image is absent and imagePullPolicy is Never (reason ErrImageNeverPull)."""
+
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
 @dataclass(frozen=True)
 class Mount:
     host_path: str
@@ -163,22 +174,26 @@ class ContainerRuntime(ABC):
         """Release connections and threads."""
 
     async def ensure_image(self, image: str, pull_policy: str) -> str:
-        """Make `image` present per imagePullPolicy; return its id."""
+        """Make `image` present per imagePullPolicy, as Kubernetes does; return its id.
+
+        Always pulls every time and a failed pull is an error even when an
+        older copy is present (no silent fallback); IfNotPresent pulls only
+        an absent image; Never never pulls.
+        """
+        if pull_policy not in PULL_POLICIES:
+            raise ValueError(f"imagePullPolicy {pull_policy!r} is not one of {', '.join(PULL_POLICIES)}")
         present = await self.image_id(image)
-        if pull_policy == "Never":
+        if pull_policy == "Never" or (pull_policy == "IfNotPresent" and present is not None):
             if present is None:
-                raise ImageNotFound(f"image {image!r} is not present and imagePullPolicy is Never")
+                raise ImageNeverPull(f'Container image "{image}" is not present with pull policy of Never')
             return present
-        if pull_policy == "Always" or present is None:
-            try:
-                await self.pull_image(image)
-            except RuntimeFailure as err:
-                if present is None:
-                    raise
-                log.warning("pull of %s failed (%s); using the local image", image, err)
+        try:
+            await self.pull_image(image)
+        except RuntimeFailure as err:
+            raise ImagePullError(f'failed to pull image "{image}": {err}') from err
         found = await self.image_id(image)
         if found is None:
-            raise ImageNotFound(f"image {image!r} is not present after pulling")
+            raise ImagePullError(f'failed to pull image "{image}": not present after pulling')
         return found
 
 
@@ -358,6 +373,7 @@ class FakeRuntime(ContainerRuntime):
         self.configs: dict[str, ContainerConfig] = {}
         self.output: dict[str, bytes] = {}
         self.pulls: list[str] = []
+        self.unpullable: set[str] = set()  # images the fake registry refuses even when a local copy exists
         self.stops: list[tuple[str, int]] = []
         self.execs: list[tuple[str, list[str]]] = []
         self.exec_results: dict[tuple[str, ...], int] = {}
@@ -371,7 +387,7 @@ class FakeRuntime(ContainerRuntime):
 
     async def pull_image(self, image: str) -> None:
         self.pulls.append(image)
-        if image not in self.images:
+        if image not in self.images or image in self.unpullable:
             raise ImageNotFound(f"pull {image}: not in the fake registry")
 
     async def create_container(self, config: ContainerConfig) -> str:

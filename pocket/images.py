@@ -1,23 +1,43 @@
-"""Container images built offline from Debian's busybox-static.
+"""Container images built offline from Debian packages on this machine.
 
-No registry outside this machine is reachable, so the images every cluster
-needs are made here: `busybox:latest` (a root filesystem of /bin/busybox and
-its applet links) and the pod sandbox image, which is the same filesystem
-with a command that only waits.
+No registry outside this machine is reachable, so the images common
+manifests name are made here:
+
+- `busybox:latest` (a root filesystem of Debian's busybox-static and its
+  applet links) and the pod sandbox image, the same filesystem with a
+  command that only waits: seconds, needed by every cluster;
+- `debian:bookworm-slim` (`debootstrap --variant=minbase` from the Debian
+  mirror apt uses), `python:3.11-slim` (that plus Debian's python3) and
+  `nginx:latest` (that plus Debian's nginx-light, logging to stdout/stderr
+  like the Docker library image): minutes the first time, so they are built
+  once and cached as tarballs under CACHE_DIR, and imported from there.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import shutil
 import subprocess
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 BUSYBOX_BINARY = Path("/bin/busybox")
 BUSYBOX_IMAGE = "busybox:latest"
 SANDBOX_IMAGE = "pocketkube/pause:latest"
 SANDBOX_COMMAND = ["/bin/sleep", "2147483647"]
+CACHE_DIR = Path("/var/cache/pocketkube/images")
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://debian-mirror.invalid/debian"
+BUILD_TIMEOUT = 1800  # seconds for one debootstrap or apt-get run
+
+
+class ImageBuildError(Exception):
+    """An offline image could not be built; the message names the step and its output."""
 
 
 def _applets(busybox: Path) -> list[str]:
@@ -79,3 +99,148 @@ def import_images(docker_client: object) -> list[str]:
     cmd = ", ".join(f'"{part}"' for part in SANDBOX_COMMAND)
     api.import_image_from_data(rootfs, repository="pocketkube/pause", tag="latest", changes=[f"CMD [{cmd}]"])
     return [BUSYBOX_IMAGE, SANDBOX_IMAGE]
+
+
+@dataclass(frozen=True)
+class DebianImage:
+    """An image made from the minbase Debian root filesystem plus some packages and a setup script."""
+
+    repository: str
+    tag: str
+    packages: tuple[str, ...]
+    changes: tuple[str, ...]
+    setup: str = ""  # shell run in the chroot after the packages are installed
+
+    @property
+    def name(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def cache_file(self) -> str:
+        return f"{self.repository.replace('/', '_')}_{self.tag}.tar"
+
+
+DEBIAN_SLIM = DebianImage("debian", "bookworm-slim", (), ('CMD ["bash"]',))
+PYTHON_SLIM = DebianImage(
+    "python",
+    "3.11-slim",
+    ("python3",),
+    ('CMD ["python3"]', "ENV LANG=C.UTF-8"),
+    "ln -sf /usr/bin/python3 /usr/local/bin/python",
+)
+NGINX = DebianImage(
+    "nginx",
+    "latest",
+    ("nginx-light",),
+    ('CMD ["nginx", "-g", "daemon off;"]', "EXPOSE 80", "STOPSIGNAL SIGQUIT"),
+    "ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log",
+)
+DEBIAN_IMAGES = (DEBIAN_SLIM, PYTHON_SLIM, NGINX)
+
+
+def _run(step: str, argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ImageBuildError(f"{step} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
+
+
+def _base_rootfs(cache: Path) -> Path:
+    """The minbase root filesystem, debootstrapped once (the .debs kept in cache/debs)."""
+    rootfs = cache / "rootfs" / f"debian-{DEBIAN_SUITE}"
+    done = rootfs.with_name(rootfs.name + ".done")
+    if done.exists():
+        return rootfs
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError("debootstrap is missing: apt-get install debootstrap")
+    shutil.rmtree(rootfs, ignore_errors=True)
+    (cache / "debs").mkdir(parents=True, exist_ok=True)
+    _run(
+        "debootstrap",
+        ["debootstrap", "--variant=minbase", f"--cache-dir={cache / 'debs'}", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
+    )
+    done.touch()
+    return rootfs
+
+
+def _slim(rootfs: Path) -> None:
+    """Drop what the slim images drop: apt lists, caches, docs, man pages, the machine's resolver."""
+    for pattern in (
+        "var/lib/apt/lists/*",
+        "var/cache/apt/*.bin",
+        "var/cache/apt/archives/*.deb",
+        "usr/share/doc/*",
+        "usr/share/man/*",
+        "usr/share/info/*",
+        "var/log/*.log",
+    ):
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    (rootfs / "etc" / "resolv.conf").unlink(missing_ok=True)
+
+
+def build_debian_image(image: DebianImage, cache: Path = CACHE_DIR) -> Path:
+    """The image's root filesystem tarball in the cache, built now if it is not there yet."""
+    tarball = cache / image.cache_file
+    if tarball.exists():
+        return tarball
+    base = _base_rootfs(cache)
+    work = cache / "rootfs" / f"build-{image.repository.replace('/', '_')}-{image.tag}"
+    shutil.rmtree(work, ignore_errors=True)
+    _run("copying the base root filesystem", ["cp", "-a", str(base), str(work)])
+    try:
+        if image.packages or image.setup:
+            shutil.copyfile("/etc/resolv.conf", work / "etc" / "resolv.conf")
+        if image.packages:
+            env = ["env", "DEBIAN_FRONTEND=noninteractive"]
+            _run("apt-get update in the chroot", ["chroot", str(work), *env, "apt-get", "update"])
+            _run(
+                f"installing {' '.join(image.packages)}",
+                ["chroot", str(work), *env, "apt-get", "install", "-y", "--no-install-recommends", *image.packages],
+            )
+            _run("apt-get clean", ["chroot", str(work), "apt-get", "clean"])
+        if image.setup:
+            _run(f"setting up {image.name}", ["chroot", str(work), "/bin/sh", "-c", image.setup])
+        _slim(work)
+        partial = tarball.with_suffix(".partial")
+        _run("packing the root filesystem", ["tar", "-C", str(work), "--numeric-owner", "-cf", str(partial), "."])
+        partial.rename(tarball)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
+def import_debian_images(
+    docker_client: object, images: tuple[DebianImage, ...] = DEBIAN_IMAGES, cache: Path = CACHE_DIR
+) -> list[str]:
+    """Build (or take from the cache) and import the Debian-based images; return their names.
+
+    docker_client is a `docker.DockerClient`. The first build downloads
+    packages from the Debian mirror and takes minutes; later ones only import.
+    """
+    api = docker_client.api  # type: ignore[attr-defined]
+    names = []
+    for image in images:
+        tarball = build_debian_image(image, cache)
+        with open(tarball, "rb") as data:
+            api.import_image_from_data(data, repository=image.repository, tag=image.tag, changes=list(image.changes))
+        names.append(image.name)
+    return names
+
+
+def main() -> None:
+    """`python -m pocket.images`: build every Debian-based image into the cache and say how long each took."""
+    for image in DEBIAN_IMAGES:
+        started = time.monotonic()
+        tarball = build_debian_image(image)
+        print(
+            f"{image.name}: {tarball} ({tarball.stat().st_size // 2**20} MiB) in {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

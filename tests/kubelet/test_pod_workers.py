@@ -181,7 +181,46 @@ async def test_missing_image_is_pending_with_pull_backoff(h: Harness) -> None:
 async def test_pull_policy_never_does_not_pull(h: Harness) -> None:
     pod = make_pod(c(image="nginx:1.25", imagePullPolicy="Never"))
     await h.sync(pod)
-    assert h.runtime.pulls == [] and "Never" in h.app_status()["state"]["waiting"]["message"]
+    waiting = h.app_status()["state"]["waiting"]
+    assert h.runtime.pulls == [] and waiting["reason"] == "ErrImageNeverPull" and "Never" in waiting["message"]
+
+
+async def test_pull_policy_never_uses_the_present_image(h: Harness) -> None:
+    await h.sync(make_pod(c(imagePullPolicy="Never")))
+    assert h.runtime.pulls == [] and "running" in h.app_status()["state"]
+
+
+async def test_always_pulls_even_a_present_image(h: Harness) -> None:
+    await h.sync(make_pod(c(imagePullPolicy="Always")))
+    assert h.runtime.pulls == ["busybox:latest"] and "running" in h.app_status()["state"]
+
+
+async def test_if_not_present_skips_the_pull_of_a_present_image(h: Harness) -> None:
+    await h.sync(make_pod(c(imagePullPolicy="IfNotPresent")))
+    assert h.runtime.pulls == [] and "running" in h.app_status()["state"]
+
+
+async def test_always_with_a_failing_pull_does_not_fall_back_to_the_local_image(h: Harness) -> None:
+    h.runtime.unpullable.add("busybox:latest")
+    pod = make_pod(c(imagePullPolicy="Always"))
+    await h.sync(pod)
+    waiting = h.app_status()["state"]["waiting"]
+    assert waiting["reason"] == "ErrImagePull" and 'failed to pull image "busybox:latest"' in waiting["message"]
+    await h.sync(pod)
+    waiting = h.app_status()["state"]["waiting"]
+    assert waiting["reason"] == "ImagePullBackOff"
+    assert waiting["message"].startswith('Back-off pulling image "busybox:latest": ErrImagePull: failed to pull')
+    assert not [s for s in h.runtime.containers.values() if s.labels.get("io.kubernetes.docker.type") == "container"]
+    h.runtime.unpullable.clear()
+    await h.clock.advance(10)
+    await h.sync(pod)
+    assert "running" in h.app_status()["state"] and h.runtime.pulls == ["busybox:latest"] * 2
+
+
+async def test_unknown_pull_policy_is_a_config_error(h: Harness) -> None:
+    await h.sync(make_pod(c(imagePullPolicy="Sometimes")))
+    waiting = h.app_status()["state"]["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError" and "Sometimes" in waiting["message"]
 
 
 async def test_bad_env_is_a_config_error(h: Harness) -> None:
