@@ -116,6 +116,11 @@ class DebianImage:
         return f"{self.repository}:{self.tag}"
 
     @property
+    def registry_repository(self) -> str:
+        """Where a Docker Hub mirror serves it: official images live under `library/`."""
+        return self.repository if "/" in self.repository else f"library/{self.repository}"
+
+    @property
     def cache_file(self) -> str:
         return f"{self.repository.replace('/', '_')}_{self.tag}.tar"
 
@@ -132,7 +137,7 @@ NGINX = DebianImage(
     "nginx",
     "latest",
     ("nginx-light",),
-    ('CMD ["nginx", "-g", "daemon off;"]', "EXPOSE 80", "STOPSIGNAL SIGQUIT"),
+    ('CMD ["nginx", "-g", "daemon off;"]', "EXPOSE 80"),
     "ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log",
 )
 DEBIAN_IMAGES = (DEBIAN_SLIM, PYTHON_SLIM, NGINX)
