@@ -18,6 +18,7 @@ from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import NodeConfig
 from kproxy.nftables.ruleset import Nft, NftablesProgrammer
 from kproxy.proxier import Proxier, RuleProgrammer
+from kproxy.speaker import ArpResponder, Speaker
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-sync-period", type=float, default=0.1, help="seconds between syncs at least (changes are coalesced)"
+    )
+    parser.add_argument(
+        "--announce-interface",
+        default="eth0",
+        help="interface on which this node answers ARP for the LoadBalancer addresses it is elected for ('' = never)",
     )
     parser.add_argument("--sync-period", type=float, default=30.0, help="seconds between full resyncs")
 
@@ -95,13 +101,28 @@ async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
             min_sync_interval=args.min_sync_period,
             resync_period=args.sync_period,
         )
+        jobs = [services.run(), endpoints.run(), proxier.run()]
+        responder = None
+        if args.announce_interface:
+            try:
+                responder = ArpResponder(args.announce_interface)
+            except OSError as err:
+                log.error(
+                    "not announcing LoadBalancer addresses",
+                    extra={"interface": args.announce_interface, "error": str(err)},
+                )
+        if responder is not None:
+            jobs.append(Speaker(client, services, endpoints, node.node_name, responder).run())
         health = await serve_health("0.0.0.0", args.health_port, {"sync": proxier.healthy})
-        tasks = [asyncio.create_task(t) for t in (services.run(), endpoints.run(), proxier.run())]
+        tasks = [asyncio.create_task(t) for t in jobs]
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if responder is not None:
+                responder.close()
             await health.cleanup()
 
 
@@ -118,4 +139,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command("kproxy", "Service virtual IPs on this node: kube-proxy's iptables rules", add_arguments, run)
+COMMAND = Command(
+    "kproxy", "Service virtual IPs on this node (iptables or nftables) and LoadBalancer ARP", add_arguments, run
+)
