@@ -202,21 +202,11 @@ def _topology(node: Mapping[str, Any], key: str) -> str | None:
 
 
 def inter_pod_affinity_reason(pod: Mapping[str, Any], info: NodeInfo, everyone: list[NodeInfo]) -> str | None:
-    """kube-scheduler's InterPodAffinity filter for required terms (None when the node passes)."""
+    """kube-scheduler's InterPodAffinity filter for required terms (None when the node passes).
+
+    Checked in upstream's order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
+    """
     placed = [(other, i.node) for i in everyone for other in i.pods]
-    for existing, node in placed:
-        for term in _affinity_terms(existing, "podAntiAffinity"):
-            key = term.get("topologyKey", "")
-            value = _topology(node, key)
-            if value is not None and value == _topology(info.node, key) and _term_selects(term, existing, pod):
-                return REASON_EXISTING_ANTI_AFFINITY
-    for term in _affinity_terms(pod, "podAntiAffinity"):
-        key = term.get("topologyKey", "")
-        here = _topology(info.node, key)
-        if here is not None and any(
-            _topology(node, key) == here and _term_selects(term, pod, other) for other, node in placed
-        ):
-            return REASON_ANTI_AFFINITY
     for term in _affinity_terms(pod, "podAffinity"):
         key = term.get("topologyKey", "")
         here = _topology(info.node, key)
@@ -225,6 +215,19 @@ def inter_pod_affinity_reason(pod: Mapping[str, Any], info: NodeInfo, everyone: 
             continue  # the first pod of a group that wants to be together
         if here is None or not any(_topology(node, key) == here for _, node in matching):
             return REASON_AFFINITY_RULES
+    for term in _affinity_terms(pod, "podAntiAffinity"):
+        key = term.get("topologyKey", "")
+        here = _topology(info.node, key)
+        if here is not None and any(
+            _topology(node, key) == here and _term_selects(term, pod, other) for other, node in placed
+        ):
+            return REASON_ANTI_AFFINITY
+    for existing, node in placed:
+        for term in _affinity_terms(existing, "podAntiAffinity"):
+            key = term.get("topologyKey", "")
+            value = _topology(node, key)
+            if value is not None and value == _topology(info.node, key) and _term_selects(term, existing, pod):
+                return REASON_EXISTING_ANTI_AFFINITY
     return None
 
 

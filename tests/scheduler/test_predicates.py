@@ -270,3 +270,20 @@ def test_existing_pods_anti_affinity_keeps_newcomers_away():
         "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
     )
     assert schedule(web, infos).node == "b"
+
+
+def test_own_anti_affinity_is_reported_before_existing_pods_anti_affinity():
+    """Replicas that repel each other: kube-scheduler names the incoming pod's own rule first."""
+    nodes = [make_node(n, labels={"kubernetes.io/hostname": n}) for n in ("a", "b")]
+    term = {"labelSelector": {"matchLabels": {"app": "spread"}}, "topologyKey": "kubernetes.io/hostname"}
+
+    def replica(name, node=None):
+        pod = make_pod(name, node=node)
+        pod["metadata"]["labels"] = {"app": "spread"}
+        pod["spec"]["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+        return pod
+
+    infos = build_node_infos(nodes, [replica("r0", "a"), replica("r1", "b")])
+    assert schedule(replica("r2"), infos).message().startswith(
+        "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+    )
