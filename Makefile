@@ -41,3 +41,32 @@ bench: deps
 lint: deps
 	ruff check .
 	mypy control kubelet kproxy kdns pocket
+
+# Vagrant VMs (docs/vagrant.md). `make vagrant-box` builds the offline libvirt box and adds it to Vagrant;
+# `make test-vagrant` (long: VMs under software emulation) brings up 3 VMs, runs the end-to-end checks, removes all.
+VAGRANT_APT := vagrant vagrant-libvirt libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
+	qemu-system-x86 qemu-utils debootstrap dnsmasq-base ebtables iptables fdisk rsync grub-pc-bin e2fsprogs \
+	openssh-client
+BOX_NAME := pocketkube/bookworm
+BOX_FILE := vagrant/.box/pocketkube-bookworm.box
+
+.PHONY: vagrant-deps vagrant-box test-vagrant
+
+vagrant-deps: deps
+	@missing=$$(for p in $(VAGRANT_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(BOX_FILE): vagrant/build-box.sh pyproject.toml | vagrant-deps
+	vagrant/build-box.sh $@
+
+vagrant/.box/added.stamp: $(BOX_FILE)
+	vagrant box add --force --name $(BOX_NAME) $(BOX_FILE)
+	@touch $@
+
+vagrant-box: vagrant-deps vagrant/.box/added.stamp
+
+test-vagrant: vagrant-box
+	$(PYTHON) -m pytest -q -s -p no:cacheprovider tests/vagrant/e2e_vms.py

@@ -44,6 +44,10 @@ from pocket.node import APISERVER, DOCKERD, KDNS, KUBELET, Component, node_compo
 UNIT_DIR = Path("/etc/systemd/system")
 SYSCTL_FILE = Path("/etc/sysctl.d/90-pocketkube.conf")
 SYSCTL_TEXT = "# pocket node setup: pods are routed through this node\nnet.ipv4.ip_forward = 1\n"
+# br_netfilter: the kubelet sets bridge-nf-call-iptables, so kproxy's rules see traffic between pods on cbr0.
+KERNEL_MODULES = ("br_netfilter", "overlay")
+MODULES_FILE = Path("/etc/modules-load.d/pocketkube.conf")
+MODULES_TEXT = "# pocket node setup\n" + "".join(f"{module}\n" for module in KERNEL_MODULES)
 # Distro services that would hold the ports and roles of the node's own units.
 DISTRO_SERVICES = ("docker.socket", "docker.service", "etcd.service", "docker-registry.service")
 JOIN_CONFIGMAP = "pocket-join"
@@ -144,7 +148,7 @@ def node_units(cluster: ClusterConfig, node: NodeSpec, storage_driver: str, pyth
 
 def planned_files(units: list[Unit]) -> dict[Path, str]:
     """Every file setup writes (unit files, component configuration), path -> content."""
-    files: dict[Path, str] = {SYSCTL_FILE: SYSCTL_TEXT}
+    files: dict[Path, str] = {SYSCTL_FILE: SYSCTL_TEXT, MODULES_FILE: MODULES_TEXT}
     for unit in units:
         files[UNIT_DIR / unit.name] = unit.text
         for path, content in unit.component.config_files:
@@ -205,6 +209,14 @@ def disable_distro_services() -> bool:
             run(["systemctl", "disable", "--now", service])
             changed = True
     return changed
+
+
+def load_kernel_modules() -> bool:
+    """Load the modules the node needs now (MODULES_FILE loads them at boot)."""
+    missing = [module for module in KERNEL_MODULES if not Path("/sys/module", module).exists()]
+    for module in missing:
+        run(["modprobe", module])
+    return bool(missing)
 
 
 def enable_forwarding() -> bool:
@@ -395,6 +407,7 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
 
     changed = install_missing_packages(say)
     changed |= disable_distro_services()
+    changed |= load_kernel_modules()
     changed |= enable_forwarding()
     if request.role == WORKER_ROLE:
         wait_for_control_plane(cluster, request.join_token or "")

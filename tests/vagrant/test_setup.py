@@ -13,6 +13,7 @@ import pytest
 from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE
 from pocket.node import node_components
 from pocket.setup import (
+    MODULES_FILE,
     SYSCTL_FILE,
     UNIT_DIR,
     SetupError,
@@ -94,6 +95,7 @@ def test_planned_files_hold_configuration_of_the_components() -> None:
     assert "addr: 192.168.56.10:5000" in files[Path("/var/lib/pocketkube/registry/config.yml")]
     assert files[Path("/var/lib/pocketkube/nodes/control-plane/resolv.conf")].startswith("nameserver ")
     assert "net.ipv4.ip_forward = 1" in files[SYSCTL_FILE]
+    assert "br_netfilter" in files[MODULES_FILE].split()
     assert UNIT_DIR / "pocket-kdns.service" in files
 
 
