@@ -25,13 +25,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network, split into per-node subnets")
     parser.add_argument("--node-cidr-mask-size", type=int, default=24, help="prefix length of each node's podCIDR")
     parser.add_argument("--health-port", type=int, default=10257, help="port for /healthz and /metrics (0.0.0.0)")
+    defaults = Settings()
     parser.add_argument(
-        "--node-monitor-grace-period", type=float, default=20.0, help="seconds without a heartbeat before Unknown"
+        "--node-monitor-grace-period",
+        type=float,
+        default=defaults.node_monitor_grace_period,
+        help="seconds without a heartbeat before the node is Unknown and its pods not ready",
     )
     parser.add_argument(
-        "--pod-eviction-timeout", type=float, default=30.0, help="seconds on an unreachable node before pods go"
+        "--pod-eviction-timeout",
+        type=float,
+        default=defaults.pod_eviction_timeout,
+        help="seconds on an unreachable or not-ready node before pods are evicted",
     )
-    parser.add_argument("--node-monitor-period", type=float, default=5.0, help="seconds between node health checks")
+    parser.add_argument(
+        "--node-monitor-period",
+        type=float,
+        default=defaults.node_monitor_period,
+        help="seconds between node health checks",
+    )
     parser.add_argument("--resync-period", type=float, default=30.0, help="seconds between full reconciles")
     parser.add_argument(
         "--load-balancer-ip-pool",

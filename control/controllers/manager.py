@@ -14,7 +14,13 @@ from control.controllers.endpoints import EndpointsController
 from control.controllers.garbagecollector import GarbageCollector
 from control.controllers.loadbalancer import DEFAULT_POOL, LoadBalancerController, parse_pool
 from control.controllers.nodeipam import NodeIpamController
-from control.controllers.nodelifecycle import LEASE_NAMESPACE, NodeLifecycleController
+from control.controllers.nodelifecycle import (
+    DEFAULT_EVICTION_TIMEOUT,
+    DEFAULT_GRACE,
+    DEFAULT_MONITOR_PERIOD,
+    LEASE_NAMESPACE,
+    NodeLifecycleController,
+)
 from control.controllers.replicaset import ReplicaSetController
 
 log = logging.getLogger(__name__)
@@ -24,9 +30,9 @@ log = logging.getLogger(__name__)
 class Settings:
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_mask_size: int = 24
-    node_monitor_grace_period: float = 20.0
-    pod_eviction_timeout: float = 30.0
-    node_monitor_period: float = 5.0
+    node_monitor_grace_period: float = DEFAULT_GRACE
+    pod_eviction_timeout: float = DEFAULT_EVICTION_TIMEOUT
+    node_monitor_period: float = DEFAULT_MONITOR_PERIOD
     resync_period: float = 30.0
     load_balancer_pool: str = DEFAULT_POOL
 

@@ -26,6 +26,7 @@ from control.controllers.nodelifecycle import (
     track_no_execute,
     unknown_conditions,
 )
+from control.controllers.manager import Settings
 from tests.controllers.helpers import make_pod
 
 
@@ -306,3 +307,49 @@ def test_pods_of_vanished_nodes_are_collected_after_quarantine():
     # the node came back: the clock restarts if it vanishes again
     assert orphaned_pods(pods, {"w1", "w9"}, seen, now=41, quarantine=40) == [] and seen == {}
     assert orphaned_pods(pods, {"w1"}, seen, now=50, quarantine=40) == []
+
+
+async def test_default_timings_meet_issue_4_targets_for_a_kubelet_renewing_every_5s():
+    """Crash right after a renewal (the worst case): not ready within 10 s, evicted in time to be replaced by 30 s.
+
+    Before the crash the kubelet renews every 5 s with up to 2 s of lateness, which must never fence the node.
+    """
+    settings = Settings()
+    clock = FakeClock()
+    nodes = Cache([make_node("w1")])
+    leases = Cache([make_lease("r0")])
+    pods = Cache([make_pod("web", node="w1")])
+    client = RecordingClient(nodes, pods)
+    ctl = NodeLifecycleController(
+        client,  # type: ignore[arg-type]
+        nodes,  # type: ignore[arg-type]
+        leases,  # type: ignore[arg-type]
+        pods,  # type: ignore[arg-type]
+        grace=settings.node_monitor_grace_period,
+        eviction_timeout=settings.pod_eviction_timeout,
+        monitor_period=settings.node_monitor_period,
+        clock=clock,
+    )
+    await ctl.monitor_once()
+    next_renewal, late, last_renewal = 5.0, 0, 0.0
+    while clock.now() < 60:  # a healthy but sometimes late kubelet: 5, 7, 5, 7, ... seconds apart
+        await clock.advance(settings.node_monitor_period)
+        if clock.now() >= next_renewal:
+            leases.objects["kube-node-lease/w1"]["spec"]["renewTime"] = f"r{clock.now()}"
+            last_renewal = clock.now()
+            late = 2 - late
+            next_renewal = clock.now() + 5 + late
+        await ctl.monitor_once()
+    assert client.calls == []
+    crashed = last_renewal  # the kubelet dies right after its last renewal
+    not_ready_at = evicted_at = None
+    while evicted_at is None and clock.now() < crashed + 60:
+        await clock.advance(settings.node_monitor_period)
+        await ctl.monitor_once()
+        if not_ready_at is None and pods.get("web", "default")["status"]["conditions"][0]["status"] == "False":
+            not_ready_at = clock.now() - crashed
+        if ("delete pods", "web") in client.calls:
+            evicted_at = clock.now() - crashed
+    assert not_ready_at is not None and not_ready_at <= 10
+    # Scheduling and starting the replacement take a few seconds more (measured by bench_node_failure).
+    assert evicted_at is not None and evicted_at <= 20
