@@ -1,4 +1,4 @@
-"""The kubelet's HTTP server on the node IP: container logs for `kubectl logs`, /healthz and /metrics."""
+"""The kubelet's HTTP server on the node IP: container logs for `kubectl logs`, exec, /healthz and /metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from typing import Any
 from aiohttp import web
 
 from control.observability import HealthCheck, health_app
+from kubelet.exec import ExecServer
 from kubelet.runtime import (
     LABEL_CONTAINER_NAME,
     LABEL_POD_UID,
     LABEL_TYPE,
     TYPE_CONTAINER,
     ContainerRuntime,
+    DockerRuntime,
     LogOptions,
 )
 
@@ -62,6 +64,8 @@ class KubeletServer:
         self.runtime, self.pods, self.node_name = runtime, pods, node_name
         self.app = health_app(checks)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
+        if isinstance(runtime, DockerRuntime):
+            ExecServer(runtime.api).register(self.app)
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:

@@ -81,7 +81,7 @@ RESOURCES: tuple[Resource, ...] = (
         "Pod",
         True,
         ("po",),
-        ("status", "binding", "log"),
+        ("status", "binding", "log", "exec"),
         categories=("all",),
     ),
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",), categories=("all",)),

@@ -27,7 +27,7 @@ from control.api import errors
 from control.api.errors import ApiError
 from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
-from control.apiserver import discovery, protobuf, tables
+from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
 from control.apiserver.storage import Storage
@@ -347,6 +347,8 @@ class ApiHandler:
                 return _json(await self.registry.patch_scale(res, ns, name, patch_type, body, _write_options(request)))
         elif sub == "log" and request.method == "GET":
             return await self._logs(request, t.namespace or "", name)
+        elif sub == "exec" and request.method in ("GET", "POST"):
+            return await self._exec(request, t.namespace or "", name)
         raise errors.method_not_allowed()
 
     def _render_list(self, request: web.Request, res: Resource, listed: Object) -> web.Response:
@@ -422,7 +424,8 @@ class ApiHandler:
 
     # -- logs ----------------------------------------------------------------
 
-    async def _logs(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+    async def _pod_container(self, request: web.Request, namespace: str, name: str) -> tuple[Object, str]:
+        """The pod and the container a logs/exec request means (`container`, or the only one)."""
         pod = await self.registry.get(resource("pods"), namespace, name)
         containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
         init = [c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []]
@@ -437,9 +440,13 @@ class ApiHandler:
             container = containers[0]
         elif container not in containers and container not in init:
             raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        return pod, str(container)
+
+    async def _kubelet_base(self, pod: Object) -> str:
+        """`http://<InternalIP>:<kubelet port>` of the node the pod is bound to."""
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
-            raise errors.bad_request(f"pod {name} does not have a host assigned")
+            raise errors.bad_request(f"pod {pod['metadata']['name']} does not have a host assigned")
         node = await self.registry.get(resource("nodes"), None, node_name)
         status = node.get("status") or {}
         ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
@@ -448,12 +455,27 @@ class ApiHandler:
         port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get(
             "Port"
         ) or self.config.kubelet_port
+        return f"http://{ip}:{port}"
+
+    async def _exec(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        # the pod's errors first: kubectl retries a refused WebSocket over SPDY and shows that answer
+        pod, container = await self._pod_container(request, namespace, name)
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            phase = pod["status"]["phase"]
+            raise errors.bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
+        base = await self._kubelet_base(pod)
+        protocols = remotecommand.check_exec_request(request)
+        return await remotecommand.proxy_exec(request, f"{base}/exec/{namespace}/{name}/{container}", protocols)
+
+    async def _logs(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        pod, container = await self._pod_container(request, namespace, name)
+        base = await self._kubelet_base(pod)
         params = {
             k: request.query[k]
             for k in ("follow", "tailLines", "timestamps", "sinceSeconds", "previous", "limitBytes", "sinceTime")
             if k in request.query
         }
-        url = f"http://{ip}:{port}/containerLogs/{namespace}/{name}/{container}"
+        url = f"{base}/containerLogs/{namespace}/{name}/{container}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:

@@ -1,0 +1,193 @@
+"""`kubectl exec` end to end: real kubectl -> real API server -> the kubelet's server -> a real dockerd.
+
+The container is a busybox started straight through Docker with the labels
+the kubelet gives pod containers, so this module needs no pod network; the
+API server holds a Node whose InternalIP and kubelet port point at the
+kubelet server on 127.0.0.1, and a Pod bound to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import aiohttp
+import docker
+import pytest
+
+from kubelet.exec import CLOSE, ERROR, PROTOCOL_V4, PROTOCOL_V5, STDERR, STDIN, STDOUT, DockerFrames
+from kubelet.runtime import (
+    LABEL_CONTAINER_NAME,
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    LABEL_TYPE,
+    TYPE_CONTAINER,
+    TYPE_SANDBOX,
+    DockerRuntime,
+)
+from kubelet.server import KubeletServer
+from pocket.images import import_images
+from tests.conftest import ApiServer
+from tests.kubelet.dockerd import Dockerd, start_dockerd, stop_dockerd
+
+pytestmark = pytest.mark.root
+
+POD = "exec-target"
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def dockerd() -> Iterator[Dockerd]:
+    daemon = start_dockerd()
+    try:
+        client = docker.DockerClient(base_url=daemon.base_url)
+        try:
+            import_images(client)
+            labels = {LABEL_POD_NAMESPACE: "default", LABEL_POD_NAME: POD}
+            # a sandbox with the same pod labels must never be the one exec'd into
+            client.containers.run(
+                "busybox:latest", ["sleep", "3600"], detach=True, network_mode="none",
+                labels={**labels, LABEL_TYPE: TYPE_SANDBOX, LABEL_CONTAINER_NAME: "POD"},
+            )  # fmt: skip
+            client.containers.run(
+                "busybox:latest",
+                ["sh", "-c", "echo inside > /marker && exec sleep 3600"],
+                detach=True,
+                network_mode="none",
+                labels={**labels, LABEL_TYPE: TYPE_CONTAINER, LABEL_CONTAINER_NAME: "main"},
+            )
+        finally:
+            client.close()
+        yield daemon
+    finally:
+        stop_dockerd(daemon)
+
+
+@pytest.fixture
+async def kubelet_url(dockerd: Dockerd) -> AsyncIterator[str]:
+    runtime = DockerRuntime(dockerd.base_url)
+    server = KubeletServer(runtime, dict, "worker1")
+    await server.start("127.0.0.1", 0)
+    try:
+        site = next(iter(server._runner.sites))  # type: ignore[union-attr]
+        yield site.name
+    finally:
+        await server.stop()
+        await runtime.close()
+
+
+async def _exec(url: str, command: list[str], protocol: str = PROTOCOL_V5, stdin: bytes | None = None) -> dict:
+    """Speak the channel protocol as kubectl does; collect what each channel carried."""
+    params = [("command", c) for c in command] + [("stdout", "true"), ("stderr", "true")]
+    if stdin is not None:
+        params.append(("stdin", "true"))
+    got: dict = {STDOUT: b"", STDERR: b"", ERROR: b""}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/exec/default/{POD}/main", params=params, protocols=[protocol]) as ws:
+            assert ws.protocol == protocol
+            if stdin is not None:
+                await ws.send_bytes(bytes([STDIN]) + stdin)
+                await ws.send_bytes(bytes([CLOSE, STDIN]))
+            async for message in ws:
+                assert message.type == aiohttp.WSMsgType.BINARY
+                got[message.data[0]] += message.data[1:]
+    got["status"] = json.loads(got[ERROR])
+    return got
+
+
+def test_docker_frames_split_across_reads() -> None:
+    frames = DockerFrames()
+    data = bytes([1, 0, 0, 0, 0, 0, 0, 3]) + b"out" + bytes([2, 0, 0, 0, 0, 0, 0, 2]) + b"er"
+    assert frames.feed(data[:5]) == []
+    assert frames.feed(data[5:13]) == [(1, b"out")]
+    assert frames.feed(data[13:]) == [(2, b"er")]
+
+
+async def test_stdout_stderr_and_success(kubelet_url: str) -> None:
+    got = await _exec(kubelet_url, ["sh", "-c", "cat /marker; echo oops >&2"])
+    assert got[STDOUT] == b"inside\n"
+    assert got[STDERR] == b"oops\n"
+    assert got["status"] == {"metadata": {}, "status": "Success"}
+
+
+async def test_exit_code_in_status(kubelet_url: str) -> None:
+    got = await _exec(kubelet_url, ["sh", "-c", "exit 7"], protocol=PROTOCOL_V4)
+    status = got["status"]
+    assert status["status"] == "Failure"
+    assert status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+
+
+async def test_stdin_then_v5_close(kubelet_url: str) -> None:
+    got = await _exec(kubelet_url, ["sh", "-c", "tr a-z A-Z; echo done"], stdin=b"hello\nworld\n")
+    assert got[STDOUT] == b"HELLO\nWORLD\ndone\n"
+    assert got["status"]["status"] == "Success"
+
+
+async def test_unknown_container_is_404(kubelet_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await session.ws_connect(
+                f"{kubelet_url}/exec/default/{POD}/nope",
+                params=[("command", "true"), ("stdout", "true")],
+                protocols=[PROTOCOL_V5],
+            )
+    assert err.value.status == 404
+
+
+# -- through the API server with the real kubectl ---------------------------
+
+
+@pytest.fixture
+async def bound_pod(apiserver: ApiServer, kubelet_url: str) -> AsyncIterator[None]:
+    port = int(kubelet_url.rsplit(":", 1)[1])
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "exec-node"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        },
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": POD, "namespace": "default"},
+        "spec": {"nodeName": "exec-node", "containers": [{"name": "main", "image": "busybox:latest"}]},
+    }
+    client = apiserver.client
+    created_node = await client.create("nodes", node)
+    await client.update_status("nodes", {**created_node, "status": node["status"]})
+    await client.create("pods", pod, "default")
+    try:
+        yield
+    finally:
+        await client.delete("pods", POD, "default", grace_period_seconds=0)
+        await client.delete("nodes", "exec-node")
+
+
+@pytest.mark.usefixtures("bound_pod")
+async def test_kubectl_exec_output_and_exit_code(kubectl: Kubectl) -> None:
+    result = await asyncio.to_thread(kubectl, "exec", POD, "--", "sh", "-c", "cat /marker; echo to-stderr >&2")
+    assert result.stdout == "inside\n"
+    assert "to-stderr" in result.stderr
+    failed = await asyncio.to_thread(kubectl, "exec", POD, "-c", "main", "--", "sh", "-c", "exit 3", check=False)
+    assert failed.returncode == 3, failed.stderr
+
+
+@pytest.mark.usefixtures("bound_pod")
+async def test_kubectl_exec_stdin(kubectl: Kubectl) -> None:
+    result = await asyncio.to_thread(kubectl, "exec", "-i", POD, "--", "sh", "-c", "wc -l", input="a\nb\nc\n")
+    assert result.stdout.strip() == "3"
+
+
+@pytest.mark.usefixtures("bound_pod")
+async def test_kubectl_exec_errors(kubectl: Kubectl) -> None:
+    missing = await asyncio.to_thread(kubectl, "exec", "no-such-pod", "--", "true", check=False)
+    assert missing.returncode != 0 and 'pods "no-such-pod" not found' in missing.stderr
+    bad_container = await asyncio.to_thread(kubectl, "exec", POD, "-c", "other", "--", "true", check=False)
+    assert bad_container.returncode != 0 and "container other is not valid" in bad_container.stderr
