@@ -14,7 +14,9 @@ from pathlib import Path
 
 import benchmarks
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+OUT_DIR = DOCS / "benchmarks"
+INDEX = DOCS / "benchmarks.md"
 
 
 def machine() -> str:
@@ -47,7 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         header = f"<!-- written by `make bench` ({name}) on {stamp}, {machine()}, in {took:.0f}s -->\n"
         (OUT_DIR / f"{name.removeprefix('bench_')}.md").write_text(header + section)
         print(section, flush=True)
+    write_index()
     return 1 if failed else 0
+
+
+def write_index() -> None:
+    """docs/benchmarks.md: every section written so far, one after another, each with its stamp."""
+    sections = sorted(OUT_DIR.glob("*.md"))
+    parts = [
+        "# Benchmarks\n\n"
+        "Written by `make bench` (`python -m benchmarks [NAME...]`) from the sections in "
+        "[benchmarks/](benchmarks/); each section says when and where it ran and the commands behind its numbers.\n"
+    ]
+    parts += [f"\n<!-- from benchmarks/{path.name} -->\n{path.read_text()}" for path in sections]
+    INDEX.write_text("".join(parts))
 
 
 if __name__ == "__main__":
