@@ -81,7 +81,7 @@ RESOURCES: tuple[Resource, ...] = (
         "Pod",
         True,
         ("po",),
-        ("status", "binding", "log", "exec"),
+        ("status", "binding", "log", "exec", "eviction"),
         categories=("all",),
     ),
     Resource("", "v1", "services", "Service", True, ("svc",), ("status",), categories=("all",)),
@@ -110,6 +110,18 @@ RESOURCES: tuple[Resource, ...] = (
         categories=("all",),
     ),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+    Resource(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        True,
+        ("hpa",),
+        ("status",),
+        categories=("all",),
+    ),
+    Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",)),
 )
 
 _BY_PLURAL = {r.plural: r for r in RESOURCES}

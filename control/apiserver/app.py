@@ -29,6 +29,7 @@ from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
 from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
+from control.apiserver.eviction import check_eviction_body, evict
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
 from control.apiserver.storage import Storage
 
@@ -199,6 +200,11 @@ async def _delete_options(request: web.Request) -> DeleteOptions:
     body = await _body(request) or {}
     if not isinstance(body, dict):
         raise errors.bad_request("the body of a DELETE request must be a DeleteOptions object")
+    return _parse_delete_options(body, request)
+
+
+def _parse_delete_options(body: Object, request: web.Request) -> DeleteOptions:
+    """DeleteOptions from a JSON body (DELETE, or an Eviction's deleteOptions) and the query."""
     grace = body.get("gracePeriodSeconds")
     if grace is None:
         grace = _int_param(request, "gracePeriodSeconds")
@@ -347,6 +353,10 @@ class ApiHandler:
                 return _json(await self.registry.patch_scale(res, ns, name, patch_type, body, _write_options(request)))
         elif sub == "log" and request.method == "GET":
             return await self._logs(request, t.namespace or "", name)
+        elif sub == "eviction" and request.method == "POST":
+            body = check_eviction_body(await _body(request), name)
+            options = _parse_delete_options(body, request)
+            return _json(await evict(self.registry, t.namespace or "", name, options), 201)
         elif sub == "exec" and request.method in ("GET", "POST"):
             return await self._exec(request, t.namespace or "", name)
         raise errors.method_not_allowed()

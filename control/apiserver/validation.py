@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from typing import Any
 from collections.abc import Callable
@@ -192,6 +193,21 @@ def _defaults_secret(obj: Object) -> None:
             data[key] = base64.b64encode(str(value).encode()).decode()
 
 
+def _defaults_hpa(obj: Object) -> None:
+    """minReplicas 1 and, with no metrics, 80% average CPU utilization (autoscaling/v2 defaults)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("minReplicas", 1)
+    if not spec.get("metrics"):
+        spec["metrics"] = [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+            }
+        ]
+
+
 DEFAULTERS: dict[str, Callable[[Object], None]] = {
     "Pod": _defaults_pod,
     "Service": _defaults_service,
@@ -199,6 +215,7 @@ DEFAULTERS: dict[str, Callable[[Object], None]] = {
     "ReplicaSet": lambda obj: _defaults_workload(obj, False),
     "Namespace": _defaults_namespace,
     "Secret": _defaults_secret,
+    "HorizontalPodAutoscaler": _defaults_hpa,
 }
 
 
@@ -502,6 +519,94 @@ def _validate_endpoints(obj: Object) -> list[Cause]:
     return causes
 
 
+_ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
+
+
+def _validate_endpoint_slice(obj: Object) -> list[Cause]:
+    causes: list[Cause] = []
+    address_type = obj.get("addressType")
+    if address_type is None:
+        causes.append(_required("addressType"))
+    elif address_type not in _ADDRESS_TYPES:
+        causes.append(_unsupported("addressType", address_type, _ADDRESS_TYPES))
+    endpoints = obj.get("endpoints")
+    if endpoints is not None and not isinstance(endpoints, list):
+        return causes + [_invalid("endpoints", endpoints, "must be a list")]
+    for i, endpoint in enumerate(endpoints or []):
+        addresses = endpoint.get("addresses") if isinstance(endpoint, dict) else None
+        if not isinstance(addresses, list) or not addresses:
+            causes.append(_required(f"endpoints[{i}].addresses"))
+            continue
+        for j, address in enumerate(addresses):
+            if address_type in ("IPv4", "IPv6"):
+                try:
+                    parsed = ipaddress.ip_address(address)
+                except (ValueError, TypeError):
+                    causes.append(_invalid(f"endpoints[{i}].addresses[{j}]", address, "must be a valid IP address"))
+                    continue
+                if parsed.version != (4 if address_type == "IPv4" else 6):
+                    why = f"must be an {address_type} address"
+                    causes.append(_invalid(f"endpoints[{i}].addresses[{j}]", address, why))
+    ports = obj.get("ports")
+    if ports is not None and not isinstance(ports, list):
+        return causes + [_invalid("ports", ports, "must be a list")]
+    for i, port in enumerate(ports or []):
+        number = port.get("port") if isinstance(port, dict) else None
+        if number is not None and not _port_ok(number):
+            causes.append(_invalid(f"ports[{i}].port", number, "must be between 1 and 65535, inclusive"))
+    return causes
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _validate_hpa(obj: Object) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [_required("spec")]
+    causes: list[Cause] = []
+    target = spec.get("scaleTargetRef")
+    if not isinstance(target, dict):
+        causes.append(_required("spec.scaleTargetRef"))
+    else:
+        for field in ("kind", "name"):
+            if not isinstance(target.get(field), str) or not target.get(field):
+                causes.append(_required(f"spec.scaleTargetRef.{field}"))
+    maximum = spec.get("maxReplicas")
+    if not _positive_int(maximum):
+        causes.append(_invalid("spec.maxReplicas", maximum, "must be greater than or equal to 1"))
+    minimum = spec.get("minReplicas", 1)
+    if not _positive_int(minimum):
+        causes.append(_invalid("spec.minReplicas", minimum, "must be greater than or equal to 1"))
+    elif _positive_int(maximum) and minimum > maximum:
+        causes.append(_invalid("spec.maxReplicas", maximum, "must be greater than or equal to `minReplicas`"))
+    if spec.get("metrics") is not None and not isinstance(spec.get("metrics"), list):
+        causes.append(_invalid("spec.metrics", spec.get("metrics"), "must be a list"))
+    return causes
+
+
+def _int_or_percent_ok(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value >= 0
+    return isinstance(value, str) and value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) <= 100
+
+
+def _validate_pdb(obj: Object) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [_required("spec")]
+    causes: list[Cause] = []
+    if "minAvailable" in spec and "maxUnavailable" in spec:
+        causes.append(_invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set"))
+    for field in ("minAvailable", "maxUnavailable"):
+        if field in spec and not _int_or_percent_ok(spec[field]):
+            causes.append(_invalid(f"spec.{field}", spec[field], "must be a non-negative integer or a percentage"))
+    if spec.get("selector") is not None and not isinstance(spec.get("selector"), dict):
+        causes.append(_invalid("spec.selector", spec.get("selector"), "must be a label selector"))
+    return causes
+
+
 VALIDATORS: dict[str, Callable[[Object], list[Cause]]] = {
     "Pod": _validate_pod,
     "Service": _validate_service,
@@ -510,6 +615,9 @@ VALIDATORS: dict[str, Callable[[Object], list[Cause]]] = {
     "ConfigMap": _validate_data,
     "Secret": _validate_data,
     "Endpoints": _validate_endpoints,
+    "EndpointSlice": _validate_endpoint_slice,
+    "HorizontalPodAutoscaler": _validate_hpa,
+    "PodDisruptionBudget": _validate_pdb,
 }
 
 
@@ -571,6 +679,10 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
     "Deployment": _COMMON | {"spec", "status"},
     "ReplicaSet": _COMMON | {"spec", "status"},
     "Lease": _COMMON | {"spec"},
+    "EndpointSlice": _COMMON | {"addressType", "endpoints", "ports"},
+    "HorizontalPodAutoscaler": _COMMON | {"spec", "status"},
+    "PodDisruptionBudget": _COMMON | {"spec", "status"},
+    "Eviction": _COMMON | {"deleteOptions"},
 }
 _CONTAINER_FIELDS = frozenset(
     {

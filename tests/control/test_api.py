@@ -548,7 +548,14 @@ async def test_discovery_and_health(apiserver: ApiServer) -> None:
         "deployments/scale"
     ].items()
     groups = await client.request("GET", "/apis")
-    assert {g["name"] for g in groups["groups"]} == {"apps", "coordination.k8s.io"}
+    assert {g["name"] for g in groups["groups"]} == {
+        "apps",
+        "coordination.k8s.io",
+        "discovery.k8s.io",
+        "autoscaling",
+        "policy",
+    }
+    assert {"name": "pods/eviction", "group": "policy", "version": "v1"}.items() <= by_name["pods/eviction"].items()
     assert (await client.request("GET", "/version"))["gitVersion"] == "v1.32.0-pocketkube"
     index = await client.request("GET", "/openapi/v3")
     doc = await client.request("GET", index["paths"]["apis/apps/v1"]["serverRelativeURL"])
