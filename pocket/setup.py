@@ -414,6 +414,7 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
 
     units = node_units(cluster, node, choose_storage_driver(cluster), request.python)
     written = {path for path, content in planned_files(units).items() if write_if_changed(path, content)}
+    changed |= bool(written)
     if any(path.parent == UNIT_DIR for path in written):
         run(["systemctl", "daemon-reload"])
     restart = set(units_to_restart(units, written))

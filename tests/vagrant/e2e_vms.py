@@ -15,7 +15,6 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -42,15 +41,24 @@ def phase(title: str, started: float) -> None:
     print(f"[test-vagrant] {title}: {time.monotonic() - started:.0f}s", flush=True)
 
 
+def machines_running() -> bool:
+    """Every machine of the Vagrantfile is running (a cluster left up by hand is reused, and left up)."""
+    status = vagrant("status", "--machine-readable", timeout=120)
+    states = [line.split(",")[3] for line in status.stdout.splitlines() if line.split(",")[2:3] == ["state"]]
+    return len(states) == len(NODE_IPS) and all(state == "running" for state in states)
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[VagrantCluster]:
     host = LibvirtHost()
     started = time.monotonic()
     host.start()
+    reused = machines_running()
     try:
-        up = vagrant("up", "--provider=libvirt")
-        phase(f"vagrant up (exit {up.returncode})", started)
-        assert up.returncode == 0, f"vagrant up failed:\n{up.stdout[-6000:]}\n{up.stderr[-3000:]}"
+        if not reused:
+            up = vagrant("up", "--provider=libvirt")
+            phase(f"vagrant up (exit {up.returncode})", started)
+            assert up.returncode == 0, f"vagrant up failed:\n{up.stdout[-6000:]}\n{up.stderr[-3000:]}"
         ssh_config = VAGRANT_DIR / ".pocket" / "ssh-config"
         config = vagrant("ssh-config", timeout=120)
         assert config.returncode == 0, config.stderr
@@ -58,11 +66,12 @@ def cluster() -> Iterator[VagrantCluster]:
         yield VagrantCluster(ssh_config)
     finally:
         torn_down = time.monotonic()
-        destroy = vagrant("destroy", "-f", timeout=900)
+        destroy = vagrant("destroy", "-f", timeout=900) if not reused else None
         problems = host.stop()
-        phase(f"vagrant destroy (exit {destroy.returncode}) and host tear-down", torn_down)
+        phase("vagrant destroy and host tear-down" if destroy else "host tear-down (cluster reused, left up)",
+              torn_down)
         phase("whole run", started)
-        assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+        assert destroy is None or destroy.returncode == 0, destroy.stdout + destroy.stderr
         assert not problems, f"tear-down left: {problems}"
 
 
@@ -78,7 +87,8 @@ def test_nodes_are_ready_on_their_private_addresses(cluster: VagrantCluster) -> 
         assert ready["status"] == "True", node["metadata"]["name"]
 
 
-def test_node_port_from_the_host(cluster: VagrantCluster, web: dict[str, Any]) -> None:
+@pytest.mark.usefixtures("web")
+def test_node_port_from_the_host(cluster: VagrantCluster) -> None:
     """The host reaches the web pods through a NodePort on every VM, including one with no backend."""
     cluster.kubectl("expose", "deployment", "web", "--name", "web-nodeport", "--type", "NodePort", "--port", "80")
     try:
