@@ -3,10 +3,12 @@
 Between full syncs, a sync rewrites only the chains whose rules differ from
 what kproxy last wrote, and deletes the per-service chains it no longer
 wants; it never reads the kernel. A full sync (the first, every resync
-period, after a failure) reads the kernel with `save` and also rewrites any
-chain whose saved text differs from what the kernel showed right after
-kproxy last wrote it, which repairs changes made behind kproxy's back
-without rewriting chains nobody touched. Each sync is one restore call.
+period, after a failure) reads the kernel with `save` and rewrites exactly
+the chains whose saved rules differ from the wanted ones put in
+`iptables-save`'s own form (`saved_form`). That repairs changes made behind
+kproxy's back, and after a restart leaves unchanged chains alone. A rule
+form `saved_form` gets wrong only costs a needless rewrite of its chain.
+Each sync is one restore call.
 
 iptables-nft's `--noflush` restore grows quadratically with the chains it
 declares (about 2 s for 2,000 services here, minutes for 10,000), so above
@@ -17,7 +19,9 @@ not own as `save` printed it.
 
 from __future__ import annotations
 
+import functools
 import logging
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +60,85 @@ def chain_rules(text: str) -> dict[ChainKey, tuple[str, ...]]:
         elif line.startswith("-A ") and table:
             chains.setdefault((table, line.split(maxsplit=2)[1]), []).append(line)
     return {key: tuple(rules) for key, rules in chains.items()}
+
+
+# Which match module each option kproxy writes belongs to (the protocol modules share --dport).
+_MODULE_OF = {
+    "--comment": "comment",
+    "--dst-type": "addrtype",
+    "--src-type": "addrtype",
+    "--mode": "statistic",
+    "--probability": "statistic",
+    "--mark": "mark",
+    "--ctstate": "conntrack",
+    **{o: "recent" for o in ("--name", "--set", "--rcheck", "--seconds", "--reap", "--mask", "--rsource")},
+}
+_FLAGS = {"--set", "--rcheck", "--reap", "--rsource"}
+_RECENT_ORDER = ("--set", "--rcheck", "--seconds", "--reap", "--name", "--mask", "--rsource")
+
+
+@functools.lru_cache(maxsize=262144)
+def saved_form(rule: str) -> str:
+    """A rule as `iptables-save` prints it back: core matches first, defaults spelled out, values normalised."""
+    tokens = shlex.split(rule)
+    head, tokens = tokens[:2], tokens[2:]
+    core: dict[str, str] = {}
+    modules: dict[str, dict[str, str]] = {}
+    target: list[str] = []
+    negate, protocol, i = False, "", 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "!":
+            negate = True
+            i += 1
+            continue
+        if target or token == "-j":
+            target.append(token)
+        elif token in ("-s", "-d"):
+            value = tokens[i + 1] if "/" in tokens[i + 1] else f"{tokens[i + 1]}/32"
+            core[token] = f"{'! ' if negate else ''}{token} {value}"
+            i += 1
+        elif token == "-p":
+            protocol = tokens[i + 1]
+            core[token] = f"-p {protocol}"
+            i += 1
+        elif token == "-m":
+            modules.setdefault(tokens[i + 1], {})
+            i += 1
+        else:
+            module = _MODULE_OF.get(token, protocol)
+            value = "" if token in _FLAGS else tokens[i + 1]
+            modules.setdefault(module, {})[token] = f"{'! ' if negate else ''}{token} {value}".rstrip()
+            i += 0 if token in _FLAGS else 1
+        negate = False
+        i += 1
+    parts = head + [core[o] for o in ("-s", "-d", "-p") if o in core]
+    for module, options in modules.items():
+        parts.append(f"-m {module}")
+        if module == "comment":
+            text = options["--comment"].split(" ", 1)[1].replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'--comment "{text}"')
+        elif module == "statistic":
+            chance = float(options["--probability"].split()[1])
+            parts.append(f"--mode random --probability {round(0x80000000 * chance) / 0x80000000:.11f}")
+        elif module == "recent":
+            options.setdefault("--mask", "--mask 255.255.255.255")
+            options.setdefault("--rsource", "--rsource")
+            parts.extend(options[o] for o in _RECENT_ORDER if o in options)
+        else:
+            parts.extend(options.values())
+    parts.extend(_saved_target(target))
+    return " ".join(parts)
+
+
+def _saved_target(target: list[str]) -> list[str]:
+    if target[1:] == ["REJECT"]:
+        return [*target, "--reject-with", "icmp-port-unreachable"]
+    if target[1] == "MARK" and target[2] == "--or-mark":
+        return ["-j", "MARK", "--set-xmark", f"{target[3]}/{target[3]}"]
+    if target[1] == "MARK" and target[2] == "--xor-mark":
+        return ["-j", "MARK", "--set-xmark", f"{target[3]}/0x0"]
+    return target
 
 
 def flatten(tables: Tables) -> dict[ChainKey, tuple[str, ...]]:
@@ -146,8 +229,6 @@ class IptablesProgrammer:
         self.node = node
         self.bulk_limit = bulk_limit
         self.written: dict[ChainKey, tuple[str, ...]] = {}
-        # Each chain as `save` showed it right after kproxy wrote it; absent = not known yet.
-        self.seen: dict[ChainKey, tuple[str, ...]] = {}
 
     def wanted(self, snap: ServiceSnapshot) -> dict[ChainKey, tuple[str, ...]]:
         ports = sorted(snap.service_ports, key=lambda s: s.key)
@@ -165,22 +246,13 @@ class IptablesProgrammer:
                 if payload:
                     self.packet_filter.restore(payload)
                 self.written = wanted
-                for key in (*rewrite, *stale):
-                    self.seen.pop(key, None)
                 return self._report(wanted, len(rewrite), full=False)
         return self._full_sync(wanted)
 
     def _full_sync(self, wanted: dict[ChainKey, tuple[str, ...]]) -> SyncReport:
         saved = self.packet_filter.save()
         kernel = chain_rules(saved)
-        rewrite = [
-            key
-            for key, rules in wanted.items()
-            if key not in kernel
-            or self.written.get(key) != rules
-            or key not in self.seen
-            or kernel[key] != self.seen[key]
-        ]
+        rewrite = [key for key, rules in wanted.items() if kernel.get(key) != tuple(saved_form(r) for r in rules)]
         stale = [k for k in kernel if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
         current = parse_save(saved)
         missing = [j for j in JUMP_RULES if not (j.table in current and j.present_in(current[j.table].rules))]
@@ -191,15 +263,12 @@ class IptablesProgrammer:
             if payload:
                 self.packet_filter.restore(payload)
         self.written = wanted
-        if rewrite or stale:
-            after = chain_rules(self.packet_filter.save())
-            self.seen = {key: after[key] for key in wanted if key in after}
         log.info("full sync", extra={"chains_written": len(rewrite), "chains_deleted": len(stale)})
         return self._report(wanted, len(rewrite), full=True)
 
     def forget(self) -> None:
         """After a failed restore nothing is known about the kernel: the next sync must be full."""
-        self.written, self.seen = {}, {}
+        self.written = {}
 
     @staticmethod
     def _report(wanted: Mapping[ChainKey, Sequence[str]], written: int, full: bool) -> SyncReport:

@@ -8,7 +8,7 @@ import pytest
 
 from kproxy.iptables.restore import IptablesPacketFilter, parse_save
 from kproxy.iptables.rules import endpoint_chain, service_chain
-from kproxy.iptables.sync import IptablesProgrammer, chain_rules
+from kproxy.iptables.sync import IptablesProgrammer, chain_rules, saved_form
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
 from tests.kproxy.netns import in_ns, namespaces
 from tests.kproxy.tracer import Packet, Ruleset
@@ -85,6 +85,11 @@ def test_partial_syncs_write_only_changes_and_full_sync_repairs(node_ns: str, ba
     repaired = Ruleset(spy.save()).summary(Packet("10.244.9.9", "10.96.0.11", 80))
     assert set(repaired) == {("ACCEPT", "10.244.1.1:8080", False), ("ACCEPT", "10.244.1.2:8080", False)}
 
+    # A restarted kproxy (nothing in memory) finds every chain as it wants it: its first full sync writes nothing.
+    calls = len(spy.calls)
+    assert IptablesProgrammer(spy, NODE).sync(snap(3, last_endpoint="10.244.3.4"), full=True).chains_written == 0
+    assert len(spy.calls) == calls
+
     # A removed service's chains are deleted by a partial sync.
     programmer.sync(snap(2, last_endpoint="10.244.3.4"), full=False)
     nat = parse_save(spy.save())["nat"]
@@ -114,3 +119,23 @@ def test_nft_backend_replaces_tables_above_the_bulk_limit_keeping_foreign_rules(
     assert spy.calls[-1][1] is False
     assert "-A FOREIGN -s 10.1.2.3/32 -j RETURN" in parse_save(spy.save())["nat"].rules
     assert service_chain("KUBE-SVC-", KEYS[3]) not in parse_save(spy.save())["nat"].chains
+
+
+@pytest.mark.parametrize("backend", sorted(IPTABLES))
+def test_saved_form_matches_what_save_prints_for_every_rule_kind(node_ns: str, backend: str) -> None:
+    web, empty, local = (ServicePortName("default", n, p, proto) for n, p, proto in
+                         (("web", "http", "TCP"), ("empty", "", "UDP"), ("loc", "", "TCP")))  # fmt: skip
+    ports = [
+        ServicePort(web, "10.96.0.50", 80, node_port=30080, external_ips=("192.168.56.200",),
+                    load_balancer_ips=("192.168.56.240",), sticky_seconds=300),
+        ServicePort(empty, "10.96.0.51", 53, node_port=30053, external_ips=("192.168.56.201",)),
+        ServicePort(local, "10.96.0.52", 80, node_port=30081, external_policy_local=True, internal_policy_local=True),
+    ]  # fmt: skip
+    endpoints = {web: [Endpoint(f"10.244.{n}.5", 8080) for n in (1, 2, 3)], local: [Endpoint("10.244.1.5", 8080)]}
+    packet_filter = IptablesPacketFilter(backend, ["ip", "netns", "exec", node_ns])
+    programmer = IptablesProgrammer(packet_filter, NODE)
+    programmer.sync(ServiceSnapshot(ports, endpoints), full=True)
+    kernel = chain_rules(packet_filter.save())
+    for key, rules in programmer.written.items():
+        assert kernel[key] == tuple(saved_form(r) for r in rules), key
+    assert programmer.sync(ServiceSnapshot(ports, endpoints), full=True).chains_written == 0
