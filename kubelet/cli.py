@@ -58,6 +58,15 @@ def _node_routes(nodes: list[Object], own: str) -> dict[str, str]:
     return routes
 
 
+async def _existing_node(client: Client, name: str) -> Object | None:
+    try:
+        return await client.get("nodes", name)
+    except ApiError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGTERM (or cancellation); the pods' containers keep running for the next kubelet to adopt."""
     main = asyncio.current_task()
@@ -116,13 +125,15 @@ async def _run_agent(
         runtime, workers.known_pods, args.node_name, {"loops": lambda: not any(t.done() for t in tasks)}
     )
 
-    async def on_nodes(_kind: str, _obj: Object, _prev: Object | None) -> None:
-        own = nodes.get(args.node_name)
+    async def bring_network_up(own: Object | None) -> None:
         cidr = (own or {}).get("spec", {}).get("podCIDR")
         if cidr and not network_up.is_set():
             await network.ensure_bridge(cidr)
             network_up.set()
             log.info("pod network up on %s", cidr)
+
+    async def on_nodes(_kind: str, _obj: Object, _prev: Object | None) -> None:
+        await bring_network_up(nodes.get(args.node_name))
         await network.sync_routes(_node_routes(nodes.items(), args.node_name))
 
     def on_pods(kind: str, pod: Object, _prev: Object | None) -> None:
@@ -137,6 +148,9 @@ async def _run_agent(
     try:
         while True:
             try:
+                # A restarted kubelet's Node has its podCIDR already: with the network up before the first
+                # status, the Node never turns NotReady (which would take its pods out of Endpoints).
+                await bring_network_up(await _existing_node(client, args.node_name))
                 await agent.register()
                 break
             except ApiError as err:
