@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,7 +79,7 @@ _RECENT_ORDER = ("--set", "--rcheck", "--seconds", "--reap", "--name", "--mask",
 @functools.lru_cache(maxsize=262144)
 def saved_form(rule: str) -> str:
     """A rule as `iptables-save` prints it back: core matches first, defaults spelled out, values normalised."""
-    tokens = shlex.split(rule)
+    tokens = _tokens(rule)
     head, tokens = tokens[:2], tokens[2:]
     core: dict[str, str] = {}
     modules: dict[str, dict[str, str]] = {}
@@ -129,6 +128,19 @@ def saved_form(rule: str) -> str:
             parts.extend(options.values())
     parts.extend(_saved_target(target))
     return " ".join(parts)
+
+
+def _tokens(rule: str) -> list[str]:
+    """Words of a rule kproxy wrote; a double-quoted comment is one word (kproxy never nests quotes)."""
+    if '"' not in rule:
+        return rule.split()
+    words: list[str] = []
+    for index, part in enumerate(rule.split('"')):
+        if index % 2:
+            words.append(part)
+        else:
+            words.extend(part.split())
+    return words
 
 
 def _saved_target(target: list[str]) -> list[str]:
@@ -252,7 +264,9 @@ class IptablesProgrammer:
     def _full_sync(self, wanted: dict[ChainKey, tuple[str, ...]]) -> SyncReport:
         saved = self.packet_filter.save()
         kernel = chain_rules(saved)
-        rewrite = [key for key, rules in wanted.items() if kernel.get(key) != tuple(saved_form(r) for r in rules)]
+        rewrite = [
+            key for key, rules in wanted.items() if key not in kernel or kernel[key] != tuple(map(saved_form, rules))
+        ]
         stale = [k for k in kernel if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
         current = parse_save(saved)
         missing = [j for j in JUMP_RULES if not (j.table in current and j.present_in(current[j.table].rules))]
