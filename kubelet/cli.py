@@ -14,7 +14,7 @@ from control.cli_support import Command
 from control.client import Client, Informer, Object
 from control.clock import RealClock
 from kubelet.network import NodeNetwork
-from kubelet.node import NodeAgent, NodeIdentity, parse_labels, parse_taints
+from kubelet.node import NodeAgent, NodeIdentity, parse_labels, parse_reserved, parse_taints
 from kubelet.pods import NodeSettings, PodWorkers
 from kubelet.runtime import DockerRuntime, RuntimeFailure
 from kubelet.server import KubeletServer
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-labels", default="", help="extra Node labels: k=v,k2=v2")
     parser.add_argument("--register-with-taints", default="", help="Node taints at registration: key=value:Effect,...")
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds between Lease renewals")
+    parser.add_argument(
+        "--system-reserved", default="", help="resources kept off allocatable for the node itself: cpu=500m,memory=1Gi"
+    )
     parser.add_argument("--backoff-initial", type=float, default=10.0, help="first CrashLoopBackOff delay (seconds)")
     parser.add_argument("--backoff-max", type=float, default=300.0, help="CrashLoopBackOff cap (seconds)")
 
@@ -72,13 +75,20 @@ async def serve(args: argparse.Namespace) -> None:
     main = asyncio.current_task()
     if main is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    labels, taints = parse_labels(args.node_labels), parse_taints(args.register_with_taints)
+    identity = NodeIdentity(
+        args.node_name,
+        args.node_ip,
+        args.port,
+        parse_labels(args.node_labels),
+        parse_taints(args.register_with_taints),
+        parse_reserved(args.system_reserved),
+    )
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
     runtime = DockerRuntime(args.docker_host)
     client = Client(args.api_server, user_agent=f"kubelet/{args.node_name}")
     network = NodeNetwork(args.root_dir)
     try:
-        await _run_agent(args, labels, taints, node_resolv, client, runtime, network)
+        await _run_agent(args, identity, node_resolv, client, runtime, network)
     finally:
         await network.close()
         await runtime.close()
@@ -87,8 +97,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 async def _run_agent(
     args: argparse.Namespace,
-    labels: dict[str, str],
-    taints: list[Object],
+    identity: NodeIdentity,
     node_resolv: str | None,
     client: Client,
     runtime: DockerRuntime,
@@ -114,7 +123,7 @@ async def _run_agent(
     network_up = asyncio.Event()
     agent = NodeAgent(
         client,
-        NodeIdentity(args.node_name, args.node_ip, args.port, labels, taints),
+        identity,
         await runtime.version(),
         clock,
         args.heartbeat_interval,

@@ -12,6 +12,7 @@ from typing import Any
 
 from control.api.errors import ApiError
 from control.clock import Clock
+from kubelet.quantity import bytes_of, millicores
 from kubelet.timestamps import now_micro, now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,38 @@ def parse_taints(text: str) -> list[Object]:
     return taints
 
 
+RESERVABLE = ("cpu", "memory")
+
+
+def parse_reserved(text: str) -> dict[str, str]:
+    """`--system-reserved cpu=500m,memory=1Gi`: what the node keeps for itself, off allocatable."""
+    reserved: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in RESERVABLE:
+            raise ValueError(f"--system-reserved: {item!r} is not cpu=<quantity> or memory=<quantity>")
+        try:
+            amount = millicores(value) if name == "cpu" else bytes_of(value)
+        except ValueError as err:
+            raise ValueError(f"--system-reserved: {name}: {err}") from None
+        if amount < 0:
+            raise ValueError(f"--system-reserved: {name} must not be negative, got {value!r}")
+        reserved[name] = value
+    return reserved
+
+
+def allocatable(capacity: dict[str, str], reserved: dict[str, str]) -> dict[str, str]:
+    """Capacity minus the reservation (never below zero), in the units Kubernetes prints."""
+    result = dict(capacity)
+    if "cpu" in reserved:
+        left = max(0, millicores(capacity["cpu"]) - millicores(reserved["cpu"]))
+        result["cpu"] = str(left // 1000) if left % 1000 == 0 else f"{left}m"
+    if "memory" in reserved:
+        left = max(0, bytes_of(capacity["memory"]) - bytes_of(reserved["memory"]))
+        result["memory"] = f"{left // 1024}Ki"
+    return result
+
+
 def memory_ki(meminfo: Path = Path("/proc/meminfo")) -> int:
     for line in meminfo.read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -82,6 +115,7 @@ class NodeIdentity:
     kubelet_port: int = 10250
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[Object] = field(default_factory=list)
+    reserved: dict[str, str] = field(default_factory=dict)  # --system-reserved
 
 
 class NodeAgent:
@@ -132,7 +166,7 @@ class NodeAgent:
 
         return {
             "capacity": capacity,
-            "allocatable": dict(capacity),
+            "allocatable": allocatable(capacity, self.identity.reserved),
             "addresses": [
                 {"type": "InternalIP", "address": self.identity.ip},
                 {"type": "Hostname", "address": self.identity.name},

@@ -263,6 +263,7 @@ class DockerRuntime(ContainerRuntime):
             network_mode=config.network_mode,
             binds=[f"{m.host_path}:{m.container_path}:{'ro' if m.read_only else 'rw'}" for m in config.mounts],
             mem_limit=config.memory_limit,
+            memswap_limit=config.memory_limit,  # as Kubernetes: no swap beyond the limit
             cpu_quota=config.cpu_quota,
             cpu_period=config.cpu_period,
             cpu_shares=config.cpu_shares,

@@ -332,6 +332,12 @@ def test_memory_limit_oomkills_and_is_reported(cluster: Any, objects: Path) -> N
     wait_for("lc-oom to fail", lambda: phase(cluster, "lc-oom") == "Failed", timeout=90)
     terminated = container_status(cluster, "lc-oom")["state"]["terminated"]
     assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137), terminated
+    node = get_json(cluster, "pod", "lc-oom")["spec"]["nodeName"]
+    labels = ["io.kubernetes.pod.name=lc-oom", "io.kubernetes.container.name=hog"]
+    (container,) = cluster.docker(node).containers.list(all=True, filters={"label": labels})
+    host_config = container.attrs["HostConfig"]
+    limits = {k: host_config[k] for k in ("Memory", "MemorySwap", "CpuQuota", "CpuPeriod")}
+    assert limits == {"Memory": 32 * 2**20, "MemorySwap": 32 * 2**20, "CpuQuota": 50_000, "CpuPeriod": 100_000}
 
 
 def test_env_precedence_and_expansion(cluster: Any, objects: Path) -> None:

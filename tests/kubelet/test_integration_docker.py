@@ -299,3 +299,26 @@ async def test_missing_executable_is_a_start_error(node: Node) -> None:
 
     looping = await node.run_until(make_pod("nobin2", "uid-nobin2", broken), backing_off)
     assert looping["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "StartError"
+
+
+async def test_limits_reach_docker_and_an_oom_kill_is_reported(node: Node) -> None:
+    limited = busybox("app", "exec sleep 3600") | {
+        "resources": {"requests": {"cpu": "250m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "32Mi"}}
+    }
+    await node.run_until(make_pod("limited", "uid-limited", limited), all_running)
+    container = node.runtime.client.containers.list(filters={"label": "io.kubernetes.pod.uid=uid-limited"})
+    host_config = next(c for c in container if c.labels["io.kubernetes.docker.type"] == "container").attrs["HostConfig"]
+    got = {k: host_config[k] for k in ("Memory", "MemorySwap", "CpuQuota", "CpuPeriod", "CpuShares")}
+    assert got == {
+        "Memory": 32 * 2**20,
+        "MemorySwap": 32 * 2**20,
+        "CpuQuota": 50_000,
+        "CpuPeriod": 100_000,
+        "CpuShares": 256,
+    }
+    hog = busybox("hog", 'x=$(head -c 200m /dev/zero | tr "\\0" a); echo "survived ${#x}"') | {
+        "resources": {"limits": {"memory": "32Mi"}}
+    }
+    failed = await node.run_until(make_pod("hog", "uid-hog", hog, restart="Never"), lambda s: s["phase"] == "Failed")
+    terminated = failed["containerStatuses"][0]["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
