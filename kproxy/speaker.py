@@ -8,7 +8,9 @@ the holder renews it every `renew_interval` seconds, answers ARP requests
 for the address with its own interface's MAC, and sends gratuitous ARP when
 it takes over, so neighbours update their caches. When the holder dies its
 Lease expires after `lease_seconds` and another node takes it. With
-`externalTrafficPolicy: Local` only nodes with a local endpoint stand.
+`externalTrafficPolicy: Local` only nodes with a local endpoint stand, and a
+node labelled `node.kubernetes.io/exclude-from-external-load-balancers`
+never does.
 
 Everything happens on one interface (the node's `eth0`) in kproxy's own
 network namespace; packets are built and parsed with scapy.
@@ -39,6 +41,8 @@ from control.client import Client, Object
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-system"
+# Upstream's label for nodes that must not carry external load balancer traffic (kubeadm sets it on control planes).
+EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 SIOCGIFHWADDR = 0x8927
 ANNOUNCED = Gauge("kproxy_loadbalancer_addresses_announced", "LoadBalancer addresses this node answers ARP for")
@@ -188,6 +192,7 @@ class Speaker:
 
     async def reconcile(self) -> None:
         """One round: take, renew or give up each Service's Lease; announce what this node now holds."""
+        excluded = await self._node_excluded()
         wanted: dict[str, tuple[Object, list[str]]] = {}
         for service in self.services.items():
             ips = load_balancer_ips(service)
@@ -195,7 +200,7 @@ class Speaker:
                 wanted[lease_name(service)] = (service, ips)
         held: dict[str, list[str]] = {}
         for name, (service, ips) in wanted.items():
-            if await self._stand(name, service):
+            if await self._stand(name, service, excluded):
                 held[name] = ips
         for name in set(self.held) - set(wanted):
             await self._delete(name)
@@ -206,6 +211,16 @@ class Speaker:
             log.info("announcing load balancer address", extra={"ip": ip, "node": self.node_name})
             await asyncio.to_thread(self.responder.announce, ip)
 
+    async def _node_excluded(self) -> bool:
+        """Whether this node carries the exclude-from-external-load-balancers label (a missing Node is not)."""
+        try:
+            node = await self.client.get("nodes", self.node_name)
+        except ApiError as err:
+            if err.code == 404:
+                return False
+            raise
+        return EXCLUDE_LABEL in ((node.get("metadata") or {}).get("labels") or {})
+
     def _eligible(self, service: Object) -> bool:
         spec = service.get("spec") or {}
         if spec.get("externalTrafficPolicy") != "Local":
@@ -213,10 +228,10 @@ class Speaker:
         meta = service.get("metadata") or {}
         return has_local_endpoint(self.endpoints.get(meta.get("name"), meta.get("namespace")), self.node_name)
 
-    async def _stand(self, name: str, service: Object) -> bool:
+    async def _stand(self, name: str, service: Object, excluded: bool) -> bool:
         """True when this node holds the Lease after this round."""
         now = self.wall_clock()
-        eligible = self._eligible(service)
+        eligible = not excluded and self._eligible(service)
         try:
             lease = await self.client.get("leases", name, LEASE_NAMESPACE)
         except ApiError as err:

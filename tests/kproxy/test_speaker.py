@@ -144,3 +144,33 @@ async def test_one_node_answers_arp_and_another_takes_over_when_it_dies(net: Net
 
 async def _is(value: Awaitable[str], expected: str) -> bool:
     return await value == expected
+
+
+async def test_node_excluded_from_load_balancers_does_not_stand(net: Net, service: tuple[Client, str]) -> None:
+    client, ns = service
+    lease = f"kproxy-lb.{ns}.lb"
+    node_name = f"excluded-{uuid.uuid4().hex[:6]}"
+    node = await client.create(
+        "nodes",
+        {"metadata": {"name": node_name, "labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}},
+    )
+    services, endpoints = Informer(client, "services", ns), Informer(client, "endpoints", ns)
+    informers = [asyncio.create_task(services.run()), asyncio.create_task(endpoints.run())]
+    speaker = Speaker(client, services, endpoints, node_name, ArpResponder("eth0", net.n1), lease_seconds=2)
+    try:
+        await services.synced.wait()
+        await endpoints.synced.wait()
+        for _ in range(3):
+            await speaker.reconcile()
+        assert await holder(client, lease) == "" and speaker.responder.addresses == frozenset()
+        node["metadata"]["labels"] = {}
+        await client.update("nodes", node)
+        await speaker.reconcile()
+        assert await holder(client, lease) == node_name
+        assert speaker.responder.addresses == frozenset({LB_IP})
+    finally:
+        for task in informers:
+            task.cancel()
+        await asyncio.gather(*informers, return_exceptions=True)
+        speaker.responder.close()
+        await client.delete("nodes", node_name)
