@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
@@ -119,6 +120,32 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One sample of a container's resource use, as the Summary API needs it."""
+
+    timestamp: float  # seconds since the epoch
+    cpu_usage_ns: int  # cumulative CPU time
+    memory_usage_bytes: int
+    memory_working_set_bytes: int  # usage minus inactive file cache, as cAdvisor counts it
+    memory_rss_bytes: int
+
+
+def stats_from_docker(data: dict[str, Any], timestamp: float) -> ContainerStats:
+    """Docker's stats JSON (cgroup v1 or v2 field names) as a ContainerStats."""
+    memory = data.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    usage = int(memory.get("usage") or 0)
+    inactive_file = int(detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0)
+    return ContainerStats(
+        timestamp=timestamp,
+        cpu_usage_ns=int(((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0),
+        memory_usage_bytes=usage,
+        memory_working_set_bytes=max(0, usage - inactive_file),
+        memory_rss_bytes=int(detail.get("total_rss", detail.get("anon", 0)) or 0),
+    )
+
+
+@dataclass(frozen=True)
 class LogOptions:
     follow: bool = False
     tail_lines: int | None = None
@@ -168,6 +195,10 @@ class ContainerRuntime(ABC):
     @abstractmethod
     async def exec_in(self, container_id: str, command: list[str]) -> int:
         """Run a command in a running container (for exec probes); return its exit code."""
+
+    @abstractmethod
+    async def container_stats(self, container_id: str) -> ContainerStats | None:
+        """A sample of a running container's CPU and memory use; None when it is gone or not running."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -360,6 +391,19 @@ class DockerRuntime(ContainerRuntime):
         result = await self._call(f"exec in {container_id[:12]}", self.api.exec_inspect, exec_id["Id"])
         return int(result.get("ExitCode") or 0)
 
+    async def container_stats(self, container_id: str) -> ContainerStats | None:
+        try:
+            data = await self._call(
+                f"stats {container_id[:12]}", self.api.stats, container_id, stream=False, one_shot=True
+            )
+        except RuntimeFailure as err:
+            if "No such container" in str(err):
+                return None
+            raise
+        if not (data.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage"):
+            return None  # a stopped container reports zeros
+        return stats_from_docker(data, time.time())
+
     async def close(self) -> None:
         self.client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -378,6 +422,7 @@ class FakeRuntime(ContainerRuntime):
         self.stops: list[tuple[str, int]] = []
         self.execs: list[tuple[str, list[str]]] = []
         self.exec_results: dict[tuple[str, ...], int] = {}
+        self.stats: dict[str, ContainerStats] = {}  # what container_stats answers, set by tests
         self._ids = itertools.count(1)
 
     async def version(self) -> str:
@@ -417,6 +462,10 @@ class FakeRuntime(ContainerRuntime):
         """The exit code a test set for this command (`exec_results`), else 0."""
         self.execs.append((container_id, command))
         return self.exec_results.get(tuple(command), 0)
+
+    async def container_stats(self, container_id: str) -> ContainerStats | None:
+        state = self.containers.get(container_id)
+        return self.stats.get(container_id) if state is not None and state.running else None
 
     async def close(self) -> None:
         self.containers.clear()

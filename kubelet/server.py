@@ -11,6 +11,7 @@ from aiohttp import web
 
 from control.observability import HealthCheck, health_app
 from kubelet.exec import ExecServer
+from kubelet.stats import StatsProvider
 from kubelet.runtime import (
     LABEL_CONTAINER_NAME,
     LABEL_POD_UID,
@@ -64,6 +65,8 @@ class KubeletServer:
         self.runtime, self.pods, self.node_name = runtime, pods, node_name
         self.app = health_app(checks)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
+        self.stats = StatsProvider(runtime, pods, node_name)
+        self.app.router.add_get("/stats/summary", self.stats_summary)
         if isinstance(runtime, DockerRuntime):
             ExecServer(runtime.api).register(self.app)
         self._runner: web.AppRunner | None = None
@@ -104,6 +107,9 @@ class KubeletServer:
         if not instances:
             raise LogRequestError(400, f'container "{container}" in pod "{pod_name}" is waiting to start')
         return instances[-1].id
+
+    async def stats_summary(self, _request: web.Request) -> web.Response:
+        return web.json_response(await self.stats.summary())
 
     async def container_logs(self, request: web.Request) -> web.StreamResponse:
         namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
