@@ -17,13 +17,14 @@ import logging
 import struct
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 
 from kdns import metrics
 from kdns.forward import Forwarder
+from kdns.packed import PackedAnswers
 from kdns.records import Answer, RecordIndex
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ DEFAULT_RECURSION_NETWORKS = ("10.244.0.0/16", "10.96.0.0/12", "192.168.56.0/24"
 
 
 class RecordSource(Protocol):
-    """Where the server gets the current index and whether the API caches have synced."""
+    """Where the server gets the current index, its pre-packed answers, and whether the API caches have synced."""
 
     def index(self) -> RecordIndex: ...
+
+    def answers(self) -> PackedAnswers: ...
 
     def synced(self) -> bool: ...
 
@@ -51,9 +54,16 @@ class StaticSource:
     """A fixed index, always synced: for tests and for serving a known set of objects."""
 
     fixed: RecordIndex
+    packed: PackedAnswers = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packed", PackedAnswers(self.fixed))
 
     def index(self) -> RecordIndex:
         return self.fixed
+
+    def answers(self) -> PackedAnswers:
+        return self.packed
 
     def synced(self) -> bool:
         return True
@@ -128,6 +138,11 @@ class DnsServer:
     # -- transports --------------------------------------------------------
 
     def accept_datagram(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
+        """Answer from the pre-packed table right here if possible, else on the full path in a task."""
+        reply = self.source.answers().reply(data)
+        if reply is not None:
+            transport.sendto(reply, addr)
+            return
         if len(self._tasks) >= MAX_UDP_IN_FLIGHT:
             return  # overloaded: dropping is what a UDP server does
         task = asyncio.ensure_future(self._answer_udp(data, addr, transport))
@@ -175,7 +190,7 @@ class DnsServer:
         except Exception:
             log.exception("failed to answer a %s packet from %s", proto, client_ip)
             if len(data) >= HEADER_SIZE:
-                metrics.RESPONSES.labels("SERVFAIL").inc()
+                metrics.ANSWERED[(proto, "unknown", "SERVFAIL")] += 1
                 return _header_only(data, RCODE.SERVFAIL)
             return None
 
@@ -187,17 +202,16 @@ class DnsServer:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several kinds on bad input; all mean FORMERR here
             metrics.MALFORMED.labels(proto).inc()
-            metrics.RESPONSES.labels("FORMERR").inc()
+            metrics.ANSWERED[(proto, "unknown", "FORMERR")] += 1
             return _header_only(data, RCODE.FORMERR)
         opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
         qtype_name = QTYPE.get(query.q.qtype, str(query.q.qtype)) if query.questions else "none"
-        metrics.REQUESTS.labels(proto, qtype_name).inc()
         # The checks run in the order miekg/dns and CoreDNS apply them.
         if query.header.opcode != OPCODE.QUERY:
-            metrics.RESPONSES.labels("NOTIMP").inc()
+            metrics.ANSWERED[(proto, qtype_name, "NOTIMP")] += 1
             return _header_only(data, RCODE.NOTIMP)
         if len(query.questions) != 1 or len(opts) > 1:
-            metrics.RESPONSES.labels("FORMERR").inc()
+            metrics.ANSWERED[(proto, qtype_name, "FORMERR")] += 1
             return _header_only(data, RCODE.FORMERR)
         opt = opts[0] if opts else None
         ext_rcode = 0
@@ -209,7 +223,7 @@ class DnsServer:
             answer = await self._resolve(str(query.q.qname), query.q.qtype, client_ip)
         reply = self._pack(query, answer, opt, proto, ext_rcode)
         rcode_name = "BADVERS" if ext_rcode else RCODE.get(answer.rcode, str(answer.rcode))
-        metrics.RESPONSES.labels(rcode_name).inc()
+        metrics.ANSWERED[(proto, qtype_name, rcode_name)] += 1
         metrics.REQUEST_DURATION.labels(qtype_name).observe(time.perf_counter() - started)
         return reply
 
@@ -219,6 +233,9 @@ class DnsServer:
         if local is not None:
             if local.rcode == RCODE.NXDOMAIN and not self.source.synced():
                 return Answer(RCODE.SERVFAIL, authoritative=False)
+            answers = self.source.answers()
+            if answers.index is index:
+                answers.learn(qname, qtype)  # the next asker of this question takes the fast path
             return await self._chase_cname(index, local, qtype)
         if not self._may_recurse(client_ip):
             return Answer(RCODE.REFUSED, authoritative=False)

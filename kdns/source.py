@@ -1,8 +1,11 @@
 """The record index fed from the API server through informers (Services, Endpoints, Namespaces).
 
-Watch events only mark the index stale; the next query rebuilds it from the
-informer caches, so a burst of changes costs one rebuild and every answer
-comes from one consistent snapshot.
+Watch events mark the index stale and schedule one rebuild (index and
+pre-packed answers) on the event loop, so a burst of changes costs one
+rebuild, queries find the answers already packed, and every answer comes
+from one consistent snapshot.  A query arriving before the scheduled
+rebuild has run does the rebuild itself, so no answer is ever older than
+the informer caches.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from collections.abc import Iterable
 
 from control.client import Client, Informer, Object, name_of
+from kdns.packed import PackedAnswers
 from kdns.records import RecordIndex
 
 
@@ -41,11 +45,23 @@ class InformerSource:
             informer.add_handler(self._changed)
         self._serial = int(time.time())
         self._index = self._build()
+        self._answers = PackedAnswers(self._index)
         self._stale = False
+        self._rebuild_scheduled = False
 
     def _changed(self, _kind: str, _obj: Object, _prev: Object | None) -> None:
         self._stale = True
         self._serial = max(self._serial + 1, int(time.time()))  # SOA serial: last change, always rising
+        if not self._rebuild_scheduled:
+            self._rebuild_scheduled = True
+            asyncio.get_running_loop().call_soon(self._rebuild_if_stale)
+
+    def _rebuild_if_stale(self) -> None:
+        self._rebuild_scheduled = False
+        if self._stale:
+            self._stale = False
+            self._index = self._build()
+            self._answers = PackedAnswers(self._index)
 
     def _build(self) -> RecordIndex:
         return RecordIndex.build(
@@ -61,13 +77,16 @@ class InformerSource:
         )
 
     def index(self) -> RecordIndex:
-        if self._stale:
-            self._stale = False
-            self._index = self._build()
+        self._rebuild_if_stale()
         return self._index
 
+    def answers(self) -> PackedAnswers:
+        self._rebuild_if_stale()
+        return self._answers
+
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in self._informers)
+        """Whether every informer has listed once and the index includes what they listed."""
+        return all(informer.synced.is_set() for informer in self._informers) and not self._stale
 
     async def run(self) -> None:
         """Run the informers until cancelled."""

@@ -1,0 +1,196 @@
+"""Pre-packed responses: the UDP hot path is a dict lookup, a few byte splices and a send.
+
+A cluster answer depends only on the question (name, type, class), so it is
+packed once, when the index is built, and kept keyed by the question's wire
+bytes with the name lowercased.  A query then costs: check the header,
+look the question up, and splice together the query's ID and RD bit, the
+stored flags and counts, the query's own question bytes (so the question's
+case is echoed byte for byte), the stored sections and, when the query has
+an EDNS0 OPT record, an OPT record of our own advertising its buffer size.
+
+Answer owner names must echo the question's case too.  Templates are packed
+with the question name in upper case, so dnslib compresses exactly the answer
+owners (the only names spelled that way) into pointers to offset 12; since
+the query's question bytes replace the template's, those pointers then read
+the query's spelling.  Every other name in a response is lower case and
+ends in a label with letters (the zone, `in-addr.arpa`), so none of them
+can point into the question.
+
+Anything unusual (other opcodes, several questions, an OPT with options or
+a version other than 0, ...) is not in the table's shape and goes to the
+full path in `kdns.server`, which may then remember its answer here.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from dnslib import CLASS, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
+
+from kdns.metrics import ANSWERED
+from kdns.records import Answer, RecordIndex
+
+HEADER_SIZE = 12
+CLASSIC_UDP_SIZE = 512
+MAX_ADVERTISED_SIZE = 4096
+OPT_SIZE = 11  # root owner, type 41, class = size, TTL 0, RDLENGTH 0
+MAX_REMEMBERED = 10_000  # answers learnt from queries (negative ones mostly), per index
+
+PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # one question, nothing else
+EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question and one OPT
+OPT_TYPE = b"\x00\x29"
+RD_BIT = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One question's response, minus the ID, the RD bit and the question itself.
+
+    `flags` has RD clear; `counts`/`edns_counts` are QD, AN, NS and AR without
+    and with our OPT; `sections` is everything after the question; `size` is
+    the whole response's length without OPT; `truncated_flags` is `flags`
+    with TC set, for when the response does not fit the client's buffer;
+    `counter` is its key in `metrics.ANSWERED`.
+    """
+
+    flags: bytes
+    counts: bytes
+    edns_counts: bytes
+    sections: bytes
+    size: int
+    truncated_flags: bytes
+    counter: tuple[str, str, str]
+
+
+def wire_name(name: str) -> bytes:
+    """A name in wire format (labels with length bytes, root at the end)."""
+    labels = [label.encode() for label in name.rstrip(".").split(".")]
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+
+
+def question_key(name: bytes, qtype: int, qclass: int = CLASS.IN) -> bytes | None:
+    """The table key for a question: the wire name lowercased, then type and class.
+
+    None when the type or class bytes would themselves change under `lower()`
+    (e.g. type 65), since the hot path lowercases the whole question at once.
+    """
+    type_class = struct.pack("!HH", qtype, qclass)
+    if type_class.lower() != type_class or type_class.upper() != type_class:
+        return None
+    return name.lower() + type_class
+
+
+def _opt(size: int) -> bytes:
+    return b"\x00" + OPT_TYPE + size.to_bytes(2, "big") + b"\x00\x00\x00\x00\x00\x00"
+
+
+OPT_RECORDS = {size: _opt(size) for size in range(CLASSIC_UDP_SIZE, MAX_ADVERTISED_SIZE + 1)}
+
+
+def pack_template(upper_name: str, qtype: int, answer: Answer) -> Packed:
+    """Pack `answer` to a question spelt `upper_name` (upper case) and keep the reusable parts."""
+    header = DNSHeader(id=0, qr=1, aa=int(answer.authoritative), rd=0, ra=1, rcode=answer.rcode)
+    record = DNSRecord(header, q=DNSQuestion(upper_name, qtype, CLASS.IN))
+    record.rr = list(answer.answer)
+    record.auth = list(answer.authority)
+    record.ar = list(answer.additional)
+    packet = record.pack()
+    question_end = HEADER_SIZE + len(wire_name(upper_name)) + 4
+    flags = packet[2:4]
+    counts = packet[4:12]
+    arcount = struct.unpack("!H", counts[6:8])[0]
+    return Packed(
+        flags=flags,
+        counts=counts,
+        edns_counts=counts[:6] + struct.pack("!H", arcount + 1),
+        sections=packet[question_end:],
+        size=len(packet),
+        truncated_flags=bytes([flags[0] | 0x02, flags[1]]),
+        counter=("udp", QTYPE.get(qtype, str(qtype)), RCODE.get(answer.rcode, str(answer.rcode))),
+    )
+
+
+def cacheable(name: str, qtype: int, answer: Answer) -> bool:
+    """Whether an index answer may be served from a template.
+
+    Not when it needs a CNAME chased (it may go upstream), nor when the
+    name's last label has no letter (its case could not mark the owners).
+    """
+    if any(rr.rtype == QTYPE.CNAME for rr in answer.answer) and qtype not in (QTYPE.CNAME, QTYPE.ANY):
+        return False
+    last_label = name.rstrip(".").rsplit(".", 1)[-1]
+    return any(ch.isalpha() for ch in last_label)
+
+
+class PackedAnswers:
+    """Templates for one RecordIndex: every record's name and type up front, others as they are asked."""
+
+    def __init__(self, index: RecordIndex) -> None:
+        self.index = index
+        self.table: dict[bytes, Packed] = {}
+        for name, records in index.records.items():
+            for qtype in {r.rtype for r in records} | {QTYPE.A, QTYPE.AAAA}:
+                self._store(name, qtype)
+        self._prepacked = dict(self.table)
+        self._learnt = 0
+
+    def learn(self, name: str, qtype: int) -> bool:
+        """Remember the index's answer to a question the table lacked; False when it may not be cached."""
+        if self._learnt >= MAX_REMEMBERED:
+            self.table = dict(self._prepacked)  # full of learnt names: start learning afresh
+            self._learnt = 0
+        stored = self._store(name, qtype)
+        self._learnt += stored
+        return stored
+
+    def _store(self, name: str, qtype: int) -> bool:
+        labels = name.rstrip(".").split(".")
+        if not name.isascii() or any(not 0 < len(label) < 64 for label in labels) or len(name) > 253:
+            return False
+        key = question_key(wire_name(name), qtype)
+        if key is None:
+            return False
+        upper = name.upper()
+        answer = self.index.lookup(upper, qtype)
+        if answer is None or not cacheable(name, qtype, answer):
+            return False
+        self.table[key] = pack_template(upper, qtype, answer)
+        return True
+
+    def reply(self, query: bytes) -> bytes | None:
+        """The response to a UDP query from the table, or None when it needs the full path."""
+        if len(query) < HEADER_SIZE + 5 or query[2] & 0xF8:
+            return None  # a response, or an opcode other than QUERY
+        counts = query[4:12]
+        if counts == PLAIN_COUNTS:
+            question = query[12:]
+            packed = self.table.get(question.lower())
+            if packed is None:
+                return None
+            ANSWERED[packed.counter] += 1
+            flags = packed.flags
+            if query[2] & RD_BIT:
+                flags = bytes([flags[0] | RD_BIT, flags[1]])
+            if packed.size > CLASSIC_UDP_SIZE:
+                truncated = bytes([packed.truncated_flags[0] | (query[2] & RD_BIT), packed.truncated_flags[1]])
+                return query[:2] + truncated + PLAIN_COUNTS + question
+            return query[:2] + flags + packed.counts + question + packed.sections
+        if counts != EDNS_COUNTS:
+            return None
+        opt = query[-OPT_SIZE:]
+        # Only a bare version-0 OPT with no options; the rest takes the full path.
+        if opt[0] != 0 or opt[1:3] != OPT_TYPE or opt[5:7] != b"\x00\x00" or opt[9:11] != b"\x00\x00":
+            return None
+        question = query[12:-OPT_SIZE]
+        packed = self.table.get(question.lower())
+        if packed is None:
+            return None
+        ANSWERED[packed.counter] += 1
+        limit = min(max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4]), MAX_ADVERTISED_SIZE)
+        rd = query[2] & RD_BIT
+        if packed.size + OPT_SIZE > max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4]):
+            truncated = bytes([packed.truncated_flags[0] | rd, packed.truncated_flags[1]])
+            return query[:2] + truncated + EDNS_COUNTS + question + OPT_RECORDS[limit]
+        flags = bytes([packed.flags[0] | rd, packed.flags[1]]) if rd else packed.flags
+        return query[:2] + flags + packed.edns_counts + question + packed.sections + OPT_RECORDS[limit]

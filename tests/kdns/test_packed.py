@@ -1,0 +1,127 @@
+"""The pre-packed fast path answers exactly as the full path does, question by question.
+
+Every name the test index holds (plus negative and odd ones) is asked in
+mixed case, with and without EDNS0 at several buffer sizes, with RD set and
+clear; the fast path's bytes must decode to the same message as the full
+path's (the full path is `DnsServer.handle`, which parses with dnslib and
+packs afresh).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
+
+from kdns.packed import PackedAnswers
+from kdns.server import DnsServer, StaticSource
+from tests.kdns.objects import cluster_index, endpoints, service
+
+BIG_HEADLESS = service("default", "big", {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]})
+BIG_ENDPOINTS = endpoints(
+    "default",
+    "big",
+    [{"addresses": [{"ip": f"10.244.3.{i}"} for i in range(1, 61)], "ports": [{"name": "http", "port": 80}]}],
+)
+INDEX = cluster_index(extra_services=(BIG_HEADLESS,), extra_endpoints=(BIG_ENDPOINTS,))
+QUESTION = bytes(DNSRecord.question("web.default.svc.cluster.local").pack())
+QTYPES = ["A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "NS", "SOA", "ANY", "MX"]
+EDNS_SIZES = [None, 512, 1232, 4096, 65535]
+ODD_NAMES = [
+    "cluster.local",
+    "nope.default.svc.cluster.local",
+    "nope.default.svc.cluster.local.default.svc.cluster.local",
+    "default.svc.cluster.local",
+    "10-244-1-5.default.pod.cluster.local",
+    "9.9.9.10.in-addr.arpa",  # outside the served reverse zones
+]
+
+
+def mixed_case(name: str, rng: random.Random) -> str:
+    return "".join(ch.upper() if rng.random() < 0.5 else ch for ch in name)
+
+
+def make_query(name: str, qtype: str, edns: int | None, rd: bool, rng: random.Random) -> bytes:
+    request = DNSRecord.question(name, qtype)
+    request.header.id = rng.randrange(65536)
+    request.header.rd = int(rd)
+    if edns is not None:
+        request.add_ar(EDNS0(udp_len=edns))
+    return bytes(request.pack())
+
+
+def decoded(packet: bytes) -> str:
+    """The message as dnslib prints it: header, question and every record, names as spelt."""
+    return str(DNSRecord.parse(packet))
+
+
+async def test_fast_path_matches_full_path_for_every_question() -> None:
+    source = StaticSource(INDEX)
+    server = DnsServer(source, None)
+    rng = random.Random(7)
+    names = [*INDEX.records, *ODD_NAMES]
+    fast_answers = 0
+    for name, qtype in itertools.product(names, QTYPES):
+        edns, rd = rng.choice(EDNS_SIZES), rng.random() < 0.5
+        packet = make_query(mixed_case(name, rng), qtype, edns, rd, rng)
+        full = await server.handle(packet, "127.0.0.1", "udp")  # also teaches the table negative answers
+        assert full is not None
+        fast = source.answers().reply(packet)
+        if fast is None:
+            continue
+        fast_answers += 1
+        assert decoded(fast) == decoded(full), (name, qtype, edns, rd)
+        assert fast[12 : 12 + len(packet) - 12 - (11 if edns else 0)] == packet[12 : len(packet) - (11 if edns else 0)]
+    # All were answered fast but the ExternalName's chased types (they may go upstream) and
+    # the PTR name outside the served reverse zones (forwarded).
+    external_name_chases = len(QTYPES) - 2  # all but CNAME and ANY
+    assert fast_answers == len(names) * len(QTYPES) - external_name_chases - len(QTYPES)
+
+
+def test_records_are_packed_before_any_query() -> None:
+    answers = PackedAnswers(INDEX)
+    query = DNSRecord.question("WEB.default.svc.Cluster.Local", "A")
+    reply = answers.reply(bytes(query.pack()))
+    assert reply is not None
+    parsed = DNSRecord.parse(reply)
+    assert parsed.header.id == query.header.id and parsed.header.aa == 1 and parsed.header.rd == 1
+    assert [(str(rr.rname), str(rr.rdata), rr.ttl) for rr in parsed.rr] == [
+        ("WEB.default.svc.Cluster.Local.", "10.96.5.5", 30)
+    ]
+
+
+def test_negative_answers_are_learnt_not_guessed() -> None:
+    answers = PackedAnswers(INDEX)
+    packet = bytes(DNSRecord.question("nope.default.svc.cluster.local", "A").pack())
+    assert answers.reply(packet) is None
+    assert answers.learn("nope.default.svc.cluster.local", QTYPE.A)
+    reply = DNSRecord.parse(answers.reply(packet) or b"")
+    assert reply.header.rcode == RCODE.NXDOMAIN and [rr.rtype for rr in reply.auth] == [QTYPE.SOA]
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        # a response (QR set), never answered
+        bytes.fromhex("abcd81000001000000000000") + QUESTION[12:],
+        # opcode STATUS
+        bytes.fromhex("abcd10000001000000000000") + QUESTION[12:],
+        # two questions' worth of count
+        bytes.fromhex("abcd01000002000000000000") + QUESTION[12:],
+        # trailing garbage after the question
+        QUESTION + b"\x00",
+        # an OPT record with EDNS version 1
+        QUESTION[:11] + b"\x01" + QUESTION[12:] + b"\x00\x00\x29\x04\xd0\x00\x01\x00\x00\x00\x00",
+        b"\x00" * 11,
+    ],
+)
+def test_unusual_packets_take_the_full_path(packet: bytes) -> None:
+    assert PackedAnswers(INDEX).reply(packet) is None
+
+
+def test_names_that_cannot_be_packed_are_refused() -> None:
+    answers = PackedAnswers(INDEX)
+    assert not answers.learn("x" * 64 + ".default.svc.cluster.local", QTYPE.A)  # label too long
+    assert not answers.learn("web.default.svc.cluster.local", 65)  # type bytes change under lower()
