@@ -322,3 +322,25 @@ async def test_limits_reach_docker_and_an_oom_kill_is_reported(node: Node) -> No
     failed = await node.run_until(make_pod("hog", "uid-hog", hog, restart="Never"), lambda s: s["phase"] == "Failed")
     terminated = failed["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
+
+
+async def test_stats_summary_shows_real_cpu_and_memory(node: Node) -> None:
+    burner = busybox("burner", "x=$(head -c 20m /dev/zero | tr '\\0' a); while true; do :; done") | {
+        "resources": {"limits": {"cpu": "200m", "memory": "128Mi"}}
+    }
+    await node.run_until(make_pod("busy", "uid-busy", burner), all_running)
+    deadline = time.monotonic() + WAIT_SECONDS
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{server_url(node)}/stats/summary") as resp:
+                assert resp.status == 200
+                summary = await resp.json()
+            pod = next(p for p in summary["pods"] if p["podRef"]["uid"] == "uid-busy")
+            container = pod["containers"][0]
+            if container["memory"]["workingSetBytes"] >= 20 * 2**20 and "usageNanoCores" in container["cpu"]:
+                break
+            assert time.monotonic() < deadline, f"no usage in {summary}"
+            await asyncio.sleep(0.5)
+    assert container["name"] == "burner" and container["cpu"]["usageCoreNanoSeconds"] > 0
+    assert 0 < container["cpu"]["usageNanoCores"] <= 300_000_000  # held near its 200m limit
+    assert pod["memory"]["workingSetBytes"] == container["memory"]["workingSetBytes"]
