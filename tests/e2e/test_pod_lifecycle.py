@@ -434,6 +434,25 @@ def test_missing_image_is_err_image_pull_then_image_pull_back_off(cluster: Any, 
     assert phase(cluster, "lc-pull") == "Pending"
 
 
+def test_kubelet_stats_summary_reports_pod_usage(cluster: Any, objects: Path) -> None:
+    client = get_json(cluster, "pod", CLIENT)
+    node = client["spec"]["nodeName"]
+    url = f"http://{client['status']['hostIP']}:10250/stats/summary"
+
+    def client_stats() -> dict[str, Any] | None:
+        fetched = cluster.node_exec(node, "busybox", "wget", "-qO-", url)
+        assert fetched.returncode == 0, fetched.stderr
+        summary = yaml.safe_load(fetched.stdout)  # JSON is YAML
+        assert summary["node"]["nodeName"] == node
+        return next((p for p in summary["pods"] if p["podRef"]["name"] == CLIENT), None)
+
+    stats = wait_for("the client pod in the kubelet's summary", client_stats, timeout=30)
+    assert stats["podRef"]["uid"] == client["metadata"]["uid"]
+    (container,) = stats["containers"]
+    assert container["name"] == "shell"
+    assert container["cpu"]["usageCoreNanoSeconds"] > 0 and container["memory"]["workingSetBytes"] > 0
+
+
 def _kubelet_pid(cluster: Any, node: str) -> int:
     text = cluster.config.pid_file(node, "kubelet").read_text().split()
     return int(text[0])
