@@ -186,11 +186,20 @@ def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]
     return proc
 
 
+def apparmor_enabled() -> bool:
+    try:
+        return Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
+    except OSError:
+        return False
+
+
 def install_missing_packages(say: Callable[[str], None]) -> bool:
     """apt-get install the Debian packages a node needs (none are missing on the pocketkube box)."""
     missing = sorted({pkg for cmd, pkg in PREREQUISITES.items() if shutil.which(cmd) is None})
     if not BUSYBOX_BINARY.exists():
         missing.append("busybox-static")
+    if apparmor_enabled() and shutil.which("apparmor_parser") is None:
+        missing.append("apparmor")  # with AppArmor on, dockerd starts no container without it
     if not missing:
         return False
     say(f"installing Debian packages: {' '.join(missing)}")

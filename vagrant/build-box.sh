@@ -28,11 +28,12 @@ trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
 step() { echo "[$(date -u +%T)] $*"; }
 
-# Debian packages: a bootable system with sshd and sudo, plus what a node runs (pocket/cluster.py PREREQUISITES).
+# Debian packages: a bootable system with sshd and sudo, plus what a node runs (pocket/cluster.py PREREQUISITES;
+# apparmor: Debian's kernel enables AppArmor, and dockerd then needs apparmor_parser to start any container).
 packages=(
     linux-image-amd64 systemd systemd-sysv udev dbus openssh-server sudo ifupdown isc-dhcp-client netbase
     ca-certificates rsync kmod procps iproute2 iptables conntrack util-linux mount
-    python3 python3-venv python3-pip
+    python3 python3-venv python3-pip apparmor
     docker.io containerd runc etcd-server docker-registry busybox-static
 )
 step "debootstrap bookworm from $mirror (${#packages[@]} packages and their dependencies)"
