@@ -37,6 +37,7 @@ from aiohttp import web
 
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.app import ServerConfig, create_app
+from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.storage import Storage
 from control.client import Client
 
@@ -114,12 +115,18 @@ class ApiServerThread:
     """An API server on its own event loop in a daemon thread; restartable on the same etcd prefix."""
 
     def __init__(
-        self, etcd_url: str, prefix: str, service_range: str = "10.96.0.0/12", compaction_interval: float = 300.0
+        self,
+        etcd_url: str,
+        prefix: str,
+        service_range: str = "10.96.0.0/12",
+        compaction_interval: float = 300.0,
+        watch_cache_size: int = DEFAULT_HISTORY,
     ):
         self.etcd_url = etcd_url
         self.prefix = prefix
         self.service_range = service_range
         self.compaction_interval = compaction_interval
+        self.watch_cache_size = watch_cache_size
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
@@ -156,6 +163,7 @@ class ApiServerThread:
             port=self.port,
             bookmark_interval=1.0,
             compaction_interval=self.compaction_interval,
+            watch_cache_size=self.watch_cache_size,
         )
         app = create_app(Storage(self.etcd_url, self.prefix), ServiceIPRange(self.service_range), config)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)

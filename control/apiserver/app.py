@@ -29,6 +29,7 @@ from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
 from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
+from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.eviction import check_eviction_body, evict
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
 from control.apiserver.storage import Storage
@@ -73,6 +74,7 @@ class ServerConfig:
     bookmark_interval: float = 30.0
     default_watch_timeout: float = 1800.0
     compaction_interval: float = 300.0  # Kubernetes' --etcd-compaction-interval default
+    watch_cache_size: int = DEFAULT_HISTORY  # changes kept per resource for resuming watches
 
 
 @dataclass(frozen=True)
@@ -593,7 +595,7 @@ async def _compact_forever(storage: Storage, interval: float) -> None:
 
 def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig) -> web.Application:
     """The API server application; startup creates the default objects."""
-    registry = Registry(storage, ip_range)
+    registry = Registry(storage, ip_range, config.watch_cache_size)
     handler = ApiHandler(registry, config)
     app = web.Application(middlewares=[_observe], client_max_size=8 * 1024 * 1024)
     background: list[asyncio.Task[None]] = []

@@ -44,7 +44,9 @@ from control.apiserver.allocator import (
     node_port_key,
     pick_node_port,
 )
+from control.apiserver.cache import DEFAULT_HISTORY, LISTS, WatchCache
 from control.apiserver.storage import (
+    Change,
     Compacted,
     Extra,
     KeyExists,
@@ -221,9 +223,10 @@ def decode_continue(token: str) -> tuple[int, str]:
 class Registry:
     """All API operations, against one Storage."""
 
-    def __init__(self, storage: Storage, ip_range: ServiceIPRange):
+    def __init__(self, storage: Storage, ip_range: ServiceIPRange, watch_cache_size: int = DEFAULT_HISTORY):
         self.storage = storage
         self.ip_range = ip_range
+        self.cache = WatchCache(storage, watch_cache_size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
 
@@ -231,6 +234,7 @@ class Registry:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cache.close()
 
     # -- keys and errors -----------------------------------------------------
 
@@ -272,6 +276,12 @@ class Registry:
                     f'resourceVersionMatch "{options.resource_version_match}" is not supported: '
                     'supported values: "Exact", "NotOlderThan"'
                 )
+        if not options.continue_token and options.resource_version_match != "Exact":
+            cached = await self._list_from_cache(res, namespace, options)
+            if cached is not None:
+                LISTS.labels(res.plural, "cache").inc()
+                return cached
+        LISTS.labels(res.plural, "etcd").inc()
         items: list[Object] = []
         prefix = self.prefix(res, namespace)
         last_key, more = None, False
@@ -300,6 +310,36 @@ class Registry:
         metadata: Object = {"resourceVersion": str(revision)}
         if more and last_key is not None:
             metadata["continue"] = encode_continue(revision, last_key)
+        return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": metadata, "items": items}
+
+    async def _list_from_cache(self, res: Resource, namespace: str | None, options: ListOptions) -> Object | None:
+        """The list from the watch cache; None when the cache cannot promise the asked-for freshness.
+
+        `resourceVersion=0` takes the cache as it is; none (a consistent
+        read) or N (not older than N) first makes sure the cache holds
+        etcd's current state.  Later pages (`continue`) read etcd at the
+        first page's revision, which the cache's contents equalled.
+        """
+        cache = await self.cache.resource(res.storage_prefix(None))
+        if options.resource_version == "0":
+            revision = cache.revision
+        else:
+            wanted = self._parse_rv(options.resource_version) if options.resource_version else 0
+            fresh = await cache.wait_fresh(wanted)
+            if fresh is None:
+                return None
+            revision = fresh
+        items: list[Object] = []
+        last_key = ""
+        metadata: Object = {"resourceVersion": str(revision)}
+        for key, obj in cache.snapshot(self.prefix(res, namespace)):
+            if not self._selected(obj, options.label_selector, options.field_selector):
+                continue
+            if options.limit and len(items) >= options.limit:
+                metadata["continue"] = encode_continue(revision, last_key)
+                break
+            items.append(obj)
+            last_key = key
         return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": metadata, "items": items}
 
     def _continue_expired(self, options: ListOptions, err: Compacted) -> ApiError:
@@ -341,45 +381,65 @@ class Registry:
     ) -> AsyncIterator[tuple[str, Object]]:
         """(type, object) pairs per §4.1; ("PROGRESS", {"rv": n}) marks filtered-out progress.
 
-        Without a resourceVersion (or "0") the current state comes first as
-        ADDED, listed at one revision R, then changes after R: nothing can
-        fall between the list and the watch.  With a selector, an object
-        that stops (starts) matching is sent as DELETED (ADDED).
+        Served by the watch cache.  Without a resourceVersion (or "0") the
+        current state comes first as ADDED, taken from the cache in the same
+        step as the subscription, so nothing falls between.  With one, the
+        cache's history replays what came after it; a resourceVersion older
+        than the history is served by a watch on etcd (410 if compacted).
+        With a selector, an object that stops (starts) matching is sent as
+        DELETED (ADDED).
         """
         prefix = self.prefix(res, namespace)
+        cache = await self.cache.resource(res.storage_prefix(None))
         if resource_version in ("", "0"):
-            listed = await self.list(res, namespace, ListOptions(labels, fields))
-            for obj in listed["items"]:
-                yield "ADDED", obj
-            start = int(listed["metadata"]["resourceVersion"])
+            start = cache.revision
+            initial = [obj for _, obj in cache.snapshot(prefix) if self._selected(obj, labels, fields)]
+            subscription = cache.subscribe(start)
         else:
             start = self._parse_rv(resource_version)
+            initial = []
+            subscription = cache.subscribe(start)
+        if subscription is None:
+            async for event in self._watch_etcd(prefix, start, labels, fields):
+                yield event
+            return
+        try:
+            for obj in initial:
+                yield "ADDED", obj
+            while (change := await subscription.next()) is not None:
+                if change.key.startswith(prefix):
+                    yield self._watch_event(change, labels, fields)
+        finally:
+            cache.unsubscribe(subscription)
+
+    async def _watch_etcd(
+        self, prefix: str, start: int, labels: Selector, fields: tuple[FieldRequirement, ...]
+    ) -> AsyncIterator[tuple[str, Object]]:
         try:
             async for change in self.storage.watch(prefix, start):
-                prev_match = (
-                    change.prev is not None and not change.created and self._selected(change.prev, labels, fields)
-                )
-                if change.kind == "DELETE":
-                    if change.prev is not None and self._selected(change.prev, labels, fields):
-                        gone = copy.deepcopy(change.prev)
-                        _meta(gone)["resourceVersion"] = str(change.revision)
-                        yield "DELETED", gone
-                        continue
-                else:
-                    assert change.obj is not None
-                    now_match = self._selected(change.obj, labels, fields)
-                    if now_match and prev_match:
-                        yield "MODIFIED", change.obj
-                        continue
-                    if now_match:
-                        yield "ADDED", change.obj
-                        continue
-                    if prev_match:
-                        yield "DELETED", change.obj
-                        continue
-                yield "PROGRESS", {"rv": change.revision}
+                yield self._watch_event(change, labels, fields)
         except Compacted as err:
             raise errors.gone(f"too old resource version: {start} ({err.compacted})") from None
+
+    def _watch_event(
+        self, change: Change, labels: Selector, fields: tuple[FieldRequirement, ...]
+    ) -> tuple[str, Object]:
+        prev_match = change.prev is not None and not change.created and self._selected(change.prev, labels, fields)
+        if change.kind == "DELETE":
+            if change.prev is not None and self._selected(change.prev, labels, fields):
+                gone = copy.deepcopy(change.prev)
+                _meta(gone)["resourceVersion"] = str(change.revision)
+                return "DELETED", gone
+        else:
+            assert change.obj is not None
+            now_match = self._selected(change.obj, labels, fields)
+            if now_match and prev_match:
+                return "MODIFIED", change.obj
+            if now_match:
+                return "ADDED", change.obj
+            if prev_match:
+                return "DELETED", change.obj
+        return "PROGRESS", {"rv": change.revision}
 
     # -- body checks ---------------------------------------------------------
 

@@ -278,6 +278,26 @@ class Storage:
         response = await self._kv.Range(request, timeout=10)
         return [self._short(kv.key) for kv in response.kvs]
 
+    async def freshness(self, prefix: str, revision: int) -> tuple[int, bool, int]:
+        """(keys under `prefix` now, whether any was written after `revision`, the current revision), in one read.
+
+        What a cache that reflects `prefix` at `revision` needs to know it is
+        still exact: no key written since, and as many keys as it holds (a
+        deletion shows as a smaller count; a creation as a newer write).
+        Only keys are read, at most one of them.
+        """
+        await self._client.connect()
+        full = self.full(prefix)
+        end = prefix_range_end(full)
+        count = rpc.RangeRequest(key=full, range_end=end, count_only=True)
+        # count_only ignores min_mod_revision in etcd 3.4; a one-key keys_only read honours it
+        newer = rpc.RangeRequest(key=full, range_end=end, keys_only=True, limit=1, min_mod_revision=revision + 1)
+        request = rpc.TxnRequest(success=[rpc.RequestOp(request_range=count), rpc.RequestOp(request_range=newer)])
+        response = await self._kv.Txn(request, timeout=10)
+        total = int(response.responses[0].response_range.count)
+        written = bool(response.responses[1].response_range.kvs)
+        return total, written, int(response.header.revision)
+
     async def compact(self, revision: int) -> None:
         await self._client.compact(revision, physical=True)
 

@@ -19,6 +19,17 @@ from control.client import Client
 from tests.conftest import ApiServer, ApiServerThread, EtcdServer
 
 
+@pytest.fixture(scope="module")
+def apiserver_module(etcd_server: EtcdServer) -> Iterator[ApiServerThread]:
+    """A watch cache that keeps one change per resource, so a resourceVersion two changes back is outside it."""
+    server = ApiServerThread(etcd_server.url, f"/pkt-{uuid.uuid4().hex[:12]}", watch_cache_size=1)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 async def storage(etcd_server: EtcdServer) -> Any:
     store = Storage(etcd_server.url, prefix=f"/pkt-st-{uuid.uuid4().hex[:8]}")
