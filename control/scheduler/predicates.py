@@ -163,21 +163,45 @@ def matches_node_affinity(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bo
 
 @dataclass
 class NodeInfo:
-    """A node and the (non-terminated) pods bound to it."""
+    """A node and the (non-terminated) pods bound to it, with the sums filters and scores need.
+
+    The sums are kept up to date by `add`, so a scheduler can assume a
+    binding without rebuilding every node's totals (kube-scheduler's cache).
+    """
 
     node: Object
     pods: list[Object] = field(default_factory=list)
+    allocatable: dict[str, int] = field(init=False)
+    requested: dict[str, int] = field(init=False)
+    scoring_requested: dict[str, int] = field(init=False)  # request-less pods counted at the scoring defaults
+    used_ports: set[tuple[str, str, int]] = field(init=False)
+    owners: Counter[str] = field(init=False)  # controller uid -> pods here
+
+    def __post_init__(self) -> None:
+        self.allocatable = node_allocatable(self.node)
+        self.requested = {"cpu": 0, "memory": 0}
+        self.scoring_requested = {"cpu": 0, "memory": 0}
+        self.used_ports = set()
+        self.owners = Counter()
+        pods, self.pods = self.pods, []
+        for pod in pods:
+            self.add(pod)
 
     @property
     def name(self) -> str:
         return str(self.node["metadata"]["name"])
 
-    def requested(self) -> dict[str, int]:
-        total = {"cpu": 0, "memory": 0}
-        for pod in self.pods:
-            for name, amount in pod_requests(pod).items():
-                total[name] += amount
-        return total
+    def add(self, pod: Object) -> None:
+        self.pods.append(pod)
+        wanted = pod_requests(pod)
+        defaults = {"cpu": _SCORING_DEFAULT_CPU_MILLI, "memory": _SCORING_DEFAULT_MEMORY}
+        for name in ("cpu", "memory"):
+            self.requested[name] += wanted[name]
+            self.scoring_requested[name] += wanted[name] or defaults[name]
+        self.used_ports |= _host_ports(pod)
+        owner = _controller_uid(pod)
+        if owner is not None:
+            self.owners[owner] += 1
 
 
 def _affinity_terms(pod: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
@@ -201,42 +225,77 @@ def _topology(node: Mapping[str, Any], key: str) -> str | None:
     return ((node.get("metadata") or {}).get("labels") or {}).get(key)
 
 
-def inter_pod_affinity_reason(pod: Mapping[str, Any], info: NodeInfo, everyone: list[NodeInfo]) -> str | None:
+@dataclass(frozen=True)
+class AffinityState:
+    """kube-scheduler's InterPodAffinity PreFilter: topology domains worked out once per pod, not per node.
+
+    affinity: per own required affinity term, its topology key, the values where a matching pod runs,
+    and whether it is the first pod of a self-matching group (then any node will do);
+    anti_affinity: per own required anti-affinity term, its key and the values where a matching pod runs;
+    existing: (key, value) domains the incoming pod is kept out of by existing pods' anti-affinity.
+    """
+
+    affinity: list[tuple[str, set[str], bool]]
+    anti_affinity: list[tuple[str, set[str]]]
+    existing: set[tuple[str, str]]
+
+
+def affinity_state(pod: Mapping[str, Any], everyone: Iterable[NodeInfo]) -> AffinityState:
+    own_affinity = _affinity_terms(pod, "podAffinity")
+    own_anti = _affinity_terms(pod, "podAntiAffinity")
+    everyone = list(everyone)
+    placed = [(other, i.node) for i in everyone for other in i.pods] if own_affinity or own_anti else []
+    affinity = []
+    for term in own_affinity:
+        key = term.get("topologyKey", "")
+        matching = [node for other, node in placed if _term_selects(term, pod, other)]
+        values = {v for v in (_topology(node, key) for node in matching) if v is not None}
+        affinity.append((key, values, not matching and _term_selects(term, pod, pod)))
+    anti = []
+    for term in own_anti:
+        key = term.get("topologyKey", "")
+        repelled = [node for other, node in placed if _term_selects(term, pod, other)]
+        anti.append((key, {v for v in (_topology(node, key) for node in repelled) if v is not None}))
+    existing = set()
+    for info in everyone:
+        for other in info.pods:
+            for term in _affinity_terms(other, "podAntiAffinity"):
+                key = term.get("topologyKey", "")
+                value = _topology(info.node, key)
+                if value is not None and _term_selects(term, other, pod):
+                    existing.add((key, value))
+    return AffinityState(affinity, anti, existing)
+
+
+def inter_pod_affinity_reason(node: Mapping[str, Any], state: AffinityState) -> str | None:
     """kube-scheduler's InterPodAffinity filter for required terms (None when the node passes).
 
     Checked in upstream's order: the pod's affinity, its anti-affinity, then existing pods' anti-affinity.
     """
-    placed = [(other, i.node) for i in everyone for other in i.pods]
-    for term in _affinity_terms(pod, "podAffinity"):
-        key = term.get("topologyKey", "")
-        here = _topology(info.node, key)
-        matching = [(other, node) for other, node in placed if _term_selects(term, pod, other)]
-        if not matching and _term_selects(term, pod, pod):
-            continue  # the first pod of a group that wants to be together
-        if here is None or not any(_topology(node, key) == here for _, node in matching):
+    for key, values, first_of_group in state.affinity:
+        if not first_of_group and _topology(node, key) not in values:
             return REASON_AFFINITY_RULES
-    for term in _affinity_terms(pod, "podAntiAffinity"):
-        key = term.get("topologyKey", "")
-        here = _topology(info.node, key)
-        if here is not None and any(
-            _topology(node, key) == here and _term_selects(term, pod, other) for other, node in placed
-        ):
+    for key, values in state.anti_affinity:
+        if _topology(node, key) in values:
             return REASON_ANTI_AFFINITY
-    for existing, node in placed:
-        for term in _affinity_terms(existing, "podAntiAffinity"):
-            key = term.get("topologyKey", "")
-            value = _topology(node, key)
-            if value is not None and value == _topology(info.node, key) and _term_selects(term, existing, pod):
-                return REASON_EXISTING_ANTI_AFFINITY
+    for key, value in state.existing:
+        if _topology(node, key) == value:
+            return REASON_EXISTING_ANTI_AFFINITY
     return None
 
 
-def filter_reasons(pod: Mapping[str, Any], info: NodeInfo, everyone: list[NodeInfo] | None = None) -> list[str]:
+def filter_reasons(
+    pod: Mapping[str, Any],
+    info: NodeInfo,
+    everyone: list[NodeInfo] | None = None,
+    state: AffinityState | None = None,
+) -> list[str]:
     """Why the pod cannot run on this node (empty when it can).
 
     Plugin order and wording follow kube-scheduler: NodeUnschedulable,
     TaintToleration, node readiness, NodeAffinity, NodePorts, NodeResourcesFit,
-    InterPodAffinity (which looks at the pods on `everyone`, default just this node).
+    InterPodAffinity (which looks at the pods on `everyone`, default just this
+    node, unless the caller worked out `state` once for all nodes).
     """
     node = info.node
     spec = pod.get("spec") or {}
@@ -250,23 +309,21 @@ def filter_reasons(pod: Mapping[str, Any], info: NodeInfo, everyone: list[NodeIn
         return [REASON_NOT_READY]
     if not matches_node_affinity(pod, node):
         return [REASON_AFFINITY]
-    used_ports: set[tuple[str, str, int]] = set()
-    for other in info.pods:
-        used_ports |= _host_ports(other)
-    if _ports_conflict(_host_ports(pod), used_ports):
+    if _ports_conflict(_host_ports(pod), info.used_ports):
         return [REASON_PORTS]
-    allocatable = node_allocatable(node)
-    requested = info.requested()
+    allocatable = info.allocatable
     wanted = pod_requests(pod)
     reasons = []
     if len(info.pods) + 1 > allocatable["pods"]:
         reasons.append(REASON_TOO_MANY_PODS)
     for name in ("cpu", "memory"):
-        if wanted[name] and requested[name] + wanted[name] > allocatable[name]:
+        if wanted[name] and info.requested[name] + wanted[name] > allocatable[name]:
             reasons.append(f"Insufficient {name}")
     if reasons:
         return reasons
-    affinity = inter_pod_affinity_reason(pod, info, everyone if everyone is not None else [info])
+    if state is None:
+        state = affinity_state(pod, everyone if everyone is not None else [info])
+    affinity = inter_pod_affinity_reason(node, state)
     return [affinity] if affinity else []
 
 
@@ -279,15 +336,15 @@ def _controller_uid(pod: Mapping[str, Any]) -> str | None:
 
 def _least_allocated(pod: Mapping[str, Any], info: NodeInfo) -> float:
     """Free fraction of cpu and memory after placing the pod (higher is emptier)."""
-    allocatable = node_allocatable(info.node)
     defaults = {"cpu": _SCORING_DEFAULT_CPU_MILLI, "memory": _SCORING_DEFAULT_MEMORY}
+    wanted = pod_requests(pod)
     free = []
     for name in ("cpu", "memory"):
-        total = allocatable[name]
+        total = info.allocatable[name]
         if total <= 0:
             free.append(0.0)
             continue
-        used = sum(pod_requests(p)[name] or defaults[name] for p in [*info.pods, pod])
+        used = info.scoring_requested[name] + (wanted[name] or defaults[name])
         free.append(max(total - used, 0) / total)
     return sum(free) / len(free)
 
@@ -295,8 +352,7 @@ def _least_allocated(pod: Mapping[str, Any], info: NodeInfo) -> float:
 def score_key(pod: Mapping[str, Any], info: NodeInfo) -> tuple[int, float]:
     """Lower is better: fewest pods of the same controller, then least allocated."""
     owner = _controller_uid(pod)
-    same_owner = sum(1 for p in info.pods if owner is not None and _controller_uid(p) == owner)
-    return (same_owner, -_least_allocated(pod, info))
+    return (info.owners[owner] if owner is not None else 0, -_least_allocated(pod, info))
 
 
 @dataclass
@@ -310,21 +366,23 @@ class ScheduleResult:
 
 
 def build_node_infos(nodes: Iterable[Object], pods: Iterable[Object]) -> list[NodeInfo]:
-    """Pair each node with the non-terminated pods bound to it."""
-    infos = {str(n["metadata"]["name"]): NodeInfo(n) for n in nodes}
+    """Pair each node with the non-terminated pods bound to it, sorted by node name."""
+    by_name = {str(n["metadata"]["name"]): n for n in nodes}
+    bound: dict[str, list[Object]] = {name: [] for name in by_name}
     for pod in pods:
         node_name = (pod.get("spec") or {}).get("nodeName")
-        if node_name in infos and not is_terminated(pod):
-            infos[node_name].pods.append(pod)
-    return [infos[name] for name in sorted(infos)]
+        if node_name in bound and not is_terminated(pod):
+            bound[node_name].append(pod)
+    return [NodeInfo(by_name[name], bound[name]) for name in sorted(by_name)]
 
 
 def schedule(pod: Mapping[str, Any], infos: list[NodeInfo], rng: random.Random | None = None) -> ScheduleResult:
     """Pick the best feasible node; ties go to the first name, or a random one when rng is given."""
     reasons: dict[str, list[str]] = {}
     scored: list[tuple[tuple[int, float], str]] = []
+    state = affinity_state(pod, infos)
     for info in infos:
-        why = filter_reasons(pod, info, infos)
+        why = filter_reasons(pod, info, state=state)
         if why:
             reasons[info.name] = why
         else:

@@ -19,7 +19,7 @@ from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.controllers.base import now_rfc3339
 from control.controllers.events import NORMAL, WARNING, EventRecorder
-from control.scheduler.predicates import build_node_infos, schedule
+from control.scheduler.predicates import NodeInfo, build_node_infos, schedule
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +118,22 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def schedule_pending(self) -> None:
-        """Try every active pod once, oldest first."""
+        """Try every active pod once, oldest first, against one snapshot of the nodes kept up to date as pods bind."""
         keys, self._active = self._active, set()
         pods = [p for p in (self._cached_pod(k) for k in keys) if p is not None]
         pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), key_of(p)))
+        infos = build_node_infos(self.nodes.items(), self._bound_pods())
+        by_name = {info.name: info for info in infos}
         for pod in pods:
             try:
-                await self.schedule_one(pod)
+                node = await self.schedule_one(pod, infos)
             except Exception as err:  # one malformed pod must not stop scheduling for everyone
                 log.warning("scheduling %s failed: %s; will retry", key_of(pod), err)
                 ATTEMPTS.labels("error").inc()
                 self._unschedulable.add(key_of(pod))
+                continue
+            if node is not None:
+                by_name[node].add({**pod, "spec": {**pod.get("spec", {}), "nodeName": node}})
         PENDING.labels("active").set(len(self._active))
         PENDING.labels("unschedulable").set(len(self._unschedulable))
 
@@ -143,18 +148,22 @@ class Scheduler:
             bound.setdefault(key, pod)
         return list(bound.values())
 
-    async def schedule_one(self, pod: Object) -> None:
+    async def schedule_one(self, pod: Object, infos: list[NodeInfo]) -> str | None:
+        """Decide and bind one pod; return the node it was bound (and assumed) to, if any."""
         key = key_of(pod)
         started = time.perf_counter()
-        result = schedule(pod, build_node_infos(self.nodes.items(), self._bound_pods()), self.rng)
+        result = schedule(pod, infos, self.rng)
+        bound_to = None
         if result.node is None:
             outcome = "unschedulable"
             self._unschedulable.add(key)
             await self._record_failure(pod, result.message())
         else:
             outcome = await self._bind(pod, result.node)
+            bound_to = result.node if outcome == "scheduled" else None
         ATTEMPTS.labels(outcome).inc()
         ATTEMPT_DURATION.labels(outcome).observe(time.perf_counter() - started)
+        return bound_to
 
     async def _bind(self, pod: Object, node: str) -> str:
         key = key_of(pod)
