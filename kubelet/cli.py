@@ -14,7 +14,15 @@ from control.cli_support import Command
 from control.client import Client, Informer, Object
 from control.clock import RealClock
 from kubelet.network import NodeNetwork
-from kubelet.node import NodeAgent, NodeIdentity, parse_labels, parse_reserved, parse_taints
+from kubelet.node import (
+    NodeAgent,
+    NodeIdentity,
+    allocatable,
+    machine_capacity,
+    parse_labels,
+    parse_reserved,
+    parse_taints,
+)
 from kubelet.pods import NodeSettings, PodWorkers
 from kubelet.runtime import DockerRuntime, RuntimeFailure
 from kubelet.server import KubeletServer
@@ -115,6 +123,7 @@ async def _run_agent(
         infra_image=args.pod_infra_image,
         backoff_initial=args.backoff_initial,
         backoff_max=args.backoff_max,
+        allocatable=allocatable(machine_capacity(), identity.reserved),
     )
     services = Informer(client, "services")
     nodes = Informer(client, "nodes")

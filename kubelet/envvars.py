@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kubelet.quantity import parse_quantity
+
 Object = dict[str, Any]
 
 MASTER_SERVICE = ("default", "kubernetes")
@@ -170,14 +172,56 @@ def _from_sources(container: Object, sources: ConfigSources) -> dict[str, str]:
     return env
 
 
-def _value_from(pod: Object, name: str, source: Object, sources: ConfigSources) -> str | None:
+_RESOURCE_FIELDS = {
+    f"{kind}.{res}" for kind in ("limits", "requests") for res in ("cpu", "memory", "ephemeral-storage")
+}
+
+
+def resource_value(pod: Object, container: Object, ref: Object, allocatable: Mapping[str, str]) -> str:
+    """A `resourceFieldRef` value, as Kubernetes computes it: the quantity divided by `divisor`, rounded up.
+
+    An unset limit is the node's allocatable amount; an unset request is the
+    limit when that is set (API defaulting), else 0.
+    """
+    field = ref.get("resource", "")
+    if field not in _RESOURCE_FIELDS:
+        raise EnvError(f"resourceFieldRef.resource {field!r} is not one of {', '.join(sorted(_RESOURCE_FIELDS))}")
+    target = container
+    if ref.get("containerName"):
+        target = next(
+            (c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") == ref["containerName"]), {}
+        )
+        if not target:
+            raise EnvError(f"resourceFieldRef.containerName {ref['containerName']!r} is not a container of the pod")
+    kind, _, resource = field.partition(".")
+    resources = target.get("resources") or {}
+    limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+    if kind == "limits":
+        raw = limits.get(resource, allocatable.get(resource, "0"))
+    else:
+        raw = requests.get(resource, limits.get(resource, "0"))
+    try:
+        amount, divisor = parse_quantity(raw), parse_quantity(ref.get("divisor") or "1")
+    except ValueError as err:
+        raise EnvError(f"resourceFieldRef {field}: {err}") from None
+    if divisor <= 0:
+        raise EnvError(f"resourceFieldRef {field}: divisor must be positive, got {ref.get('divisor')!r}")
+    return str(int((amount / divisor).to_integral_value(rounding="ROUND_CEILING")))
+
+
+def _value_from(
+    pod: Object, container: Object, name: str, source: Object, sources: ConfigSources, allocatable: Mapping[str, str]
+) -> str | None:
     """A `valueFrom` value; None when an optional source or key is missing (the variable is then left out)."""
     if "fieldRef" in source:
         return field_value(pod, source["fieldRef"].get("fieldPath", ""))
+    if "resourceFieldRef" in source:
+        return resource_value(pod, container, source["resourceFieldRef"], allocatable)
     kind = next((k for k in _KEY_KINDS if k in source), None)
     if kind is None:
         raise EnvError(
-            f"env {name!r}: valueFrom supports fieldRef, configMapKeyRef and secretKeyRef, got {sorted(source)}"
+            f"env {name!r}: valueFrom supports fieldRef, resourceFieldRef, configMapKeyRef and secretKeyRef, "
+            f"got {sorted(source)}"
         )
     ref = source[kind]
     data = _source_data(sources, _KEY_KINDS[kind], ref)
@@ -192,9 +236,16 @@ def _value_from(pod: Object, name: str, source: Object, sources: ConfigSources) 
 
 
 def container_env(
-    pod: Object, container: Object, services: Iterable[Object], sources: ConfigSources | None = None
+    pod: Object,
+    container: Object,
+    services: Iterable[Object],
+    sources: ConfigSources | None = None,
+    allocatable: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The full environment of one container: envFrom, then env, over the service variables."""
+    """The full environment of one container: envFrom, then env, over the service variables.
+
+    `allocatable` (the node's) stands in for unset limits in resourceFieldRef.
+    """
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
     links = spec.get("enableServiceLinks", True)
     svc_env = service_env(visible_services(services, meta.get("namespace", "default"), links is not False))
@@ -207,7 +258,7 @@ def container_env(
         if var.get("value"):
             user[name] = expand(var["value"], user, svc_env)
         elif var.get("valueFrom"):
-            value = _value_from(pod, name, var["valueFrom"], sources)
+            value = _value_from(pod, container, name, var["valueFrom"], sources, allocatable or {})
             if value is not None:
                 user[name] = value
         else:

@@ -91,6 +91,11 @@ def memory_ki(meminfo: Path = Path("/proc/meminfo")) -> int:
     raise ValueError(f"{meminfo} has no MemTotal line")
 
 
+def machine_capacity() -> dict[str, str]:
+    """The Node's capacity: this machine's CPUs and memory, and the pod limit."""
+    return {"cpu": str(os.cpu_count() or 1), "memory": f"{memory_ki()}Ki", "pods": str(MAX_PODS)}
+
+
 def _os_image() -> str:
     try:
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -146,7 +151,7 @@ class NodeAgent:
 
     def node_status(self, previous: Object | None = None) -> Object:
         """Capacity from this machine, addresses, nodeInfo and conditions with a fresh heartbeat."""
-        capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{memory_ki()}Ki", "pods": str(MAX_PODS)}
+        capacity = machine_capacity()
         arch = ARCHITECTURES.get(platform.machine(), platform.machine())
         now = now_rfc3339()
         old = {c.get("type"): c for c in (previous or {}).get("conditions") or []}

@@ -14,7 +14,7 @@ import base64
 import logging
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
@@ -99,6 +99,7 @@ class NodeSettings:
     infra_image: str = "pocketkube/pause:latest"
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
+    allocatable: dict[str, str] = field(default_factory=dict)  # the Node's, for resourceFieldRef of unset limits
     resync_period: float = 1.0
     housekeeping_period: float = 10.0
 
@@ -615,7 +616,7 @@ class PodWorkers:
             },
             entrypoint=spec.get("command"),
             cmd=spec.get("args"),
-            env=container_env(with_ips, spec, self.services(), sources),
+            env=container_env(with_ips, spec, self.services(), sources, self.settings.allocatable),
             working_dir=spec.get("workingDir"),
             network_mode=f"container:{sandbox.id}",
             mounts=[

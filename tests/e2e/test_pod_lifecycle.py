@@ -359,7 +359,9 @@ def test_env_precedence_and_expansion(cluster: Any, objects: Path) -> None:
             {"name": "D", "value": "$$(A)"},
             {"name": "E", "value": "$(NOPE)"},
             {"name": "F", "value": "$(POD)"},
+            {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
         ],
+        "resources": {"limits": {"memory": "64Mi"}},
     }
     apply(cluster, objects, config_map, pod("lc-env", container, restartPolicy="Never"))
     env = dict(line.split("=", 1) for line in finished_logs(cluster, "lc-env").splitlines() if "=" in line)
@@ -369,6 +371,7 @@ def test_env_precedence_and_expansion(cluster: Any, objects: Path) -> None:
     assert env["C"] == "explicit-cm-b-$(POD)"  # only names defined earlier expand
     assert env["D"] == "$(A)" and env["E"] == "$(NOPE)"
     assert env["F"] == "lc-env"
+    assert env["MEM_MI"] == "64"
 
 
 def test_dns_policy_default_and_none(cluster: Any, objects: Path) -> None:

@@ -223,3 +223,50 @@ def test_env_from_missing_required_sources_are_named() -> None:
     with pytest.raises(EnvError, match='key "nope" not found in configmap "settings"'):
         var = {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "nope"}}}
         container_env(pod(), {"name": "c", "env": [var]}, [], CONFIG)
+
+
+def test_resource_field_ref_divides_and_rounds_up_with_allocatable_for_unset_limits() -> None:
+    app = {
+        "name": "app",
+        "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+        "env": [
+            {"name": "CPU_LIMIT", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+            {"name": "CPU_LIMIT_M", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+            {"name": "CPU_REQUEST_M", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}}},
+            {
+                "name": "MEM_LIMIT_MI",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+            },
+            {"name": "MEM_REQUEST", "valueFrom": {"resourceFieldRef": {"resource": "requests.memory"}}},
+            {
+                "name": "SIDE_MEM_LIMIT",
+                "valueFrom": {"resourceFieldRef": {"containerName": "side", "resource": "limits.memory"}},
+            },
+        ],
+    }
+    side = {"name": "side"}
+    pod = {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [app, side]}}
+    env = container_env(pod, app, [], allocatable={"cpu": "2", "memory": "4096Ki"})
+    assert {k: v for k, v in env.items() if not k.startswith("KUBERNETES")} == {
+        "CPU_LIMIT": "1",
+        "CPU_LIMIT_M": "500",
+        "CPU_REQUEST_M": "250",
+        "MEM_LIMIT_MI": "64",
+        "MEM_REQUEST": str(64 * 2**20),  # defaulted from the limit
+        "SIDE_MEM_LIMIT": str(4096 * 1024),  # no limit: the node's allocatable
+    }
+
+
+@pytest.mark.parametrize(
+    ("ref", "complaint"),
+    [
+        ({"resource": "limits.gpu"}, "'limits.gpu' is not one of"),
+        ({"resource": "limits.cpu", "containerName": "ghost"}, "'ghost' is not a container"),
+        ({"resource": "limits.cpu", "divisor": "0"}, "divisor must be positive"),
+    ],
+)
+def test_bad_resource_field_ref_is_named(ref: dict, complaint: str) -> None:
+    app = {"name": "app", "env": [{"name": "X", "valueFrom": {"resourceFieldRef": ref}}]}
+    pod = {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [app]}}
+    with pytest.raises(EnvError, match=complaint):
+        container_env(pod, app, [])
