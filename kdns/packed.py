@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from dnslib import CLASS, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
 from kdns.metrics import ANSWERED
-from kdns.records import Answer, RecordIndex
+from kdns.records import Answer, Record, RecordIndex
 
 HEADER_SIZE = 12
 CLASSIC_UDP_SIZE = 512
@@ -111,6 +111,13 @@ def pack_template(upper_name: str, qtype: int, answer: Answer) -> Packed:
     )
 
 
+def _targets(records: tuple[Record, ...]) -> list[str]:
+    """The names whose address records a positive answer of these records puts in its additional section."""
+    found = [str(r.value[3]) for r in records if r.rtype == QTYPE.SRV]
+    found += [str(r.value) for r in records if r.rtype == QTYPE.NS]
+    return [target.rstrip(".").lower() for target in found]
+
+
 def cacheable(name: str, qtype: int, answer: Answer) -> bool:
     """Whether an index answer may be served from a template.
 
@@ -124,14 +131,30 @@ def cacheable(name: str, qtype: int, answer: Answer) -> bool:
 
 
 class PackedAnswers:
-    """Templates for one RecordIndex: every record's name and type up front, others as they are asked."""
+    """Templates for one RecordIndex: every positive answer up front, negative ones as they are asked.
 
-    def __init__(self, index: RecordIndex) -> None:
+    Negative answers carry the SOA, whose serial changes with every change to
+    the cluster, so they are learnt per index from the questions actually
+    asked.  Positive answers are packed when the index is built; a name whose
+    records (and, for SRV and NS, its targets' records) are unchanged since
+    `previous` keeps its packed answers, so a change costs the names it touches.
+    """
+
+    def __init__(self, index: RecordIndex, previous: PackedAnswers | None = None) -> None:
         self.index = index
         self.table: dict[bytes, Packed] = {}
+        self._by_name: dict[str, tuple[object, list[tuple[bytes, Packed]]]] = {}
+        earlier = previous._by_name if previous is not None else {}
         for name, records in index.records.items():
-            for qtype in {r.rtype for r in records} | {QTYPE.A, QTYPE.AAAA}:
-                self._store(name, qtype)
+            content = (records, tuple(index.records.get(target, ()) for target in _targets(records)))
+            kept = earlier.get(name)
+            if kept is not None and kept[0] == content:
+                entries = kept[1]
+            else:
+                packed = (self._pack(name, qtype) for qtype in {r.rtype for r in records})
+                entries = [entry for entry in packed if entry is not None]
+            self._by_name[name] = (content, entries)
+            self.table.update(entries)
         self._prepacked = dict(self.table)
         self._learnt = 0
 
@@ -145,18 +168,25 @@ class PackedAnswers:
         return stored
 
     def _store(self, name: str, qtype: int) -> bool:
+        entry = self._pack(name, qtype)
+        if entry is None:
+            return False
+        self.table[entry[0]] = entry[1]
+        return True
+
+    def _pack(self, name: str, qtype: int) -> tuple[bytes, Packed] | None:
+        """The table entry for (name, qtype), or None when it must take the full path."""
         labels = name.rstrip(".").split(".")
         if not name.isascii() or any(not 0 < len(label) < 64 for label in labels) or len(name) > 253:
-            return False
+            return None
         key = question_key(wire_name(name), qtype)
         if key is None:
-            return False
+            return None
         upper = name.upper()
         answer = self.index.lookup(upper, qtype)
         if answer is None or not cacheable(name, qtype, answer):
-            return False
-        self.table[key] = pack_template(upper, qtype, answer)
-        return True
+            return None
+        return key, pack_template(upper, qtype, answer)
 
     def reply(self, query: bytes) -> bytes | None:
         """The response to a UDP query from the table, or None when it needs the full path."""

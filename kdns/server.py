@@ -111,12 +111,20 @@ class DnsServer:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on host:port over UDP and TCP; returns the bound address (port 0 picks one)."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Listen on host:port over UDP and TCP; returns the bound address (port 0 picks one).
+
+        `reuse_port` lets several worker processes share the port (SO_REUSEPORT),
+        the kernel spreading clients over them.
+        """
         loop = asyncio.get_running_loop()
-        self._tcp = await asyncio.start_server(self._serve_tcp, host, port, reuse_address=True)
+        self._tcp = await asyncio.start_server(
+            self._serve_tcp, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
         bound = self._tcp.sockets[0].getsockname()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, bound[1]))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(host, bound[1]), reuse_port=reuse_port or None
+        )
         self._udp = transport
         log.info("kdns listening", extra={"address": f"{bound[0]}:{bound[1]}"})
         return bound[0], bound[1]

@@ -61,7 +61,7 @@ class InformerSource:
         if self._stale:
             self._stale = False
             self._index = self._build()
-            self._answers = PackedAnswers(self._index)
+            self._answers = PackedAnswers(self._index, self._answers)
 
     def _build(self) -> RecordIndex:
         return RecordIndex.build(

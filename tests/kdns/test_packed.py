@@ -15,7 +15,7 @@ import random
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
-from kdns.packed import PackedAnswers
+from kdns.packed import PackedAnswers, question_key, wire_name
 from kdns.server import DnsServer, StaticSource
 from tests.kdns.objects import cluster_index, endpoints, service
 
@@ -125,3 +125,39 @@ def test_names_that_cannot_be_packed_are_refused() -> None:
     answers = PackedAnswers(INDEX)
     assert not answers.learn("x" * 64 + ".default.svc.cluster.local", QTYPE.A)  # label too long
     assert not answers.learn("web.default.svc.cluster.local", 65)  # type bytes change under lower()
+
+
+def test_a_change_repacks_only_the_names_it_touches() -> None:
+    moved = service(
+        "default",
+        "web",
+        {"clusterIP": "10.96.5.6", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"port": 8080}]},
+    )
+    before = PackedAnswers(INDEX)
+    changed_index = cluster_index(extra_services=(BIG_HEADLESS, moved), extra_endpoints=(BIG_ENDPOINTS,))
+    after = PackedAnswers(changed_index, before)
+    web = question_key(wire_name("web.default.svc.cluster.local"), QTYPE.A)
+    kubernetes = question_key(wire_name("kubernetes.default.svc.cluster.local"), QTYPE.A)
+    assert web is not None and kubernetes is not None
+    assert after.table[kubernetes] is before.table[kubernetes]
+    assert after.table[web] is not before.table[web]
+    reply = DNSRecord.parse(after.reply(bytes(DNSRecord.question("web.default.svc.cluster.local").pack())) or b"")
+    assert sorted(str(rr.rdata) for rr in reply.rr) == ["10.96.5.5", "10.96.5.6"]
+
+
+def test_srv_is_repacked_when_only_its_targets_address_changes() -> None:
+    first = endpoints(
+        "default",
+        "big",
+        [{"addresses": [{"ip": "10.244.3.1", "hostname": "h"}], "ports": [{"name": "http", "port": 80}]}],
+    )
+    second = endpoints(
+        "default",
+        "big",
+        [{"addresses": [{"ip": "10.244.3.2", "hostname": "h"}], "ports": [{"name": "http", "port": 80}]}],
+    )
+    before = PackedAnswers(cluster_index(extra_services=(BIG_HEADLESS,), extra_endpoints=(first,)))
+    after = PackedAnswers(cluster_index(extra_services=(BIG_HEADLESS,), extra_endpoints=(second,)), before)
+    query = bytes(DNSRecord.question("_http._tcp.big.default.svc.cluster.local", "SRV").pack())
+    reply = DNSRecord.parse(after.reply(query) or b"")
+    assert [str(rr.rdata) for rr in reply.ar] == ["10.244.3.2"]
