@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import logging
+import os
+import signal
+from collections.abc import Callable
 
 import uvloop
+from aiohttp import web
 
 from control.cli_support import Command
 from control.client import Client
-from control.observability import serve_health
+from control.observability import health_app
 from kdns.forward import Forwarder, read_resolv_conf
 from kdns.records import MAX_TTL, reverse_zones
 from kdns.server import DEFAULT_RECURSION_NETWORKS, DnsServer, parse_networks
@@ -29,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="/var/lib/pocketkube/nodes/control-plane/resolv.conf",
         help="resolv.conf whose nameservers get the names outside the cluster",
     )
-    parser.add_argument("--health-port", type=int, default=9153, help="port for /healthz and /metrics")
+    parser.add_argument("--health-port", type=int, default=9153, help="port for /healthz, /ready and /metrics")
     parser.add_argument("--ttl", type=int, default=30, help=f"TTL of cluster records, 0..{MAX_TTL}")
     parser.add_argument(
         "--service-cluster-ip-range", default="10.96.0.0/12", help="service CIDR, served as a reverse zone"
@@ -40,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(DEFAULT_RECURSION_NETWORKS),
         help="comma-separated CIDRs allowed to resolve names outside the cluster",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the DNS port together (SO_REUSEPORT), each with its own informers; "
+        "the first also serves the health port",
+    )
 
 
 def _validate(args: argparse.Namespace) -> list[str]:
@@ -47,6 +59,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
     problems = []
     if not 0 <= args.ttl <= MAX_TTL:
         problems.append(f"--ttl {args.ttl}: must be within 0..{MAX_TTL}")
+    if not 1 <= args.workers <= 64:
+        problems.append(f"--workers {args.workers}: must be within 1..64")
     for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
         if not 0 < port < 65536:
             problems.append(f"{flag} {port}: not a port number")
@@ -69,7 +83,23 @@ def _validate(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve_health_and_ready(port: int, serving: Callable[[], bool], ready: Callable[[], bool]) -> web.AppRunner:
+    """/healthz and /metrics (from control.observability) plus /ready: 200 once the first full sync is in."""
+
+    async def ready_handler(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="not ready: the first sync from the API server is not complete\n")
+
+    app = health_app({"dns": serving})
+    app.router.add_get("/ready", ready_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
     upstreams = read_resolv_conf(args.resolv_conf)
     if not upstreams:
         log.warning("no nameserver in %s: names outside the cluster get SERVFAIL", args.resolv_conf)
@@ -86,19 +116,41 @@ async def serve(args: argparse.Namespace) -> None:
         )
         server = DnsServer(source, Forwarder(upstreams), recursion_networks=args.recursion_networks.split(","))
         try:
-            await server.start(args.listen, args.port)
+            await server.start(args.listen, args.port, reuse_port=args.workers > 1)
         except OSError as err:
             raise ValueError(f"cannot serve DNS on --listen {args.listen} --port {args.port}: {err.strerror}") from err
-        try:
-            health = await serve_health("0.0.0.0", args.health_port, {"dns": lambda: server.serving})
-        except OSError as err:
-            await server.stop()
-            raise ValueError(f"cannot serve --health-port {args.health_port}: {err.strerror}") from err
+        health = None
+        if serve_health:
+            try:
+                health = await serve_health_and_ready(args.health_port, lambda: server.serving, source.synced)
+            except OSError as err:
+                await server.stop()
+                raise ValueError(f"cannot serve --health-port {args.health_port}: {err.strerror}") from err
         try:
             await source.run()
         finally:
             await server.stop()
-            await health.cleanup()
+            if health is not None:
+                await health.cleanup()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def start_workers(count: int) -> tuple[bool, list[int]]:
+    """Fork `count - 1` extra workers; returns (whether this is the first process, the workers it forked).
+
+    A forked worker asks the kernel for SIGTERM when its parent dies, so
+    killing the first process (even with SIGKILL) takes the port with it.
+    """
+    children = []
+    for _ in range(count - 1):
+        pid = os.fork()
+        if pid == 0:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            return False, []
+        children.append(pid)
+    return True, children
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,13 +159,18 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             log.error("%s", problem)
         return 2
+    first, workers = start_workers(args.workers)
     try:
-        uvloop.run(serve(args))
+        uvloop.run(serve(args, serve_health=first))
     except ValueError as err:
         log.error("%s", err)
         return 2
     except KeyboardInterrupt:
         pass
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
     return 0
 
 

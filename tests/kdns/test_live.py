@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from control.client import Client
+from kdns.cli import serve_health_and_ready
 from kdns.server import DnsServer
 from kdns.source import InformerSource
 
@@ -60,6 +62,7 @@ class Live:
     api: str
     dns_port: int
     health_port: int
+    pid: int
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +121,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 "--ttl", "7",
             ],
         )  # fmt: skip
-        wait_until("kdns", lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"), kdns, kdns_log)
-        yield Live(api, dns_port, health_port)
+        wait_until("kdns", lambda: http_ok(f"http://127.0.0.1:{health_port}/ready"), kdns, kdns_log)
+        yield Live(api, dns_port, health_port, kdns.pid)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -209,6 +212,57 @@ async def test_built_in_records_and_servfail_without_upstream(live: Live) -> Non
     assert 'kdns_dns_requests_total{proto="udp",type="TXT"}' in metrics
 
 
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+def udp_inodes_on_port(port: int) -> set[str]:
+    """Inodes of the UDP sockets bound to `port` (from /proc/net/udp: local address, then inode at field 9)."""
+    rows = [line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:]]
+    return {row[9] for row in rows if int(row[1].rsplit(":", 1)[1], 16) == port}
+
+
+def test_two_workers_each_hold_a_socket_on_the_dns_port(live: Live, tmp_path: Path) -> None:
+    dns_port, health_port = free_port(), free_port()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("")
+    log = tmp_path / "kdns.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kdns", "--api-server", live.api, "--listen", "127.0.0.1"]
+            + ["--port", str(dns_port), "--resolv-conf", str(resolv), "--health-port", str(health_port)]
+            + ["--workers", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until("kdns --workers 2", lambda: http_ok(f"http://127.0.0.1:{health_port}/ready"), proc, log)
+        children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(children) == 1
+        on_port = udp_inodes_on_port(dns_port)
+        assert socket_inodes(proc.pid) & on_port
+        assert socket_inodes(children[0]) & on_port
+    finally:
+        proc.kill()  # SIGKILL: the worker must go too, by its parent-death signal
+        proc.wait()
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not udp_inodes_on_port(dns_port)
+
+
+def test_ready_after_the_first_sync(live: Live) -> None:
+    assert http_ok(f"http://127.0.0.1:{live.health_port}/ready")
+
+
 async def test_unreachable_api_server_means_servfail_not_nxdomain() -> None:
     """Informers that never listed: kdns must not deny names it cannot know yet."""
     async with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
@@ -224,6 +278,16 @@ async def test_unreachable_api_server_means_servfail_not_nxdomain() -> None:
             assert not source.synced()
             version = await query(port, "dns-version.cluster.local", "TXT")
             assert [str(rr.rdata) for rr in version.rr] == ['"1.1.0"']
+            health_port = free_port()
+            health = await serve_health_and_ready(health_port, lambda: server.serving, source.synced)
+            try:
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(f"http://127.0.0.1:{health_port}/ready") as resp:
+                        assert resp.status == 503
+                    async with session.get(f"http://127.0.0.1:{health_port}/healthz") as resp:
+                        assert resp.status == 200
+            finally:
+                await health.cleanup()
         finally:
             informers.cancel()
             await asyncio.gather(informers, return_exceptions=True)
