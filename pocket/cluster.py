@@ -51,6 +51,7 @@ from pocket.node import (
     NODE_AGENTS,
     REGISTRY,
     Component,
+    dns_nodes,
     node_components,
 )
 
@@ -414,7 +415,10 @@ class BringUp:
 
     def start_node_agents(self) -> bool:
         since = time.time()
-        waiting, changed = start_components(self.cluster, NODE_AGENTS, list(self.cluster.nodes), self.storage_driver)
+        # kdns on the workers that run one (see dns_nodes); the control plane's started with the control plane.
+        waiting, changed = start_components(
+            self.cluster, (*NODE_AGENTS, KDNS), list(self.cluster.nodes), self.storage_driver
+        )
         wait_all(waiting, HEALTH_TIMEOUT)
         wait_ready(self.cluster, [n.name for n in self.cluster.nodes], waiting, since)
         return changed
@@ -483,7 +487,7 @@ def kube_dns_objects(cluster: ClusterConfig) -> tuple[dict[str, Any], dict[str, 
         "metadata": dict(meta),
         "subsets": [
             {
-                "addresses": [{"ip": cluster.control_plane.ip, "nodeName": cluster.control_plane.name}],
+                "addresses": [{"ip": node.ip, "nodeName": node.name} for node in dns_nodes(cluster)],
                 "ports": [
                     {"name": "dns", "port": DNS_PORT, "protocol": "UDP"},
                     {"name": "dns-tcp", "port": DNS_PORT, "protocol": "TCP"},
@@ -511,7 +515,14 @@ async def ensure_kube_dns(client: Client, cluster: ClusterConfig) -> bool:
         client, "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}}, None
     )
     changed |= await _create_if_missing(client, "services", service, "kube-system")
-    changed |= await _create_if_missing(client, "endpoints", endpoints, "kube-system")
+    if not await _create_if_missing(client, "endpoints", endpoints, "kube-system"):
+        current = await client.get("endpoints", "kube-dns", "kube-system")
+        listed = {a.get("ip") for s in current.get("subsets") or [] for a in s.get("addresses") or []}
+        listed |= {a.get("ip") for s in current.get("subsets") or [] for a in s.get("notReadyAddresses") or []}
+        if listed != {node.ip for node in dns_nodes(cluster)}:  # e.g. made before kdns ran on two nodes
+            current["subsets"] = endpoints["subsets"]
+            await client.update("endpoints", current)
+            changed = True
     return changed
 
 
@@ -869,7 +880,7 @@ def node_stop(cluster: ClusterConfig, name: str, out: Callable[[str], None]) -> 
 
 
 def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) -> int:
-    """Bring a stopped node back: eth0 up, dockerd, (control-plane services), kubelet, kproxy; wait Ready."""
+    """Bring a stopped node back: eth0 up, dockerd, (control-plane services), kubelet, kproxy, (kdns); wait Ready."""
     node = cluster.node(name)
     bring_up = BringUp(cluster)
     netns = cluster.node_netns(node.name)
@@ -886,7 +897,7 @@ def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) ->
 
     def agents() -> bool:
         since = time.time()
-        waiting, changed = start_components(cluster, NODE_AGENTS, [node], bring_up.storage_driver)
+        waiting, changed = start_components(cluster, (*NODE_AGENTS, KDNS), [node], bring_up.storage_driver)
         wait_all(waiting, HEALTH_TIMEOUT)
         wait_ready(cluster, [node.name], waiting, since)
         return changed

@@ -189,22 +189,33 @@ def control_plane_services(cluster: ClusterConfig, node: NodeSpec, python: str) 
             pocket_argv(python, SCHEDULER, "--api-server", api, "--health-port", str(SCHEDULER_HEALTH_PORT)),
             health_url=f"http://{node.ip}:{SCHEDULER_HEALTH_PORT}/healthz",
         ),
-        Component(
-            KDNS,
-            pocket_argv(
-                python, KDNS,
-                "--api-server", api,
-                "--listen", node.ip,
-                "--port", str(DNS_PORT),
-                "--cluster-domain", CLUSTER_DOMAIN,
-                "--resolv-conf", str(cluster.resolv_conf(node.name)),
-                "--health-port", str(KDNS_HEALTH_PORT),
-                "--ttl", "30",
-            ),
-            health_url=f"http://{node.ip}:{KDNS_HEALTH_PORT}/healthz",
-            config_files=((cluster.resolv_conf(node.name), resolv_conf()),),
-        ),
+        kdns(cluster, node, python),
     ]
+
+
+def dns_nodes(cluster: ClusterConfig) -> tuple[NodeSpec, ...]:
+    """Where kdns runs: the control plane and the first worker, both behind kube-dns, so either can die."""
+    workers = [n for n in cluster.nodes if n.role != CONTROL_PLANE_ROLE]
+    return (cluster.control_plane, *workers[:1])
+
+
+def kdns(cluster: ClusterConfig, node: NodeSpec, python: str) -> Component:
+    """kdns on a node's own IP, ready (/ready) once it has synced from the API server."""
+    return Component(
+        KDNS,
+        pocket_argv(
+            python, KDNS,
+            "--api-server", cluster.api_server_url,
+            "--listen", node.ip,
+            "--port", str(DNS_PORT),
+            "--cluster-domain", CLUSTER_DOMAIN,
+            "--resolv-conf", str(cluster.resolv_conf(node.name)),
+            "--health-port", str(KDNS_HEALTH_PORT),
+            "--ttl", "30",
+        ),
+        health_url=f"http://{node.ip}:{KDNS_HEALTH_PORT}/ready",
+        config_files=((cluster.resolv_conf(node.name), resolv_conf()),),
+    )
 
 
 def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Component]:
@@ -260,4 +271,6 @@ def node_components(
     if node.role == CONTROL_PLANE_ROLE:
         components += control_plane_services(cluster, node, python)
     components += node_agents(cluster, node, python)
+    if node.role != CONTROL_PLANE_ROLE and node in dns_nodes(cluster):
+        components.append(kdns(cluster, node, python))
     return components

@@ -75,7 +75,8 @@ def test_control_plane_runs_everything_in_order_and_workers_only_agents() -> Non
         "kubelet",
         "kproxy",
     ]
-    assert list(components("worker1")) == ["dockerd", "kubelet", "kproxy"]
+    assert list(components("worker1")) == ["dockerd", "kubelet", "kproxy", "kdns"]  # the second kdns
+    assert list(components("worker2")) == ["dockerd", "kubelet", "kproxy"]
 
 
 def test_pocket_components_run_through_the_pocket_cli() -> None:
@@ -197,7 +198,10 @@ def test_kube_dns_service_and_endpoints() -> None:
         ("dns-tcp", 53, "TCP"),
     ]
     (subset,) = endpoints["subsets"]
-    assert subset["addresses"] == [{"ip": "192.168.56.10", "nodeName": "control-plane"}]
+    assert subset["addresses"] == [
+        {"ip": "192.168.56.10", "nodeName": "control-plane"},
+        {"ip": "192.168.56.11", "nodeName": "worker1"},
+    ]
     assert {(p["name"], p["protocol"]) for p in subset["ports"]} == {("dns", "UDP"), ("dns-tcp", "TCP")}
 
 
