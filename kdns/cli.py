@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ from control.cli_support import Command
 from control.client import Client
 from control.observability import health_app
 from kdns.forward import Forwarder, read_resolv_conf
+from kdns.peers import keep_endpoints_honest
 from kdns.records import MAX_TTL, reverse_zones
 from kdns.server import DEFAULT_RECURSION_NETWORKS, DnsServer, parse_networks
 from kdns.source import InformerSource
@@ -46,6 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated CIDRs allowed to resolve names outside the cluster",
     )
     parser.add_argument(
+        "--dns-service",
+        default="kube-system/kube-dns",
+        help="namespace/name of the Service in front of the kdns instances, whose Endpoints kdns keeps honest",
+    )
+    parser.add_argument(
+        "--peer-check-interval",
+        type=float,
+        default=2.0,
+        help="seconds between probes of the --dns-service addresses (silent ones made not ready); 0 disables",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -59,6 +72,10 @@ def _validate(args: argparse.Namespace) -> list[str]:
     problems = []
     if not 0 <= args.ttl <= MAX_TTL:
         problems.append(f"--ttl {args.ttl}: must be within 0..{MAX_TTL}")
+    if args.dns_service.count("/") != 1 or not all(args.dns_service.split("/")):
+        problems.append(f"--dns-service {args.dns_service!r}: expected namespace/name")
+    if args.peer_check_interval < 0:
+        problems.append(f"--peer-check-interval {args.peer_check_interval}: must be 0 (off) or more")
     if not 1 <= args.workers <= 64:
         problems.append(f"--workers {args.workers}: must be within 1..64")
     for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
@@ -126,8 +143,15 @@ async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
             except OSError as err:
                 await server.stop()
                 raise ValueError(f"cannot serve --health-port {args.health_port}: {err.strerror}") from err
+        tasks = [source.run()]
+        if serve_health and args.peer_check_interval > 0:  # one keeper per instance, not per worker
+            tasks.append(
+                keep_endpoints_honest(
+                    client, args.dns_service, args.listen, args.cluster_domain, args.peer_check_interval
+                )
+            )
         try:
-            await source.run()
+            await asyncio.gather(*tasks)
         finally:
             await server.stop()
             if health is not None:

@@ -23,6 +23,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from control.client import Client
 from kdns.cli import serve_health_and_ready
+from kdns.peers import check_once
 from kdns.server import DnsServer
 from kdns.source import InformerSource
 
@@ -292,3 +293,29 @@ async def test_unreachable_api_server_means_servfail_not_nxdomain() -> None:
             informers.cancel()
             await asyncio.gather(informers, return_exceptions=True)
             await server.stop()
+
+
+async def test_silent_instances_leave_the_dns_endpoints_and_answering_ones_return(live: Live) -> None:
+    """127.0.0.1:<dns port> is the live kdns; nothing listens on 127.0.0.2 (probed, never bound)."""
+    alive, silent = "127.0.0.1", "127.0.0.2"
+    ports = [{"name": "dns", "port": live.dns_port, "protocol": "UDP"}]
+    async with Client(live.api) as client:
+        await client.create("namespaces", {"metadata": {"name": "peers"}})
+        await client.create(
+            "endpoints",
+            {
+                "metadata": {"name": "kube-dns", "namespace": "peers"},
+                "subsets": [{"addresses": [{"ip": silent}], "notReadyAddresses": [{"ip": alive}], "ports": ports}],
+            },
+            "peers",
+        )
+        assert await check_once(client, "peers", "kube-dns", own_ip="10.0.0.1", zone="cluster.local")
+        (subset,) = (await client.get("endpoints", "kube-dns", "peers"))["subsets"]
+        assert [a["ip"] for a in subset["addresses"]] == [alive]
+        assert [a["ip"] for a in subset["notReadyAddresses"]] == [silent]
+        # Nothing changes when nothing did; and an instance never marks itself down.
+        assert not await check_once(client, "peers", "kube-dns", own_ip="10.0.0.1", zone="cluster.local")
+        assert await check_once(client, "peers", "kube-dns", own_ip=silent, zone="cluster.local")
+        (subset,) = (await client.get("endpoints", "kube-dns", "peers"))["subsets"]
+        assert sorted(a["ip"] for a in subset["addresses"]) == [alive, silent]
+        assert not await check_once(client, "peers", "kube-dns-missing", own_ip=alive, zone="cluster.local")
