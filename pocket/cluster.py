@@ -38,7 +38,16 @@ from pocket.config import (
     ClusterConfig,
     NodeSpec,
 )
-from pocket.images import BUSYBOX_BINARY, BUSYBOX_IMAGE, SANDBOX_IMAGE, import_images
+from pocket.images import (
+    BUSYBOX_BINARY,
+    BUSYBOX_IMAGE,
+    CACHE_DIR as IMAGE_CACHE_DIR,
+    DEBIAN_IMAGES,
+    SANDBOX_IMAGE,
+    ImageBuildError,
+    import_debian_images,
+    import_images,
+)
 from pocket.kubeconfig import write_kubeconfig
 from pocket.netns import entered, netns_inode, nsenter_argv
 from pocket.node import (
@@ -71,6 +80,7 @@ PREREQUISITES = {
     "iptables-legacy": "iptables",
     "sysctl": "procps",
     "mount": "mount",
+    "debootstrap": "debootstrap",
 }
 
 ETCD_TIMEOUT = 20.0
@@ -310,6 +320,8 @@ class BringUp:
                                                                        REGISTRY_TIMEOUT)),
             (f"starting dockerd on {n} nodes", self.start_dockerd),
             ("seeding images (busybox, pause) into the registry", self.seed_images),
+            ("seeding debian, python and nginx images (the first run builds them, about a minute)",
+             self.seed_debian_images),
             ("starting the control plane", self.start_control_plane),
             (f"starting kubelet and kproxy on {n} nodes, waiting for Ready", self.start_node_agents),
             (f"starting the host forwarder on 127.0.0.1:{self.cluster.api_port}", self.start_forwarder),
@@ -345,8 +357,8 @@ class BringUp:
             self.cluster.node_run_dir(node.name).mkdir(parents=True, exist_ok=True)
         return self.start_and_wait((DOCKERD,), list(self.cluster.nodes), DOCKERD_TIMEOUT)
 
-    def _in_registry(self, repository: str) -> bool:
-        url = f"http://{self.cluster.registry}/v2/{repository}/manifests/latest"
+    def _in_registry(self, repository: str, tag: str) -> bool:
+        url = f"http://{self.cluster.registry}/v2/{repository}/manifests/{tag}"
         request = urllib.request.Request(
             url, method="HEAD", headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
         )
@@ -357,25 +369,40 @@ class BringUp:
         except (OSError, urllib.error.URLError):
             return False
 
+    def _push_to_registry(self, images: list[tuple[str, str, str]], load: Callable[[Any], object]) -> bool:
+        """Push (local name, registry repository, tag) images the registry lacks, after `load` imports them."""
+        missing = [(image, repo, tag) for image, repo, tag in images if not self._in_registry(repo, tag)]
+        if not missing:
+            return False
+        client = docker_client(self.cluster, self.control_plane.name)
+        try:
+            load(client)
+            for image, repo, tag in missing:
+                target = f"{self.cluster.registry}/{repo}"
+                client.images.get(image).tag(target, tag)
+                for line in client.api.push(target, tag=tag, stream=True, decode=True):
+                    if "error" in line:
+                        registry_log = self.cluster.log_file(self.control_plane.name, REGISTRY)
+                        raise BringUpError(f"pushing {target}:{tag} failed: {line['error']}",
+                                           [f"registry log: {registry_log}"])
+        finally:
+            client.close()
+        return True
+
+    def seed_debian_images(self) -> bool:
+        """debian, python and nginx built from Debian's packages (cached) into the registry; pulled on demand."""
+        wanted = [(image.name, image.registry_repository, image.tag) for image in DEBIAN_IMAGES]
+        try:
+            return self._push_to_registry(wanted, import_debian_images)
+        except ImageBuildError as err:
+            raise BringUpError(f"building the Debian-based images failed: {err}",
+                               [f"image cache: {IMAGE_CACHE_DIR} (remove it to rebuild from scratch)"]) from err
+
     def seed_images(self) -> bool:
         """busybox and the sandbox image into the registry, then pulled by every node through its mirror."""
         registry_names = {BUSYBOX_IMAGE: "library/busybox", SANDBOX_IMAGE: "pocketkube/pause"}
-        changed = False
-        if not all(self._in_registry(repo) for repo in registry_names.values()):
-            client = docker_client(self.cluster, self.control_plane.name)
-            try:
-                import_images(client)
-                for image, repo in registry_names.items():
-                    target = f"{self.cluster.registry}/{repo}"
-                    client.images.get(image).tag(target, "latest")
-                    for line in client.api.push(target, tag="latest", stream=True, decode=True):
-                        if "error" in line:
-                            registry_log = self.cluster.log_file(self.control_plane.name, REGISTRY)
-                            raise BringUpError(f"pushing {target}:latest failed: {line['error']}",
-                                               [f"registry log: {registry_log}"])
-            finally:
-                client.close()
-            changed = True
+        changed = self._push_to_registry([(image, repo, "latest") for image, repo in registry_names.items()],
+                                         import_images)
         for node in self.cluster.nodes:
             client = docker_client(self.cluster, node.name)
             try:

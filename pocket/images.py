@@ -32,7 +32,7 @@ SANDBOX_IMAGE = "pocketkube/pause:latest"
 SANDBOX_COMMAND = ["/bin/sleep", "2147483647"]
 CACHE_DIR = Path("/var/cache/pocketkube/images")
 DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = "http://debian-mirror.invalid/debian"
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 BUILD_TIMEOUT = 1800  # seconds for one debootstrap or apt-get run
 
 
@@ -150,6 +150,25 @@ def _run(step: str, argv: list[str]) -> None:
         raise ImageBuildError(f"{step} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
 
 
+def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
+    """The Debian mirror this machine's apt already uses (deb822 `URIs:` or a one-line `deb` entry).
+
+    Images are built from the same mirror apt installs the cluster's packages
+    from, so they need no network access apt does not already have.
+    """
+    for path in sources:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "URIs:" and not words[1].rstrip("/").endswith("-security"):
+                return words[1]
+            if len(words) >= 3 and words[0] == "deb" and not words[1].startswith("["):
+                if not words[1].rstrip("/").endswith("-security"):
+                    return words[1]
+    raise ImageBuildError(f"no Debian mirror found in {', '.join(str(p) for p in sources)}: apt is not set up")
+
+
 def _base_rootfs(cache: Path) -> Path:
     """The minbase root filesystem, debootstrapped once (the .debs kept in cache/debs)."""
     rootfs = cache / "rootfs" / f"debian-{DEBIAN_SUITE}"
@@ -160,9 +179,10 @@ def _base_rootfs(cache: Path) -> Path:
         raise ImageBuildError("debootstrap is missing: apt-get install debootstrap")
     shutil.rmtree(rootfs, ignore_errors=True)
     (cache / "debs").mkdir(parents=True, exist_ok=True)
+    mirror = debian_mirror()
     _run(
         "debootstrap",
-        ["debootstrap", "--variant=minbase", f"--cache-dir={cache / 'debs'}", DEBIAN_SUITE, str(rootfs), DEBIAN_MIRROR],
+        ["debootstrap", "--variant=minbase", f"--cache-dir={cache / 'debs'}", DEBIAN_SUITE, str(rootfs), mirror],
     )
     done.touch()
     return rootfs
