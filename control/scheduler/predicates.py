@@ -176,6 +176,7 @@ class NodeInfo:
     scoring_requested: dict[str, int] = field(init=False)  # request-less pods counted at the scoring defaults
     used_ports: set[tuple[str, str, int]] = field(init=False)
     owners: Counter[str] = field(init=False)  # controller uid -> pods here
+    repelling: list[Object] = field(init=False)  # pods here with required anti-affinity terms
 
     def __post_init__(self) -> None:
         self.allocatable = node_allocatable(self.node)
@@ -183,6 +184,7 @@ class NodeInfo:
         self.scoring_requested = {"cpu": 0, "memory": 0}
         self.used_ports = set()
         self.owners = Counter()
+        self.repelling = []
         pods, self.pods = self.pods, []
         for pod in pods:
             self.add(pod)
@@ -202,6 +204,21 @@ class NodeInfo:
         owner = _controller_uid(pod)
         if owner is not None:
             self.owners[owner] += 1
+        if _affinity_terms(pod, "podAntiAffinity"):
+            self.repelling.append(pod)
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What filters and scores need from the incoming pod, worked out once per attempt rather than per node."""
+
+    requests: dict[str, int]
+    host_ports: set[tuple[str, str, int]]
+    owner: str | None
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> PodFacts:
+        return cls(pod_requests(pod), _host_ports(pod), _controller_uid(pod))
 
 
 def _affinity_terms(pod: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
@@ -258,7 +275,7 @@ def affinity_state(pod: Mapping[str, Any], everyone: Iterable[NodeInfo]) -> Affi
         anti.append((key, {v for v in (_topology(node, key) for node in repelled) if v is not None}))
     existing = set()
     for info in everyone:
-        for other in info.pods:
+        for other in info.repelling:
             for term in _affinity_terms(other, "podAntiAffinity"):
                 key = term.get("topologyKey", "")
                 value = _topology(info.node, key)
@@ -289,6 +306,7 @@ def filter_reasons(
     info: NodeInfo,
     everyone: list[NodeInfo] | None = None,
     state: AffinityState | None = None,
+    facts: PodFacts | None = None,
 ) -> list[str]:
     """Why the pod cannot run on this node (empty when it can).
 
@@ -297,6 +315,7 @@ def filter_reasons(
     InterPodAffinity (which looks at the pods on `everyone`, default just this
     node, unless the caller worked out `state` once for all nodes).
     """
+    facts = facts or PodFacts.of(pod)
     node = info.node
     spec = pod.get("spec") or {}
     tolerations = spec.get("tolerations") or []
@@ -309,10 +328,10 @@ def filter_reasons(
         return [REASON_NOT_READY]
     if not matches_node_affinity(pod, node):
         return [REASON_AFFINITY]
-    if _ports_conflict(_host_ports(pod), info.used_ports):
+    if facts.host_ports and _ports_conflict(facts.host_ports, info.used_ports):
         return [REASON_PORTS]
     allocatable = info.allocatable
-    wanted = pod_requests(pod)
+    wanted = facts.requests
     reasons = []
     if len(info.pods) + 1 > allocatable["pods"]:
         reasons.append(REASON_TOO_MANY_PODS)
@@ -334,10 +353,9 @@ def _controller_uid(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _least_allocated(pod: Mapping[str, Any], info: NodeInfo) -> float:
-    """Free fraction of cpu and memory after placing the pod (higher is emptier)."""
+def _least_allocated(wanted: dict[str, int], info: NodeInfo) -> float:
+    """Free fraction of cpu and memory after placing a pod requesting `wanted` (higher is emptier)."""
     defaults = {"cpu": _SCORING_DEFAULT_CPU_MILLI, "memory": _SCORING_DEFAULT_MEMORY}
-    wanted = pod_requests(pod)
     free = []
     for name in ("cpu", "memory"):
         total = info.allocatable[name]
@@ -349,10 +367,11 @@ def _least_allocated(pod: Mapping[str, Any], info: NodeInfo) -> float:
     return sum(free) / len(free)
 
 
-def score_key(pod: Mapping[str, Any], info: NodeInfo) -> tuple[int, float]:
+def score_key(pod: Mapping[str, Any], info: NodeInfo, facts: PodFacts | None = None) -> tuple[int, float]:
     """Lower is better: fewest pods of the same controller, then least allocated."""
-    owner = _controller_uid(pod)
-    return (info.owners[owner] if owner is not None else 0, -_least_allocated(pod, info))
+    facts = facts or PodFacts.of(pod)
+    same_owner = info.owners[facts.owner] if facts.owner is not None else 0
+    return (same_owner, -_least_allocated(facts.requests, info))
 
 
 @dataclass
@@ -381,12 +400,13 @@ def schedule(pod: Mapping[str, Any], infos: list[NodeInfo], rng: random.Random |
     reasons: dict[str, list[str]] = {}
     scored: list[tuple[tuple[int, float], str]] = []
     state = affinity_state(pod, infos)
+    facts = PodFacts.of(pod)
     for info in infos:
-        why = filter_reasons(pod, info, state=state)
+        why = filter_reasons(pod, info, state=state, facts=facts)
         if why:
             reasons[info.name] = why
         else:
-            scored.append((score_key(pod, info), info.name))
+            scored.append((score_key(pod, info, facts), info.name))
     if not scored:
         return ScheduleResult(None, reasons, len(infos))
     best = min(key for key, _ in scored)

@@ -24,6 +24,7 @@ from control.scheduler.predicates import NodeInfo, build_node_infos, schedule
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
+BINDINGS_IN_FLIGHT = 16
 
 ATTEMPTS = prometheus_client.Counter("pocket_scheduler_schedule_attempts", "Scheduling attempts by result", ["result"])
 ATTEMPT_DURATION = prometheus_client.Histogram(
@@ -68,6 +69,10 @@ class Scheduler:
         self._active: set[str] = set()
         self._unschedulable: set[str] = set()
         self._assumed: dict[str, Object] = {}  # pod key -> pod as bound, until the cache shows it
+        # Bindings run in the background, as kube-scheduler's binding cycle does, so deciding the next pod
+        # does not wait for the API server; the semaphore bounds how many are in flight.
+        self._binding_slots = asyncio.Semaphore(BINDINGS_IN_FLIGHT)
+        self._bindings: set[asyncio.Task[None]] = set()
         self.events = EventRecorder(client, scheduler_name)
         self._wake = asyncio.Event()
 
@@ -113,9 +118,9 @@ class Scheduler:
                 self._wake.clear()
                 await self.schedule_pending()
         finally:
-            for task in tasks:
+            for task in [*tasks, *self._bindings]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._bindings, return_exceptions=True)
 
     async def schedule_pending(self) -> None:
         """Try every active pod once, oldest first, against one snapshot of the nodes kept up to date as pods bind."""
@@ -149,37 +154,46 @@ class Scheduler:
         return list(bound.values())
 
     async def schedule_one(self, pod: Object, infos: list[NodeInfo]) -> str | None:
-        """Decide and bind one pod; return the node it was bound (and assumed) to, if any."""
+        """Decide one pod; when it fits, assume it on the chosen node (returned) and bind it in the background."""
         key = key_of(pod)
         started = time.perf_counter()
         result = schedule(pod, infos, self.rng)
-        bound_to = None
         if result.node is None:
-            outcome = "unschedulable"
             self._unschedulable.add(key)
             await self._record_failure(pod, result.message())
-        else:
-            outcome = await self._bind(pod, result.node)
-            bound_to = result.node if outcome == "scheduled" else None
-        ATTEMPTS.labels(outcome).inc()
-        ATTEMPT_DURATION.labels(outcome).observe(time.perf_counter() - started)
-        return bound_to
+            ATTEMPTS.labels("unschedulable").inc()
+            ATTEMPT_DURATION.labels("unschedulable").observe(time.perf_counter() - started)
+            return None
+        assumed = {**pod, "spec": {**pod.get("spec", {}), "nodeName": result.node}}
+        self._assumed[key] = assumed
+        await self._binding_slots.acquire()
+        task = asyncio.create_task(self._bind(pod, result.node, started))
+        self._bindings.add(task)
+        task.add_done_callback(self._bindings.discard)
+        return result.node
 
-    async def _bind(self, pod: Object, node: str) -> str:
+    async def _bind(self, pod: Object, node: str, started: float) -> None:
         key = key_of(pod)
         try:
             await self.client.bind(str(namespace_of(pod)), name_of(pod), node)
         except ApiError as err:
+            self._assumed.pop(key, None)
             if err.code in (404, 409):  # gone or bound by someone else: the cache will tell
                 log.info("binding %s to %s: %s", key, node, err)
-                return "error"
-            log.warning("binding %s to %s failed: %s; will retry", key, node, err)
-            self._unschedulable.add(key)
-            return "error"
-        self._assumed[key] = {**pod, "spec": {**pod.get("spec", {}), "nodeName": node}}
+            else:
+                log.warning("binding %s to %s failed: %s; will retry", key, node, err)
+                self._unschedulable.add(key)
+            ATTEMPTS.labels("error").inc()
+            return
+        finally:
+            self._binding_slots.release()
         log.info("bound %s to %s", key, node)
-        await self.events.record("pods", pod, NORMAL, "Scheduled", f"Successfully assigned {key} to {node}")
-        return "scheduled"
+        ATTEMPTS.labels("scheduled").inc()
+        ATTEMPT_DURATION.labels("scheduled").observe(time.perf_counter() - started)
+        try:
+            await self.events.record("pods", pod, NORMAL, "Scheduled", f"Successfully assigned {key} to {node}")
+        except ApiError as err:
+            log.info("recording the binding of %s: %s", key, err)
 
     async def _record_failure(self, pod: Object, message: str) -> None:
         """PodScheduled=False/Unschedulable on the pod and a FailedScheduling event (deduplicated)."""
