@@ -158,6 +158,8 @@ async def _body(request: web.Request) -> Any:
         raise errors.unsupported_media_type(request.content_type)
     try:
         return json.loads(raw)
+    except UnicodeDecodeError as err:
+        raise errors.bad_request(f"couldn't get version/kind; json parse error: body is not UTF-8: {err}") from None
     except json.JSONDecodeError as err:
         raise errors.bad_request(f"couldn't get version/kind; json parse error: {err}") from None
 

@@ -4,8 +4,9 @@ Everything is derived from the resource table, so a resource added there
 is discoverable without touching this module.  The OpenAPI documents carry
 the operations (with `x-kubernetes-group-version-kind` and the
 `fieldValidation` query parameter) kubectl's `--validate=strict` looks
-for; object schemas are not published, so kubectl computes apply patches
-from its built-in types.
+for, and every kind's schema (`openapi_schemas.py`, generated from the
+official client's types) for request and response bodies, which is what
+a schema-driven fuzzer needs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from typing import Any
 
 from control.api.resources import RESOURCES, Resource, group_versions
+from control.apiserver.openapi_schemas import KIND_MODELS, SCHEMAS
 
 Object = dict[str, Any]
 
@@ -130,14 +132,35 @@ def _param(name: str, where: str = "query", required: bool = False) -> Object:
 _WRITE_PARAMS = [_param("dryRun"), _param("fieldManager"), _param("fieldValidation")]
 
 
-def _operation(r: Resource, action: str, op_id: str, params: list[Object]) -> Object:
-    return {
+def _ref(group: str, version: str, kind: str) -> Object:
+    return {"$ref": f"#/components/schemas/{KIND_MODELS[f'{group}/{version}/{kind}']}"}
+
+
+_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
+
+
+def _operation(r: Resource, action: str, op_id: str, params: list[Object], body: Object | None = None) -> Object:
+    """One operation; writes carry the kind's schema (PATCH: a free-form patch document)."""
+    own = _ref(r.group, r.version, r.kind)
+    response = {"description": "OK", "content": {"application/json": {"schema": own}}}
+    operation: Object = {
         "operationId": op_id,
         "parameters": params,
-        "responses": {"200": {"description": "OK"}},
+        "responses": {"200": response},
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
     }
+    if action in ("post", "put"):
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body or own}}}
+        operation["responses"]["201"] = response
+    elif action == "patch":
+        schema = {"type": "object"}
+        operation["requestBody"] = {"required": True, "content": {t: {"schema": schema} for t in _PATCH_TYPES}}
+    return operation
 
 
 def _operation_id(verb: str, r: Resource, namespaced_path: bool, suffix: str = "") -> str:
@@ -186,7 +209,7 @@ def openapi_document(group_version: str) -> Object | None:
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": SCHEMAS},
     }
 
 
