@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from dnslib import CLASS, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
+from control.clock import Clock, RealClock
 from kdns.metrics import ANSWERED
 from kdns.records import Answer, Record, RecordIndex
 
@@ -35,7 +36,9 @@ HEADER_SIZE = 12
 CLASSIC_UDP_SIZE = 512
 MAX_ADVERTISED_SIZE = 4096
 OPT_SIZE = 11  # root owner, type 41, class = size, TTL 0, RDLENGTH 0
-MAX_REMEMBERED = 10_000  # answers learnt from queries (negative ones mostly), per index
+FORWARDED_WINDOW = 1.0  # seconds a packed upstream answer is served before it is re-packed
+MAX_REMEMBERED = 10_000
+REAL_CLOCK = RealClock()  # answers learnt from queries (negative ones mostly), per index
 
 PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # one question, nothing else
 EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question and one OPT
@@ -51,7 +54,9 @@ class Packed:
     and with our OPT; `sections` is everything after the question; `size` is
     the whole response's length without OPT; `truncated_flags` is `flags`
     with TC set, for when the response does not fit the client's buffer;
-    `counter` is its key in `metrics.ANSWERED`.
+    `counter` is its key in `metrics.ANSWERED`; `expires` (monotonic time,
+    0 for never) and `recursive` mark a forwarded answer, served only until
+    then and only to clients allowed recursion.
     """
 
     flags: bytes
@@ -61,6 +66,7 @@ class Packed:
     size: int
     truncated_flags: bytes
     counter: tuple[str, str, str]
+    expires: float = 0.0
 
 
 def wire_name(name: str) -> bytes:
@@ -88,7 +94,7 @@ def _opt(size: int) -> bytes:
 OPT_RECORDS = {size: _opt(size) for size in range(CLASSIC_UDP_SIZE, MAX_ADVERTISED_SIZE + 1)}
 
 
-def pack_template(upper_name: str, qtype: int, answer: Answer) -> Packed:
+def pack_template(upper_name: str, qtype: int, answer: Answer, expires: float = 0.0) -> Packed:
     """Pack `answer` to a question spelt `upper_name` (upper case) and keep the reusable parts."""
     header = DNSHeader(id=0, qr=1, aa=int(answer.authoritative), rd=0, ra=1, rcode=answer.rcode)
     record = DNSRecord(header, q=DNSQuestion(upper_name, qtype, CLASS.IN))
@@ -108,6 +114,7 @@ def pack_template(upper_name: str, qtype: int, answer: Answer) -> Packed:
         size=len(packet),
         truncated_flags=bytes([flags[0] | 0x02, flags[1]]),
         counter=("udp", QTYPE.get(qtype, str(qtype)), RCODE.get(answer.rcode, str(answer.rcode))),
+        expires=expires,
     )
 
 
@@ -116,6 +123,12 @@ def _targets(records: tuple[Record, ...]) -> list[str]:
     found = [str(r.value[3]) for r in records if r.rtype == QTYPE.SRV]
     found += [str(r.value) for r in records if r.rtype == QTYPE.NS]
     return [target.rstrip(".").lower() for target in found]
+
+
+def _packable(name: str) -> bool:
+    """ASCII (so upper() keeps its length), labels of 1..63 characters, at most 253 in all."""
+    labels = name.rstrip(".").split(".")
+    return name.isascii() and all(0 < len(label) < 64 for label in labels) and len(name.rstrip(".")) <= 253
 
 
 def cacheable(name: str, qtype: int, answer: Answer) -> bool:
@@ -167,6 +180,26 @@ class PackedAnswers:
         self._learnt += stored
         return stored
 
+    def remember_forwarded(self, name: str, qtype: int, answer: Answer, now: float) -> bool:
+        """Keep an upstream answer for FORWARDED_WINDOW seconds (less if a TTL is shorter; not at all if 0).
+
+        The forwarder's cache ages TTLs by the second; re-packing from it once
+        a second keeps the TTLs this path sends within that second.
+        """
+        ttls = [rr.ttl for section in (answer.answer, answer.authority, answer.additional) for rr in section]
+        window = min([FORWARDED_WINDOW, *ttls])
+        if window <= 0 or answer.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN) or not _packable(name):
+            return False
+        key = question_key(wire_name(name), qtype)
+        if key is None or not cacheable(name, qtype, answer):
+            return False
+        if self._learnt >= MAX_REMEMBERED:
+            self.table = dict(self._prepacked)
+            self._learnt = 0
+        self.table[key] = pack_template(name.upper(), qtype, answer, now + window)
+        self._learnt += 1
+        return True
+
     def _store(self, name: str, qtype: int) -> bool:
         entry = self._pack(name, qtype)
         if entry is None:
@@ -176,8 +209,7 @@ class PackedAnswers:
 
     def _pack(self, name: str, qtype: int) -> tuple[bytes, Packed] | None:
         """The table entry for (name, qtype), or None when it must take the full path."""
-        labels = name.rstrip(".").split(".")
-        if not name.isascii() or any(not 0 < len(label) < 64 for label in labels) or len(name) > 253:
+        if not _packable(name):
             return None
         key = question_key(wire_name(name), qtype)
         if key is None:
@@ -188,15 +220,19 @@ class PackedAnswers:
             return None
         return key, pack_template(upper, qtype, answer)
 
-    def reply(self, query: bytes) -> bytes | None:
-        """The response to a UDP query from the table, or None when it needs the full path."""
+    def reply(self, query: bytes, may_recurse: bool = False, clock: Clock = REAL_CLOCK) -> bytes | None:
+        """The response to a UDP query from the table, or None when it needs the full path.
+
+        `may_recurse`: the client is known to be allowed forwarded answers;
+        `clock`: the forwarder's, which their expiry times come from.
+        """
         if len(query) < HEADER_SIZE + 5 or query[2] & 0xF8:
             return None  # a response, or an opcode other than QUERY
         counts = query[4:12]
         if counts == PLAIN_COUNTS:
             question = query[12:]
             packed = self.table.get(question.lower())
-            if packed is None:
+            if packed is None or packed.expires and (not may_recurse or packed.expires < clock.now()):
                 return None
             ANSWERED[packed.counter] += 1
             flags = packed.flags
@@ -214,7 +250,7 @@ class PackedAnswers:
             return None
         question = query[12:-OPT_SIZE]
         packed = self.table.get(question.lower())
-        if packed is None:
+        if packed is None or packed.expires and (not may_recurse or packed.expires < clock.now()):
             return None
         ANSWERED[packed.counter] += 1
         limit = min(max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4]), MAX_ADVERTISED_SIZE)

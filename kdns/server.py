@@ -22,6 +22,7 @@ from typing import Protocol, cast
 
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 
+from control.clock import RealClock
 from kdns import metrics
 from kdns.forward import Forwarder
 from kdns.packed import PackedAnswers
@@ -34,6 +35,7 @@ CLASSIC_UDP_SIZE = 512
 MAX_ADVERTISED_SIZE = 4096
 MAX_CNAME_CHAIN = 8
 MAX_UDP_IN_FLIGHT = 1024
+MAX_KNOWN_CLIENTS = 65536
 BADVERS_EXTENDED = 1  # BADVERS (16) >> 4, carried in the OPT record
 
 DEFAULT_RECURSION_NETWORKS = ("10.244.0.0/16", "10.96.0.0/12", "192.168.56.0/24", "127.0.0.0/8", "::1/128")
@@ -108,6 +110,8 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recursion_clients: set[str] = set()  # addresses already found in recursion_networks
+        self._clock = forwarder.clock if forwarder is not None else RealClock()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -147,7 +151,7 @@ class DnsServer:
 
     def accept_datagram(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
         """Answer from the pre-packed table right here if possible, else on the full path in a task."""
-        reply = self.source.answers().reply(data)
+        reply = self.source.answers().reply(data, addr[0] in self._recursion_clients, self._clock)
         if reply is not None:
             transport.sendto(reply, addr)
             return
@@ -247,7 +251,10 @@ class DnsServer:
             return await self._chase_cname(index, local, qtype)
         if not self._may_recurse(client_ip):
             return Answer(RCODE.REFUSED, authoritative=False)
-        return await self._forward(qname, qtype)
+        answer = await self._forward(qname, qtype)
+        if answer.rcode != RCODE.SERVFAIL:
+            self.source.answers().remember_forwarded(qname, qtype, answer, self._clock.now())
+        return answer
 
     async def _forward(self, qname: str, qtype: int) -> Answer:
         if self.forwarder is None:
@@ -277,11 +284,18 @@ class DnsServer:
         return Answer(rcode, tuple(records), answer.authority, answer.additional, answer.authoritative)
 
     def _may_recurse(self, client_ip: str) -> bool:
+        if client_ip in self._recursion_clients:
+            return True
         try:
             address = ipaddress.ip_address(client_ip)
         except ValueError:
             return False
-        return any(address in network for network in self.recursion_networks)
+        allowed = any(address in network for network in self.recursion_networks)
+        if allowed:
+            if len(self._recursion_clients) >= MAX_KNOWN_CLIENTS:
+                self._recursion_clients.clear()
+            self._recursion_clients.add(client_ip)
+        return allowed
 
     @staticmethod
     def _pack(query: DNSRecord, answer: Answer, opt: RR | None, proto: str, ext_rcode: int = 0) -> bytes:

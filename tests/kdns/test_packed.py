@@ -13,9 +13,12 @@ import itertools
 import random
 
 import pytest
-from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
+from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord
+
+from control.clock import FakeClock
 
 from kdns.packed import PackedAnswers, question_key, wire_name
+from kdns.records import Answer
 from kdns.server import DnsServer, StaticSource
 from tests.kdns.objects import cluster_index, endpoints, service
 
@@ -161,3 +164,20 @@ def test_srv_is_repacked_when_only_its_targets_address_changes() -> None:
     query = bytes(DNSRecord.question("_http._tcp.big.default.svc.cluster.local", "SRV").pack())
     reply = DNSRecord.parse(after.reply(query) or b"")
     assert [str(rr.rdata) for rr in reply.ar] == ["10.244.3.2"]
+
+
+async def test_forwarded_answers_only_for_recursion_clients_and_only_until_they_expire() -> None:
+    clock = FakeClock(100.0)
+    answers = PackedAnswers(INDEX)
+    upstream = DNSRecord.question("www.example.com").reply()
+    upstream.add_answer(*RR.fromZone("www.example.com. 120 IN A 192.0.2.1"))
+    answer = Answer(RCODE.NOERROR, tuple(upstream.rr), authoritative=False)
+    assert answers.remember_forwarded("www.example.com", QTYPE.A, answer, clock.now())
+    packet = bytes(DNSRecord.question("WWW.example.COM").pack())
+    assert answers.reply(packet, may_recurse=False, clock=clock) is None  # REFUSED is the full path's to say
+    reply = DNSRecord.parse(answers.reply(packet, may_recurse=True, clock=clock) or b"")
+    assert reply.header.aa == 0 and [(str(rr.rname), rr.ttl) for rr in reply.rr] == [("www.example.com.", 120)]
+    await clock.advance(1.5)  # past the window: the forwarder's cache (TTLs aged) answers again
+    assert answers.reply(packet, may_recurse=True, clock=clock) is None
+    zero_ttl = Answer(RCODE.NOERROR, (RR.fromZone("z.example. 0 IN A 192.0.2.2")[0],), authoritative=False)
+    assert not answers.remember_forwarded("z.example", QTYPE.A, zero_ttl, clock.now())
