@@ -73,6 +73,7 @@ class Scheduler:
         # does not wait for the API server; the semaphore bounds how many are in flight.
         self._binding_slots = asyncio.Semaphore(BINDINGS_IN_FLIGHT)
         self._bindings: set[asyncio.Task[None]] = set()
+        self._next_start = 0  # where the next attempt starts looking (upstream's nextStartNodeIndex)
         self.events = EventRecorder(client, scheduler_name)
         self._wake = asyncio.Event()
 
@@ -157,7 +158,8 @@ class Scheduler:
         """Decide one pod; when it fits, assume it on the chosen node (returned) and bind it in the background."""
         key = key_of(pod)
         started = time.perf_counter()
-        result = schedule(pod, infos, self.rng)
+        result = schedule(pod, infos, self.rng, self._next_start)
+        self._next_start = (self._next_start + result.processed) % max(len(infos), 1)
         if result.node is None:
             self._unschedulable.add(key)
             await self._record_failure(pod, result.message())

@@ -95,7 +95,12 @@ async def test_unschedulable_pod_stays_pending_with_event_then_fits_a_new_node(c
     )
     assert event["message"] == expected
     assert event["type"] == "Warning" and event["source"]["component"] == "default-scheduler"
-    pending = await client.get("pods", "big", namespace)
+
+    async def pending_with_condition():  # the event is written before the pod's condition
+        got = await client.get("pods", "big", namespace)
+        return got if any(c["type"] == "PodScheduled" for c in got["status"].get("conditions") or []) else None
+
+    pending = await eventually(pending_with_condition, what="PodScheduled condition")
     assert not pending["spec"].get("nodeName")
     (cond,) = [c for c in pending["status"]["conditions"] if c["type"] == "PodScheduled"]
     assert (cond["status"], cond["reason"], cond["message"]) == ("False", "Unschedulable", expected)

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from control.scheduler.predicates import (
+    feasible_nodes_to_find,
     NodeInfo,
     build_node_infos,
     failed_scheduling_message,
@@ -284,6 +285,27 @@ def test_own_anti_affinity_is_reported_before_existing_pods_anti_affinity():
         return pod
 
     infos = build_node_infos(nodes, [replica("r0", "a"), replica("r1", "b")])
-    assert schedule(replica("r2"), infos).message().startswith(
-        "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+    assert (
+        schedule(replica("r2"), infos)
+        .message()
+        .startswith("0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.")
     )
+
+
+@pytest.mark.parametrize(("nodes", "expected"), [(3, 3), (99, 99), (100, 100), (1000, 420), (5000, 500), (6000, 300)])
+def test_feasible_nodes_to_find_follows_kube_scheduler(nodes, expected):
+    assert feasible_nodes_to_find(nodes) == expected
+
+
+def test_big_clusters_stop_after_enough_feasible_nodes_and_rotate_the_start():
+    infos = build_node_infos([make_node(f"n{i:03d}") for i in range(300)], [])
+    assert feasible_nodes_to_find(300) == 144  # 48% of 300
+    first = schedule(make_pod("p"), infos, start=0)
+    assert first.processed == 144 and first.node == "n000"
+    second = schedule(make_pod("q"), infos, start=first.processed)
+    assert second.processed == 144 and second.node == "n144"
+    wrapped = schedule(make_pod("r"), infos, start=250)
+    assert wrapped.processed == 144 and wrapped.node == "n000"  # n250..n299 then n000..n093: ties by name
+    nowhere = schedule(make_pod("big", cpu="64"), infos, start=123)
+    assert nowhere.node is None and nowhere.processed == 300
+    assert nowhere.message().startswith("0/300 nodes are available: 300 Insufficient cpu.")
