@@ -58,6 +58,7 @@ PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
 }
+ENCODED_EVENTS = 4096  # recent watch events kept encoded for fan-out
 STARTUP_ATTEMPTS = 60  # one a second: the bring-up starts etcd just before the apiserver
 VERB_KEY = web.RequestKey("pk_verb", str)
 RESOURCE_KEY = web.RequestKey("pk_resource", str)
@@ -243,6 +244,23 @@ class ApiHandler:
     def __init__(self, registry: Registry, config: ServerConfig):
         self.registry = registry
         self.config = config
+        self._encoded_events: dict[tuple[str, str, str, str], bytes] = {}
+
+    def _encoded_event(self, plural: str, kind: str, obj: Object) -> bytes:
+        """A watch event's line, encoded once for all the watchers that receive it.
+
+        (type, uid, resourceVersion) names one content of one object, so
+        a thousand watchers of a resource cost one json.dumps per change.
+        """
+        meta = obj.get("metadata") or {}
+        key = (plural, kind, str(meta.get("uid", meta.get("name"))), str(meta.get("resourceVersion")))
+        line = self._encoded_events.get(key)
+        if line is None:
+            line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+            if len(self._encoded_events) >= ENCODED_EVENTS:
+                del self._encoded_events[next(iter(self._encoded_events))]
+            self._encoded_events[key] = line
+        return line
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         gv, target = resolve(request.path)
@@ -423,7 +441,9 @@ class ApiHandler:
                     if not first_table:
                         obj["columnDefinitions"] = []
                     first_table = False
-                await _send(response, {"type": kind, "object": obj})
+                    await _send(response, {"type": kind, "object": obj})
+                else:
+                    await response.write(self._encoded_event(res.plural, kind, obj))
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             log.debug("watch client went away")
         finally:
