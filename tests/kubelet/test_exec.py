@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import select
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import docker
 import pytest
 
-from kubelet.exec import CLOSE, ERROR, PROTOCOL_V4, PROTOCOL_V5, STDERR, STDIN, STDOUT, DockerFrames
+from kubelet.exec import CLOSE, ERROR, PROTOCOL_V4, PROTOCOL_V5, RESIZE, STDERR, STDIN, STDOUT, DockerFrames
 from kubelet.runtime import (
     LABEL_CONTAINER_NAME,
     LABEL_POD_NAME,
@@ -191,3 +196,53 @@ async def test_kubectl_exec_errors(kubectl: Kubectl) -> None:
     assert missing.returncode != 0 and 'pods "no-such-pod" not found' in missing.stderr
     bad_container = await asyncio.to_thread(kubectl, "exec", POD, "-c", "other", "--", "true", check=False)
     assert bad_container.returncode != 0 and "container other is not valid" in bad_container.stderr
+
+
+async def test_tty_with_resize(kubelet_url: str) -> None:
+    params = [("command", "sh"), ("stdin", "true"), ("stdout", "true"), ("tty", "true")]
+    out, error = b"", b""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(
+            f"{kubelet_url}/exec/default/{POD}/main", params=params, protocols=[PROTOCOL_V5]
+        ) as ws:
+            await ws.send_bytes(bytes([RESIZE]) + json.dumps({"Width": 91, "Height": 27}).encode())
+            await ws.send_bytes(bytes([STDIN]) + b"stty size; exit 4\n")
+            async for message in ws:
+                if message.data[0] == STDOUT:
+                    out += message.data[1:]
+                elif message.data[0] == ERROR:
+                    error += message.data[1:]
+    assert b"27 91" in out  # the terminal got the size kubectl sent
+    assert json.loads(error)["details"]["causes"] == [{"reason": "ExitCode", "message": "4"}]
+
+
+@pytest.mark.usefixtures("bound_pod")
+async def test_kubectl_exec_interactive_tty(kubectl: Kubectl, kubeconfig: Path) -> None:
+    """`kubectl exec -it` from a real terminal (a pty): the shell echoes and the exit code comes back."""
+
+    def interactive() -> tuple[int, bytes]:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execvp("kubectl", ["kubectl", "--kubeconfig", str(kubeconfig), "exec", "-it", POD, "--", "sh"])
+        output = b""
+        os.write(fd, b"echo tty-$((6*7))\r")
+        os.write(fd, b"exit 6\r")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        return os.waitstatus_to_exitcode(status), output
+
+    code, output = await asyncio.to_thread(interactive)
+    assert b"tty-42" in output, output
+    assert code == 6, output
