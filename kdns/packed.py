@@ -44,27 +44,30 @@ PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # one question, nothing else
 EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question and one OPT
 OPT_TYPE = b"\x00\x29"
 RD_BIT = 0x01
+TC_BIT = 0x02
 
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """One question's response, minus the ID, the RD bit and the question itself.
+    """One question's response, minus the ID and the question itself, ready to splice.
 
-    `flags` has RD clear; `counts`/`edns_counts` are QD, AN, NS and AR without
-    and with our OPT; `sections` is everything after the question; `size` is
-    the whole response's length without OPT; `truncated_flags` is `flags`
-    with TC set, for when the response does not fit the client's buffer;
-    `counter` is its key in `metrics.ANSWERED`; `expires` (monotonic time,
-    0 for never) and `recursive` mark a forwarded answer, served only until
-    then and only to clients allowed recursion.
+    The `*_heads` are header bytes 2..12 (flags and the four counts), indexed
+    by the query's RD bit: `plain_heads` and `plain_sections` for a query
+    without OPT (already the truncated form when the response exceeds 512
+    bytes), `edns_heads` with one more additional record for our OPT, and
+    `truncated_edns_heads` for when the response does not fit the client's
+    buffer. `sections` is everything after the question; `size` the whole
+    response's length without OPT; `counter` its key in `metrics.ANSWERED`;
+    `expires` (the forwarder clock's time, 0 for never) marks a forwarded
+    answer, served only until then and only to clients allowed recursion.
     """
 
-    flags: bytes
-    counts: bytes
-    edns_counts: bytes
+    plain_heads: tuple[bytes, bytes]
+    plain_sections: bytes
+    edns_heads: tuple[bytes, bytes]
+    truncated_edns_heads: tuple[bytes, bytes]
     sections: bytes
     size: int
-    truncated_flags: bytes
     counter: tuple[str, str, str]
     expires: float = 0.0
 
@@ -103,19 +106,27 @@ def pack_template(upper_name: str, qtype: int, answer: Answer, expires: float = 
     record.ar = list(answer.additional)
     packet = record.pack()
     question_end = HEADER_SIZE + len(wire_name(upper_name)) + 4
-    flags = packet[2:4]
-    counts = packet[4:12]
+    flags, counts = packet[2:4], packet[4:12]
     arcount = struct.unpack("!H", counts[6:8])[0]
+    edns_counts = counts[:6] + struct.pack("!H", arcount + 1)
+    truncated_flags = bytes([flags[0] | TC_BIT, flags[1]])
+    sections = packet[question_end:]
+    fits_plain = len(packet) <= CLASSIC_UDP_SIZE
     return Packed(
-        flags=flags,
-        counts=counts,
-        edns_counts=counts[:6] + struct.pack("!H", arcount + 1),
-        sections=packet[question_end:],
+        plain_heads=_by_rd(flags + counts if fits_plain else truncated_flags + PLAIN_COUNTS),
+        plain_sections=sections if fits_plain else b"",
+        edns_heads=_by_rd(flags + edns_counts),
+        truncated_edns_heads=_by_rd(truncated_flags + EDNS_COUNTS),
+        sections=sections,
         size=len(packet),
-        truncated_flags=bytes([flags[0] | 0x02, flags[1]]),
         counter=("udp", QTYPE.get(qtype, str(qtype)), RCODE.get(answer.rcode, str(answer.rcode))),
         expires=expires,
     )
+
+
+def _by_rd(head: bytes) -> tuple[bytes, bytes]:
+    """`head` with RD clear and with RD set, so the hot path indexes by the query's RD bit."""
+    return head, bytes([head[0] | RD_BIT]) + head[1:]
 
 
 def _targets(records: tuple[Record, ...]) -> list[str]:
@@ -235,13 +246,7 @@ class PackedAnswers:
             if packed is None or packed.expires and (not may_recurse or packed.expires < clock.now()):
                 return None
             ANSWERED[packed.counter] += 1
-            flags = packed.flags
-            if query[2] & RD_BIT:
-                flags = bytes([flags[0] | RD_BIT, flags[1]])
-            if packed.size > CLASSIC_UDP_SIZE:
-                truncated = bytes([packed.truncated_flags[0] | (query[2] & RD_BIT), packed.truncated_flags[1]])
-                return query[:2] + truncated + PLAIN_COUNTS + question
-            return query[:2] + flags + packed.counts + question + packed.sections
+            return query[:2] + packed.plain_heads[query[2] & RD_BIT] + question + packed.plain_sections
         if counts != EDNS_COUNTS:
             return None
         opt = query[-OPT_SIZE:]
@@ -253,10 +258,8 @@ class PackedAnswers:
         if packed is None or packed.expires and (not may_recurse or packed.expires < clock.now()):
             return None
         ANSWERED[packed.counter] += 1
-        limit = min(max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4]), MAX_ADVERTISED_SIZE)
-        rd = query[2] & RD_BIT
-        if packed.size + OPT_SIZE > max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4]):
-            truncated = bytes([packed.truncated_flags[0] | rd, packed.truncated_flags[1]])
-            return query[:2] + truncated + EDNS_COUNTS + question + OPT_RECORDS[limit]
-        flags = bytes([packed.flags[0] | rd, packed.flags[1]]) if rd else packed.flags
-        return query[:2] + flags + packed.edns_counts + question + packed.sections + OPT_RECORDS[limit]
+        client_size = max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4])
+        advertised = OPT_RECORDS[min(client_size, MAX_ADVERTISED_SIZE)]
+        if packed.size + OPT_SIZE > client_size:
+            return query[:2] + packed.truncated_edns_heads[query[2] & RD_BIT] + question + advertised
+        return query[:2] + packed.edns_heads[query[2] & RD_BIT] + question + packed.sections + advertised
