@@ -20,7 +20,9 @@ from pathlib import Path
 
 import aiohttp
 import docker
+import kubernetes
 import pytest
+from kubernetes.stream import stream
 
 from kubelet.exec import CLOSE, ERROR, PROTOCOL_V4, PROTOCOL_V5, RESIZE, STDERR, STDIN, STDOUT, DockerFrames
 from kubelet.runtime import (
@@ -246,3 +248,33 @@ async def test_kubectl_exec_interactive_tty(kubectl: Kubectl, kubeconfig: Path) 
     code, output = await asyncio.to_thread(interactive)
     assert b"tty-42" in output, output
     assert code == 6, output
+
+
+@pytest.mark.usefixtures("bound_pod")
+async def test_official_client_stream_exec(apiserver: ApiServer) -> None:
+    """kubernetes.stream (websocket-client, v4.channel.k8s.io) through the API server, as Python users exec."""
+
+    def run() -> tuple[str, dict]:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = apiserver.url
+        api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+        client = stream(
+            api.connect_get_namespaced_pod_exec,
+            POD,
+            "default",
+            command=["sh", "-c", "cat /marker; exit 2"],
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        client.run_forever(timeout=20)
+        out = client.read_stdout()
+        error = client.read_channel(ERROR)
+        client.close()
+        return out, json.loads(error)
+
+    out, status = await asyncio.to_thread(run)
+    assert out == "inside\n"
+    assert status["reason"] == "NonZeroExitCode" and status["details"]["causes"][0]["message"] == "2"
