@@ -90,7 +90,8 @@ def test_nodes_are_ready_on_their_private_addresses(cluster: VagrantCluster) -> 
 @pytest.mark.usefixtures("web")
 def test_node_port_from_the_host(cluster: VagrantCluster) -> None:
     """The host reaches the web pods through a NodePort on every VM, including one with no backend."""
-    cluster.kubectl("expose", "deployment", "web", "--name", "web-nodeport", "--type", "NodePort", "--port", "80")
+    cluster.kubectl("expose", "deployment", "web", "--name", "web-nodeport", "--type", "NodePort", "--port", "80",
+                    "--target-port", "http")
     try:
         port = get_json(cluster, "service", "web-nodeport")["spec"]["ports"][0]["nodePort"]
         pods = {p["metadata"]["name"] for p in running_pods(cluster, "app=web")}
@@ -99,7 +100,7 @@ def test_node_port_from_the_host(cluster: VagrantCluster) -> None:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     return resp.read().decode().strip()
 
-            answer = wait_for(f"an answer from {ip}:{port}", fetch, timeout=60)
+            answer = wait_for(f"an answer from {ip}:{port}", fetch, timeout=120)
             assert answer in pods, f"{ip}:{port} answered {answer!r}, not one of {pods}"
     finally:
         cluster.kubectl("delete", "service", "web-nodeport", "--ignore-not-found")
