@@ -7,9 +7,11 @@ from a hosts file with `--local=/cluster.local/` (so it answers NXDOMAIN for
 the rest of the zone itself, as kdns does); both forward other names to an
 upstream dnsmasq serving `ext-*.example.org` with a long TTL, and both cache
 what it says.  The server runs on core 0 and dnsperf on core 1 (taskset).
-Each figure: a warm-up pass over the query file, then dnsperf for DURATION
-seconds; CPU per query is the server's user+system time over the measured
-run divided by the queries it completed.
+Each run: a warm-up pass over the query file, then dnsperf for DURATION
+seconds; kdns and dnsmasq runs alternate, REPEATS rounds, and each figure is
+the best run (other work on the machine only ever slows a run down).  CPU
+per query is the server's user+system time over that run divided by the
+queries it completed: on a shared machine the steadier of the two measures.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ SERVICES = 1000
 UPSTREAM_NAMES = 1000
 NAMESPACE = "bench"
 ZONE = "cluster.local"
-DURATION = 10  # seconds of dnsperf per figure
+DURATION = 5  # seconds of dnsperf per run
+REPEATS = 3  # each figure is the best of this many runs: the machine is shared, noise only subtracts
 OUTSTANDING = 100  # dnsperf -q
 PORT = 5300
 KDNS_ADDRESS, DNSMASQ_ADDRESS, UPSTREAM_ADDRESS = "127.0.0.61", "127.0.0.62", "127.0.0.63"
@@ -243,16 +246,26 @@ def run() -> str:
             directory, DNSMASQ_ADDRESS, "cluster.hosts", f"--local=/{ZONE}/", f"--local-ttl={TTL}",
             f"--server={UPSTREAM_ADDRESS}#{PORT}",
         )  # fmt: skip
-        results: dict[str, dict[str, Figure]] = {}
-        with running("upstream dnsmasq", upstream_argv, UPSTREAM_ADDRESS):
-            for label, argv, address in (
-                ("kdns", kdns_argv(1), KDNS_ADDRESS),
-                ("dnsmasq", front_argv, DNSMASQ_ADDRESS),
-            ):
-                with running(label, argv, address) as server:
-                    results[label] = {name: dnsperf(server, address, path) for name, path in queries.items()}
-            with running("kdns --workers 2", kdns_argv(2), KDNS_ADDRESS) as server:
-                workers = dnsperf(server, KDNS_ADDRESS, queries["cluster"])
+        results: dict[str, dict[str, Figure]] = {"kdns": {}, "dnsmasq": {}}
+        with (
+            running("upstream dnsmasq", upstream_argv, UPSTREAM_ADDRESS),
+            running("kdns", kdns_argv(1), KDNS_ADDRESS) as kdns,
+            running("dnsmasq", front_argv, DNSMASQ_ADDRESS) as dnsmasq,
+        ):
+            for _ in range(REPEATS):  # alternating, so both see the same moments of a shared machine
+                for name, path in queries.items():
+                    for label, server, address in (("kdns", kdns, KDNS_ADDRESS), ("dnsmasq", dnsmasq, DNSMASQ_ADDRESS)):
+                        figure = dnsperf(server, address, path)
+                        best = results[label].get(name)
+                        if best is None or figure.qps > best.qps:
+                            results[label][name] = figure
+        with (
+            running("upstream dnsmasq", upstream_argv, UPSTREAM_ADDRESS),
+            running("kdns --workers 2", kdns_argv(2), KDNS_ADDRESS) as server,
+        ):
+            workers = max(
+                (dnsperf(server, KDNS_ADDRESS, queries["cluster"]) for _ in range(REPEATS)), key=lambda f: f.qps
+            )
     return report(results, workers, " ".join(front_argv).replace(tmp, "$DIR"))
 
 
@@ -261,19 +274,20 @@ def report(results: dict[str, dict[str, Figure]], workers: Figure, dnsmasq_comma
         "## kdns vs dnsmasq (dnsperf)",
         "",
         f"{SERVICES} ClusterIP Services; kdns (uvloop, pre-packed answers) and dnsmasq (hosts file, "
-        f"`--local=/{ZONE}/`) on core {SERVER_CPU}, dnsperf on core {CLIENT_CPU}, {DURATION} s per figure "
-        f"after a warm-up pass, {OUTSTANDING} queries outstanding. CPU/query = server user+system time "
-        "over the run / queries completed.",
+        f"`--local=/{ZONE}/`) on core {SERVER_CPU}, dnsperf on core {CLIENT_CPU}; best of {REPEATS} "
+        f"alternating runs of {DURATION} s (after a warm-up pass), {OUTSTANDING} queries outstanding. "
+        "CPU/query = server user+system time over the run / queries completed; ratio = kdns q/s / dnsmasq q/s, "
+        "and the same for CPU (dnsmasq CPU/query / kdns CPU/query).",
         "",
         "| figure | kdns q/s | dnsmasq q/s | ratio | kdns latency | dnsmasq latency | kdns CPU/query "
-        "| dnsmasq CPU/query |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dnsmasq CPU/query | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, title in FIGURES.items():
         k, d = results["kdns"][name], results["dnsmasq"][name]
         lines.append(
             f"| {title} | {k.qps:,.0f} | {d.qps:,.0f} | {k.qps / d.qps:.2f}x | {k.latency_ms:.3f} ms "
-            f"| {d.latency_ms:.3f} ms | {k.cpu_us:.1f} us | {d.cpu_us:.1f} us |"
+            f"| {d.latency_ms:.3f} ms | {k.cpu_us:.1f} us | {d.cpu_us:.1f} us | {d.cpu_us / k.cpu_us:.2f}x |"
         )
     single = results["kdns"]["cluster"]
     lines += [
