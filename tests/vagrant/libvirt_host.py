@@ -22,7 +22,7 @@ LIBVIRT = "qemu:///system"
 DAEMONS = {"virtlogd": Path("/run/virtlogd.pid"), "libvirtd": Path("/run/libvirtd.pid")}
 KVM = Path("/dev/kvm")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-IPTABLES = ("iptables", "iptables-legacy")
+IPTABLES = ("iptables", "iptables-legacy", "ip6tables", "ip6tables-legacy")
 
 
 def virsh(*args: str, check: bool = True) -> str:
@@ -46,7 +46,7 @@ def pid_running(pid_file: Path) -> int | None:
 
 
 def iptables_rules(command: str) -> dict[str, tuple[set[str], set[str]]]:
-    """table -> (chains, `-A` rules) as iptables-save prints them."""
+    """table -> (user-defined chains, `-A` rules) as iptables-save prints them."""
     out = subprocess.run([f"{command}-save"], capture_output=True, text=True, check=True).stdout
     tables: dict[str, tuple[set[str], set[str]]] = {}
     chains: set[str] = set()
@@ -55,11 +55,17 @@ def iptables_rules(command: str) -> dict[str, tuple[set[str], set[str]]]:
         if line.startswith("*"):
             chains, rules = set(), set()
             tables[line[1:]] = (chains, rules)
-        elif line.startswith(":"):
+        elif line.startswith(":") and line.split()[1] == "-":
             chains.add(line[1:].split()[0])
         elif line.startswith("-A "):
             rules.add(line)
     return tables
+
+
+def nft_tables() -> set[str]:
+    """`family name` of every nftables table (iptables-nft makes them on first use)."""
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    return {line.removeprefix("table ").strip() for line in out.splitlines() if line.startswith("table ")}
 
 
 @dataclass
@@ -75,6 +81,7 @@ class LibvirtHost:
     pools: set[str] = field(default_factory=set)
     volumes: dict[str, set[str]] = field(default_factory=dict)
     iptables: dict[str, dict[str, tuple[set[str], set[str]]]] = field(default_factory=dict)
+    nft: set[str] = field(default_factory=set)
 
     def start(self) -> None:
         """Record the host, then start virtlogd and libvirtd unless they run."""
@@ -83,6 +90,7 @@ class LibvirtHost:
             self.kvm_mode, self.kvm_gid = stat.S_IMODE(info.st_mode), info.st_gid
         self.ip_forward = IP_FORWARD.read_text().strip()
         self.iptables = {command: iptables_rules(command) for command in IPTABLES}
+        self.nft = nft_tables()
         if KVM.exists():
             # Without group access libvirt re-probes qemu for a minute on every VM definition.
             subprocess.run(["chgrp", "kvm", str(KVM)], check=True)
@@ -142,18 +150,20 @@ class LibvirtHost:
         problems.append(f"pid {pid} did not stop")
 
     def _restore_iptables(self) -> list[str]:
-        """Delete the rules and chains libvirt added (jumps first, then the chains' own rules, then chains)."""
+        """Delete the rules, chains and nftables tables libvirt added; return what is still there."""
         problems = []
         for command, before in self.iptables.items():
             for table, (chains, rules) in iptables_rules(command).items():
                 old_chains, old_rules = before.get(table, (set(), set()))
-                added = sorted(rules - old_rules, key=lambda rule: rule.split()[1] not in old_chains)
-                for rule in added:
+                for rule in rules - old_rules:
                     args = shlex.split(rule)[1:]
                     subprocess.run([command, "-t", table, "-D", *args], capture_output=True)
                 for chain in chains - old_chains:
                     subprocess.run([command, "-t", table, "-F", chain], capture_output=True)
                     subprocess.run([command, "-t", table, "-X", chain], capture_output=True)
+        for table in nft_tables() - self.nft:
+            subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
+        for command, before in self.iptables.items():
             after = iptables_rules(command)
             for table, (chains, rules) in after.items():
                 old_chains, old_rules = before.get(table, (set(), set()))
