@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 import prometheus_client
 
@@ -44,6 +45,22 @@ def is_ours(pod: Object, scheduler_name: str) -> bool:
         and (spec.get("schedulerName") or DEFAULT_SCHEDULER_NAME) == scheduler_name
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
         and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
+
+
+def scheduling_properties(node: Object) -> tuple[Any, ...]:
+    """What of a node can turn a pod's "no" into "yes" (upstream's nodeSchedulingPropertiesChange).
+
+    A heartbeat only moves timestamps, so it does not send every unschedulable pod round again.
+    """
+    spec, status = node.get("spec") or {}, node.get("status") or {}
+    ready = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    return (
+        spec.get("unschedulable"),
+        spec.get("taints"),
+        (node.get("metadata") or {}).get("labels"),
+        status.get("allocatable"),
+        ready,
     )
 
 
@@ -92,8 +109,9 @@ class Scheduler:
         if kind == "DELETED" or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             self._retry_unschedulable()  # resources were freed
 
-    def _on_node(self, _kind: str, _node: Object, _prev: Object | None) -> None:
-        self._retry_unschedulable()
+    def _on_node(self, kind: str, node: Object, prev: Object | None) -> None:
+        if kind != "MODIFIED" or prev is None or scheduling_properties(node) != scheduling_properties(prev):
+            self._retry_unschedulable()
 
     def _activate(self, keys: set[str]) -> None:
         self._active |= keys

@@ -15,6 +15,7 @@ from control.scheduler.predicates import (
     pod_requests,
     schedule,
 )
+from control.scheduler.scheduler import scheduling_properties
 from control.scheduler.quantity import milli_value, parse_quantity, whole_value
 from control.scheduler.taints import first_untolerated, tolerates
 
@@ -309,3 +310,19 @@ def test_big_clusters_stop_after_enough_feasible_nodes_and_rotate_the_start():
     nowhere = schedule(make_pod("big", cpu="64"), infos, start=123)
     assert nowhere.node is None and nowhere.processed == 300
     assert nowhere.message().startswith("0/300 nodes are available: 300 Insufficient cpu.")
+
+
+def test_only_scheduling_relevant_node_changes_retry_unschedulable_pods():
+    node = make_node("n")
+    node["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T00:00:00Z"
+    heartbeat = {**node, "status": {**node["status"], "conditions": [dict(node["status"]["conditions"][0])]}}
+    heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T00:00:05Z"
+    assert scheduling_properties(heartbeat) == scheduling_properties(node)
+    for changed in (
+        make_node("n", cpu="8"),
+        make_node("n", ready="False"),
+        make_node("n", unschedulable=True),
+        make_node("n", taints=[CONTROL_PLANE_TAINT]),
+        make_node("n", labels={"disk": "ssd"}),
+    ):
+        assert scheduling_properties(changed) != scheduling_properties(node)
