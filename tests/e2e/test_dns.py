@@ -87,6 +87,12 @@ while time.monotonic() < deadline:
 """
 
 
+READY = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+"""
+
+
 def kubectl_quiet(cluster: Any, *args: str) -> None:
     subprocess.run(["kubectl", "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, timeout=120)
 
@@ -168,6 +174,18 @@ def test_dns_programming_latency(cluster: Any, ns: str) -> None:
             if poller.poll() is None:
                 poller.kill()
                 poller.wait()
+
+
+def test_each_kdns_reads_its_own_nodes_resolv_conf_and_is_ready(cluster: Any) -> None:
+    for node, ip in KDNS_NODES.items():
+        pid = read_pid(Path(cluster.config.pid_file(node, "kdns")))
+        assert pid is not None, f"kdns is not running on {node}"
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        resolv = str(cluster.config.resolv_conf(node))
+        assert argv[argv.index("--resolv-conf") + 1] == resolv and argv[argv.index("--listen") + 1] == ip
+        assert Path(resolv).read_text().startswith("nameserver "), resolv
+        ready = cluster.node_exec(node, "python3", "-c", READY, f"http://{ip}:9153/ready")
+        assert ready.stdout.strip() == "200", ready.stdout + ready.stderr
 
 
 def kube_dns_split(cluster: Any) -> tuple[set[str], set[str]]:
