@@ -41,6 +41,9 @@ def test_agreed_command_line_parses_with_defaults_for_the_rest() -> None:
         ("--service-cluster-ip-range", "10.96.0.0/40", "--service-cluster-ip-range"),
         ("--cluster-cidr", "fd00::/64", "--cluster-cidr"),
         ("--recursion-networks", "10.0.0.0/8,nonsense", "nonsense"),
+        ("--workers", "0", "--workers 0"),
+        ("--dns-service", "kube-dns", "--dns-service 'kube-dns'"),
+        ("--peer-check-interval", "-1", "--peer-check-interval -1"),
     ],
 )
 def test_bad_flag_values_are_named(flag: str, value: str, message: str, caplog: pytest.LogCaptureFixture) -> None:
