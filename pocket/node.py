@@ -179,8 +179,6 @@ def control_plane_services(cluster: ClusterConfig, node: NodeSpec, python: str) 
                 "--cluster-cidr", CLUSTER_CIDR,
                 "--node-cidr-mask-size", str(NODE_CIDR_MASK_SIZE),
                 "--health-port", str(CONTROLLER_MANAGER_HEALTH_PORT),
-                "--node-monitor-grace-period", "20",
-                "--pod-eviction-timeout", "30",
             ),
             health_url=f"http://{node.ip}:{CONTROLLER_MANAGER_HEALTH_PORT}/healthz",
         ),
@@ -230,7 +228,8 @@ def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Com
         "--resolv-conf", str(cluster.resolv_conf(node.name)),
         "--pod-infra-image", SANDBOX_IMAGE,
         "--port", str(KUBELET_PORT),
-        "--heartbeat-interval", "5",
+        # Frequent enough that the controller manager's 8 s grace period tolerates three late renewals.
+        "--heartbeat-interval", "2",
     ]
     if node.role == CONTROL_PLANE_ROLE:
         kubelet_args += [

@@ -98,7 +98,7 @@ def test_kubelet_flags_match_the_agreed_command_line() -> None:
         "--resolv-conf": "/var/lib/pocketkube/nodes/worker1/resolv.conf",
         "--pod-infra-image": "pocketkube/pause:latest",
         "--port": "10250",
-        "--heartbeat-interval": "5",
+        "--heartbeat-interval": "2",
     }
     control_plane = flags(components("control-plane")["kubelet"])
     assert control_plane["--node-labels"] == "node-role.kubernetes.io/control-plane="
@@ -121,8 +121,6 @@ def test_control_plane_flags_match_the_agreed_command_lines() -> None:
         "--cluster-cidr": "10.244.0.0/16",
         "--node-cidr-mask-size": "24",
         "--health-port": "10257",
-        "--node-monitor-grace-period": "20",
-        "--pod-eviction-timeout": "30",
     }
     assert flags(cp["scheduler"]) == {"--api-server": "http://192.168.56.10:6443", "--health-port": "10259"}
     assert flags(cp["kdns"]) == {
