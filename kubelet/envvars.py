@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kubelet.quantity import parse_quantity
+from control.api.quantity import parse_quantity
 
 Object = dict[str, Any]
 
@@ -206,7 +207,7 @@ def resource_value(pod: Object, container: Object, ref: Object, allocatable: Map
         raise EnvError(f"resourceFieldRef {field}: {err}") from None
     if divisor <= 0:
         raise EnvError(f"resourceFieldRef {field}: divisor must be positive, got {ref.get('divisor')!r}")
-    return str(int((amount / divisor).to_integral_value(rounding="ROUND_CEILING")))
+    return str(math.ceil(amount / divisor))
 
 
 def _value_from(

@@ -12,7 +12,7 @@ from typing import Any
 
 from control.api.errors import ApiError
 from control.clock import Clock
-from kubelet.quantity import bytes_of, millicores
+from control.api.quantity import milli_value, whole_value
 from kubelet.timestamps import now_micro, now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def parse_reserved(text: str) -> dict[str, str]:
         if not sep or name not in RESERVABLE:
             raise ValueError(f"--system-reserved: {item!r} is not cpu=<quantity> or memory=<quantity>")
         try:
-            amount = millicores(value) if name == "cpu" else bytes_of(value)
+            amount = milli_value(value) if name == "cpu" else whole_value(value)
         except ValueError as err:
             raise ValueError(f"--system-reserved: {name}: {err}") from None
         if amount < 0:
@@ -76,10 +76,10 @@ def allocatable(capacity: dict[str, str], reserved: dict[str, str]) -> dict[str,
     """Capacity minus the reservation (never below zero), in the units Kubernetes prints."""
     result = dict(capacity)
     if "cpu" in reserved:
-        left = max(0, millicores(capacity["cpu"]) - millicores(reserved["cpu"]))
+        left = max(0, milli_value(capacity["cpu"]) - milli_value(reserved["cpu"]))
         result["cpu"] = str(left // 1000) if left % 1000 == 0 else f"{left}m"
     if "memory" in reserved:
-        left = max(0, bytes_of(capacity["memory"]) - bytes_of(reserved["memory"]))
+        left = max(0, whole_value(capacity["memory"]) - whole_value(reserved["memory"]))
         result["memory"] = f"{left // 1024}Ki"
     return result
 

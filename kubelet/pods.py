@@ -25,7 +25,7 @@ from kubelet.dns import DNSConfigError, pod_hostname, pod_hosts, pod_resolv_conf
 from kubelet.events import NORMAL, WARNING, PodEvents
 from kubelet.envvars import EnvError, container_env, referenced_sources
 from kubelet.probes import ProbeManager
-from kubelet.quantity import bytes_of, millicores
+from control.api.quantity import milli_value, whole_value
 from kubelet.runtime import (
     LABEL_CONTAINER_NAME,
     LABEL_POD_NAME,
@@ -172,12 +172,12 @@ def resource_settings(container: Object) -> ResourceSettings:
     limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
     settings: ResourceSettings = {}
     if "memory" in limits:
-        settings["memory_limit"] = bytes_of(limits["memory"])
+        settings["memory_limit"] = whole_value(limits["memory"])
     if "cpu" in limits:
-        settings["cpu_quota"] = max(1000, millicores(limits["cpu"]) * CPU_PERIOD // 1000)
+        settings["cpu_quota"] = max(1000, milli_value(limits["cpu"]) * CPU_PERIOD // 1000)
         settings["cpu_period"] = CPU_PERIOD
     cpu_request = requests.get("cpu", limits.get("cpu"))
-    shares = millicores(cpu_request) * 1024 // 1000 if cpu_request is not None else 0
+    shares = milli_value(cpu_request) * 1024 // 1000 if cpu_request is not None else 0
     settings["cpu_shares"] = max(MIN_CPU_SHARES, shares)
     return settings
 

@@ -14,7 +14,7 @@ from typing import Any
 from collections.abc import Iterable, Mapping
 
 from control.api.selectors import Requirement, from_label_selector, matches
-from control.scheduler.quantity import milli_value, whole_value
+from control.api.quantity import milli_value, whole_value
 from control.scheduler.taints import first_untolerated, format_taint, tolerated
 
 Object = dict[str, Any]

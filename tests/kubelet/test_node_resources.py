@@ -26,7 +26,7 @@ def test_reservation_comes_off_allocatable_in_kubernetes_units() -> None:
     [
         ("cpu", "not cpu=<quantity>"),
         ("disk=1Gi", "not cpu=<quantity>"),
-        ("memory=lots", "'lots' is not a Kubernetes quantity"),
+        ("memory=lots", "invalid quantity 'lots'"),
         ("cpu=-1", "must not be negative"),
     ],
 )

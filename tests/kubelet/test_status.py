@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelet.quantity import bytes_of, millicores
+from control.api.quantity import milli_value, whole_value
 from kubelet.status import pod_conditions, pod_phase, qos_class
 
 RUNNING = {"name": "r", "state": {"running": {}}, "lastState": {}, "ready": True}
@@ -62,7 +62,7 @@ def test_qos_classes() -> None:
 
 
 def test_quantities() -> None:
-    assert [millicores(q) for q in ("500m", "2", "0.25", "1.5")] == [500, 2000, 250, 1500]
-    assert [bytes_of(q) for q in ("64Mi", "1G", "1e3", "128974848")] == [64 * 2**20, 10**9, 1000, 128974848]
-    with pytest.raises(ValueError, match="'12Q' is not a Kubernetes quantity"):
-        bytes_of("12Q")
+    assert [milli_value(q) for q in ("500m", "2", "0.25", "1.5")] == [500, 2000, 250, 1500]
+    assert [whole_value(q) for q in ("64Mi", "1G", "1e3", "128974848")] == [64 * 2**20, 10**9, 1000, 128974848]
+    with pytest.raises(ValueError, match="invalid quantity '12Q'"):
+        whole_value("12Q")

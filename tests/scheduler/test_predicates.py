@@ -16,7 +16,7 @@ from control.scheduler.predicates import (
     schedule,
 )
 from control.scheduler.scheduler import scheduling_properties
-from control.scheduler.quantity import milli_value, parse_quantity, whole_value
+from control.api.quantity import milli_value, parse_quantity, whole_value
 from control.scheduler.taints import first_untolerated, tolerates
 
 

@@ -1,8 +1,9 @@
 """Kubernetes resource quantities ("500m", "1.5", "128Mi", "1G", "2e3").
 
-The scheduler compares requests against allocatable in integer units:
-cpu in millicores and everything else in whole units (bytes, pods),
-rounding up as `resource.Quantity.MilliValue()` / `Value()` do.
+Shared by the scheduler (requests against allocatable) and the kubelet
+(Docker limits, allocatable, resourceFieldRef): cpu in millicores and
+everything else in whole units (bytes, pods), rounding up as
+`resource.Quantity.MilliValue()` / `Value()` do.
 """
 
 from __future__ import annotations
