@@ -80,26 +80,54 @@ def unit_name(component: str) -> str:
     return f"pocket-{component}.service"
 
 
-def node_cluster(role: str, node_name: str, node_ip: str, control_plane_ip: str) -> tuple[ClusterConfig, NodeSpec]:
-    """The cluster as this node sees it: itself and the control plane (its own name on a worker is moot)."""
+def parse_cluster_nodes(text: str) -> tuple[tuple[str, str], ...]:
+    """`NAME=IP,NAME=IP,...` -> ((name, ip), ...), in the given order."""
+    pairs = []
+    for item in text.split(","):
+        name, sep, ip = item.strip().partition("=")
+        if not sep or not name or not ip:
+            raise SetupError(f"--cluster-nodes wants NAME=IP,NAME=IP,..., got {item!r}")
+        pairs.append((name, ip))
+    return tuple(pairs)
+
+
+def node_cluster(
+    role: str, node_name: str, node_ip: str, control_plane_ip: str, cluster_nodes: tuple[tuple[str, str], ...] = ()
+) -> tuple[ClusterConfig, NodeSpec]:
+    """The cluster as this node sees it: every node of `cluster_nodes`, or else the control plane and itself.
+
+    Knowing every node keeps per-cluster choices (which nodes run kdns, `pocket.node.dns_nodes`) the same
+    on every VM as in the local cluster.
+    """
     if role not in (CONTROL_PLANE_ROLE, WORKER_ROLE):
         raise SetupError(f"--role must be {CONTROL_PLANE_ROLE} or {WORKER_ROLE}, got {role!r}")
-    if not NODE_NAME_PATTERN.fullmatch(node_name) or len(node_name) > 63:
-        raise SetupError(f"--node-name must be a DNS label (lower-case letters, digits, '-'), got {node_name!r}")
-    for flag, value in (("--node-ip", node_ip), ("--control-plane-ip", control_plane_ip)):
+    try:
+        ipaddress.IPv4Address(control_plane_ip)
+    except ValueError:
+        raise SetupError(f"--control-plane-ip must be an IPv4 address, got {control_plane_ip!r}") from None
+    pairs = cluster_nodes or ((("control-plane", control_plane_ip),) if role == WORKER_ROLE else ()) + (
+        (node_name, node_ip),)
+    for name, ip in (*pairs, (node_name, node_ip)):
+        if not NODE_NAME_PATTERN.fullmatch(name) or len(name) > 63:
+            raise SetupError(f"node names must be DNS labels (lower-case letters, digits, '-'), got {name!r}")
         try:
-            ipaddress.IPv4Address(value)
+            ipaddress.IPv4Address(ip)
         except ValueError:
-            raise SetupError(f"{flag} must be an IPv4 address, got {value!r}") from None
+            raise SetupError(f"node addresses must be IPv4 addresses, got {ip!r} for {name}") from None
     if role == CONTROL_PLANE_ROLE and node_ip != control_plane_ip:
         raise SetupError(f"a control-plane node's --node-ip ({node_ip}) must equal --control-plane-ip "
                          f"({control_plane_ip})")
     if role == WORKER_ROLE and node_ip == control_plane_ip:
         raise SetupError(f"a worker's --node-ip must differ from --control-plane-ip ({control_plane_ip})")
-    node = NodeSpec(node_name, role, node_ip)
-    nodes = (node,) if role == CONTROL_PLANE_ROLE else (NodeSpec("control-plane", CONTROL_PLANE_ROLE,
-                                                                 control_plane_ip), node)
-    return ClusterConfig(nodes=nodes), node
+    if (node_name, node_ip) not in pairs:
+        raise SetupError(f"--cluster-nodes must list this node as {node_name}={node_ip}")
+    if [ip for _, ip in pairs].count(control_plane_ip) != 1:
+        raise SetupError(f"--cluster-nodes must list the control plane ({control_plane_ip}) once")
+    if len({name for name, _ in pairs}) != len(pairs) or len({ip for _, ip in pairs}) != len(pairs):
+        raise SetupError("--cluster-nodes lists a name or an address twice")
+    nodes = tuple(NodeSpec(name, CONTROL_PLANE_ROLE if ip == control_plane_ip else WORKER_ROLE, ip)
+                  for name, ip in pairs)
+    return ClusterConfig(nodes=nodes), NodeSpec(node_name, role, node_ip)
 
 
 def unit_text(component: Component, node: NodeSpec, cluster: ClusterConfig, after: tuple[str, ...]) -> str:
@@ -399,12 +427,14 @@ class SetupRequest:
     control_plane_ip: str
     join_token: str | None
     kubeconfig: Path | None
+    cluster_nodes: tuple[tuple[str, str], ...] = ()
     python: str = sys.executable
 
 
 def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
     """Make this machine the requested node; 0 when its Node is Ready."""
-    cluster, node = node_cluster(request.role, request.node_name, request.node_ip, request.control_plane_ip)
+    cluster, node = node_cluster(request.role, request.node_name, request.node_ip, request.control_plane_ip,
+                                 request.cluster_nodes)
     if request.join_token is not None and not TOKEN_PATTERN.fullmatch(request.join_token):
         raise SetupError("--join-token must be 16-64 lower-case letters or digits")
     if request.role == WORKER_ROLE and request.join_token is None:
@@ -471,6 +501,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--join-token", help="shared by the control plane and its workers (required on workers)")
     parser.add_argument("--kubeconfig", type=Path,
                         help="control plane only: also write a kubeconfig for this cluster here")
+    parser.add_argument("--cluster-nodes", default="",
+                        help="every node as NAME=IP,NAME=IP,... (default: the control plane and this node); "
+                             "decides per-cluster placement such as which nodes run kdns")
 
 
 def run_setup(argv: list[str], say: Callable[[str], None]) -> int:
@@ -479,9 +512,10 @@ def run_setup(argv: list[str], say: Callable[[str], None]) -> int:
                                      description="make this machine a pocketkube node (systemd units)")
     add_setup_arguments(parser)
     args = parser.parse_args(argv)
-    request = SetupRequest(args.role, args.node_name, args.node_ip, args.control_plane_ip, args.join_token,
-                           args.kubeconfig)
     try:
+        cluster_nodes = parse_cluster_nodes(args.cluster_nodes) if args.cluster_nodes else ()
+        request = SetupRequest(args.role, args.node_name, args.node_ip, args.control_plane_ip, args.join_token,
+                               args.kubeconfig, cluster_nodes)
         return setup(request, say)
     except SetupError as err:
         say(f"pocket node setup: {err}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE
+from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE, ClusterConfig
 from pocket.node import node_components
 from pocket.setup import (
     MODULES_FILE,
@@ -19,6 +19,7 @@ from pocket.setup import (
     SetupError,
     node_cluster,
     node_units,
+    parse_cluster_nodes,
     planned_files,
     run_setup,
     unit_name,
@@ -35,33 +36,54 @@ def exec_start(text: str) -> list[str]:
     return shlex.split(lines[0].removeprefix("ExecStart="))
 
 
+CLUSTER_NODES = (("control-plane", "192.168.56.10"), ("worker1", "192.168.56.11"), ("worker2", "192.168.56.12"))
+
+
+def vm_units(name: str, python: str = PYTHON) -> list:
+    """The units of one node of the default three-node cluster, as `pocket node setup` makes them on a VM."""
+    ip = dict(CLUSTER_NODES)[name]
+    role = CONTROL_PLANE_ROLE if name == "control-plane" else WORKER_ROLE
+    cluster, node = node_cluster(role, name, ip, "192.168.56.10", CLUSTER_NODES)
+    return node_units(cluster, node, "overlay2", python)
+
+
 def control_plane_units() -> list:
-    cluster, node = node_cluster(CONTROL_PLANE_ROLE, "control-plane", "192.168.56.10", "192.168.56.10")
-    return node_units(cluster, node, "overlay2", PYTHON)
+    return vm_units("control-plane")
 
 
 def worker_units() -> list:
-    cluster, node = node_cluster(WORKER_ROLE, "worker1", "192.168.56.11", "192.168.56.10")
-    return node_units(cluster, node, "overlay2", PYTHON)
+    return vm_units("worker2")
+
+
+@pytest.mark.parametrize("name", [name for name, _ in CLUSTER_NODES])
+def test_each_vm_runs_what_the_local_cluster_runs_on_that_node(name: str) -> None:
+    """Same components, same command lines as `pocket up` (same paths: both use ClusterConfig's defaults)."""
+    local = ClusterConfig()
+    expected = [(unit_name(c.name), list(c.argv)) for c in node_components(local, local.node(name), "overlay2", PYTHON)]
+    assert [(u.name, exec_start(u.text)) for u in vm_units(name)] == expected
 
 
 def test_control_plane_runs_every_component_in_start_order() -> None:
-    assert [u.name for u in control_plane_units()] == [
-        unit_name(name) for name in ("etcd", "registry", "dockerd", "apiserver", "controller-manager",
-                                     "scheduler", "kdns", "kubelet", "kproxy")
-    ]
+    names = [u.name for u in control_plane_units()]
+    assert names[:3] == [unit_name(n) for n in ("etcd", "registry", "dockerd")]
+    assert names.index(unit_name("apiserver")) < names.index(unit_name("kubelet"))
+    assert set(names) == {unit_name(n) for n in ("etcd", "registry", "dockerd", "apiserver", "controller-manager",
+                                                 "scheduler", "kdns", "kubelet", "kproxy")}
 
 
 def test_worker_runs_only_node_components() -> None:
     assert [u.name for u in worker_units()] == [unit_name(n) for n in ("dockerd", "kubelet", "kproxy")]
 
 
-def test_exec_start_is_the_node_description_command_line() -> None:
-    cluster, node = node_cluster(WORKER_ROLE, "worker1", "192.168.56.11", "192.168.56.10")
-    expected = {c.name: list(c.argv) for c in node_components(cluster, node, "overlay2", PYTHON)}
-    got = {u.component.name: exec_start(u.text) for u in node_units(cluster, node, "overlay2", PYTHON)}
-    assert got == expected
-    kubelet = got["kubelet"]
+def test_without_cluster_nodes_a_worker_knows_the_control_plane_and_itself() -> None:
+    cluster, node = node_cluster(WORKER_ROLE, "worker3", "192.168.56.13", "192.168.56.10")
+    assert [(n.name, n.role, n.ip) for n in cluster.nodes] == [
+        ("control-plane", CONTROL_PLANE_ROLE, "192.168.56.10"), ("worker3", WORKER_ROLE, "192.168.56.13")]
+    assert cluster.api_server_url == "http://192.168.56.10:6443"
+
+
+def test_exec_start_uses_the_private_addresses() -> None:
+    kubelet = next(exec_start(u.text) for u in vm_units("worker1") if u.component.name == "kubelet")
     assert kubelet[:4] == [PYTHON, "-m", "pocket.cli", "kubelet"]
     assert kubelet[kubelet.index("--node-ip") + 1] == "192.168.56.11"
     assert kubelet[kubelet.index("--api-server") + 1] == "http://192.168.56.10:6443"
@@ -80,11 +102,11 @@ def test_units_are_ordered_after_what_they_need() -> None:
 def test_dockerd_unit_creates_its_socket_directory_and_keeps_containers_on_restart() -> None:
     dockerd = worker_units()[0]
     lines = dockerd.text.splitlines()
-    assert "ExecStartPre=/bin/mkdir -p /run/pocketkube/worker1" in lines
+    assert "ExecStartPre=/bin/mkdir -p /run/pocketkube/worker2" in lines
     assert "KillMode=process" in lines
     assert "-H" in exec_start(dockerd.text)
     assert exec_start(dockerd.text)[exec_start(dockerd.text).index("-H") + 1] == \
-        "unix:///run/pocketkube/worker1/docker.sock"
+        "unix:///run/pocketkube/worker2/docker.sock"
 
 
 def test_planned_files_hold_configuration_of_the_components() -> None:
@@ -101,7 +123,7 @@ def test_planned_files_hold_configuration_of_the_components() -> None:
 
 def test_worker_mirror_points_at_the_control_plane() -> None:
     files = planned_files(worker_units())
-    daemon = json.loads(files[Path("/var/lib/pocketkube/nodes/worker1/daemon.json")])
+    daemon = json.loads(files[Path("/var/lib/pocketkube/nodes/worker2/daemon.json")])
     assert daemon["registry-mirrors"] == ["http://192.168.56.10:5000"]
     assert not any("registry" in path.name for path in files if path.parent == UNIT_DIR)
 
@@ -109,9 +131,9 @@ def test_worker_mirror_points_at_the_control_plane() -> None:
 def test_only_units_whose_files_changed_restart() -> None:
     units = worker_units()
     assert units_to_restart(units, set()) == []
-    daemon_json = Path("/var/lib/pocketkube/nodes/worker1/daemon.json")
+    daemon_json = Path("/var/lib/pocketkube/nodes/worker2/daemon.json")
     assert units_to_restart(units, {daemon_json}) == ["pocket-dockerd.service"]
-    resolv = Path("/var/lib/pocketkube/nodes/worker1/resolv.conf")
+    resolv = Path("/var/lib/pocketkube/nodes/worker2/resolv.conf")
     assert units_to_restart(units, {resolv, UNIT_DIR / "pocket-kproxy.service"}) == [
         "pocket-kubelet.service", "pocket-kproxy.service"]
 
@@ -130,14 +152,18 @@ def test_write_if_changed_writes_once(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (("bogus", "n", "192.168.56.11", "192.168.56.10"), "--role"),
-        ((WORKER_ROLE, "Worker_1", "192.168.56.11", "192.168.56.10"), "--node-name"),
-        ((WORKER_ROLE, "worker1", "192.168.56.300", "192.168.56.10"), "--node-ip"),
+        ((WORKER_ROLE, "Worker_1", "192.168.56.11", "192.168.56.10"), "DNS labels"),
+        ((WORKER_ROLE, "worker1", "192.168.56.300", "192.168.56.10"), "IPv4"),
         ((WORKER_ROLE, "worker1", "192.168.56.11", "cp"), "--control-plane-ip"),
         ((CONTROL_PLANE_ROLE, "control-plane", "192.168.56.11", "192.168.56.10"), "must equal"),
+        ((WORKER_ROLE, "worker1", "192.168.56.11", "192.168.56.10", (("worker1", "192.168.56.11"),)),
+         "control plane"),
+        ((WORKER_ROLE, "worker1", "192.168.56.11", "192.168.56.10", (("control-plane", "192.168.56.10"),)),
+         "this node"),
         ((WORKER_ROLE, "worker1", "192.168.56.10", "192.168.56.10"), "must differ"),
     ],
 )
-def test_bad_node_arguments_are_named(args: tuple[str, str, str, str], message: str) -> None:
+def test_bad_node_arguments_are_named(args: tuple, message: str) -> None:
     with pytest.raises(SetupError, match=message):
         node_cluster(*args)
 
@@ -166,3 +192,9 @@ def test_systemd_accepts_the_units(tmp_path: Path) -> None:
         path.write_text(unit.text)
         proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{unit.name}: {proc.stderr}"
+
+
+def test_cluster_nodes_are_parsed_in_order() -> None:
+    assert parse_cluster_nodes("control-plane=192.168.56.10,worker1=192.168.56.11") == CLUSTER_NODES[:2]
+    with pytest.raises(SetupError, match="NAME=IP"):
+        parse_cluster_nodes("control-plane=192.168.56.10,worker1")

@@ -1,4 +1,4 @@
-"""Kubernetes Events from the scheduler and controllers (`kubectl describe` shows them).
+"""Kubernetes Events from any component (`kubectl describe` shows them).
 
 Repeats of one (object, reason, message) bump `count` and `lastTimestamp`
 on the existing Event instead of creating another, as client-go's event
@@ -11,12 +11,12 @@ import logging
 import socket
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 from control.api.errors import ApiError
 from control.api.resources import resource
-from control.client import Client, Object, name_of, namespace_of
-from control.controllers.base import now_rfc3339
+from control.api.timestamps import now_rfc3339
+from control.client import Object, name_of, namespace_of
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,22 @@ def involved_object(plural: str, obj: Object) -> dict[str, Any]:
     return ref
 
 
-class EventRecorder:
-    """Writes core/v1 Events on behalf of one component."""
+class EventApi(Protocol):
+    """What recording needs of a client (control.client.Client, or a test double)."""
 
-    def __init__(self, client: Client, component: str, remember: int = 4096):
+    async def create(self, plural: str, obj: Object, namespace: str | None = None) -> Object: ...
+
+    async def patch(self, plural: str, name: str, patch: Any, namespace: str | None = None) -> Object: ...
+
+
+class EventRecorder:
+    """Writes core/v1 Events on behalf of one component (on one node: `host`, as the kubelet's carry)."""
+
+    def __init__(self, client: EventApi, component: str, host: str | None = None, remember: int = 4096):
         self.client = client
         self.component = component
-        self.instance = f"{component}-{socket.gethostname()}"
+        self.host = host
+        self.instance = host or f"{component}-{socket.gethostname()}"
         self.remember = remember
         self._recent: OrderedDict[tuple[str, str, str], tuple[str, str, int]] = OrderedDict()
 
@@ -70,7 +79,7 @@ class EventRecorder:
                 "reason": reason,
                 "message": message,
                 "type": event_type,
-                "source": {"component": self.component},
+                "source": {"component": self.component, **({"host": self.host} if self.host else {})},
                 "reportingComponent": self.component,
                 "reportingInstance": self.instance,
                 "firstTimestamp": stamp,
