@@ -3,15 +3,17 @@ against the real API server with the real kubectl."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from control.api.errors import ApiError
 from control.client import Client
 
-from tests.conftest import ApiServer
+from tests.conftest import KUBECTL, ApiServer
 from tests.control.test_api import pod, raw
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -193,3 +195,34 @@ async def test_kubectl_describe_shows_objects_and_their_events(apiserver: ApiSer
         await client.delete("pods", "described", "default", grace_period_seconds=0)
         await client.delete("events", "described.1", "default")
         await client.delete("nodes", "described-node")
+
+
+async def test_kubectl_get_watch_streams_changes(apiserver: ApiServer, kubeconfig: Path) -> None:
+    """`kubectl get -w` (a Table watch served by the watch cache) prints the initial row, then each change."""
+    client = apiserver.client
+    await client.create("configmaps", {"metadata": {"name": "watched-0", "labels": {"watched": "yes"}}}, "default")
+    process = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(kubeconfig), "get", "configmaps", "-w", "--request-timeout=30s",
+        "-l", "watched=yes",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+
+        async def next_line() -> str:
+            text = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()  # type: ignore[union-attr]
+            assert text, f"kubectl get -w ended early: {lines}"
+            return text
+
+        while not any(line.startswith("watched-0") for line in lines):
+            lines.append(await next_line())
+        await client.create("configmaps", {"metadata": {"name": "watched-1", "labels": {"watched": "yes"}}}, "default")
+        while not any(line.startswith("watched-1") for line in lines):
+            lines.append(await next_line())
+        assert lines[0].split() == ["NAME", "DATA", "AGE"]
+    finally:
+        process.kill()
+        await process.wait()
+        for name in ("watched-0", "watched-1"):
+            await client.delete("configmaps", name, "default")
