@@ -13,7 +13,7 @@ from typing import Any
 from control.api.errors import ApiError
 from control.clock import Clock
 from control.api.quantity import milli_value, whole_value
-from kubelet.timestamps import now_micro, now_rfc3339
+from control.api.timestamps import now_micro, now_rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from control.api.errors import ApiError
 from control.clock import Clock
 from kubelet import metrics
 from kubelet.dns import DNSConfigError, pod_hostname, pod_hosts, pod_resolv_conf
-from kubelet.events import NORMAL, WARNING, PodEvents
 from kubelet.envvars import EnvError, container_env, referenced_sources
 from kubelet.probes import ProbeManager
 from control.api.quantity import milli_value, whole_value
@@ -44,7 +43,8 @@ from kubelet.runtime import (
     Mount,
     RuntimeFailure,
 )
-from kubelet.timestamps import now_rfc3339
+from control.api.timestamps import now_rfc3339
+from control.events import NORMAL, WARNING, EventRecorder
 from kubelet.status import ContainerView, pod_status, restart_wanted
 from kubelet.volumes import container_mounts, prepare_volumes
 
@@ -239,7 +239,7 @@ class PodWorkers:
         self.services, self.clock = services, clock
         self.backoff = Backoff(clock, settings.backoff_initial, settings.backoff_max)
         self.probes = ProbeManager(runtime, clock, self._probe_failed)
-        self.events = PodEvents(api, settings.node_name)
+        self.events = EventRecorder(api, "kubelet", host=settings.node_name)
         self._reported: dict[str, tuple[str, str]] = {}  # uid/container -> (container id, waiting reason) last told
         self._pods: dict[str, Object] = {}
         self._gone: set[str] = set()
@@ -420,15 +420,15 @@ class PodWorkers:
             self._reported[key] = seen
             name = view.spec["name"]
             if current_id and current_id != before[0]:
-                await self.events.record(pod, NORMAL, "Created", f"Created container {name}")
-                await self.events.record(pod, NORMAL, "Started", f"Started container {name}")
+                await self.events.record("pods", pod, NORMAL, "Created", f"Created container {name}")
+                await self.events.record("pods", pod, NORMAL, "Started", f"Started container {name}")
             if view.waiting_reason and view.waiting_reason != before[1]:
                 if view.waiting_reason == "CrashLoopBackOff":
                     message = f"Back-off restarting failed container {name} in pod {describe(pod)}"
-                    await self.events.record(pod, WARNING, "BackOff", message)
+                    await self.events.record("pods", pod, WARNING, "BackOff", message)
                 elif view.waiting_reason not in ("ContainerCreating", "PodInitializing"):
                     message = f"Error: {view.waiting_reason}: {view.waiting_message}".rstrip(": ")
-                    await self.events.record(pod, WARNING, "Failed", message)
+                    await self.events.record("pods", pod, WARNING, "Failed", message)
 
     async def _containers_of(self, uid: str) -> tuple[list[ContainerState], dict[str, list[ContainerState]]]:
         """The pod's sandboxes (oldest first) and its app containers by name (lowest restart count first)."""
@@ -476,7 +476,7 @@ class PodWorkers:
                 "uid": state.labels.get(LABEL_POD_UID, ""),
             }
         }
-        await self.events.record(pod, WARNING, "Unhealthy", message)
+        await self.events.record("pods", pod, WARNING, "Unhealthy", message)
 
     async def _start_sandbox(
         self, pod: Object, dead: ContainerState | None, instances: dict[str, list[ContainerState]]
@@ -568,7 +568,8 @@ class PodWorkers:
             self.backoff.next(f"{key}/pull")
             self._pull_failed[key] = (self.clock.now(), str(err))
             view.waiting_reason, view.waiting_message = "ErrImagePull", str(err)
-            await self.events.record(pod, WARNING, "Failed", f'Failed to pull image "{spec.get("image")}": {err}')
+            message = f'Failed to pull image "{spec.get("image")}": {err}'
+            await self.events.record("pods", pod, WARNING, "Failed", message)
             return view
         except ImageNeverPull as err:
             view.waiting_reason, view.waiting_message = "ErrImageNeverPull", str(err)
@@ -634,13 +635,13 @@ class PodWorkers:
             grace = _grace_of(pod)
             if not await self.probes.run_action(hook, spec, started, pod_ip, grace):
                 message = f"PostStartHook failed in container {spec['name']}"
-                await self.events.record(pod, WARNING, "FailedPostStartHook", message)
+                await self.events.record("pods", pod, WARNING, "FailedPostStartHook", message)
                 await self._kill(pod, started, grace, f"Container {spec['name']} failed its postStart hook")
         return container_id
 
     async def _kill(self, pod: Object, state: ContainerState, grace: int, why: str) -> None:
         """Kubernetes' container kill: Killing event, the preStop hook (within the grace period), SIGTERM, SIGKILL."""
-        await self.events.record(pod, NORMAL, "Killing", why)
+        await self.events.record("pods", pod, NORMAL, "Killing", why)
         name = state.labels.get(LABEL_CONTAINER_NAME, "")
         spec: Object = next((c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") == name), {})
         hook = (spec.get("lifecycle") or {}).get("preStop")
@@ -648,7 +649,8 @@ class PodWorkers:
             began = self.clock.now()
             pod_ip = self.network.pod_ip(pod["metadata"]["uid"]) or ""
             if not await self.probes.run_action(hook, spec, state, pod_ip, grace):
-                await self.events.record(pod, WARNING, "FailedPreStopHook", f"PreStopHook failed in container {name}")
+                message = f"PreStopHook failed in container {name}"
+                await self.events.record("pods", pod, WARNING, "FailedPreStopHook", message)
             grace = max(MIN_GRACE_AFTER_HOOK, int(grace - (self.clock.now() - began)))
         await self.runtime.stop_container(state.id, grace)
 

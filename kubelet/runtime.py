@@ -22,7 +22,7 @@ from collections.abc import Callable
 import docker
 import docker.errors
 
-from kubelet.timestamps import now_rfc3339
+from control.api.timestamps import now_rfc3339
 
 log = logging.getLogger(__name__)
 

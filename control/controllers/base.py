@@ -12,11 +12,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import prometheus_client
 
+from control.api.timestamps import parse_time
 from control.client import Object
 
 log = logging.getLogger(__name__)
@@ -114,17 +114,6 @@ class Controller:
             await asyncio.sleep(period)
             for key in self.all_keys():
                 self.queue.add(key)
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(stamp: str | None) -> float:
-    """Seconds since the epoch of an RFC 3339 timestamp (0 when absent)."""
-    if not stamp:
-        return 0.0
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def controller_ref(obj: Object) -> dict[str, Any] | None:

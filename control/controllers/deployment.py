@@ -20,8 +20,9 @@ from typing import Any
 from control.api.errors import ApiError
 from control.api.selectors import from_label_selector, matches
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
-from control.controllers.events import NORMAL, EventRecorder
-from control.controllers.base import Controller, controller_ref, now_rfc3339, owner_reference, parse_time, set_condition
+from control.events import NORMAL, EventRecorder
+from control.api.timestamps import now_rfc3339, parse_time
+from control.controllers.base import Controller, controller_ref, owner_reference, set_condition
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ from typing import Any
 from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.clock import Clock, RealClock
-from control.controllers.base import condition, now_rfc3339
-from control.controllers.events import NORMAL, EventRecorder
+from control.api.timestamps import now_rfc3339
+from control.controllers.base import condition
+from control.events import NORMAL, EventRecorder
 from control.scheduler.taints import tolerates
 
 log = logging.getLogger(__name__)

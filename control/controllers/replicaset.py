@@ -22,7 +22,7 @@ from control.api.errors import ApiError
 from control.api.selectors import Selector, from_label_selector, matches
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.clock import Clock, RealClock
-from control.controllers.events import NORMAL, EventRecorder
+from control.events import NORMAL, EventRecorder
 from control.controllers.base import (
     Controller,
     controller_ref,
@@ -30,8 +30,8 @@ from control.controllers.base import (
     is_pod_available,
     is_pod_ready,
     owner_reference,
-    parse_time,
 )
+from control.api.timestamps import parse_time
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import prometheus_client
 
 from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
-from control.controllers.base import now_rfc3339
-from control.controllers.events import NORMAL, WARNING, EventRecorder
+from control.api.timestamps import now_rfc3339
+from control.events import NORMAL, WARNING, EventRecorder
 from control.scheduler.predicates import NodeInfo, build_node_infos, schedule
 
 log = logging.getLogger(__name__)

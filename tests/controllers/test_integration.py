@@ -15,7 +15,7 @@ import pytest
 from control.api.errors import ApiError
 from control.client import Client
 from control.controllers.deployment import HASH_LABEL, REVISION
-from control.controllers.events import EventRecorder
+from control.events import EventRecorder
 from control.controllers.manager import ControllerManager, Settings
 from tests.controllers.helpers import eventually, make_namespace, set_pod_running
 

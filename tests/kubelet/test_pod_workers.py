@@ -419,6 +419,7 @@ async def test_events_tell_the_pod_story(h: Harness) -> None:
         "name": "web",
         "namespace": "default",
         "uid": "uid-1",
+        "resourceVersion": pod["metadata"]["resourceVersion"],
     }
     assert event["source"] == {"component": "kubelet", "host": "worker1"} and event["type"] == "Normal"
 
