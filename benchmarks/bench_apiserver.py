@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +50,12 @@ class Samples:
         return f"| {what} | {len(ordered)} | {statistics.median(ordered) * 1000:.2f} | {p99 * 1000:.2f} |"
 
 
-async def _paced(rate: float, seconds: float, operation: Callable[[int], Awaitable[float]], into: Samples) -> None:
+Operation = Callable[[int], Coroutine[Any, Any, float]]
+
+
+async def _paced(rate: float, seconds: float, operation: Operation, into: Samples) -> None:
     """Start `operation(i)` at a fixed rate (not waiting for the previous one), like independent clients."""
-    tasks = []
+    tasks: list[asyncio.Task[float]] = []
     started = time.monotonic()
     for i in range(int(rate * seconds)):
         delay = started + i / rate - time.monotonic()
