@@ -16,6 +16,8 @@ import base64
 import time
 from typing import Any
 
+from control.api.resources import RESOURCES
+
 MAGIC = b"k8s\x00"
 
 # field number -> (JSON name, type); types: "string", "bytes", "int", "bool",
@@ -155,7 +157,32 @@ MESSAGES: dict[str, Fields] = {
     },
 }
 
-SUPPORTED = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"), ("apps/v1", "Deployment")}
+MESSAGES.update(
+    {
+        # meta/v1 DeleteOptions (kubectl delete/drain bodies): its pointer fields keep explicit zeros
+        "DeleteOptions": {
+            1: ("gracePeriodSeconds", "optint"),
+            2: ("preconditions", "Preconditions"),
+            3: ("orphanDependents", "optbool"),
+            4: ("propagationPolicy", "string"),
+            5: ("dryRun", "[]string"),
+        },
+        "Preconditions": {1: ("uid", "string"), 2: ("resourceVersion", "string")},
+        "Eviction": {1: ("metadata", "ObjectMeta"), 2: ("deleteOptions", "DeleteOptions")},
+    }
+)
+SUPPORTED = {
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("policy/v1", "Eviction"),
+    # DeleteOptions travel under the group version of the resource being deleted
+    *(("/".join(filter(None, (r.group, r.version))), "DeleteOptions") for r in RESOURCES),
+    ("meta.k8s.io/v1", "DeleteOptions"),
+}
+_PRESENT = ("optint", "optbool")  # optional (pointer) fields: present means set, even to zero
 _MAPS = ("map", "bytesmap", "quantitymap")
 
 
@@ -212,9 +239,9 @@ def _scalar(kind: str, value: int | bytes) -> Any:
         return bytes(value).decode() if isinstance(value, bytes) else str(value)
     if kind == "bytes":
         return bytes(value) if isinstance(value, bytes) else b""
-    if kind == "int":
+    if kind in ("int", "optint"):
         return _signed(value) if isinstance(value, int) else 0
-    if kind == "bool":
+    if kind in ("bool", "optbool"):
         return bool(value)
     if not isinstance(value, bytes):
         raise ProtobufError(f"expected a message for {kind}")
@@ -271,6 +298,8 @@ def decode_message(name: str, data: bytes) -> dict[str, Any]:
             out.setdefault(json_name, {})[item[0]] = item[1]
         elif repeated:
             out.setdefault(json_name, []).append(item)
+        elif kind in _PRESENT:
+            out[json_name] = item
         elif item not in ("", 0, False, None, {}, b""):
             out[json_name] = item
     return out

@@ -1,10 +1,14 @@
 """`pods/exec` refusals at the API server, before any upgrade, as Status bodies (the relay itself is tested
-with a real kubelet and kubectl in tests/kubelet/test_exec.py)."""
+with a real kubelet and kubectl in tests/kubelet/test_exec.py); protobuf DeleteOptions and Eviction bodies."""
 
 from __future__ import annotations
 
+import pytest
+
+from control.api.errors import ApiError
 from tests.conftest import ApiServer
 from tests.control.test_api import pod, raw
+from tests.control.test_protobuf import envelope, field
 
 EXEC = "/api/v1/namespaces/default/pods/{name}/exec"
 
@@ -38,3 +42,33 @@ async def test_exec_refusals_are_status_bodies(apiserver: ApiServer) -> None:
         for name in ("exec-unbound", "exec-bound"):
             await client.delete("pods", name, "default", grace_period_seconds=0)
         await client.delete("nodes", "exec-proxy-node")
+
+
+async def test_protobuf_delete_options_and_eviction_bodies(apiserver: ApiServer) -> None:
+    """kubectl drain's typed client may send both as protobuf; an explicit gracePeriodSeconds=0 is honoured."""
+    client = apiserver.client
+    await client.create("nodes", {"metadata": {"name": "pb-node"}})
+    await client.create("pods", pod("pb-bound", node="pb-node"), "default")
+    await client.create("pods", pod("pb-evicted", node="pb-node"), "default")
+    try:
+        grace_zero = envelope("v1", "DeleteOptions", field(1, 0))
+        path = "/api/v1/namespaces/default/pods/pb-bound"
+        async with client.session.delete(
+            client.server + path, data=grace_zero, headers={"Content-Type": "application/vnd.kubernetes.protobuf"}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        with pytest.raises(ApiError) as gone:
+            await client.get("pods", "pb-bound", "default")
+        assert gone.value.code == 404  # removed at once, not marked for a 30 s grace period
+        eviction = envelope("policy/v1", "Eviction", field(1, field(1, "pb-evicted")) + field(2, field(1, 0)))
+        async with client.session.post(
+            client.server + "/api/v1/namespaces/default/pods/pb-evicted/eviction",
+            data=eviction,
+            headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+        with pytest.raises(ApiError) as evicted:
+            await client.get("pods", "pb-evicted", "default")
+        assert evicted.value.code == 404
+    finally:
+        await client.delete("nodes", "pb-node")

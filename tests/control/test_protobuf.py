@@ -67,3 +67,26 @@ def test_unset_structs_pass_but_unknown_values_are_refused() -> None:
 def test_bad_bodies_name_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(ProtobufError, match=message):
         decode(body)
+
+
+def test_delete_options_keep_an_explicit_zero_grace_period() -> None:
+    raw = field(1, 0) + field(2, field(1, "uid-1")) + field(4, "Foreground") + field(5, "All")
+    assert decode(envelope("v1", "DeleteOptions", raw)) == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "gracePeriodSeconds": 0,
+        "preconditions": {"uid": "uid-1"},
+        "propagationPolicy": "Foreground",
+        "dryRun": ["All"],
+    }
+    assert "gracePeriodSeconds" not in decode(envelope("apps/v1", "DeleteOptions", field(4, "Orphan")))
+
+
+def test_eviction_with_delete_options() -> None:
+    raw = field(1, field(1, "web-1") + field(3, "default")) + field(2, field(1, 5))
+    assert decode(envelope("policy/v1", "Eviction", raw)) == {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": "web-1", "namespace": "default"},
+        "deleteOptions": {"gracePeriodSeconds": 5},
+    }
