@@ -42,6 +42,8 @@ from pocket.kubeconfig import write_kubeconfig
 from pocket.node import APISERVER, DOCKERD, KDNS, KUBELET, Component, node_components
 
 UNIT_DIR = Path("/etc/systemd/system")
+# Tools `pocket up` needs on the host to build images; a node set up here pulls images, it builds none.
+IMAGE_BUILD_TOOLS = ("debootstrap",)
 SYSCTL_FILE = Path("/etc/sysctl.d/90-pocketkube.conf")
 SYSCTL_TEXT = "# pocket node setup: pods are routed through this node\nnet.ipv4.ip_forward = 1\n"
 # br_netfilter: the kubelet sets bridge-nf-call-iptables, so kproxy's rules see traffic between pods on cbr0.
@@ -223,7 +225,8 @@ def apparmor_enabled() -> bool:
 
 def install_missing_packages(say: Callable[[str], None]) -> bool:
     """apt-get install the Debian packages a node needs (none are missing on the pocketkube box)."""
-    missing = sorted({pkg for cmd, pkg in PREREQUISITES.items() if shutil.which(cmd) is None})
+    missing = sorted({pkg for cmd, pkg in PREREQUISITES.items()
+                      if cmd not in IMAGE_BUILD_TOOLS and shutil.which(cmd) is None})
     if not BUSYBOX_BINARY.exists():
         missing.append("busybox-static")
     if apparmor_enabled() and shutil.which("apparmor_parser") is None:
