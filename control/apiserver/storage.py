@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 
 
+MAX_ETCD_REPLY_BYTES = 512 * 2**20
+
+
 class StorageError(Exception):
     """Base of the storage failures the registry maps to API errors."""
 
@@ -121,7 +124,13 @@ class Storage:
     def __init__(self, etcd_url: str, prefix: str = ""):
         host, port = parse_endpoint(etcd_url)
         self.prefix = prefix.rstrip("/")
-        self._client = aetcd.Client(host=host, port=port, timeout=10)
+        # gRPC's default 4 MiB reply limit would fail a list of a few thousand pods.
+        self._client = aetcd.Client(
+            host=host,
+            port=port,
+            timeout=10,
+            options={"grpc.max_receive_message_length": MAX_ETCD_REPLY_BYTES},
+        )
 
     def full(self, key: str) -> bytes:
         return (self.prefix + key).encode()
