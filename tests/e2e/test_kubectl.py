@@ -57,7 +57,7 @@ def shell_pod(cluster: Any) -> Iterator[str]:
 def test_exec_reaches_a_service_from_inside_the_pod(cluster: Any, shell_pod: str) -> None:
     # the kubernetes Service's 443 is the API server's plain HTTP port, through kproxy and kdns
     out = cluster.kubectl(
-        "exec", shell_pod, "--", "wget", "-qO-", "-T", "10", "http://kubernetes.default.svc:443/version"
+        "exec", shell_pod, "--", "timeout", "10", "wget", "-qO-", "http://kubernetes.default.svc:443/version"
     )
     assert json.loads(out)["major"] == "1"
 
