@@ -13,7 +13,7 @@ set -euo pipefail
 out=${1:?usage: build-box.sh OUTPUT.box}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mirror=${POCKET_BOX_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
-mirror=${mirror:-http://debian-mirror.invalid/debian}
+[ -n "$mirror" ] || { echo "build-box.sh: no Debian mirror in /etc/apt/sources.list.d/debian.sources; set POCKET_BOX_MIRROR" >&2; exit 1; }
 disk_gib=${POCKET_BOX_DISK_GIB:-10}
 insecure_key=$(ls /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub | head -1)
 
@@ -56,9 +56,10 @@ iface lo inet loopback
 allow-hotplug eth0
 iface eth0 inet dhcp
 EOF
+# The box's apt uses the mirror it was built from (and its security suite beside it).
 cat > "$rootfs/etc/apt/sources.list" <<EOF
-deb http://debian-mirror.invalid/debian bookworm main
-deb http://debian-mirror.invalid/debian-security bookworm-security main
+deb $mirror bookworm main
+deb ${mirror%/debian}/debian-security bookworm-security main
 EOF
 # Every VM of the box gets its own machine id and ssh host keys on first boot.
 : > "$rootfs/etc/machine-id"
