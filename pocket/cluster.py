@@ -39,14 +39,17 @@ from pocket.config import (
     NodeSpec,
 )
 from pocket.images import (
+    BASE_IMAGES,
     BUSYBOX_BINARY,
     BUSYBOX_IMAGE,
     CACHE_DIR as IMAGE_CACHE_DIR,
     DEBIAN_IMAGES,
     SANDBOX_IMAGE,
     ImageBuildError,
+    PushError,
     import_debian_images,
     import_images,
+    push_images,
 )
 from pocket.kubeconfig import write_kubeconfig
 from pocket.netns import entered, netns_inode, nsenter_argv
@@ -377,14 +380,10 @@ class BringUp:
         client = docker_client(self.cluster, self.control_plane.name)
         try:
             load(client)
-            for image, repo, tag in missing:
-                target = f"{self.cluster.registry}/{repo}"
-                client.images.get(image).tag(target, tag)
-                for line in client.api.push(target, tag=tag, stream=True, decode=True):
-                    if "error" in line:
-                        registry_log = self.cluster.log_file(self.control_plane.name, REGISTRY)
-                        raise BringUpError(f"pushing {target}:{tag} failed: {line['error']}",
-                                           [f"registry log: {registry_log}"])
+            push_images(client, self.cluster.registry, missing)
+        except PushError as err:
+            registry_log = self.cluster.log_file(self.control_plane.name, REGISTRY)
+            raise BringUpError(str(err), [f"registry log: {registry_log}"]) from err
         finally:
             client.close()
         return True
@@ -400,9 +399,7 @@ class BringUp:
 
     def seed_images(self) -> bool:
         """busybox and the sandbox image into the registry, then pulled by every node through its mirror."""
-        registry_names = {BUSYBOX_IMAGE: "library/busybox", SANDBOX_IMAGE: "pocketkube/pause"}
-        changed = self._push_to_registry([(image, repo, "latest") for image, repo in registry_names.items()],
-                                         import_images)
+        changed = self._push_to_registry(list(BASE_IMAGES), import_images)
         for node in self.cluster.nodes:
             client = docker_client(self.cluster, node.name)
             try:

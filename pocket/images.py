@@ -16,6 +16,7 @@ manifests name are made here:
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 import logging
 import shutil
 import subprocess
@@ -99,6 +100,27 @@ def import_images(docker_client: object) -> list[str]:
     cmd = ", ".join(f'"{part}"' for part in SANDBOX_COMMAND)
     api.import_image_from_data(rootfs, repository="pocketkube/pause", tag="latest", changes=[f"CMD [{cmd}]"])
     return [BUSYBOX_IMAGE, SANDBOX_IMAGE]
+
+
+# (local name, repository in the registry, tag) of the images every node needs before any pod runs.
+BASE_IMAGES = ((BUSYBOX_IMAGE, "library/busybox", "latest"), (SANDBOX_IMAGE, "pocketkube/pause", "latest"))
+
+
+class PushError(Exception):
+    """The registry refused an image."""
+
+
+def push_images(docker_client: object, registry: str, images: Iterable[tuple[str, str, str]]) -> None:
+    """Tag each (local name, registry repository, tag) for `registry` and push it there.
+
+    docker_client is a `docker.DockerClient` that already holds the images.
+    """
+    for image, repository, tag in images:
+        target = f"{registry}/{repository}"
+        docker_client.images.get(image).tag(target, tag)  # type: ignore[attr-defined]
+        for line in docker_client.api.push(target, tag=tag, stream=True, decode=True):  # type: ignore[attr-defined]
+            if "error" in line:
+                raise PushError(f"pushing {target}:{tag} failed: {line['error']}")
 
 
 @dataclass(frozen=True)

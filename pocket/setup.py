@@ -37,7 +37,15 @@ from control.api.errors import ApiError
 from control.client import Client
 from pocket.cluster import PREREQUISITES, choose_storage_driver, ensure_kube_dns
 from pocket.config import CONTROL_PLANE_ROLE, NODE_SUBNET, WORKER_ROLE, ClusterConfig, NodeSpec
-from pocket.images import BUSYBOX_BINARY, BUSYBOX_IMAGE, SANDBOX_IMAGE, import_images
+from pocket.images import (
+    BASE_IMAGES,
+    BUSYBOX_BINARY,
+    BUSYBOX_IMAGE,
+    SANDBOX_IMAGE,
+    PushError,
+    import_images,
+    push_images,
+)
 from pocket.kubeconfig import write_kubeconfig
 from pocket.node import APISERVER, DOCKERD, KDNS, KUBELET, Component, node_components
 
@@ -368,19 +376,14 @@ def wait_for_control_plane(cluster: ClusterConfig, token: str, timeout: float = 
 
 def seed_registry(cluster: ClusterConfig, node: NodeSpec) -> bool:
     """busybox and the sandbox image, built from busybox-static, pushed into the control plane's registry."""
-    repositories = {BUSYBOX_IMAGE: "library/busybox", SANDBOX_IMAGE: "pocketkube/pause"}
-    if all(http_ok(f"http://{cluster.registry}/v2/{repo}/tags/list") for repo in repositories.values()):
+    if all(http_ok(f"http://{cluster.registry}/v2/{repo}/tags/list") for _, repo, _ in BASE_IMAGES):
         return False
     client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=120)
     try:
         import_images(client)
-        for image, repo in repositories.items():
-            target = f"{cluster.registry}/{repo}"
-            client.images.get(image).tag(target, "latest")
-            for line in client.api.push(target, tag="latest", stream=True, decode=True):
-                if "error" in line:
-                    raise SetupError(f"pushing {target}:latest failed: {line['error']}; see "
-                                     f"`journalctl -u {unit_name('registry')}`")
+        push_images(client, cluster.registry, BASE_IMAGES)
+    except PushError as err:
+        raise SetupError(f"{err}; see `journalctl -u {unit_name('registry')}`") from err
     finally:
         client.close()
     return True
