@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import aetcd
 import aiohttp
+from benchmarks.support import free_port
 
 WRITE_RATE = 100  # writes per second (creates and updates alternate)
 WRITE_SECONDS = 10
@@ -32,12 +32,6 @@ WATCH_EVENTS = 50
 WATCH_EVENT_INTERVAL = 0.1
 START_TIMEOUT = 60
 NAMESPACE = "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -70,7 +64,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="pkt-apisrv-bench-"))
-        self.etcd_port, peer, self.api_port = _free_port(), _free_port(), _free_port()
+        self.etcd_port, peer, self.api_port = free_port(), free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.processes: list[subprocess.Popen[bytes]] = []

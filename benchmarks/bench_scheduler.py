@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from control.client import Client
+from benchmarks.support import free_port
 
 NODES = 1000
 PODS = 5000
@@ -33,12 +33,6 @@ PODS_PER_GROUP = 50  # pods sharing one app label
 CONCURRENCY = 32  # requests in flight while creating objects
 TIMEOUT = 900.0  # seconds the scheduling phase may take before the run gives up
 NAMESPACE = "default"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:

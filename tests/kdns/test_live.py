@@ -8,7 +8,6 @@ disappear again) without restarting anything.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +25,11 @@ from kdns.cli import serve_health_and_ready
 from kdns.peers import check_once
 from kdns.server import DnsServer
 from kdns.source import InformerSource
+from tests.conftest import free_port
 
 STARTUP_SECONDS = 30
 CONVERGE_SECONDS = 15
 NAMESPACE = "dns-live"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:

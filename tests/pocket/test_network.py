@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pocket import network, processes
 from pocket.cluster import down
 from pocket.config import ClusterConfig
 from pocket.netns import nsenter_argv
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.root
 
@@ -99,12 +99,6 @@ def test_network_phase_completes_a_half_made_network(test_cluster: ClusterConfig
     for address in ("192.168.56.11", "192.168.56.12", "192.168.56.1"):
         assert ping(test_cluster.node_netns("control-plane"), address), address
     assert network.ensure_network(test_cluster) is False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_forwarder_reaches_a_server_inside_a_node_namespace(test_cluster: ClusterConfig) -> None:
