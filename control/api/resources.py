@@ -124,6 +124,13 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",)),
 )
 
+# The resource metrics API (what metrics-server serves): read-only, computed
+# from kubelet stats in the API server, never stored in etcd, so not in RESOURCES.
+METRICS_RESOURCES: tuple[Resource, ...] = (
+    Resource("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, verbs=("get", "list")),
+    Resource("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, verbs=("get", "list")),
+)
+
 _BY_PLURAL = {r.plural: r for r in RESOURCES}
 _BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
 
