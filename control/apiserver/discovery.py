@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from control.api.resources import RESOURCES, Resource, group_versions
+from control.api.resources import METRICS_RESOURCES, RESOURCES, Resource, group_versions
 from control.apiserver.openapi_schemas import KIND_MODELS, SCHEMAS
 
 Object = dict[str, Any]
@@ -62,7 +62,7 @@ def _group(name: str, versions: list[str]) -> Object:
 
 def _named_groups() -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
-    for r in RESOURCES:
+    for r in (*RESOURCES, *METRICS_RESOURCES):
         if r.group and r.version not in groups.setdefault(r.group, []):
             groups[r.group].append(r.version)
     return groups
@@ -107,8 +107,16 @@ def _subresource_entry(r: Resource, sub: str) -> Object:
     return entry
 
 
+def _discoverable() -> dict[str, list[Resource]]:
+    """The stored resources and the metrics API's (served from memory, not etcd), by group version."""
+    served = group_versions()
+    for r in METRICS_RESOURCES:
+        served.setdefault(r.api_version, []).append(r)
+    return served
+
+
 def api_resource_list(group_version: str) -> Object | None:
-    resources = group_versions().get(group_version)
+    resources = _discoverable().get(group_version)
     if resources is None:
         return None
     entries = []
