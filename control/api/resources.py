@@ -89,6 +89,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "events", "Event", True, ("ev",)),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Resource("", "v1", "secrets", "Secret", True),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",)),
     Resource(
         "apps",
         "v1",
@@ -122,6 +123,16 @@ RESOURCES: tuple[Resource, ...] = (
         categories=("all",),
     ),
     Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), ("status",)),
+    Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=("create",)),
+    Resource(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        False,
+        ("csr",),
+        ("approval", "status"),
+    ),
 )
 
 # The resource metrics API (what metrics-server serves): read-only, computed

@@ -30,6 +30,8 @@ _SUBRESOURCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "exec": ("", "", "PodExecOptions", ("create", "get")),
     "eviction": ("policy", "v1", "Eviction", ("create",)),
     "scale": ("autoscaling", "v1", "Scale", ("get", "patch", "update")),
+    "token": ("authentication.k8s.io", "v1", "TokenRequest", ("create",)),
+    "approval": ("", "", "", ("get", "patch", "update")),
 }
 
 

@@ -15,16 +15,40 @@ _DOCUMENT = r"""
   "/v1/Pod": "V1Pod",
   "/v1/Secret": "V1Secret",
   "/v1/Service": "V1Service",
+  "/v1/ServiceAccount": "V1ServiceAccount",
   "apps/v1/Deployment": "V1Deployment",
   "apps/v1/ReplicaSet": "V1ReplicaSet",
+  "authentication.k8s.io/v1/TokenRequest": "AuthenticationV1TokenRequest",
+  "authentication.k8s.io/v1/TokenReview": "V1TokenReview",
   "autoscaling/v1/Scale": "V1Scale",
   "autoscaling/v2/HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
+  "certificates.k8s.io/v1/CertificateSigningRequest": "V1CertificateSigningRequest",
   "coordination.k8s.io/v1/Lease": "V1Lease",
   "discovery.k8s.io/v1/EndpointSlice": "V1EndpointSlice",
   "policy/v1/Eviction": "V1Eviction",
   "policy/v1/PodDisruptionBudget": "V1PodDisruptionBudget"
  },
  "schemas": {
+  "AuthenticationV1TokenRequest": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1TokenRequestSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1TokenRequestStatus"
+    }
+   },
+   "type": "object"
+  },
   "CoreV1EndpointPort": {
    "properties": {
     "appProtocol": {
@@ -284,6 +308,23 @@ _DOCUMENT = r"""
    ],
    "type": "object"
   },
+  "V1BoundObjectReference": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "name": {
+     "type": "string"
+    },
+    "uid": {
+     "type": "string"
+    }
+   },
+   "type": "object"
+  },
   "V1CSIVolumeSource": {
    "properties": {
     "driver": {
@@ -354,6 +395,120 @@ _DOCUMENT = r"""
    "required": [
     "monitors"
    ],
+   "type": "object"
+  },
+  "V1CertificateSigningRequest": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1CertificateSigningRequestSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1CertificateSigningRequestStatus"
+    }
+   },
+   "required": [
+    "spec"
+   ],
+   "type": "object"
+  },
+  "V1CertificateSigningRequestCondition": {
+   "properties": {
+    "lastTransitionTime": {
+     "format": "date-time",
+     "type": "string"
+    },
+    "lastUpdateTime": {
+     "format": "date-time",
+     "type": "string"
+    },
+    "message": {
+     "type": "string"
+    },
+    "reason": {
+     "type": "string"
+    },
+    "status": {
+     "type": "string"
+    },
+    "type": {
+     "type": "string"
+    }
+   },
+   "required": [
+    "status",
+    "type"
+   ],
+   "type": "object"
+  },
+  "V1CertificateSigningRequestSpec": {
+   "properties": {
+    "expirationSeconds": {
+     "format": "int64",
+     "type": "integer"
+    },
+    "extra": {
+     "additionalProperties": {
+      "items": {
+       "type": "string"
+      },
+      "type": "array"
+     },
+     "type": "object"
+    },
+    "groups": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "request": {
+     "format": "byte",
+     "type": "string"
+    },
+    "signerName": {
+     "type": "string"
+    },
+    "uid": {
+     "type": "string"
+    },
+    "usages": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "username": {
+     "type": "string"
+    }
+   },
+   "required": [
+    "request",
+    "signerName"
+   ],
+   "type": "object"
+  },
+  "V1CertificateSigningRequestStatus": {
+   "properties": {
+    "certificate": {
+     "format": "byte",
+     "type": "string"
+    },
+    "conditions": {
+     "items": {
+      "$ref": "#/components/schemas/V1CertificateSigningRequestCondition"
+     },
+     "type": "array"
+    }
+   },
    "type": "object"
   },
   "V1CinderVolumeSource": {
@@ -4262,6 +4417,35 @@ _DOCUMENT = r"""
    },
    "type": "object"
   },
+  "V1ServiceAccount": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "automountServiceAccountToken": {
+     "type": "boolean"
+    },
+    "imagePullSecrets": {
+     "items": {
+      "$ref": "#/components/schemas/V1LocalObjectReference"
+     },
+     "type": "array"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "secrets": {
+     "items": {
+      "$ref": "#/components/schemas/V1ObjectReference"
+     },
+     "type": "array"
+    }
+   },
+   "type": "object"
+  },
   "V1ServiceAccountTokenProjection": {
    "properties": {
     "audience": {
@@ -4497,6 +4681,105 @@ _DOCUMENT = r"""
    ],
    "type": "object"
   },
+  "V1TokenRequestSpec": {
+   "properties": {
+    "attestations": {
+     "additionalProperties": {
+      "items": {
+       "type": "string"
+      },
+      "type": "array"
+     },
+     "type": "object"
+    },
+    "audiences": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "boundObjectRef": {
+     "$ref": "#/components/schemas/V1BoundObjectReference"
+    },
+    "expirationSeconds": {
+     "format": "int64",
+     "type": "integer"
+    }
+   },
+   "type": "object"
+  },
+  "V1TokenRequestStatus": {
+   "properties": {
+    "expirationTimestamp": {
+     "format": "date-time",
+     "type": "string"
+    },
+    "token": {
+     "type": "string"
+    }
+   },
+   "type": "object"
+  },
+  "V1TokenReview": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1TokenReviewSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1TokenReviewStatus"
+    }
+   },
+   "required": [
+    "spec"
+   ],
+   "type": "object"
+  },
+  "V1TokenReviewSpec": {
+   "properties": {
+    "audiences": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "token": {
+     "type": "string"
+    }
+   },
+   "required": [
+    "token"
+   ],
+   "type": "object"
+  },
+  "V1TokenReviewStatus": {
+   "properties": {
+    "audiences": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "authenticated": {
+     "type": "boolean"
+    },
+    "error": {
+     "type": "string"
+    },
+    "user": {
+     "$ref": "#/components/schemas/V1UserInfo"
+    }
+   },
+   "type": "object"
+  },
   "V1Toleration": {
    "properties": {
     "effect": {
@@ -4594,6 +4877,32 @@ _DOCUMENT = r"""
     "kind",
     "name"
    ],
+   "type": "object"
+  },
+  "V1UserInfo": {
+   "properties": {
+    "extra": {
+     "additionalProperties": {
+      "items": {
+       "type": "string"
+      },
+      "type": "array"
+     },
+     "type": "object"
+    },
+    "groups": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "uid": {
+     "type": "string"
+    },
+    "username": {
+     "type": "string"
+    }
+   },
    "type": "object"
   },
   "V1Volume": {

@@ -19,7 +19,12 @@ import kubernetes.client.models as models
 from control.api.resources import RESOURCES
 
 TARGET = Path(__file__).resolve().parents[2] / "control" / "apiserver" / "openapi_schemas.py"
-EXTRA_KINDS = (("policy", "v1", "Eviction"), ("autoscaling", "v1", "Scale"), ("", "v1", "Binding"))
+EXTRA_KINDS = (
+    ("policy", "v1", "Eviction"),
+    ("autoscaling", "v1", "Scale"),
+    ("", "v1", "Binding"),
+    ("authentication.k8s.io", "v1", "TokenRequest"),
+)
 
 _SCALARS: dict[str, dict[str, Any]] = {
     "str": {"type": "string"},
