@@ -22,6 +22,8 @@ import grpc
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
+from control.apiserver.encryption import Encryption, EncryptionError
+
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
@@ -48,6 +50,14 @@ class RevisionConflict(StorageError):
 
 class PreconditionFailed(StorageError):
     """An extra compare of a transaction (e.g. an allocation key) failed."""
+
+
+class TransformFailed(StorageError):
+    """A stored value could not be decrypted (wrong or missing key); the value is left as it is."""
+
+    def __init__(self, key: str, why: str):
+        super().__init__(f"unable to transform key {key!r}: {why}")
+        self.key = key
 
 
 class Compacted(StorageError):
@@ -121,9 +131,10 @@ def parse_endpoint(url: str) -> tuple[str, int]:
 class Storage:
     """Objects in etcd under one key prefix (empty in production, unique per test)."""
 
-    def __init__(self, etcd_url: str, prefix: str = ""):
+    def __init__(self, etcd_url: str, prefix: str = "", encryption: Encryption | None = None):
         host, port = parse_endpoint(etcd_url)
         self.prefix = prefix.rstrip("/")
+        self.encryption = encryption
         # gRPC's default 4 MiB reply limit would fail a list of a few thousand pods.
         self._client = aetcd.Client(
             host=host,
@@ -137,6 +148,18 @@ class Storage:
 
     def _short(self, key: bytes) -> str:
         return key.decode()[len(self.prefix) :]
+
+    def _seal(self, key: str, body: bytes) -> bytes:
+        """The stored form of an object's JSON: encrypted for the configured resources."""
+        return body if self.encryption is None else self.encryption.encrypt(key, body)
+
+    def _open(self, key: str, raw: bytes, revision: int) -> Object:
+        if self.encryption is not None:
+            try:
+                raw = self.encryption.decrypt(key, raw)
+            except EncryptionError as err:
+                raise TransformFailed(key, str(err)) from None
+        return _with_rv(raw, revision)
 
     async def connect(self) -> None:
         await self._client.connect()
@@ -171,7 +194,7 @@ class Storage:
         if not response.kvs:
             return None
         kv = response.kvs[0]
-        return Stored(key, _with_rv(kv.value, kv.mod_revision), kv.mod_revision)
+        return Stored(key, self._open(key, kv.value, kv.mod_revision), kv.mod_revision)
 
     async def get_raw(self, key: str) -> bytes | None:
         stored = await self._client.get(self.full(key))
@@ -197,7 +220,7 @@ class Storage:
         body = _encode(_without_rv(obj))
         response = await self._txn(
             [tx.version(full) == 0, *extra_compares],
-            [tx.put(full, body), *extra_ops],
+            [tx.put(full, self._seal(key, body)), *extra_ops],
             [tx.get(full)],
         )
         if not response.succeeded:
@@ -220,7 +243,7 @@ class Storage:
         body = _encode(_without_rv(obj))
         response = await self._txn(
             [tx.mod(full) == expected_revision, *extra_compares],
-            [tx.put(full, body), *extra_ops],
+            [tx.put(full, self._seal(key, body)), *extra_ops],
             [tx.get(full)],
         )
         if not response.succeeded:
@@ -276,9 +299,10 @@ class Storage:
             if err.code() == grpc.StatusCode.OUT_OF_RANGE:
                 raise Compacted(revision, await self.revision()) from err
             raise
-        items = [
-            Stored(self._short(kv.key), _with_rv(kv.value, kv.mod_revision), kv.mod_revision) for kv in response.kvs
-        ]
+        items = []
+        for kv in response.kvs:
+            short = self._short(kv.key)
+            items.append(Stored(short, self._open(short, kv.value, kv.mod_revision), kv.mod_revision))
         return items, int(response.header.revision), bool(response.more)
 
     async def keys(self, prefix: str) -> KeyList:
@@ -342,12 +366,12 @@ async def _cancel_quietly(stream: Any) -> None:
 
 def _change(storage: Storage, event: Any) -> Change:
     kv = event.kv
-    has_prev = event.prev_kv is not None and event.prev_kv.key
-    prev = _with_rv(event.prev_kv.value, event.prev_kv.mod_revision) if has_prev else None
     key = storage._short(kv.key)
+    has_prev = event.prev_kv is not None and event.prev_kv.key
+    prev = storage._open(key, event.prev_kv.value, event.prev_kv.mod_revision) if has_prev else None
     if event.kind == "DELETE":
         return Change("DELETE", key, None, prev, kv.mod_revision, False)
-    return Change("PUT", key, _with_rv(kv.value, kv.mod_revision), prev, kv.mod_revision, kv.version == 1)
+    return Change("PUT", key, storage._open(key, kv.value, kv.mod_revision), prev, kv.mod_revision, kv.version == 1)
 
 
 def _without_rv(obj: Object) -> Object:
