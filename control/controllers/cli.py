@@ -14,6 +14,7 @@ from control.controllers.leaderelection import (
     leader_election_config,
     run_elected,
 )
+from control.controllers.hpa import HpaSettings, parse_duration
 from control.controllers.loadbalancer import DEFAULT_POOL, parse_pool
 from control.controllers.manager import ControllerManager, Settings
 from control.controllers.nodeipam import parse_cluster_cidr
@@ -50,7 +51,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_POOL,
         help="addresses for LoadBalancer Services: comma-separated first-last ranges, CIDRs or IPs",
     )
+    add_hpa_arguments(parser)
     add_leader_election_arguments(parser, "kube-controller-manager")
+
+
+def duration_seconds(text: str) -> float:
+    """A kube-controller-manager duration flag: Go form ("15s", "5m0s") or plain seconds ("15")."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_hpa_arguments(parser: argparse.ArgumentParser) -> None:
+    """kube-controller-manager's HPA flags, with its defaults."""
+    hpa = HpaSettings()
+    parser.add_argument(
+        "--horizontal-pod-autoscaler-sync-period",
+        type=duration_seconds,
+        default=hpa.sync_period,
+        help="how often each HPA is reconciled (15s)",
+    )
+    parser.add_argument(
+        "--horizontal-pod-autoscaler-tolerance",
+        type=float,
+        default=hpa.tolerance,
+        help="minimum change of the usage/target ratio, either way, before the HPA scales (0.1)",
+    )
+    parser.add_argument(
+        "--horizontal-pod-autoscaler-downscale-stabilization",
+        type=duration_seconds,
+        default=hpa.downscale_stabilization,
+        help="scale-down stabilisation window for HPAs whose behavior sets none (5m0s)",
+    )
+    parser.add_argument(
+        "--horizontal-pod-autoscaler-cpu-initialization-period",
+        type=duration_seconds,
+        default=hpa.cpu_initialization_period,
+        help="after a pod starts, how long its cpu samples count only once it has been Ready for a window (5m0s)",
+    )
+    parser.add_argument(
+        "--horizontal-pod-autoscaler-initial-readiness-delay",
+        type=duration_seconds,
+        default=hpa.initial_readiness_delay,
+        help="after a pod starts, how long its readiness may flap without it counting as never ready (30s)",
+    )
+
+
+def hpa_settings_from(args: argparse.Namespace) -> HpaSettings:
+    """Validate the HPA flags; SystemExit names the one that is wrong."""
+    period = args.horizontal_pod_autoscaler_sync_period
+    if period <= 0:
+        raise SystemExit(f"--horizontal-pod-autoscaler-sync-period must be positive, got {period}")
+    for flag in (
+        "horizontal_pod_autoscaler_tolerance",
+        "horizontal_pod_autoscaler_downscale_stabilization",
+        "horizontal_pod_autoscaler_cpu_initialization_period",
+        "horizontal_pod_autoscaler_initial_readiness_delay",
+    ):
+        if getattr(args, flag) < 0:
+            raise SystemExit(f"--{flag.replace('_', '-')} must not be negative, got {getattr(args, flag)}")
+    return HpaSettings(
+        sync_period=args.horizontal_pod_autoscaler_sync_period,
+        tolerance=args.horizontal_pod_autoscaler_tolerance,
+        downscale_stabilization=args.horizontal_pod_autoscaler_downscale_stabilization,
+        cpu_initialization_period=args.horizontal_pod_autoscaler_cpu_initialization_period,
+        initial_readiness_delay=args.horizontal_pod_autoscaler_initial_readiness_delay,
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -74,6 +145,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         node_monitor_period=args.node_monitor_period,
         resync_period=args.resync_period,
         load_balancer_pool=args.load_balancer_ip_pool,
+        hpa=hpa_settings_from(args),
     )
 
 
@@ -116,5 +188,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    "controller-manager", "Run the ReplicaSet, Deployment, Endpoints, node and GC controllers", add_arguments, run
+    "controller-manager", "Run the ReplicaSet, Deployment, Endpoints, node, GC and HPA controllers", add_arguments, run
 )

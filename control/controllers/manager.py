@@ -12,6 +12,7 @@ from control.controllers.base import Controller
 from control.controllers.deployment import DeploymentController
 from control.controllers.endpoints import EndpointsController
 from control.controllers.garbagecollector import GarbageCollector
+from control.controllers.hpa import ApiPodMetricsSource, HorizontalController, HpaSettings
 from control.controllers.loadbalancer import DEFAULT_POOL, LoadBalancerController, parse_pool
 from control.controllers.nodeipam import NodeIpamController
 from control.controllers.nodelifecycle import (
@@ -35,6 +36,7 @@ class Settings:
     node_monitor_period: float = DEFAULT_MONITOR_PERIOD
     resync_period: float = 30.0
     load_balancer_pool: str = DEFAULT_POOL
+    hpa: HpaSettings = HpaSettings()
 
 
 class ControllerManager:
@@ -45,7 +47,15 @@ class ControllerManager:
         self.settings = settings
         self.informers = {
             plural: Informer(client, plural)
-            for plural in ("pods", "nodes", "services", "endpoints", "replicasets", "deployments")
+            for plural in (
+                "pods",
+                "nodes",
+                "services",
+                "endpoints",
+                "replicasets",
+                "deployments",
+                "horizontalpodautoscalers",
+            )
         }
         self.informers["leases"] = Informer(client, "leases", LEASE_NAMESPACE)
         inf = self.informers
@@ -72,6 +82,9 @@ class ControllerManager:
             monitor_period=settings.node_monitor_period,
             clock=clock or RealClock(),
         )
+        self.hpa = HorizontalController(
+            client, inf["horizontalpodautoscalers"], inf["pods"], ApiPodMetricsSource(client), settings.hpa, clock=clock
+        )
         self.tasks: list[asyncio.Task[None]] = []
 
     def synced(self) -> bool:
@@ -90,6 +103,8 @@ class ControllerManager:
                 asyncio.create_task(c.run(self.settings.resync_period), name=c.name) for c in self.controllers
             ]
             self.tasks.append(asyncio.create_task(self.node_lifecycle.run(), name=self.node_lifecycle.name))
+            # HPAs resync on their own period (--horizontal-pod-autoscaler-sync-period), not the manager's.
+            self.tasks.append(asyncio.create_task(self.hpa.run(self.settings.hpa.sync_period), name=self.hpa.name))
             done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
