@@ -31,6 +31,8 @@ from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.eviction import check_eviction_body, evict
+from control.apiserver.kubelet_client import KubeletClient
+from control.apiserver.metrics_api import DEFAULT_RESOLUTION, PREFIX as METRICS_PREFIX, MetricsApi
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
 from control.apiserver.storage import Storage
 
@@ -76,6 +78,9 @@ class ServerConfig:
     default_watch_timeout: float = 1800.0
     compaction_interval: float = 300.0  # Kubernetes' --etcd-compaction-interval default
     watch_cache_size: int = DEFAULT_HISTORY  # changes kept per resource for resuming watches
+    # seconds between kubelet stats scrapes for metrics.k8s.io; None: no scraping (the CLI always
+    # sets it; in-process test servers hold Nodes with made-up addresses that must not be dialled)
+    metrics_resolution: float | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,7 @@ class ApiHandler:
     def __init__(self, registry: Registry, config: ServerConfig):
         self.registry = registry
         self.config = config
+        self.kubelets = KubeletClient(config.kubelet_port)
         self._encoded_events: dict[tuple[str, str, str, str], bytes] = {}
 
     def _encoded_event(self, plural: str, kind: str, obj: Object) -> bytes:
@@ -481,15 +487,7 @@ class ApiHandler:
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
             raise errors.bad_request(f"pod {pod['metadata']['name']} does not have a host assigned")
-        node = await self.registry.get(resource("nodes"), None, node_name)
-        status = node.get("status") or {}
-        ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
-        if not ip:
-            raise errors.internal_error(f"node {node_name} has no InternalIP address")
-        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get(
-            "Port"
-        ) or self.config.kubelet_port
-        return f"http://{ip}:{port}"
+        return self.kubelets.base_url(await self.registry.get(resource("nodes"), None, node_name))
 
     async def _exec(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         # the pod's errors first: kubectl retries a refused WebSocket over SPDY and shows that answer
@@ -512,7 +510,7 @@ class ApiHandler:
         url = f"{base}/containerLogs/{namespace}/{name}/{container}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with self.kubelets.session(timeout) as session:
                 async with session.get(url, params=params) as upstream:
                     if upstream.status >= 400:
                         text = await upstream.text()
@@ -619,6 +617,7 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
     """The API server application; startup creates the default objects."""
     registry = Registry(storage, ip_range, config.watch_cache_size)
     handler = ApiHandler(registry, config)
+    metrics_api = MetricsApi(registry, handler.kubelets, config.metrics_resolution or DEFAULT_RESOLUTION)
     app = web.Application(middlewares=[_observe], client_max_size=8 * 1024 * 1024)
     background: list[asyncio.Task[None]] = []
 
@@ -629,6 +628,8 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
                 await storage.connect()
                 await registry.ensure_defaults(config.advertise_address, config.port)
                 background.append(asyncio.create_task(_compact_forever(storage, config.compaction_interval)))
+                if config.metrics_resolution is not None:
+                    background.append(asyncio.create_task(metrics_api.scrape_forever()))
                 return
             except (ApiError, OSError, aetcd.ClientError, grpc.aio.AioRpcError) as err:
                 if attempt == STARTUP_ATTEMPTS:
@@ -699,6 +700,8 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
     app.router.add_get("/openapi/v3", openapi_index)
     app.router.add_get("/openapi/v3/{tail:.+}", openapi_doc)
     app.router.add_get("/apis/{group}", api_group)
+    app.router.add_route("*", METRICS_PREFIX, metrics_api.handle)
+    app.router.add_route("*", METRICS_PREFIX + "/{tail:.+}", metrics_api.handle)
     app.router.add_route("*", "/api/{tail:.+}", handler.handle)
     app.router.add_route("*", "/apis/{group}/{tail:.+}", handler.handle)
     return app

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.app import ServerConfig, create_app
+from control.apiserver.metrics_api import DEFAULT_RESOLUTION
 from control.apiserver.storage import Storage, parse_endpoint
 from control.cli_support import Command
 
@@ -25,12 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--service-cluster-ip-range", default="10.96.0.0/12", help="CIDR Service ClusterIPs come from")
     parser.add_argument("--kubelet-port", type=int, default=10250, help="kubelet port when a Node does not say")
+    parser.add_argument(
+        "--metrics-resolution",
+        type=float,
+        default=DEFAULT_RESOLUTION,
+        help="seconds between kubelet stats scrapes for metrics.k8s.io (metrics-server's --metric-resolution)",
+    )
 
 
 async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
     """Run until cancelled."""
     storage = Storage(args.etcd_servers, prefix=etcd_prefix)
-    config = ServerConfig(advertise_address=args.advertise_address, port=args.port, kubelet_port=args.kubelet_port)
+    config = ServerConfig(
+        advertise_address=args.advertise_address,
+        port=args.port,
+        kubelet_port=args.kubelet_port,
+        metrics_resolution=args.metrics_resolution,
+    )
     app = create_app(storage, ServiceIPRange(args.service_cluster_ip_range), config)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
@@ -46,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ServiceIPRange(args.service_cluster_ip_range)
         parse_endpoint(args.etcd_servers)
+        if args.metrics_resolution <= 0:
+            raise ValueError(f"--metrics-resolution must be positive seconds, not {args.metrics_resolution}")
     except ValueError as err:
         log.error("%s", err)
         return 2
