@@ -31,7 +31,10 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 with the sample's fraction of a second (as Go's RFC3339Nano prints it): consumers take
+    CPU rates between two samples' times, which whole seconds would skew by up to a second."""
+    text = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return text + "Z"
 
 
 def node_cpu_ns(proc_stat: Path = Path("/proc/stat")) -> int:
@@ -120,7 +123,7 @@ class StatsProvider:
         return {
             "node": {
                 "nodeName": self.node_name,
-                "startTime": _time(self._started),
+                "startTime": _time(int(self._started)),
                 "cpu": self._cpu("node", now, node_cpu_ns()),
                 "memory": {
                     "time": _time(now),

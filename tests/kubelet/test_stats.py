@@ -61,3 +61,18 @@ async def test_summary_leaves_out_unknown_pods(tmp_path: Path) -> None:
     h.runtime.stats[h.runtime.find("app").id] = ContainerStats(1.0, 1, 1, 1, 1)
     assert (await StatsProvider(h.runtime, dict, "worker1").summary())["pods"] == []
     await h.workers.close()
+
+
+async def test_sample_times_keep_fractions_of_a_second(tmp_path: Path) -> None:
+    """A metrics pipeline divides CPU by the time between samples: whole seconds would skew the rate."""
+    h = Harness(tmp_path)
+    pod = make_pod(c())
+    h.workers.update(pod)
+    await h.sync(pod)
+    h.runtime.stats[h.runtime.find("app").id] = ContainerStats(1_700_000_000.25, 7, 4096, 4096, 4096)
+    summary = await StatsProvider(h.runtime, h.workers.known_pods, "worker1").summary()
+    container = summary["pods"][0]["containers"][0]
+    assert container["cpu"]["time"] == "2023-11-14T22:13:20.25Z"
+    assert container["memory"]["time"] == "2023-11-14T22:13:20.25Z"
+    assert container["cpu"]["usageCoreNanoSeconds"] == 7 and container["memory"]["workingSetBytes"] == 4096
+    await h.workers.close()
