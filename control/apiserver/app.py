@@ -32,6 +32,7 @@ from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.eviction import check_eviction_body, evict
 from control.apiserver.kubelet_client import KubeletClient
+from control.apiserver.limits import Limits, RequestLimiter
 from control.apiserver.metrics_api import DEFAULT_RESOLUTION, PREFIX as METRICS_PREFIX, MetricsApi
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
 from control.apiserver.storage import Storage
@@ -78,6 +79,7 @@ class ServerConfig:
     default_watch_timeout: float = 1800.0
     compaction_interval: float = 300.0  # Kubernetes' --etcd-compaction-interval default
     watch_cache_size: int = DEFAULT_HISTORY  # changes kept per resource for resuming watches
+    limits: Limits = Limits()  # body size, in-flight requests, watches per client, slow clients
     # seconds between kubelet stats scrapes for metrics.k8s.io; None: no scraping (the CLI always
     # sets it; in-process test servers hold Nodes with made-up addresses that must not be dialled)
     metrics_resolution: float | None = None
@@ -618,7 +620,10 @@ def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig)
     registry = Registry(storage, ip_range, config.watch_cache_size)
     handler = ApiHandler(registry, config)
     metrics_api = MetricsApi(registry, handler.kubelets, config.metrics_resolution or DEFAULT_RESOLUTION)
-    app = web.Application(middlewares=[_observe], client_max_size=8 * 1024 * 1024)
+    limiter = RequestLimiter(config.limits, resolve)
+    app = web.Application(
+        middlewares=[_observe, limiter.middleware], client_max_size=config.limits.max_request_body_bytes
+    )
     background: list[asyncio.Task[None]] = []
 
     async def startup(_: web.Application) -> None:

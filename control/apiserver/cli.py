@@ -9,7 +9,9 @@ import logging
 from aiohttp import web
 
 from control.apiserver.allocator import ServiceIPRange
+from control.apiserver import limits
 from control.apiserver.app import ServerConfig, create_app
+from control.apiserver.encryption import load_encryption_config
 from control.apiserver.metrics_api import DEFAULT_RESOLUTION
 from control.apiserver.storage import Storage, parse_endpoint
 from control.cli_support import Command
@@ -32,19 +34,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_RESOLUTION,
         help="seconds between kubelet stats scrapes for metrics.k8s.io (metrics-server's --metric-resolution)",
     )
+    parser.add_argument(
+        "--encryption-provider-config",
+        default="",
+        help="EncryptionConfiguration file: which resources are encrypted in etcd, and with which keys",
+    )
+    limits.add_arguments(parser)
 
 
 async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
     """Run until cancelled."""
-    storage = Storage(args.etcd_servers, prefix=etcd_prefix)
+    encryption = load_encryption_config(args.encryption_provider_config) if args.encryption_provider_config else None
+    storage = Storage(args.etcd_servers, prefix=etcd_prefix, encryption=encryption)
     config = ServerConfig(
         advertise_address=args.advertise_address,
         port=args.port,
         kubelet_port=args.kubelet_port,
         metrics_resolution=args.metrics_resolution,
+        limits=limits.from_args(args),
     )
     app = create_app(storage, ServiceIPRange(args.service_cluster_ip_range), config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    # aiohttp closes a connection that has not sent a whole request by the keep-alive deadline (slowloris)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2, keepalive_timeout=args.request_header_timeout)
     await runner.setup()
     await web.TCPSite(runner, args.bind_address, args.port).start()
     log.info("apiserver listening", extra={"address": f"{args.bind_address}:{args.port}", "etcd": args.etcd_servers})
@@ -58,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         ServiceIPRange(args.service_cluster_ip_range)
         parse_endpoint(args.etcd_servers)
+        if args.encryption_provider_config:
+            load_encryption_config(args.encryption_provider_config)
         if args.metrics_resolution <= 0:
             raise ValueError(f"--metrics-resolution must be positive seconds, not {args.metrics_resolution}")
     except ValueError as err:
