@@ -121,12 +121,14 @@ class ApiServerThread:
         service_range: str = "10.96.0.0/12",
         compaction_interval: float = 300.0,
         watch_cache_size: int = DEFAULT_HISTORY,
+        default_watch_timeout: float = 1800.0,
     ):
         self.etcd_url = etcd_url
         self.prefix = prefix
         self.service_range = service_range
         self.compaction_interval = compaction_interval
         self.watch_cache_size = watch_cache_size
+        self.default_watch_timeout = default_watch_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
@@ -164,6 +166,7 @@ class ApiServerThread:
             bookmark_interval=1.0,
             compaction_interval=self.compaction_interval,
             watch_cache_size=self.watch_cache_size,
+            default_watch_timeout=self.default_watch_timeout,
         )
         app = create_app(Storage(self.etcd_url, self.prefix), ServiceIPRange(self.service_range), config)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)

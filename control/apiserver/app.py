@@ -29,6 +29,7 @@ from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
 from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
+from control.apiserver.authn import Authentication
 from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.eviction import check_eviction_body, evict
 from control.apiserver.kubelet_client import KubeletClient
@@ -615,14 +616,21 @@ async def _compact_forever(storage: Storage, interval: float) -> None:
             log.warning("etcd compaction failed", extra={"error": str(err)})
 
 
-def create_app(storage: Storage, ip_range: ServiceIPRange, config: ServerConfig) -> web.Application:
-    """The API server application; startup creates the default objects."""
+def create_app(
+    storage: Storage, ip_range: ServiceIPRange, config: ServerConfig, authentication: Authentication | None = None
+) -> web.Application:
+    """The API server application; startup creates the default objects.
+
+    Without `authentication` every caller is system:anonymous (plain-HTTP test servers).
+    """
+    authentication = authentication or Authentication(anonymous=True)
     registry = Registry(storage, ip_range, config.watch_cache_size)
     handler = ApiHandler(registry, config)
     metrics_api = MetricsApi(registry, handler.kubelets, config.metrics_resolution or DEFAULT_RESOLUTION)
     limiter = RequestLimiter(config.limits, resolve)
     app = web.Application(
-        middlewares=[_observe, limiter.middleware], client_max_size=config.limits.max_request_body_bytes
+        middlewares=[_observe, authentication.middleware, limiter.middleware],
+        client_max_size=config.limits.max_request_body_bytes,
     )
     background: list[asyncio.Task[None]] = []
 
