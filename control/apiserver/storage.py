@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import aetcd
 import grpc
-from aetcd import rpc
+from aetcd import rpc, watcher
 from aetcd.utils import prefix_range_end
 
 from control.apiserver.encryption import Encryption, EncryptionError
@@ -128,20 +128,69 @@ def parse_endpoint(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 2379
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """--etcd-cafile/--etcd-certfile/--etcd-keyfile: the CA that signed etcd's certificate, and our client pair."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC TLS credentials; a missing or unreadable file is named."""
+        pem = {}
+        for flag, path in (
+            ("--etcd-cafile", self.ca_file),
+            ("--etcd-certfile", self.cert_file),
+            ("--etcd-keyfile", self.key_file),
+        ):
+            try:
+                with open(path, "rb") as file:
+                    pem[flag] = file.read()
+            except OSError as err:
+                raise ValueError(f"{flag} {path}: {err.strerror or err}") from None
+        return grpc.ssl_channel_credentials(pem["--etcd-cafile"], pem["--etcd-keyfile"], pem["--etcd-certfile"])
+
+
+class _TLSClient(aetcd.Client):
+    """aetcd only opens plaintext channels; this opens a TLS one (client certificate included) instead."""
+
+    def __init__(self, credentials: grpc.ChannelCredentials, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        """Open the channel and the stubs aetcd's calls use; no await, so no other task sees it half made."""
+        if self._connected.is_set():
+            return
+        self.channel = grpc.aio.secure_channel(
+            f"{self._host}:{self._port}", self._credentials, options=list(self._options.items())
+        )
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
+        self._connected.set()
+
+
 class Storage:
     """Objects in etcd under one key prefix (empty in production, unique per test)."""
 
-    def __init__(self, etcd_url: str, prefix: str = "", encryption: Encryption | None = None):
+    def __init__(
+        self, etcd_url: str, prefix: str = "", encryption: Encryption | None = None, tls: EtcdTLS | None = None
+    ):
         host, port = parse_endpoint(etcd_url)
         self.prefix = prefix.rstrip("/")
         self.encryption = encryption
         # gRPC's default 4 MiB reply limit would fail a list of a few thousand pods.
-        self._client = aetcd.Client(
-            host=host,
-            port=port,
-            timeout=10,
-            options={"grpc.max_receive_message_length": MAX_ETCD_REPLY_BYTES},
-        )
+        settings: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "timeout": 10,
+            "options": {"grpc.max_receive_message_length": MAX_ETCD_REPLY_BYTES},
+        }
+        self._client = aetcd.Client(**settings) if tls is None else _TLSClient(tls.credentials(), **settings)
 
     def full(self, key: str) -> bytes:
         return (self.prefix + key).encode()
