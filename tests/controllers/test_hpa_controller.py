@@ -81,18 +81,16 @@ async def setup(apiserver) -> AsyncIterator[Setup]:
 
 async def make_deployment(s: Setup, replicas: int, *, ready_pods: int | None = None) -> None:
     """A Deployment and `ready_pods` (default: replicas) Running, Ready pods of it with a 100m cpu request."""
-    template = {
-        "metadata": {"labels": {"app": "web"}},
-        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]},
-    }
+    labels = {"app": "web"}
+    pod_spec = {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
     deployment = {
         "metadata": {"name": "web", "namespace": s.namespace},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template},
     }
     await s.client.create("deployments", deployment, s.namespace)
     for i in range(replicas if ready_pods is None else ready_pods):
-        pod = {"metadata": {"name": f"web-{i}", "namespace": s.namespace, **template["metadata"]}}
-        pod["spec"] = template["spec"]
+        pod = {"metadata": {"name": f"web-{i}", "namespace": s.namespace, "labels": labels}, "spec": pod_spec}
         await s.client.create("pods", pod, s.namespace)
         status = {
             "phase": "Running",
