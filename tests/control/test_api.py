@@ -554,6 +554,7 @@ async def test_discovery_and_health(apiserver: ApiServer) -> None:
         "discovery.k8s.io",
         "autoscaling",
         "policy",
+        "metrics.k8s.io",
     }
     assert {"name": "pods/eviction", "group": "policy", "version": "v1"}.items() <= by_name["pods/eviction"].items()
     assert (await client.request("GET", "/version"))["gitVersion"] == "v1.32.0-pocketkube"
