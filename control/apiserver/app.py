@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,7 @@ class ServerConfig:
     advertise_address: str = "127.0.0.1"
     port: int = 6443
     kubelet_port: int = 10250
+    kubelet_ssl: ssl.SSLContext | None = None  # HTTPS to kubelets: our client certificate, their CA
     bookmark_interval: float = 30.0
     default_watch_timeout: float = 1800.0
     compaction_interval: float = 300.0  # Kubernetes' --etcd-compaction-interval default
@@ -252,7 +254,7 @@ class ApiHandler:
     def __init__(self, registry: Registry, config: ServerConfig):
         self.registry = registry
         self.config = config
-        self.kubelets = KubeletClient(config.kubelet_port)
+        self.kubelets = KubeletClient(config.kubelet_port, config.kubelet_ssl)
         self._encoded_events: dict[tuple[str, str, str, str], bytes] = {}
 
     def _encoded_event(self, plural: str, kind: str, obj: Object) -> bytes:
@@ -500,7 +502,9 @@ class ApiHandler:
             raise errors.bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
         base = await self._kubelet_base(pod)
         protocols = remotecommand.check_exec_request(request)
-        return await remotecommand.proxy_exec(request, f"{base}/exec/{namespace}/{name}/{container}", protocols)
+        url = f"{base}/exec/{namespace}/{name}/{container}"
+        session = self.kubelets.session(aiohttp.ClientTimeout(total=None, sock_connect=10))
+        return await remotecommand.proxy_exec(request, url, protocols, session)
 
     async def _logs(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         pod, container = await self._pod_container(request, namespace, name)

@@ -183,6 +183,7 @@ async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
         kubelet_port=args.kubelet_port,
         metrics_resolution=args.metrics_resolution,
         limits=limits.from_args(args),
+        kubelet_ssl=security.kubelet,
     )
     app = create_app(storage, ServiceIPRange(args.service_cluster_ip_range), config, security.authentication)
     # aiohttp closes a connection that has not sent a whole request by the keep-alive deadline (slowloris)

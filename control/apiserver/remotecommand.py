@@ -52,10 +52,11 @@ def check_exec_request(request: web.Request) -> list[str]:
     return protocols
 
 
-async def proxy_exec(request: web.Request, kubelet_url: str, protocols: list[str]) -> web.StreamResponse:
-    """Connect to the kubelet first (its refusal becomes a Status), then upgrade kubectl and relay."""
+async def proxy_exec(
+    request: web.Request, kubelet_url: str, protocols: list[str], session: aiohttp.ClientSession
+) -> web.StreamResponse:
+    """Connect to the kubelet first (its refusal becomes a Status), then upgrade kubectl and relay; closes `session`."""
     params = [(k, v) for k in EXEC_PARAMETERS for v in request.query.getall(k, [])]
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
     try:
         try:
             upstream = await session.ws_connect(kubelet_url, params=params, protocols=protocols, max_msg_size=0)
