@@ -8,15 +8,16 @@ see what an attacker holding a copy of etcd's data would see.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aetcd
 import pytest
@@ -30,7 +31,7 @@ from control.apiserver.encryption import (
     write_encryption_config,
 )
 from control.apiserver.storage import parse_endpoint
-from control.client import Client
+from control.client import Client, WatchEvent
 from tests.conftest import EtcdServer
 from tests.control.apiserver_process import ApiServerProcess
 
@@ -162,9 +163,11 @@ async def test_watch_delivers_plaintext(cluster: Cluster, key1_client: tuple[Cli
     created = await client.create("secrets", _secret("before"), ns)
     rv = created["metadata"]["resourceVersion"]
     await client.create("secrets", _secret("watched", "second-value"), ns)
-    events = client.watch("secrets", ns, resource_version=rv, timeout_seconds=10)
-    event = await anext(events)
-    await events.aclose()
+    events = cast(
+        AsyncGenerator[WatchEvent, None], client.watch("secrets", ns, resource_version=rv, timeout_seconds=10)
+    )
+    async with contextlib.aclosing(events):
+        event = await anext(events)
     assert event.type == "ADDED" and event.object["metadata"]["name"] == "watched"
     assert base64.b64decode(event.object["data"]["password"]) == b"second-value"
 
