@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from collections.abc import Callable
 
+from control.client import Client
 from control.observability import setup_logging
 
 
@@ -21,6 +22,25 @@ class Command:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at info level (default: warnings only)")
+
+
+def add_api_arguments(parser: argparse.ArgumentParser, default_server: str | None = None) -> None:
+    """How a component finds the API server: a kubeconfig (HTTPS, credentials) or a plain URL (test setups)."""
+    parser.add_argument(
+        "--kubeconfig", default="", help="kubeconfig with the API server, its CA and this component's credentials"
+    )
+    parser.add_argument(
+        "--api-server", default=default_server, help="plain API server URL, used when --kubeconfig is not given"
+    )
+
+
+def api_client(args: argparse.Namespace, user_agent: str) -> Client:
+    """The client `add_api_arguments` describes; ValueError (naming the flag or file) if it cannot be made."""
+    if args.kubeconfig:
+        return Client.from_kubeconfig(args.kubeconfig, user_agent=user_agent)
+    if not args.api_server:
+        raise ValueError("give --kubeconfig (HTTPS) or --api-server (plain HTTP)")
+    return Client(args.api_server, user_agent=user_agent)
 
 
 def main_for(command: Command, argv: list[str] | None = None) -> int:

@@ -10,13 +10,19 @@ instead of polling the server.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
+import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import aiohttp
+import yaml
 
 from control.api.errors import ApiError, status_failure
 from control.api.resources import Resource, resource
@@ -51,6 +57,51 @@ def key_of(obj: Object) -> str:
     return f"{ns}/{name_of(obj)}" if ns else name_of(obj)
 
 
+class KubeconfigError(ValueError):
+    """A kubeconfig that cannot be used: missing file, context, cluster or credential file."""
+
+
+def _named(config: Object, section: str, name: str, path: Path) -> Object:
+    for entry in config.get(section) or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return dict(entry.get(section[:-1]) or {})
+    raise KubeconfigError(f"kubeconfig {path}: no {section[:-1]} named {name!r}")
+
+
+def _pem(entry: Object, key: str, base: Path, path: Path) -> bytes | None:
+    """`<key>-data` (base64) or `<key>` (a file, relative to the kubeconfig's directory), as client-go reads them."""
+    data = entry.get(f"{key}-data")
+    if data:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise KubeconfigError(f"kubeconfig {path}: {key}-data is not base64") from None
+    file = entry.get(key)
+    if not file:
+        return None
+    try:
+        return (base / file).read_bytes()
+    except OSError as err:
+        raise KubeconfigError(f"kubeconfig {path}: {key} {base / file}: {err.strerror or err}") from None
+
+
+def ssl_context_for(ca: bytes | None, cert: bytes | None, key: bytes | None, insecure: bool = False) -> ssl.SSLContext:
+    """A client TLS context: trust `ca` (else the system store), present `cert`/`key` if given."""
+    context = ssl.create_default_context(cadata=ca.decode() if ca else None)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert and key:
+        # ssl loads a certificate chain from files only; the temporary files live just for this call.
+        with tempfile.NamedTemporaryFile() as cert_file, tempfile.NamedTemporaryFile() as key_file:
+            cert_file.write(cert)
+            key_file.write(key)
+            cert_file.flush()
+            key_file.flush()
+            context.load_cert_chain(cert_file.name, key_file.name)
+    return context
+
+
 class Client:
     """A Kubernetes API client bound to one server URL.
 
@@ -65,13 +116,58 @@ class Client:
         token: str | None = None,
         user_agent: str = "pocketkube",
         timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         self.server = server.rstrip("/")
         self._headers = {"User-Agent": user_agent, "Accept": JSON}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: str | Path, *, context: str | None = None, user_agent: str = "pocketkube", timeout: float = 30.0
+    ) -> Client:
+        """A client for a kubeconfig's (current) context: server, CA, client certificate or bearer token."""
+        path = Path(path)
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise KubeconfigError(f"kubeconfig {path}: {err.strerror or err}") from None
+        except yaml.YAMLError as err:
+            raise KubeconfigError(f"kubeconfig {path}: not YAML: {err}") from None
+        if not isinstance(config, dict):
+            raise KubeconfigError(f"kubeconfig {path}: not a Config object")
+        name = context or config.get("current-context")
+        if not name:
+            raise KubeconfigError(f"kubeconfig {path}: no current-context")
+        ctx = _named(config, "contexts", name, path)
+        cluster = _named(config, "clusters", str(ctx.get("cluster")), path)
+        user = _named(config, "users", str(ctx.get("user")), path) if ctx.get("user") else {}
+        server = cluster.get("server")
+        if not server:
+            raise KubeconfigError(f"kubeconfig {path}: cluster {ctx.get('cluster')!r} has no server")
+        base = path.parent
+        token = user.get("token")
+        if not token and user.get("tokenFile"):
+            token = (_pem(user, "tokenFile", base, path) or b"").decode().strip()
+        cert, key = _pem(user, "client-certificate", base, path), _pem(user, "client-key", base, path)
+        if bool(cert) != bool(key):
+            raise KubeconfigError(f"kubeconfig {path}: user {ctx.get('user')!r} needs both client-certificate and key")
+        ssl_context = None
+        if str(server).startswith("https://"):
+            try:
+                ssl_context = ssl_context_for(
+                    _pem(cluster, "certificate-authority", base, path),
+                    cert,
+                    key,
+                    bool(cluster.get("insecure-skip-tls-verify")),
+                )
+            except ssl.SSLError as err:
+                raise KubeconfigError(f"kubeconfig {path}: TLS material does not load: {err}") from None
+        return cls(str(server), token=token, user_agent=user_agent, timeout=timeout, ssl_context=ssl_context)
 
     async def __aenter__(self) -> Client:
         return self
@@ -82,7 +178,8 @@ class Client:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            connector = aiohttp.TCPConnector(ssl=self._ssl_context) if self._ssl_context is not None else None
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
         return self._session
 
     async def close(self) -> None:

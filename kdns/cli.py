@@ -14,8 +14,7 @@ from collections.abc import Callable
 import uvloop
 from aiohttp import web
 
-from control.cli_support import Command
-from control.client import Client
+from control.cli_support import Command, add_api_arguments, api_client
 from control.observability import health_app
 from kdns.forward import Forwarder, read_resolv_conf
 from kdns.peers import keep_endpoints_honest
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-server", default="http://192.168.56.10:6443", help="API server URL")
+    add_api_arguments(parser, "http://192.168.56.10:6443")
     parser.add_argument("--listen", default="192.168.56.10", help="address to serve DNS on")
     parser.add_argument("--port", type=int, default=53, help="DNS port (UDP and TCP)")
     parser.add_argument("--cluster-domain", default="cluster.local", help="the cluster zone")
@@ -122,7 +121,7 @@ async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
         log.warning("no nameserver in %s: names outside the cluster get SERVFAIL", args.resolv_conf)
     listen_ip = ipaddress.ip_address(args.listen)
     server_ips = [] if listen_ip.is_unspecified else [args.listen]
-    async with Client(args.api_server, user_agent="pocketkube-kdns") as client:
+    async with api_client(args, "pocketkube-kdns") as client:
         source = InformerSource(
             client,
             zone=args.cluster_domain,

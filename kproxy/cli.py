@@ -9,8 +9,8 @@ import logging
 
 import uvloop
 
-from control.cli_support import Command
-from control.client import Client, Informer
+from control.cli_support import Command, add_api_arguments, api_client
+from control.client import Informer
 from control.observability import serve_health
 from kproxy.conntrack import NetlinkConntrack
 from kproxy.iptables.restore import BACKENDS, IptablesPacketFilter
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-server", default="http://192.168.56.10:6443", help="API server URL")
+    add_api_arguments(parser, "http://192.168.56.10:6443")
     parser.add_argument("--node-name", required=True, help="this node's name (endpoints on it are local)")
     parser.add_argument("--node-ip", default="", help="this node's IP address(es), comma-separated")
     parser.add_argument(
@@ -89,7 +89,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 
 
 async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
-    async with Client(args.api_server, user_agent="pocketkube-kproxy") as client:
+    async with api_client(args, "pocketkube-kproxy") as client:
         services = Informer(client, "services")
         endpoints = Informer(client, "endpoints")
         proxier = Proxier(
@@ -136,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         uvloop.run(serve(args, node))
     except KeyboardInterrupt:
         pass
+    except ValueError as err:  # --kubeconfig or --api-server unusable
+        print(f"kproxy: {err}")
+        return 2
     return 0
 
 

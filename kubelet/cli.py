@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from control.api.errors import ApiError
-from control.cli_support import Command
+from control.cli_support import Command, add_api_arguments, api_client
 from control.client import Client, Informer, Object
 from control.clock import RealClock
 from kubelet.network import NodeNetwork
@@ -32,7 +32,7 @@ REGISTER_RETRY_SECONDS = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-server", required=True, help="API server URL, e.g. http://192.168.56.10:6443")
+    add_api_arguments(parser)
     parser.add_argument("--node-name", required=True)
     parser.add_argument("--node-ip", required=True, help="this node's InternalIP; the HTTP server listens here")
     parser.add_argument(
@@ -93,7 +93,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
     runtime = DockerRuntime(args.docker_host)
-    client = Client(args.api_server, user_agent=f"kubelet/{args.node_name}")
+    client = api_client(args, f"kubelet/{args.node_name}")
     network = NodeNetwork(args.root_dir)
     try:
         await _run_agent(args, identity, node_resolv, client, runtime, network)

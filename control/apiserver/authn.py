@@ -178,6 +178,6 @@ class Authentication:
                 user = ANONYMOUS
             else:
                 log.info("unauthenticated request refused", extra={"path": request.path, "method": request.method})
-                raise unauthorized()
+                return web.json_response(unauthorized().status, status=401)
         request["user"] = user
         return await handler(request)

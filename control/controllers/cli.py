@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 
-from control.cli_support import Command
+from control.cli_support import Command, add_api_arguments, api_client
 from control.client import Client
 from control.controllers.leaderelection import (
     LeaderElectionConfig,
@@ -20,9 +21,11 @@ from control.controllers.manager import ControllerManager, Settings
 from control.controllers.nodeipam import parse_cluster_cidr
 from control.observability import serve_health
 
+log = logging.getLogger(__name__)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-server", default="http://127.0.0.1:6443", help="API server URL")
+    add_api_arguments(parser, "http://127.0.0.1:6443")
     parser.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network, split into per-node subnets")
     parser.add_argument("--node-cidr-mask-size", type=int, default=24, help="prefix length of each node's podCIDR")
     parser.add_argument("--health-port", type=int, default=10257, help="port for /healthz and /metrics (0.0.0.0)")
@@ -149,8 +152,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-async def _main(settings: Settings, election: LeaderElectionConfig | None, api_server: str, health_port: int) -> int:
-    async with Client(api_server, user_agent="pocket-controller-manager") as client:
+async def _main(settings: Settings, election: LeaderElectionConfig | None, client: Client, health_port: int) -> int:
+    async with client:
         current: list[ControllerManager] = []  # the manager of the current leadership term, if leading
 
         async def lead() -> None:
@@ -182,7 +185,12 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     election = leader_election_config(args)
     try:
-        return asyncio.run(_main(settings, election, args.api_server, args.health_port))
+        client = api_client(args, "pocket-controller-manager")
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    try:
+        return asyncio.run(_main(settings, election, client, args.health_port))
     except KeyboardInterrupt:
         return 0
 

@@ -7,8 +7,7 @@ import asyncio
 import signal
 import random
 
-from control.cli_support import Command
-from control.client import Client
+from control.cli_support import Command, add_api_arguments, api_client
 from control.controllers.leaderelection import (
     LeaderElectionConfig,
     add_leader_election_arguments,
@@ -20,7 +19,7 @@ from control.scheduler.scheduler import DEFAULT_SCHEDULER_NAME, Scheduler
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-server", default="http://127.0.0.1:6443", help="API server URL")
+    add_api_arguments(parser, "http://127.0.0.1:6443")
     parser.add_argument("--health-port", type=int, default=10259, help="port for /healthz and /metrics (0.0.0.0)")
     parser.add_argument("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, help="schedule pods naming this scheduler")
     parser.add_argument(
@@ -33,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _main(args: argparse.Namespace, election: LeaderElectionConfig | None) -> int:
-    async with Client(args.api_server, user_agent="pocket-scheduler") as client:
+    async with api_client(args, "pocket-scheduler") as client:
         rng = random.Random(args.seed) if args.seed is not None else None
         current: list[Scheduler] = []  # the scheduler of the current leadership term, if leading
 
@@ -74,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_main(args, leader_election_config(args)))
     except KeyboardInterrupt:
         return 0
+    except ValueError as err:  # --kubeconfig or --api-server unusable
+        raise SystemExit(f"scheduler: {err}") from None
 
 
 COMMAND = Command("scheduler", "Assign pending pods to nodes", add_arguments, run)
