@@ -7,6 +7,7 @@ one sample, then a later one, so the expected nanocores are exact.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -22,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from control.apiserver import cli as apiserver_cli
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.app import ServerConfig, create_app
 from control.apiserver.metrics_api import (
@@ -465,3 +467,11 @@ async def test_kubectl_get_shows_metrics_tables(cluster: MetricsCluster) -> None
     header, row = _rows(out)
     assert header == ["NAME", "CPU", "MEMORY", "WINDOW"]
     assert row == ["burner", "493827196n", "16Mi", "2.5s"]
+
+
+def test_a_non_positive_resolution_is_refused_by_name(caplog: pytest.LogCaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    apiserver_cli.add_arguments(parser)
+    assert parser.parse_args([]).metrics_resolution == 15.0  # metrics-server's default
+    assert apiserver_cli.run(parser.parse_args(["--metrics-resolution", "0"])) == 2
+    assert "--metrics-resolution must be positive seconds, not 0.0" in caplog.text
