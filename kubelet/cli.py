@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from control.api.errors import ApiError
 from control.cli_support import Command, add_api_arguments, api_client
 from control.client import Client, Informer, Object
 from control.clock import RealClock
+from control.observability import serve_health
 from kubelet.network import NodeNetwork
 from kubelet.node import (
     NodeAgent,
@@ -25,7 +27,7 @@ from kubelet.node import (
 )
 from kubelet.pods import NodeSettings, PodWorkers
 from kubelet.runtime import DockerRuntime, RuntimeFailure
-from kubelet.server import KubeletServer
+from kubelet.server import KubeletServer, serving_context
 
 log = logging.getLogger("kubelet")
 REGISTER_RETRY_SECONDS = 2.0
@@ -44,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolv-conf", default="/etc/resolv.conf", help="the node's resolv.conf ('' for none)")
     parser.add_argument("--pod-infra-image", default="pocketkube/pause:latest")
     parser.add_argument("--port", type=int, default=10250)
+    parser.add_argument("--tls-cert-file", default="", help="serving certificate: HTTPS on --port (else plain HTTP)")
+    parser.add_argument("--tls-private-key-file", default="", help="key of --tls-cert-file")
+    parser.add_argument("--client-ca-file", default="", help="CA of the API server's kubelet-client certificate")
+    parser.add_argument("--healthz-port", type=int, default=10248, help="plain-HTTP /healthz port (0: none)")
+    parser.add_argument("--healthz-bind-address", default="127.0.0.1", help="address of the /healthz server")
     parser.add_argument("--node-labels", default="", help="extra Node labels: k=v,k2=v2")
     parser.add_argument("--register-with-taints", default="", help="Node taints at registration: key=value:Effect,...")
     parser.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds between Lease renewals")
@@ -92,11 +99,12 @@ async def serve(args: argparse.Namespace) -> None:
         parse_reserved(args.system_reserved),
     )
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
+    tls = _serving_tls(args)
     runtime = DockerRuntime(args.docker_host)
     client = api_client(args, f"kubelet/{args.node_name}")
     network = NodeNetwork(args.root_dir)
     try:
-        await _run_agent(args, identity, node_resolv, client, runtime, network)
+        await _run_agent(args, identity, node_resolv, client, runtime, network, tls)
     finally:
         await network.close()
         await runtime.close()
@@ -110,6 +118,7 @@ async def _run_agent(
     client: Client,
     runtime: DockerRuntime,
     network: NodeNetwork,
+    tls: ssl.SSLContext | None,
 ) -> None:
     """Register, bring the pod network up once the podCIDR is known, then run the pods."""
     clock = RealClock()
@@ -139,9 +148,8 @@ async def _run_agent(
         network_up.is_set,
     )
     tasks: list[asyncio.Task[Any]] = []
-    server = KubeletServer(
-        runtime, workers.known_pods, args.node_name, {"loops": lambda: not any(t.done() for t in tasks)}
-    )
+    checks = {"loops": lambda: not any(t.done() for t in tasks)}
+    server = KubeletServer(runtime, workers.known_pods, args.node_name, checks, tls)
 
     async def bring_network_up(own: Object | None) -> None:
         cidr = (own or {}).get("spec", {}).get("podCIDR")
@@ -163,6 +171,7 @@ async def _run_agent(
     nodes.add_handler(on_nodes)
     pods.add_handler(on_pods)
     await server.start(args.node_ip, args.port)
+    health = await serve_health(args.healthz_bind_address, args.healthz_port, checks) if args.healthz_port else None
     try:
         while True:
             try:
@@ -186,6 +195,27 @@ async def _run_agent(
         await asyncio.gather(*tasks, return_exceptions=True)
         await workers.close()
         await server.stop()
+        if health is not None:
+            await health.cleanup()
+
+
+def _serving_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """HTTPS for the kubelet API when the three TLS flags are given; ValueError names what is missing."""
+    given = {
+        f: getattr(args, f.lstrip("-").replace("-", "_"))
+        for f in ("--tls-cert-file", "--tls-private-key-file", "--client-ca-file")
+    }
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, value in given.items() if not value]
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} missing: HTTPS needs --tls-cert-file, --tls-private-key-file and --client-ca-file"
+        )
+    try:
+        return serving_context(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(f"kubelet TLS files do not load: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,17 @@
-"""The kubelet's HTTP server on the node IP: container logs for `kubectl logs`, exec, /healthz and /metrics."""
+"""The kubelet's HTTP server on the node IP: container logs for `kubectl logs`, exec, /healthz and /metrics.
+
+With TLS (the bring-up) it serves HTTPS only and answers only callers the API
+server vouches for: a client certificate from the cluster CA naming the API
+server's kubelet-client identity, or a member of system:masters. Everyone else
+gets 401 (no certificate) or 403, as a kubelet with anonymous auth off does.
+"""
 
 from __future__ import annotations
 
+import logging
+import ssl
 import time
+from collections.abc import Awaitable
 from contextlib import aclosing
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +31,12 @@ from kubelet.runtime import (
     LogOptions,
 )
 
+log = logging.getLogger(__name__)
+
 Object = dict[str, Any]
+
+API_SERVER_CLIENT = "kube-apiserver-kubelet-client"
+SUPERUSER_GROUP = "system:masters"
 
 TRUE_VALUES = ("true", "1")
 
@@ -52,6 +66,40 @@ def _int(request: web.Request, name: str) -> int | None:
     return value
 
 
+def serving_context(cert_file: str, key_file: str, client_ca_file: str) -> ssl.SSLContext:
+    """HTTPS with this node's serving certificate; callers must present a certificate from `client_ca_file`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    context.load_verify_locations(client_ca_file)
+    context.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a 401 answer rather than a failed handshake
+    return context
+
+
+def _caller(request: web.Request) -> tuple[str, tuple[str, ...]] | None:
+    """(CN, O values) of the verified client certificate, None without one."""
+    cert: Any = request.transport.get_extra_info("peercert") if request.transport is not None else None
+    if not cert:
+        return None
+    subject = [pair for rdn in cert.get("subject", ()) for pair in rdn]
+    names = [value for key, value in subject if key == "commonName"]
+    return (names[0] if names else ""), tuple(value for key, value in subject if key == "organizationName")
+
+
+@web.middleware
+async def require_api_server(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Only the API server (or a cluster superuser) may read logs, exec or stats here."""
+    caller = _caller(request)
+    if caller is None:
+        return web.Response(status=401, text="Unauthorized\n")
+    user, groups = caller
+    if user != API_SERVER_CLIENT and SUPERUSER_GROUP not in groups:
+        log.warning("kubelet API caller refused", extra={"user": user, "path": request.path})
+        return web.Response(status=403, text=f"Forbidden (user={user}, path={request.path})\n")
+    return await handler(request)
+
+
 class KubeletServer:
     """Serves logs of the pods this kubelet runs, found by namespace/name through the pod workers' view."""
 
@@ -61,9 +109,13 @@ class KubeletServer:
         pods: Callable[[], dict[str, Object]],
         node_name: str,
         checks: dict[str, HealthCheck] | None = None,
+        tls: ssl.SSLContext | None = None,
     ):
         self.runtime, self.pods, self.node_name = runtime, pods, node_name
+        self.tls = tls
         self.app = health_app(checks)
+        if tls is not None:
+            self.app.middlewares.append(require_api_server)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         self.stats = StatsProvider(runtime, pods, node_name)
         self.app.router.add_get("/stats/summary", self.stats_summary)
@@ -74,7 +126,7 @@ class KubeletServer:
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=self.tls).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

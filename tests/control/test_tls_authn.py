@@ -30,8 +30,10 @@ from control.api.errors import ApiError
 from control.apiserver import cli as apiserver_cli
 from control.apiserver.storage import EtcdTLS, Storage
 from control.client import Client
+from kubelet.server import KubeletServer, serving_context
 from pocket.kubeconfig import Credentials, write_kubeconfig
 from tests.conftest import ETCD, KUBECTL, free_port
+from tests.kubelet.harness import Harness, c, make_pod
 
 TOKEN = "pkt-" + uuid.uuid4().hex
 
@@ -365,3 +367,75 @@ def test_bad_tls_flags_are_named(tls_cluster: TLSCluster) -> None:
         apiserver_cli.security_from_args(_args("--token-auth-file", str(bad)))
     with pytest.raises(ValueError, match="--etcd-servers https:// needs --etcd-cafile"):
         apiserver_cli.security_from_args(_args("--etcd-servers", tls_cluster.etcd_url))
+
+
+@pytest.fixture
+async def tls_kubelet(tls_cluster: TLSCluster, tmp_path: Path) -> AsyncIterator[tuple[Harness, str]]:
+    """A kubelet API server (FakeRuntime) on HTTPS with its serving certificate, trusting the cluster CA."""
+    h = Harness(tmp_path)
+    serving = tls_cluster.identity("kubelet-w1", pki.kubelet_serving("w1", "127.0.0.1"))
+    tls = serving_context(str(serving.cert), str(serving.key), str(tls_cluster.ca.paths.cert))
+    server = KubeletServer(h.runtime, h.workers.known_pods, "w1", tls=tls)
+    port = free_port()
+    await server.start("127.0.0.1", port)
+    try:
+        yield h, f"https://127.0.0.1:{port}"
+    finally:
+        await server.stop()
+        await h.workers.close()
+
+
+async def _status_of(tls_cluster: TLSCluster, url: str, identity: pki.CertSpec | None) -> int:
+    context = _ca_only(tls_cluster)
+    if identity is not None:
+        paths = tls_cluster.identity(identity.common_name.replace(":", "-"), identity)
+        context.load_cert_chain(paths.cert, paths.key)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.get(url) as resp:
+            return resp.status
+
+
+async def test_kubelet_api_answers_only_the_api_server(
+    tls_cluster: TLSCluster, tls_kubelet: tuple[Harness, str]
+) -> None:
+    _, url = tls_kubelet
+    for path in ("/healthz", "/stats/summary", "/containerLogs/default/web/app"):
+        assert await _status_of(tls_cluster, url + path, None) == 401, path
+        assert await _status_of(tls_cluster, url + path, pki.node_client("w2")) == 403, path
+    assert await _status_of(tls_cluster, url + "/healthz", pki.APISERVER_KUBELET_CLIENT) == 200
+    assert await _status_of(tls_cluster, url + "/healthz", pki.ADMIN) == 200
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(url.replace("https://", "http://") + "/healthz") as resp:
+                await resp.read()
+
+
+async def test_logs_flow_through_the_api_server_to_a_tls_kubelet(
+    tls_cluster: TLSCluster, tls_kubelet: tuple[Harness, str], admin: Client
+) -> None:
+    """kubectl logs -> API server (its kubelet-client certificate) -> kubelet over HTTPS."""
+    h, url = tls_kubelet
+    pod = make_pod(c())
+    h.workers.update(pod)
+    await h.sync(pod)
+    h.runtime.output[h.runtime.find("app", 0).id] = b"hello over tls\n"
+    node_name = f"pkt-tls-{uuid.uuid4().hex[:8]}"
+    namespace = f"pkt-tlsl-{uuid.uuid4().hex[:8]}"
+    await admin.create("namespaces", {"metadata": {"name": namespace}})
+    node = await admin.create("nodes", {"metadata": {"name": node_name}})
+    node["status"] = {
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": int(url.rsplit(":", 1)[1])}},
+    }
+    await admin.update_status("nodes", node)
+    # The kubelet looks pods up by namespace/name; the API object only has to name the node.
+    h.workers.update({**pod, "metadata": {**pod["metadata"], "namespace": namespace}})
+    await admin.create(
+        "pods",
+        {"metadata": {"name": "web", "namespace": namespace}, "spec": {"nodeName": node_name, "containers": [c()]}},
+    )
+    try:
+        logs = await admin.request_text(f"/api/v1/namespaces/{namespace}/pods/web/log")
+        assert logs == "hello over tls\n"
+    finally:
+        await admin.delete("nodes", node_name)
