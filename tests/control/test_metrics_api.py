@@ -458,6 +458,8 @@ async def test_kubectl_top(cluster: MetricsCluster) -> None:
     assert [row[1] for row in labelled] == ["burner"]
     containers = _rows((await asyncio.to_thread(run, "top", "pods", "--containers", "--no-headers")).stdout)
     assert containers == [["burner", "burn", "494m", "12Mi"], ["burner", "idle", "1m", "4Mi"]]
+    one = _rows((await asyncio.to_thread(run, "top", "pod", "burner", "--containers", "--no-headers")).stdout)
+    assert one == [["burner", "burn", "494m", "12Mi"], ["burner", "idle", "1m", "4Mi"]]
     missing = await asyncio.to_thread(run, "top", "pod", "no-metrics", check=False)
     assert missing.returncode != 0 and 'podmetrics.metrics.k8s.io "default/no-metrics" not found' in missing.stderr
 
