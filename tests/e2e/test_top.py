@@ -77,7 +77,7 @@ def test_burning_pod_uses_clearly_more_cpu_than_an_idle_one(cluster: Any, worklo
 
     rows = wait_for("metrics for both pods (two scrapes)", both, timeout=90, interval=3)
     burner, idler = milli_value(rows["burner"][1]), milli_value(rows["idler"][1])
-    assert burner >= 100, rows  # a busy loop gets a tenth of a core at the very least
+    assert burner >= 50, rows  # a busy loop gets a twentieth of a core even with the machine busy
     assert burner >= 10 * max(idler, 1), rows
     assert rows["burner"][2].endswith("Mi") and rows["idler"][2].endswith("Mi"), rows
 
