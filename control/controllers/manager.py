@@ -11,6 +11,7 @@ from control.clock import Clock, RealClock
 from control.controllers.base import Controller
 from control.controllers.deployment import DeploymentController
 from control.controllers.endpoints import EndpointsController
+from control.controllers.endpointslice import EndpointSliceController
 from control.controllers.garbagecollector import GarbageCollector
 from control.controllers.hpa import ApiPodMetricsSource, HorizontalController, HpaSettings
 from control.controllers.loadbalancer import DEFAULT_POOL, LoadBalancerController, parse_pool
@@ -52,6 +53,7 @@ class ControllerManager:
                 "nodes",
                 "services",
                 "endpoints",
+                "endpointslices",
                 "replicasets",
                 "deployments",
                 "horizontalpodautoscalers",
@@ -65,6 +67,7 @@ class ControllerManager:
             ReplicaSetController(client, inf["replicasets"], inf["pods"], clock=clock),
             DeploymentController(client, inf["deployments"], inf["replicasets"]),
             EndpointsController(client, inf["services"], inf["pods"], inf["endpoints"]),
+            EndpointSliceController(client, inf["services"], inf["pods"], inf["endpoints"], inf["endpointslices"]),
             GarbageCollector(
                 client,
                 {p: inf[p] for p in ("deployments", "replicasets", "pods")},
