@@ -225,8 +225,12 @@ class RequestLimiter:
         self.inflight = {"readOnly": 0, "mutating": 0}
         self.watches: Counter[str] = Counter()
 
+    @staticmethod
+    def is_watch(request: web.Request) -> bool:
+        return request.method == "GET" and request.query.get("watch") in ("1", "true", "True")
+
     def is_long_running(self, request: web.Request) -> bool:
-        if request.method == "GET" and request.query.get("watch") in ("1", "true", "True"):
+        if self.is_watch(request):
             return True
         try:
             _, target = self._resolve(request.path)
@@ -251,29 +255,32 @@ class RequestLimiter:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in UNLIMITED_PATHS:
             return await handler(request)
-        long_running = self.is_long_running(request)
-        if request.method in MUTATING_METHODS and request.can_read_body and not long_running:
-            refused = await self._check_body(request)
-            if refused is not None:
-                return refused
+        if self.is_watch(request) and not self.privileged(request):
+            return await self._watch(request, handler)
+        if self.is_long_running(request):
+            return await handler(request)
         if self.privileged(request):
-            return await handler(request)
-        if long_running:
-            if request.method == "GET" and request.query.get("watch") in ("1", "true", "True"):
-                return await self._watch(request, handler)
-            return await handler(request)
+            return await self._checked(request, handler)
         kind = "mutating" if request.method in MUTATING_METHODS else "readOnly"
         limit = self.limits.max_mutating_requests_inflight if kind == "mutating" else self.limits.max_requests_inflight
         if limit and self.inflight[kind] >= limit:
             DROPPED.labels(kind).inc()
             return _answer(too_many_requests())
+        # the slot covers reading the body too, as upstream's: a slow uploader holds one until its deadline
         self.inflight[kind] += 1
         INFLIGHT.labels(kind).inc()
         try:
-            return await handler(request)
+            return await self._checked(request, handler)
         finally:
             self.inflight[kind] -= 1
             INFLIGHT.labels(kind).dec()
+
+    async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in MUTATING_METHODS and request.can_read_body:
+            refused = await self._check_body(request)
+            if refused is not None:
+                return refused
+        return await handler(request)
 
     async def _check_body(self, request: web.Request) -> web.Response | None:
         """Read the body within the deadline and size cap (the handler reuses it) and check its nesting."""

@@ -7,6 +7,7 @@ timers) and the server's real stderr, so they run the real command.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import time
@@ -20,14 +21,18 @@ START_TIMEOUT = 30.0
 
 
 class ApiServerProcess:
-    """One API server process on 127.0.0.1; its stderr (verbose, JSON lines) goes to `log_path`."""
+    """One API server process on 127.0.0.1; its stderr (verbose, JSON lines) goes to `log_path`.
 
-    def __init__(self, etcd_url: str, log_path: Path, extra_args: list[str] | None = None):
+    With `ca_file` the server is expected to serve HTTPS (its flags carry --tls-cert-file).
+    """
+
+    def __init__(self, etcd_url: str, log_path: Path, extra_args: list[str] | None = None, ca_file: Path | None = None):
         self.etcd_url = etcd_url
         self.log_path = log_path
         self.extra_args = extra_args or []
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
+        self._tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -53,7 +58,7 @@ class ApiServerProcess:
             if self._process.poll() is not None:
                 raise RuntimeError(f"apiserver exited with {self._process.returncode}: {self.log()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2, context=self._tls) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
