@@ -384,6 +384,9 @@ class PodWorkers:
                 log.warning("pod %s: sandbox: %s", describe(pod), err)
                 sandbox, config_error = None, f"failed to set up the pod sandbox: {err}"
 
+        if sandbox is not None:
+            await self._remove_old_sandboxes(sandboxes, sandbox)
+
         def held_back(spec: Object) -> ContainerView:
             view = self._view_of(spec, instances.get(spec["name"], []))
             view.waiting_reason = "ContainerCreating" if sandbox is None else "PodInitializing"
@@ -409,6 +412,15 @@ class PodWorkers:
             await self._probe(pod, view, pod_ip)
             views.append(view)
         return init_views, views, pod_ip
+
+    async def _remove_old_sandboxes(self, sandboxes: list[ContainerState], current: ContainerState) -> None:
+        """Remove dead sandboxes but the newest, as Kubernetes' container GC does, so reboots leave no pile.
+
+        The newest dead one stays: the previous containers (kept for `logs --previous`) were in it.
+        """
+        dead = [s for s in sandboxes if s.id != current.id and not s.running]
+        for old in dead[:-1]:
+            await self.runtime.remove_container(old.id)
 
     async def _report_changes(self, pod: Object, views: list[ContainerView]) -> None:
         """Events for what changed since the last sync: a container started, or began waiting for a reason."""

@@ -11,6 +11,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +21,7 @@ import pytest
 from control.clock import RealClock
 from kubelet.network import NodeNetwork, veth_name
 from kubelet.pods import NodeSettings, PodWorkers
-from kubelet.runtime import DockerRuntime
+from kubelet.runtime import LABEL_POD_UID, LABEL_TYPE, TYPE_CONTAINER, TYPE_SANDBOX, DockerRuntime
 from kubelet.server import KubeletServer
 from pocket.images import import_images
 from tests.kubelet.dockerd import Dockerd, start_dockerd, stop_dockerd
@@ -132,6 +133,11 @@ def busybox(name: str, script: str) -> dict:
 
 def all_running(status: dict) -> bool:
     return status.get("phase") == "Running" and all("running" in s["state"] for s in status["containerStatuses"])
+
+
+def restarted(status: dict, times: int) -> bool:
+    """Running again after exactly `times` restarts of its (only) container."""
+    return all_running(status) and status["containerStatuses"][0]["restartCount"] == times
 
 
 SERVE = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
@@ -344,3 +350,27 @@ async def test_stats_summary_shows_real_cpu_and_memory(node: Node) -> None:
     assert container["name"] == "burner" and container["cpu"]["usageCoreNanoSeconds"] > 0
     assert 0 < container["cpu"]["usageNanoCores"] <= 300_000_000  # held near its 200m limit
     assert pod["memory"]["workingSetBytes"] == container["memory"]["workingSetBytes"]
+
+
+async def test_sandbox_killed_again_and_again_leaves_no_pile_and_serves_on_its_new_address(node: Node) -> None:
+    """A node reboot kills the sandbox; each time the pod comes back, and only the previous sandbox is kept."""
+    pod = make_pod("phoenix", "uid-phoenix", busybox("server", SERVE))
+    await node.run_until(pod, all_running)
+    client = docker.DockerClient(base_url=node.dockerd.base_url)
+    try:
+        for kill in range(1, 4):
+            mine = [f"{LABEL_POD_UID}=uid-phoenix", f"{LABEL_TYPE}={TYPE_SANDBOX}"]
+            (sandbox,) = client.containers.list(filters={"label": mine})
+            sandbox.kill()
+            status = await node.run_until(pod, partial(restarted, times=kill))
+        everything = client.containers.list(all=True, filters={"label": f"{LABEL_POD_UID}=uid-phoenix"})
+        kinds = sorted((c.labels[LABEL_TYPE], c.status) for c in everything)
+        expected = [(kind, state) for kind in (TYPE_CONTAINER, TYPE_SANDBOX) for state in ("exited", "running")]
+        assert kinds == expected
+    finally:
+        client.close()
+    ip = status["podIP"]
+    assert node.network.pod_ip("uid-phoenix") == ip
+    assert node.network.allocated_pods() >= {"uid-phoenix"}
+    page = node.dockerd.in_netns("timeout", "5", "busybox", "wget", "-qO-", f"http://{ip}:8080/")
+    assert page.stdout.strip() == "hello-from-phoenix", page.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelet.pods import default_pull_policy, go_duration, resource_settings
+from kubelet.pods import LABEL_SANDBOX_ATTEMPT, default_pull_policy, go_duration, resource_settings
 from kubelet.runtime import LABEL_POD_UID, LABEL_TYPE, TYPE_SANDBOX
 from tests.kubelet.harness import Harness, c, make_pod
 
@@ -264,6 +264,27 @@ async def test_dead_sandbox_is_recreated_and_containers_restarted(h: Harness) ->
     assert len(sandboxes) == 2 and sandboxes[-1].running
     assert h.app_status()["restartCount"] == 1 and "running" in h.app_status()["state"]
     assert h.runtime.configs[h.runtime.find("app", 1).id].network_mode == f"container:{sandboxes[-1].id}"
+
+
+async def test_repeated_sandbox_deaths_keep_only_the_newest_dead_sandbox(h: Harness) -> None:
+    """As Kubernetes' container GC: the previous sandbox stays (the previous container's), older ones go."""
+    pod = make_pod(c())
+    await h.sync(pod)
+    for _ in range(3):  # three node reboots, each after the crash backoff has passed
+        await h.clock.advance(1000)
+        for state in list(h.runtime.containers.values()):
+            if state.running:
+                h.runtime.exit(state.id, 255)
+        await h.sync(pod)
+    sandboxes = sorted(
+        (s for s in h.runtime.containers.values() if s.labels[LABEL_TYPE] == TYPE_SANDBOX),
+        key=lambda s: int(s.labels[LABEL_SANDBOX_ATTEMPT]),
+    )
+    assert [(s.labels[LABEL_SANDBOX_ATTEMPT], s.running) for s in sandboxes] == [("2", False), ("3", True)]
+    apps = sorted((s.restart_count, s.running) for s in h.runtime.containers.values() if s not in sandboxes)
+    assert apps == [(2, False), (3, True)]
+    assert h.app_status()["restartCount"] == 3 and "running" in h.app_status()["state"]
+    assert h.runtime.configs[h.runtime.find("app", 3).id].network_mode == f"container:{sandboxes[-1].id}"
 
 
 async def test_orphans_are_removed(h: Harness) -> None:
