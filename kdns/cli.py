@@ -18,6 +18,7 @@ from control.cli_support import Command, add_api_arguments, api_client
 from control.observability import health_app
 from kdns.forward import Forwarder, read_resolv_conf
 from kdns.peers import keep_endpoints_honest
+from kdns.ratelimit import DEFAULT_QPS, RateLimiter
 from kdns.records import MAX_TTL, reverse_zones
 from kdns.server import DEFAULT_RECURSION_NETWORKS, DnsServer, parse_networks
 from kdns.source import InformerSource
@@ -45,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--recursion-networks",
         default=",".join(DEFAULT_RECURSION_NETWORKS),
         help="comma-separated CIDRs allowed to resolve names outside the cluster",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=DEFAULT_QPS,
+        help="UDP answers per second per client address; over it most queries are dropped and every "
+        "second one answered truncated (TC=1) so real clients retry over TCP; 0 disables",
     )
     parser.add_argument(
         "--dns-service",
@@ -75,6 +83,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--dns-service {args.dns_service!r}: expected namespace/name")
     if args.peer_check_interval < 0:
         problems.append(f"--peer-check-interval {args.peer_check_interval}: must be 0 (off) or more")
+    if args.rate_limit < 0:
+        problems.append(f"--rate-limit {args.rate_limit:g}: must be 0 (off) or more queries per second")
     if not 1 <= args.workers <= 64:
         problems.append(f"--workers {args.workers}: must be within 1..64")
     for flag, port in (("--port", args.port), ("--health-port", args.health_port)):
@@ -130,7 +140,12 @@ async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
             server_ips=server_ips,
             server_port=args.port,
         )
-        server = DnsServer(source, Forwarder(upstreams), recursion_networks=args.recursion_networks.split(","))
+        server = DnsServer(
+            source,
+            Forwarder(upstreams),
+            recursion_networks=args.recursion_networks.split(","),
+            rate_limiter=RateLimiter(args.rate_limit) if args.rate_limit else None,
+        )
         try:
             await server.start(args.listen, args.port, reuse_port=args.workers > 1)
         except OSError as err:

@@ -26,6 +26,7 @@ from control.clock import RealClock
 from kdns import metrics
 from kdns.forward import Forwarder
 from kdns.packed import PackedAnswers
+from kdns.ratelimit import ANSWER, SLIP, RateLimiter, truncated_reply
 from kdns.records import Answer, RecordIndex
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,10 @@ class DnsServer:
         recursion_networks: Iterable[str] = DEFAULT_RECURSION_NETWORKS,
         idle_timeout: float = 10.0,
         max_tcp_connections: int = 256,
+        rate_limiter: RateLimiter | None = None,
     ):
         self.source = source
+        self.rate_limiter = rate_limiter
         self.forwarder = forwarder
         self.recursion_networks = parse_networks(recursion_networks)
         self.idle_timeout = idle_timeout
@@ -151,6 +154,13 @@ class DnsServer:
 
     def accept_datagram(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
         """Answer from the pre-packed table right here if possible, else on the full path in a task."""
+        if self.rate_limiter is not None:
+            verdict = self.rate_limiter.check(addr[0])
+            if verdict != ANSWER:
+                truncated = truncated_reply(data) if verdict == SLIP else None
+                if truncated is not None:
+                    transport.sendto(truncated, addr)
+                return
         reply = self.source.answers().reply(data, addr[0] in self._recursion_clients, self._clock)
         if reply is not None:
             transport.sendto(reply, addr)
