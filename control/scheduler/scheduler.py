@@ -20,12 +20,14 @@ from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.api.timestamps import now_rfc3339
 from control.events import NORMAL, WARNING, EventRecorder
-from control.scheduler.predicates import NodeInfo, build_node_infos, schedule
+from control.scheduler.nodeinfo import NodeInfo, PodFacts, build_node_infos
+from control.scheduler.predicates import schedule
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 BINDINGS_IN_FLIGHT = 16
+EVENTS_QUEUED = 10_000  # events waiting to be written before new ones are dropped (client-go queues 1,000)
 
 ATTEMPTS = prometheus_client.Counter("pocket_scheduler_schedule_attempts", "Scheduling attempts by result", ["result"])
 ATTEMPT_DURATION = prometheus_client.Histogram(
@@ -33,6 +35,9 @@ ATTEMPT_DURATION = prometheus_client.Histogram(
     "Time to decide (and bind) one pod",
     ["result"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+)
+EVENTS_DROPPED = prometheus_client.Counter(
+    "pocket_scheduler_events_dropped", "Events not written because the event queue was full"
 )
 PENDING = prometheus_client.Gauge("pocket_scheduler_pending_pods", "Pods waiting to be scheduled", ["queue"])
 
@@ -92,6 +97,9 @@ class Scheduler:
         self._bindings: set[asyncio.Task[None]] = set()
         self._next_start = 0  # where the next attempt starts looking (upstream's nextStartNodeIndex)
         self.events = EventRecorder(client, scheduler_name)
+        # Events are written by one background writer, as client-go's event broadcaster does, so a burst of
+        # bindings is not slowed by an event write per pod; the queue is bounded and drops when full.
+        self._event_queue: asyncio.Queue[tuple[Object, str, str, str]] = asyncio.Queue(EVENTS_QUEUED)
         self._wake = asyncio.Event()
 
     # -- cache events --------------------------------------------------------
@@ -125,7 +133,11 @@ class Scheduler:
     # -- the loop ------------------------------------------------------------
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self.pods.run()), asyncio.create_task(self.nodes.run())]
+        tasks = [
+            asyncio.create_task(self.pods.run()),
+            asyncio.create_task(self.nodes.run()),
+            asyncio.create_task(self._write_events()),
+        ]
         try:
             await self.pods.synced.wait()
             await self.nodes.synced.wait()
@@ -150,14 +162,15 @@ class Scheduler:
         by_name = {info.name: info for info in infos}
         for pod in pods:
             try:
-                node = await self.schedule_one(pod, infos)
+                facts = PodFacts.of(pod)
+                node = await self.schedule_one(pod, infos, facts)
             except Exception as err:  # one malformed pod must not stop scheduling for everyone
                 log.warning("scheduling %s failed: %s; will retry", key_of(pod), err)
                 ATTEMPTS.labels("error").inc()
                 self._unschedulable.add(key_of(pod))
                 continue
             if node is not None:
-                by_name[node].add({**pod, "spec": {**pod.get("spec", {}), "nodeName": node}})
+                by_name[node].add(self._assumed[key_of(pod)], facts)
         PENDING.labels("active").set(len(self._active))
         PENDING.labels("unschedulable").set(len(self._unschedulable))
 
@@ -172,11 +185,11 @@ class Scheduler:
             bound.setdefault(key, pod)
         return list(bound.values())
 
-    async def schedule_one(self, pod: Object, infos: list[NodeInfo]) -> str | None:
+    async def schedule_one(self, pod: Object, infos: list[NodeInfo], facts: PodFacts | None = None) -> str | None:
         """Decide one pod; when it fits, assume it on the chosen node (returned) and bind it in the background."""
         key = key_of(pod)
         started = time.perf_counter()
-        result = schedule(pod, infos, self.rng, self._next_start)
+        result = schedule(pod, infos, self.rng, self._next_start, facts)
         self._next_start = (self._next_start + result.processed) % max(len(infos), 1)
         if result.node is None:
             self._unschedulable.add(key)
@@ -210,14 +223,26 @@ class Scheduler:
         log.info("bound %s to %s", key, node)
         ATTEMPTS.labels("scheduled").inc()
         ATTEMPT_DURATION.labels("scheduled").observe(time.perf_counter() - started)
+        self._record_event(pod, NORMAL, "Scheduled", f"Successfully assigned {key} to {node}")
+
+    def _record_event(self, pod: Object, event_type: str, reason: str, message: str) -> None:
         try:
-            await self.events.record("pods", pod, NORMAL, "Scheduled", f"Successfully assigned {key} to {node}")
-        except ApiError as err:
-            log.info("recording the binding of %s: %s", key, err)
+            self._event_queue.put_nowait((pod, event_type, reason, message))
+        except asyncio.QueueFull:
+            EVENTS_DROPPED.inc()
+            log.info("event queue full, dropping %s event of %s", reason, key_of(pod))
+
+    async def _write_events(self) -> None:
+        while True:
+            pod, event_type, reason, message = await self._event_queue.get()
+            try:
+                await self.events.record("pods", pod, event_type, reason, message)  # logs API errors itself
+            except Exception as err:  # one bad event must not stop the writer
+                log.warning("writing %s event of %s failed: %s", reason, key_of(pod), err)
 
     async def _record_failure(self, pod: Object, message: str) -> None:
         """PodScheduled=False/Unschedulable on the pod and a FailedScheduling event (deduplicated)."""
-        await self.events.record("pods", pod, WARNING, "FailedScheduling", message)
+        self._record_event(pod, WARNING, "FailedScheduling", message)
         try:
             await self._set_unschedulable_condition(pod, message)
         except ApiError as err:

@@ -7,10 +7,10 @@ controller (how long a pod may stay on an unreachable node).
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-Taint = dict[str, Any]
-Toleration = dict[str, Any]
+Taint = Mapping[str, Any]
+Toleration = Mapping[str, Any]
 
 SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
 

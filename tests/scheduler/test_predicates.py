@@ -6,13 +6,11 @@ import random
 
 import pytest
 
+from control.scheduler.nodeinfo import NodeInfo, build_node_infos, pod_requests
 from control.scheduler.predicates import (
-    feasible_nodes_to_find,
-    NodeInfo,
-    build_node_infos,
     failed_scheduling_message,
+    feasible_nodes_to_find,
     filter_reasons,
-    pod_requests,
     schedule,
 )
 from control.scheduler.scheduler import scheduling_properties
