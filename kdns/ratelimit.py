@@ -54,11 +54,11 @@ class RateLimiter:
         self.burst = max(1.0, burst if burst is not None else qps)
         self.slip = slip
         self.max_clients = max_clients
-        self._clock = clock or RealClock()
+        self._now = (clock or RealClock()).now
         self._buckets: dict[str, list[float]] = {}  # address -> [tokens, last refill, over-budget count]
 
     def check(self, client: str) -> int:
-        now = self._clock.now()
+        now = self._now()
         bucket = self._buckets.get(client)
         if bucket is None:
             if len(self._buckets) >= self.max_clients:
