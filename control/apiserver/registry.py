@@ -1172,17 +1172,32 @@ class Registry:
             },
             "subsets": subsets,
         }
-        try:
-            await self.create(endpoints, "default", wanted, WriteOptions())
-        except ApiError as err:
-            if err.code != 409:
-                raise
-            current = await self.get(endpoints, "default", "kubernetes")
-            if current.get("subsets") != subsets:
-                await self.patch(endpoints, "default", "kubernetes", "merge", {"subsets": subsets}, WriteOptions())
+        await self._ensure_content(endpoints, wanted, {"subsets": subsets})
+        # Written here as upstream's endpoint reconciler does, so kproxy finds the API server with no controllers.
+        addresses = {
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [advertise_address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+        labels = {"kubernetes.io/service-name": "kubernetes"}
+        meta = {"name": "kubernetes", "namespace": "default", "labels": labels}
+        await self._ensure_content(resource("endpointslices"), {"metadata": meta, **addresses}, addresses)
         for stored in (await self.storage.list(self.prefix(namespaces, None)))[0]:
             if _meta(stored.obj).get("deletionTimestamp"):
                 self.start_namespace_cleanup(_meta(stored.obj)["name"])
+
+
+    async def _ensure_content(self, res: Resource, wanted: Object, content: Object) -> None:
+        """Create `wanted` in default, or merge-patch `content` into it when what is stored differs."""
+        name = wanted["metadata"]["name"]
+        try:
+            await self.create(res, "default", wanted, WriteOptions())
+        except ApiError as err:
+            if err.code != 409:
+                raise
+            current = await self.get(res, "default", name)
+            if any(current.get(field) != value for field, value in content.items()):
+                await self.patch(res, "default", name, "merge", dict(content), WriteOptions())
 
 
 def apply_patch(kind: str, current: Object, patch_type: str, patch_body: Any) -> Any:

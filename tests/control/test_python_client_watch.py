@@ -5,8 +5,8 @@ that etcd has compacted (and the watch cache no longer holds) answers 200
 and then an ERROR event carrying a 410 Expired Status; `watch.Watch().stream`
 turns that into `ApiException(status=410)`, and the client relists and
 watches again from the list's resourceVersion.  A watch the server ends
-(its timeout) is resumed from the last seen resourceVersion without losing
-what was written in between.
+(its timeout) or a cut connection is resumed from the last seen
+resourceVersion without losing what was written in between.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import ProtocolError
 
 from control.apiserver.storage import Storage
 from tests.conftest import ApiServerThread, EtcdServer
@@ -47,12 +49,85 @@ def server(etcd_server: EtcdServer) -> Iterator[ApiServerThread]:
         api.stop()
 
 
-@pytest.fixture
-def core(server: ApiServerThread) -> Iterator[client.CoreV1Api]:
+def core_api(url: str) -> Iterator[client.CoreV1Api]:
     configuration = client.Configuration()
-    configuration.host = server.url
+    configuration.host = url
     with client.ApiClient(configuration) as api_client:
         yield client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def core(server: ApiServerThread) -> Iterator[client.CoreV1Api]:
+    yield from core_api(server.url)
+
+
+class DroppingProxy:
+    """A TCP relay on 127.0.0.1 in front of the API server whose open connections the test can cut."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="pkt-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open += [downstream, upstream]
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def drop(self) -> int:
+        """Cut every open connection (both ends); return how many client connections there were."""
+        with self._lock:
+            cut, self._open = self._open, []
+        for sock in cut:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        return len(cut) // 2
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop()
+
+
+@pytest.fixture
+def proxy(server: ApiServerThread) -> Iterator[DroppingProxy]:
+    relay = DroppingProxy(server.port)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+@pytest.fixture
+def proxied(proxy: DroppingProxy) -> Iterator[client.CoreV1Api]:
+    """A client that reaches the API server through the proxy."""
+    yield from core_api(f"http://127.0.0.1:{proxy.port}")
 
 
 def config_map(name: str, value: str = "0") -> client.V1ConfigMap:
@@ -239,3 +314,42 @@ def test_timeout_seconds_loop_resumes_from_the_last_resource_version(core: clien
                 seen.append(f"{event['type']} {name_of(event['object'])}")
         resource_version = stream_watch.resource_version
     assert seen == [f"ADDED {prefix}-{n}" for n in range(rounds)]
+
+
+def test_stream_resumes_from_its_resource_version_after_the_connection_drops(
+    proxy: DroppingProxy, proxied: client.CoreV1Api
+) -> None:
+    """A cut connection breaks the stream; watching again from Watch.resource_version misses nothing."""
+    core = proxied
+    prefix = f"drop-{uuid.uuid4().hex[:6]}"
+    drops = 3
+    expected = [f"{prefix}-{n}" for n in range(drops + 1)]
+    resource_version = list_revision(core)
+    core.create_namespaced_config_map(NAMESPACE, config_map(expected[0]))
+    stream_watch = watch.Watch()
+    seen: list[str] = []
+    broken = 0
+    timer = guarded(stream_watch)
+    try:
+        for _ in range(drops + 1):  # one stream per connection
+            try:
+                for event in stream_watch.stream(
+                    core.list_namespaced_config_map, NAMESPACE, resource_version=resource_version
+                ):
+                    if not name_of(event["object"]).startswith(prefix):
+                        continue
+                    seen.append(name_of(event["object"]))
+                    if len(seen) == len(expected):
+                        stream_watch.stop()
+                    else:
+                        assert proxy.drop() >= 1
+                        core.create_namespaced_config_map(NAMESPACE, config_map(expected[len(seen)]))
+            except ProtocolError:
+                broken += 1
+            resource_version = stream_watch.resource_version
+            if len(seen) == len(expected):
+                break
+    finally:
+        timer.cancel()
+    assert seen == expected
+    assert broken == drops
