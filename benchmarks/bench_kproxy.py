@@ -126,7 +126,7 @@ def _join_all(threads: list[threading.Thread]) -> None:
 
 
 async def _programming_latencies(config: ClusterConfig) -> list[float]:
-    """Seconds from an Endpoints update's API answer to its DNAT rule being in every node's nat table."""
+    """Seconds from an EndpointSlice update's API answer to its DNAT rule being in every node's nat table."""
     namespace = f"bench-kproxy-{secrets.token_hex(3)}"
     node_namespaces = [config.node_netns(n.name) for n in config.nodes]
     latencies = []
@@ -136,14 +136,21 @@ async def _programming_latencies(config: ClusterConfig) -> list[float]:
             await client.create("services", {"metadata": {"name": "lat"}, "spec": {"ports": [{"port": 80}]}}, namespace)
             for change in range(LATENCY_CHANGES):
                 ip = f"10.244.250.{change + 1}"
-                body = {"metadata": {"name": "lat"}, "subsets": [{"addresses": [{"ip": ip}], "ports": [{"port": 80}]}]}
+                labels = {"kubernetes.io/service-name": "lat"}
+                addresses = {
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+                    "ports": [{"port": 80, "protocol": "TCP"}],
+                }
                 seen: dict[str, float] = {}
                 deadline = time.monotonic() + 10
                 if change == 0:
-                    await client.create("endpoints", body, namespace)
+                    await client.create(
+                        "endpointslices", {"metadata": {"name": "lat", "labels": labels}, **addresses}, namespace
+                    )
                 else:
-                    current = await client.get("endpoints", "lat", namespace)
-                    await client.update("endpoints", {**current, "subsets": body["subsets"]})
+                    current = await client.get("endpointslices", "lat", namespace)
+                    await client.update("endpointslices", {**current, **addresses})
                 written = time.monotonic()
                 pollers = [
                     threading.Thread(target=_first_seen, args=(ns, f"--to-destination {ip}:80", deadline, seen))
@@ -169,7 +176,7 @@ def programming_latency_section(config: ClusterConfig) -> str:
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     return "\n".join(
         [
-            f"Network programming latency on the local cluster ({LATENCY_CHANGES} Endpoints updates through the API,",
+            f"Network programming latency on the local cluster ({LATENCY_CHANGES} EndpointSlice updates via the API,",
             "each timed from the API's answer until `iptables-legacy-save -t nat` on every node shows the new DNAT,",
             "polled from the host; kube-proxy's minimum sync period alone is 1 s; goal: p99 under 250 ms):",
             "",

@@ -91,17 +91,17 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
     async with api_client(args, "pocketkube-kproxy") as client:
         services = Informer(client, "services")
-        endpoints = Informer(client, "endpoints")
+        slices = Informer(client, "endpointslices")
         proxier = Proxier(
             services,
-            endpoints,
+            slices,
             node,
             programmer_for(args, node),
             NetlinkConntrack(),
             min_sync_interval=args.min_sync_period,
             resync_period=args.sync_period,
         )
-        jobs = [services.run(), endpoints.run(), proxier.run()]
+        jobs = [services.run(), slices.run(), proxier.run()]
         responder = None
         if args.announce_interface:
             try:
@@ -112,7 +112,7 @@ async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
                     extra={"interface": args.announce_interface, "error": str(err)},
                 )
         if responder is not None:
-            jobs.append(Speaker(client, services, endpoints, node.node_name, responder).run())
+            jobs.append(Speaker(client, services, slices, node.node_name, responder).run())
         health = await serve_health("0.0.0.0", args.health_port, {"sync": proxier.healthy})
         tasks = [asyncio.create_task(t) for t in jobs]
         try:

@@ -1,4 +1,4 @@
-"""Typed views of exactly what the rule generator needs from Services and Endpoints.
+"""Typed views of exactly what the rule generator needs from Services and EndpointSlices.
 
 The rules are a pure function of these values, so building them from the
 API objects happens once, here, and bad objects fail with a message that
@@ -23,7 +23,7 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 class InvalidObject(ValueError):
-    """A Service or Endpoints object kproxy cannot turn into rules; the message names the field."""
+    """A Service or EndpointSlice kproxy cannot turn into rules; the message names the field."""
 
 
 @dataclass(frozen=True, order=True)
@@ -156,44 +156,84 @@ def service_ports_of(service: Object) -> list[ServicePort]:
     return ports
 
 
-def endpoints_of(endpoints: Object, node_name: str) -> dict[ServicePortName, list[Endpoint]]:
-    """The backends of every port of an Endpoints object, keyed like the service ports.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
-    Subset ports are matched to service ports by name and protocol, as
-    kube-proxy does. v1 Endpoints say only ready (`addresses`) or not
-    (`notReadyAddresses`); like the EndpointSlice mirroring, a ready address
-    is serving and neither is terminating.
+
+def endpoints_of_slice(endpoint_slice: Object, node_name: str) -> dict[ServicePortName, list[Endpoint]]:
+    """The backends one EndpointSlice gives each port of its Service, keyed like the service ports.
+
+    The Service is named by the `kubernetes.io/service-name` label; slice
+    ports match service ports by name and protocol, as kube-proxy does. A
+    condition left out means what the API says it means: `ready` unknown is
+    ready, `serving` unknown follows `ready`, `terminating` unknown is false.
+    Slices of another address family, or of no Service, give nothing.
     """
-    meta = endpoints.get("metadata") or {}
-    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
-    where = f"endpoints {namespace}/{name}"
+    meta = endpoint_slice.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    if not service or endpoint_slice.get("addressType") != "IPv4":
+        return {}
+    where = f"endpointslice {namespace}/{meta.get('name') or ''}"
+    backends = []
+    for index, endpoint in enumerate(endpoint_slice.get("endpoints") or []):
+        addresses = endpoint.get("addresses") or []
+        if not addresses:
+            raise InvalidObject(f"{where}: endpoints[{index}].addresses is empty")
+        conditions = endpoint.get("conditions") or {}
+        ready = conditions.get("ready") is not False
+        serving = ready if conditions.get("serving") is None else bool(conditions["serving"])
+        node = endpoint.get("nodeName") or ""
+        ip = _check_ip(addresses[0], f"{where}: endpoints[{index}].addresses[0]")
+        backends.append((ip, ready, serving, bool(conditions.get("terminating")), node))
     result: dict[ServicePortName, list[Endpoint]] = {}
-    for s_index, subset in enumerate(endpoints.get("subsets") or []):
-        addresses = [(a, True) for a in subset.get("addresses") or []]
-        addresses += [(a, False) for a in subset.get("notReadyAddresses") or []]
-        for p_index, port in enumerate(subset.get("ports") or []):
-            key = ServicePortName(namespace, name, port.get("name") or "", port.get("protocol") or "TCP")
-            number = _check_port(port.get("port"), f"{where}: subsets[{s_index}].ports[{p_index}].port")
-            for address, ready in addresses:
-                ip = _check_ip(address.get("ip") or "", f"{where}: subsets[{s_index}] address")
-                node = address.get("nodeName") or ""
-                result.setdefault(key, []).append(
-                    Endpoint(ip, number, ready=ready, serving=ready, node_name=node, is_local=node == node_name)
-                )
+    for index, port in enumerate(endpoint_slice.get("ports") or []):
+        if port.get("port") is None:
+            continue  # a slice port without a number means "all ports"; kube-proxy ignores it too
+        key = ServicePortName(namespace, service, port.get("name") or "", port.get("protocol") or "TCP")
+        number = _check_port(port["port"], f"{where}: ports[{index}].port")
+        result[key] = [
+            Endpoint(
+                ip,
+                number,
+                ready=ready,
+                serving=serving,
+                terminating=terminating,
+                node_name=node,
+                is_local=node == node_name,
+            )
+            for ip, ready, serving, terminating, node in backends
+        ]
     return result
 
 
-def snapshot(services: Iterable[Object], endpoints: Iterable[Object], node_name: str) -> ServiceSnapshot:
-    """Join Services and Endpoints into one sync's input.
+def _merged(first: Sequence[Endpoint], more: Sequence[Endpoint]) -> list[Endpoint]:
+    """Endpoints of two slices of one Service; an address in both counts once, ready first.
+
+    Slices overlap briefly while a controller moves an endpoint between them.
+    """
+    into = list(first)
+    position = {(e.ip, e.port): i for i, e in enumerate(into)}
+    for endpoint in more:
+        seen = position.get((endpoint.ip, endpoint.port))
+        if seen is None:
+            position[(endpoint.ip, endpoint.port)] = len(into)
+            into.append(endpoint)
+        elif endpoint.ready and not into[seen].ready:
+            into[seen] = endpoint
+    return into
+
+
+def snapshot(services: Iterable[Object], slices: Iterable[Object], node_name: str) -> ServiceSnapshot:
+    """Join Services and EndpointSlices into one sync's input.
 
     A bad object is logged and left out rather than failing the sync: one
     broken Service must not take every other Service's rules down with it.
     """
-    return SnapshotCache(node_name).snapshot(services, endpoints)
+    return SnapshotCache(node_name).snapshot(services, slices)
 
 
 class SnapshotCache:
-    """Builds snapshots, parsing each Service and Endpoints object only once.
+    """Builds snapshots, parsing each Service and EndpointSlice object only once.
 
     Informers replace an object on every change, so an object seen before
     (the same dict, held here so its identity stays unique) parses the same;
@@ -205,7 +245,7 @@ class SnapshotCache:
         self._services: dict[int, tuple[Object, list[ServicePort]]] = {}
         self._endpoints: dict[int, tuple[Object, dict[ServicePortName, tuple[Endpoint, ...]]]] = {}
 
-    def snapshot(self, services: Iterable[Object], endpoints: Iterable[Object]) -> ServiceSnapshot:
+    def snapshot(self, services: Iterable[Object], slices: Iterable[Object]) -> ServiceSnapshot:
         result = ServiceSnapshot()
         seen_services: dict[int, tuple[Object, list[ServicePort]]] = {}
         for service in services:
@@ -215,13 +255,17 @@ class SnapshotCache:
             seen_services[id(service)] = cached
             result.service_ports.extend(cached[1])
         seen_endpoints: dict[int, tuple[Object, dict[ServicePortName, tuple[Endpoint, ...]]]] = {}
-        for obj in endpoints:
+        merged: dict[ServicePortName, Sequence[Endpoint]] = {}
+        for obj in slices:
             hit = self._endpoints.get(id(obj))
             if hit is None or hit[0] is not obj:
-                parsed = _parsed_or_logged(lambda o: endpoints_of(o, self.node_name), obj, "endpoints") or {}
+                parsed = _parsed_or_logged(lambda o: endpoints_of_slice(o, self.node_name), obj, "endpointslice") or {}
                 hit = (obj, {key: tuple(eps) for key, eps in parsed.items()})
             seen_endpoints[id(obj)] = hit
-            result.endpoints.update(hit[1])
+            for key, eps in hit[1].items():
+                earlier = merged.get(key)
+                merged[key] = eps if earlier is None else _merged(earlier, eps)
+        result.endpoints.update(merged)
         self._services, self._endpoints = seen_services, seen_endpoints
         return result
 

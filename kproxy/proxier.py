@@ -1,4 +1,4 @@
-"""The sync loop: Services and Endpoints in, one rule transaction out.
+"""The sync loop: Services and EndpointSlices in, one rule transaction out.
 
 Every change marks the rules dirty; a single loop turns dirty into a sync,
 never more often than `min_sync_interval`, so a burst of events becomes one
@@ -44,7 +44,7 @@ SYNC_ERRORS = Counter("kubeproxy_sync_proxy_rules_iptables_restore_failures", "S
 RULES = Gauge("kubeproxy_sync_proxy_rules_iptables_total", "Rules kproxy wrote in its last sync", ["table"])
 PROGRAMMING_LATENCY = Histogram(
     "kubeproxy_network_programming_duration_seconds",
-    "From an Endpoints change to the rules for it being applied",
+    "From an endpoints change to the rules for it being applied",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
 
@@ -107,9 +107,9 @@ def stale_udp_flows(before: AppliedState, after: AppliedState) -> list[UdpFlowFi
     return sorted(flows)
 
 
-def trigger_time(endpoints: Object, arrived: float) -> float:
-    """When the change behind an Endpoints event happened (wall seconds), by the controller's annotation."""
-    annotations = (endpoints.get("metadata") or {}).get("annotations") or {}
+def trigger_time(endpoint_slice: Object, arrived: float) -> float:
+    """When the change behind an EndpointSlice event happened (wall seconds), by the controller's annotation."""
+    annotations = (endpoint_slice.get("metadata") or {}).get("annotations") or {}
     stamp = annotations.get(TRIGGER_TIME_ANNOTATION)
     if stamp:
         try:
@@ -125,7 +125,7 @@ class Proxier:
     def __init__(
         self,
         services: ObjectCache,
-        endpoints: ObjectCache,
+        slices: ObjectCache,
         node: NodeConfig,
         programmer: RuleProgrammer,
         conntrack: ConntrackCleaner,
@@ -140,7 +140,7 @@ class Proxier:
                 f"min sync interval {min_sync_interval} must be >= 0 and resync period {resync_period} > 0"
             )
         self.services = services
-        self.endpoints = endpoints
+        self.slices = slices
         self.node = node
         self.programmer = programmer
         self._snapshots = SnapshotCache(node.node_name)
@@ -158,12 +158,12 @@ class Proxier:
         self._last_full_sync: float | None = None  # None: the next sync must be full
         self._applied: AppliedState | None = None
         services.add_handler(self._on_service_event)
-        endpoints.add_handler(self._on_endpoints_event)
+        slices.add_handler(self._on_slice_event)
 
     def _on_service_event(self, kind: str, obj: Object, prev: Object | None) -> None:
         self.request_sync()
 
-    def _on_endpoints_event(self, kind: str, obj: Object, prev: Object | None) -> None:
+    def _on_slice_event(self, kind: str, obj: Object, prev: Object | None) -> None:
         self._triggers.append(trigger_time(obj, self.wall_clock()))
         self.request_sync()
 
@@ -178,7 +178,7 @@ class Proxier:
     async def run(self) -> None:
         """Sync once both caches have listed, then on every change (coalesced) and every resync period."""
         await self.services.synced.wait()
-        await self.endpoints.synced.wait()
+        await self.slices.synced.wait()
         while True:
             try:
                 await self.sync()
@@ -211,7 +211,7 @@ class Proxier:
         self._pending = False
         self._wake.clear()
         triggers, self._triggers = self._triggers, []
-        snap = self._snapshots.snapshot(self.services.items(), self.endpoints.items())
+        snap = self._snapshots.snapshot(self.services.items(), self.slices.items())
         full = self._last_full_sync is None or started - self._last_full_sync >= self.resync_period
         try:
             report = await asyncio.to_thread(self.programmer.sync, snap, full)

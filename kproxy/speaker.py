@@ -37,6 +37,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from control.api.errors import ApiError
 from control.client import Client, Object
+from kproxy.model import SERVICE_NAME_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,13 @@ def load_balancer_ips(service: Object) -> list[str]:
     return [i["ip"] for i in ingress if isinstance(i, dict) and i.get("ip")]
 
 
-def has_local_endpoint(endpoints: Object | None, node_name: str) -> bool:
-    for subset in (endpoints or {}).get("subsets") or []:
-        if any(a.get("nodeName") == node_name for a in subset.get("addresses") or []):
-            return True
-    return False
+def has_local_endpoint(slices: Iterable[Object], node_name: str) -> bool:
+    """True when one of a Service's EndpointSlices lists a ready endpoint on this node."""
+    return any(
+        endpoint.get("nodeName") == node_name and (endpoint.get("conditions") or {}).get("ready") is not False
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+    )
 
 
 def micro_time(seconds: float) -> str:
@@ -159,7 +162,7 @@ class Speaker:
         self,
         client: Client,
         services: Any,
-        endpoints: Any,
+        slices: Any,
         node_name: str,
         responder: ArpResponder,
         *,
@@ -169,7 +172,7 @@ class Speaker:
     ):
         self.client = client
         self.services = services
-        self.endpoints = endpoints
+        self.slices = slices
         self.node_name = node_name
         self.responder = responder
         self.lease_seconds = lease_seconds
@@ -179,7 +182,7 @@ class Speaker:
 
     async def run(self) -> None:
         await self.services.synced.wait()
-        await self.endpoints.synced.wait()
+        await self.slices.synced.wait()
         try:
             while True:
                 try:
@@ -226,7 +229,12 @@ class Speaker:
         if spec.get("externalTrafficPolicy") != "Local":
             return True
         meta = service.get("metadata") or {}
-        return has_local_endpoint(self.endpoints.get(meta.get("name"), meta.get("namespace")), self.node_name)
+        slices = (
+            s
+            for s in self.slices.by_namespace(meta.get("namespace"))
+            if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == meta.get("name")
+        )
+        return has_local_endpoint(slices, self.node_name)
 
     async def _stand(self, name: str, service: Object, excluded: bool) -> bool:
         """True when this node holds the Lease after this round."""

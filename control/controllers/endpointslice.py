@@ -19,8 +19,10 @@ this project's scale.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from control.api.errors import ApiError
@@ -36,6 +38,7 @@ SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 MIRRORING_NAME = "endpointslicemirroring-controller.k8s.io"
 MAX_ENDPOINTS_PER_SLICE = 100  # kube-controller-manager's --max-endpoints-per-slice default
+TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 
 # A slice's ports as a hashable, order-free value: ((name, port, protocol), ...).
 PortKey = tuple[tuple[str, int, str], ...]
@@ -186,6 +189,7 @@ class EndpointSliceController(Controller):
         endpoints: Informer,
         slices: Informer,
         max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE,
+        wall_clock: Callable[[], float] = time.time,
     ):
         super().__init__()
         if max_endpoints_per_slice < 1:
@@ -196,6 +200,9 @@ class EndpointSliceController(Controller):
         self.endpoints = endpoints
         self.slices = slices
         self.max_per_slice = max_endpoints_per_slice
+        self.wall_clock = wall_clock
+        # Service key -> wall time of the first change not yet written (kproxy's programming latency starts here).
+        self._triggered: dict[str, float] = {}
         services.add_handler(self._on_service)
         pods.add_handler(self._on_pod)
         endpoints.add_handler(self._on_owned)
@@ -204,11 +211,15 @@ class EndpointSliceController(Controller):
     def all_keys(self) -> Iterable[str]:
         return [key_of(s) for s in self.services.items()]
 
+    def _changed(self, key: str) -> None:
+        self._triggered.setdefault(key, self.wall_clock())
+        self.queue.add(key)
+
     def _on_service(self, _kind: str, service: Object, _prev: Object | None) -> None:
-        self.queue.add(key_of(service))
+        self._changed(key_of(service))
 
     def _on_owned(self, _kind: str, obj: Object, _prev: Object | None) -> None:
-        self.queue.add(key_of(obj))
+        self._changed(key_of(obj))
 
     def _on_slice(self, _kind: str, obj: Object, _prev: Object | None) -> None:
         """Someone changed a slice of ours (or it went): put it back as wanted."""
@@ -219,7 +230,7 @@ class EndpointSliceController(Controller):
     def _on_pod(self, _kind: str, pod: Object, prev: Object | None) -> None:
         for service in self.services.by_namespace(str(namespace_of(pod))):
             if selects(service, pod) or (prev is not None and selects(service, prev)):
-                self.queue.add(key_of(service))
+                self._changed(key_of(service))
 
     def _stored(self, namespace: str, service_name: str) -> list[Object]:
         return sorted(
@@ -234,6 +245,7 @@ class EndpointSliceController(Controller):
 
     async def sync(self, key: str) -> None:
         namespace, _, name = key.partition("/")
+        triggered = self._triggered.pop(key, None)
         service = self.services.get(name, namespace)
         stored = self._stored(namespace, name)
         plan = None
@@ -248,6 +260,10 @@ class EndpointSliceController(Controller):
         assert service is not None
         managed_by, wanted = plan
         labels = slice_labels(service, managed_by)
+        annotations = {}
+        if triggered is not None:
+            stamp = datetime.fromtimestamp(triggered, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            annotations[TRIGGER_TIME_ANNOTATION] = stamp
         # Pair each wanted slice with a stored one of the same ports, then reuse leftovers for the rest.
         leftovers = list(stored)
         unpaired = []
@@ -263,17 +279,24 @@ class EndpointSliceController(Controller):
             if leftovers:
                 pairs.append((want, leftovers.pop(0)))
             else:
-                await self.client.create("endpointslices", self._body(service, want, labels), namespace)
+                await self.client.create("endpointslices", self._body(service, want, labels, annotations), namespace)
         for want, obj in pairs:
             if not _same(obj, want, labels):
-                body = self._body(service, want, labels)
-                body["metadata"] = {**obj["metadata"], "labels": labels}
+                body = self._body(service, want, labels, annotations)
+                old_annotations = obj["metadata"].get("annotations") or {}
+                body["metadata"] = {
+                    **obj["metadata"],
+                    "labels": labels,
+                    "annotations": {**old_annotations, **annotations},
+                }
                 await self.client.update("endpointslices", body)
         for obj in leftovers:
             await self._delete(obj)
 
     @staticmethod
-    def _body(service: Object, want: WantedSlice, labels: dict[str, str]) -> dict[str, Any]:
+    def _body(
+        service: Object, want: WantedSlice, labels: dict[str, str], annotations: dict[str, str]
+    ) -> dict[str, Any]:
         meta = service["metadata"]
         return {
             "apiVersion": "discovery.k8s.io/v1",
@@ -282,6 +305,7 @@ class EndpointSliceController(Controller):
                 "generateName": f"{meta['name']}-",
                 "namespace": meta["namespace"],
                 "labels": labels,
+                "annotations": annotations,
                 "ownerReferences": [
                     {
                         "apiVersion": "v1",

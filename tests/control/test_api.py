@@ -61,6 +61,11 @@ async def test_defaults_namespaces_and_kubernetes_service(apiserver: ApiServer) 
             "ports": [{"name": "https", "port": apiserver.server.port, "protocol": "TCP"}],
         }
     ]
+    assert ep["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"] == "true"
+    endpoint_slice = await client.get("endpointslices", "kubernetes", "default")
+    assert endpoint_slice["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    assert endpoint_slice["endpoints"] == [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]
+    assert endpoint_slice["ports"] == [{"name": "https", "port": apiserver.server.port, "protocol": "TCP"}]
 
 
 async def test_create_sets_metadata_and_pod_defaults(apiserver: ApiServer) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 
@@ -13,6 +15,7 @@ from control.controllers.endpointslice import (
     MANAGED_BY_LABEL,
     MIRRORING_NAME,
     SERVICE_NAME_LABEL,
+    TRIGGER_TIME_ANNOTATION,
     desired_slices,
     pod_endpoint,
 )
@@ -126,6 +129,7 @@ async def slices_of(client: Client, namespace: str, service: str) -> list[dict]:
 
 async def test_controller_keeps_slices_matching_pods(apiserver, manager):
     client = apiserver.client
+    started = time.time()
     namespace = await make_namespace(client)
     await client.create(
         "services",
@@ -159,6 +163,9 @@ async def test_controller_keeps_slices_matching_pods(apiserver, manager):
     assert stored["metadata"]["ownerReferences"][0]["kind"] == "Service"
     assert stored["ports"] == [{"name": "", "port": 8080, "protocol": "TCP"}]
     assert stored["addressType"] == "IPv4"
+    # When the change was seen, for kproxy's network programming latency.
+    stamp = datetime.fromisoformat(stored["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION])
+    assert started - 1 <= stamp.timestamp() <= time.time()
 
     # Deleting a bound pod only marks it terminating: it stays, serving but not ready.
     await client.delete("pods", "web-0", namespace)

@@ -35,17 +35,17 @@ async def kproxy(apiserver: ApiServer) -> AsyncIterator[tuple[Client, IptablesPa
     with namespaces("e2e") as (ns,):
         packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", ns])
         async with Client(apiserver.url) as client:
-            services, endpoints = Informer(client, "services"), Informer(client, "endpoints")
+            services, slices = Informer(client, "services"), Informer(client, "endpointslices")
             node = NodeConfig("worker1", ("192.168.56.11",), "10.244.0.0/16")
             proxier = Proxier(
                 services,
-                endpoints,
+                slices,
                 node,
                 IptablesProgrammer(packet_filter, node),
                 RecordingConntrack(),
                 min_sync_interval=0.05,
             )
-            tasks = [asyncio.create_task(t) for t in (services.run(), endpoints.run(), proxier.run())]
+            tasks = [asyncio.create_task(t) for t in (services.run(), slices.run(), proxier.run())]
             try:
                 yield apiserver.client, packet_filter
             finally:
@@ -65,15 +65,12 @@ async def test_service_and_endpoints_from_the_api_become_working_rules(
     )
     vip = created["spec"]["clusterIP"]
     await client.create(
-        "endpoints",
+        "endpointslices",
         {
-            "metadata": {"name": "kp-web"},
-            "subsets": [
-                {
-                    "addresses": [{"ip": "10.244.1.5", "nodeName": "worker1"}],
-                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                }
-            ],
+            "metadata": {"name": "kp-web-1", "labels": {"kubernetes.io/service-name": "kp-web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.1.5"], "nodeName": "worker1", "conditions": {"ready": True}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         },
         "default",
     )
@@ -82,6 +79,7 @@ async def test_service_and_endpoints_from_the_api_become_working_rules(
     assert traced == {("ACCEPT", "10.244.1.5:8080", False): pytest.approx(1.0)}
 
     await client.delete("services", "kp-web", "default")
+    await client.delete("endpointslices", "kp-web-1", "default")
     assert await eventually(lambda: vip not in packet_filter.save())
     nat = parse_save(packet_filter.save())["nat"]
     web = ServicePortName("default", "kp-web", "http", "TCP")

@@ -1,4 +1,4 @@
-"""Building the rule inputs from Service and Endpoints JSON, and the restore transaction around them."""
+"""Building the rule inputs from Service and EndpointSlice JSON, and the restore transaction around them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from kproxy.model import (
     InvalidObject,
     NodeConfig,
     ServicePortName,
-    endpoints_of,
+    endpoints_of_slice,
     service_ports_of,
     snapshot,
 )
@@ -25,8 +25,27 @@ def service(name: str, spec: dict, status: dict | None = None) -> dict:
     return obj
 
 
-def endpoints(name: str, subsets: list[dict]) -> dict:
-    return {"kind": "Endpoints", "metadata": {"namespace": "shop", "name": name}, "subsets": subsets}
+def endpoint_slice(service_name: str, endpoints: list[dict], ports: list[dict], name: str = "", **extra) -> dict:
+    meta = {
+        "namespace": "shop",
+        "name": name or f"{service_name}-abcde",
+        "labels": {"kubernetes.io/service-name": service_name},
+    }
+    return {
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+        **extra,
+    }
+
+
+def ep(ip: str, node: str = "", **conditions: bool) -> dict:
+    out: dict = {"addresses": [ip], "conditions": conditions}
+    if node:
+        out["nodeName"] = node
+    return out
 
 
 def test_service_ports_carry_what_the_rules_need() -> None:
@@ -96,43 +115,59 @@ def test_bad_service_names_the_field(spec: dict, field: str) -> None:
         service_ports_of({"metadata": {"namespace": "shop", "name": "bad"}, "spec": spec})
 
 
-def test_endpoints_matched_by_port_name_with_readiness_and_locality() -> None:
-    obj = endpoints(
+def test_slice_endpoints_matched_by_port_name_with_conditions_and_locality() -> None:
+    obj = endpoint_slice(
         "front",
         [
-            {
-                "addresses": [{"ip": "10.244.1.5", "nodeName": "worker1"}, {"ip": "10.244.2.6", "nodeName": "worker2"}],
-                "notReadyAddresses": [{"ip": "10.244.1.9", "nodeName": "worker1"}],
-                "ports": [
-                    {"name": "http", "port": 8080, "protocol": "TCP"},
-                    {"name": "dns", "port": 5353, "protocol": "UDP"},
-                ],
-            }
+            ep("10.244.1.5", "worker1", ready=True),
+            ep("10.244.2.6", "worker2"),  # conditions unknown: ready, and serving as ready
+            ep("10.244.1.9", "worker1", ready=False, serving=False),
+            ep("10.244.2.7", "worker2", ready=False, serving=True, terminating=True),
         ],
+        [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}],
     )
-    by_port = endpoints_of(obj, "worker1")
+    by_port = endpoints_of_slice(obj, "worker1")
     http = by_port[ServicePortName("shop", "front", "http", "TCP")]
     assert http == [
         Endpoint("10.244.1.5", 8080, node_name="worker1", is_local=True),
         Endpoint("10.244.2.6", 8080, node_name="worker2", is_local=False),
         Endpoint("10.244.1.9", 8080, ready=False, serving=False, node_name="worker1", is_local=True),
+        Endpoint("10.244.2.7", 8080, ready=False, serving=True, terminating=True, node_name="worker2"),
     ]
-    assert [e.port for e in by_port[ServicePortName("shop", "front", "dns", "UDP")]] == [5353] * 3
+    assert [e.port for e in by_port[ServicePortName("shop", "front", "dns", "UDP")]] == [5353] * 4
 
 
-def test_snapshot_joins_by_port_name_and_skips_bad_objects() -> None:
+def test_slices_without_service_or_of_another_family_give_nothing() -> None:
+    orphan = endpoint_slice("front", [ep("10.244.1.5")], [{"port": 80}])
+    del orphan["metadata"]["labels"]
+    assert endpoints_of_slice(orphan, "worker1") == {}
+    v6 = endpoint_slice("front", [ep("fd00::5")], [{"port": 80}], addressType="IPv6")
+    assert endpoints_of_slice(v6, "worker1") == {}
+    with pytest.raises(InvalidObject, match=r"endpointslice shop/front-abcde: endpoints\[0\].addresses\[0\]"):
+        endpoints_of_slice(endpoint_slice("front", [ep("bogus")], [{"port": 80}]), "worker1")
+
+
+def test_snapshot_joins_by_port_name_merges_slices_and_skips_bad_objects() -> None:
     services = [
         service("front", {"clusterIP": "10.96.3.3", "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}),
         service("broken", {"clusterIP": "not-an-ip", "ports": [{"port": 80}]}),
     ]
-    eps = [
-        endpoints("front", [{"addresses": [{"ip": "10.244.1.5"}], "ports": [{"name": "http", "port": 8080}]}]),
-        endpoints("broken", [{"addresses": [{"ip": "bogus"}], "ports": [{"port": 80}]}]),
+    http = [{"name": "http", "port": 8080}]
+    slices = [
+        endpoint_slice("front", [ep("10.244.1.5"), ep("10.244.1.6", ready=False)], http, name="front-1"),
+        # The second slice repeats 10.244.1.6 (moving between slices), now ready: it counts once, as ready.
+        endpoint_slice("front", [ep("10.244.2.5"), ep("10.244.1.6", ready=True)], http, name="front-2"),
+        endpoint_slice("broken", [ep("bogus")], [{"port": 80}]),
     ]
-    snap = snapshot(services, eps, "worker1")
+    snap = snapshot(services, slices, "worker1")
     assert [p.key.name for p in snap.service_ports] == ["front"]
+    assert [(e.ip, e.ready) for e in snap.endpoints[ServicePortName("shop", "front", "http", "TCP")]] == [
+        ("10.244.1.5", True),
+        ("10.244.1.6", True),
+        ("10.244.2.5", True),
+    ]
     rules = build_ruleset(snap.service_ports, snap.endpoints, NodeConfig("worker1"))
-    assert "--to-destination 10.244.1.5:8080" in rules
+    assert "--to-destination 10.244.1.5:8080" in rules and "--to-destination 10.244.2.5:8080" in rules
 
 
 def test_node_config_rejects_bad_cidr() -> None:

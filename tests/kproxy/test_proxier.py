@@ -61,27 +61,31 @@ def service(name: str, ip: str, protocol: str = "TCP") -> dict[str, Any]:
     }
 
 
-def endpoints(name: str, ips: list[str], protocol: str = "TCP", annotations: dict[str, str] | None = None) -> dict:
+def endpoint_slice(name: str, ips: list[str], protocol: str = "TCP", annotations: dict[str, str] | None = None) -> dict:
+    """The one EndpointSlice of Service `name` (named like it, so a put replaces it)."""
     return {
-        "metadata": {"namespace": "default", "name": name, "annotations": annotations or {}},
-        "subsets": [
-            {"addresses": [{"ip": ip} for ip in ips], "ports": [{"name": "p", "port": 5353, "protocol": protocol}]}
-        ]
-        if ips
-        else [],
+        "metadata": {
+            "namespace": "default",
+            "name": name,
+            "labels": {"kubernetes.io/service-name": name},
+            "annotations": annotations or {},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+        "ports": [{"name": "p", "port": 5353, "protocol": protocol}] if ips else [],
     }
 
 
 class Harness:
     def __init__(self, packet_filter: RecordingPacketFilter | None = None, wall: float = 1_800_000_000.0) -> None:
-        self.services, self.endpoints = FakeCache(), FakeCache()
+        self.services, self.slices = FakeCache(), FakeCache()
         self.clock = FakeClock()
         self.wall = wall
         self.packet_filter = packet_filter or RecordingPacketFilter()
         self.conntrack = RecordingConntrack()
         self.proxier = Proxier(
             self.services,
-            self.endpoints,
+            self.slices,
             NODE,
             IptablesProgrammer(self.packet_filter, NODE),
             self.conntrack,
@@ -121,8 +125,8 @@ async def test_first_sync_happens_once_caches_are_synced(running: Harness) -> No
 async def test_burst_of_changes_becomes_one_sync_after_the_min_interval(running: Harness) -> None:
     payloads = running.packet_filter.payloads
     running.services.put(service("web", "10.96.0.50"))
-    running.endpoints.put(endpoints("web", ["10.244.1.5"]))
-    running.endpoints.put(endpoints("web", ["10.244.1.6"]))
+    running.slices.put(endpoint_slice("web", ["10.244.1.5"]))
+    running.slices.put(endpoint_slice("web", ["10.244.1.6"]))
     await settle(rounds=20)
     assert len(payloads) == 1  # held back: the last sync started less than min_sync_interval ago
     await running.clock.advance(0.1)
@@ -141,7 +145,7 @@ async def test_burst_of_changes_becomes_one_sync_after_the_min_interval(running:
 async def test_periodic_resync_rewrites_what_the_kernel_lost(running: Harness) -> None:
     payloads = running.packet_filter.payloads
     running.services.put(service("web", "10.96.0.50"))
-    running.endpoints.put(endpoints("web", ["10.244.1.5"]))
+    running.slices.put(endpoint_slice("web", ["10.244.1.5"]))
     await running.clock.advance(0.1)
     await settle(lambda: len(payloads) == 2)
     # The recording filter's save shows an empty kernel: the full resync must put every chain back.
@@ -190,13 +194,13 @@ async def test_idle_proxier_stays_healthy_long_after_its_last_sync() -> None:
 async def test_removed_udp_endpoint_gets_its_conntrack_flows_deleted() -> None:
     harness = Harness()
     harness.services.put(service("dns", "10.96.0.10", "UDP"))
-    harness.endpoints.put(endpoints("dns", [], "UDP"))
+    harness.slices.put(endpoint_slice("dns", [], "UDP"))
     assert await harness.proxier.sync()
-    harness.endpoints.put(endpoints("dns", ["10.244.0.3", "10.244.0.4"], "UDP"))
+    harness.slices.put(endpoint_slice("dns", ["10.244.0.3", "10.244.0.4"], "UDP"))
     assert await harness.proxier.sync()
     # From none to some: flows that met the REJECT go, whoever answered them.
     assert harness.conntrack.deleted == [UdpFlowFilter(53, "10.96.0.10")]
-    harness.endpoints.put(endpoints("dns", ["10.244.0.4"], "UDP"))
+    harness.slices.put(endpoint_slice("dns", ["10.244.0.4"], "UDP"))
     assert await harness.proxier.sync()
     assert harness.conntrack.deleted[1:] == [UdpFlowFilter(53, "10.96.0.10", "10.244.0.3", 5353)]
 
@@ -204,9 +208,9 @@ async def test_removed_udp_endpoint_gets_its_conntrack_flows_deleted() -> None:
 async def test_tcp_endpoint_changes_leave_conntrack_alone() -> None:
     harness = Harness()
     harness.services.put(service("web", "10.96.0.50"))
-    harness.endpoints.put(endpoints("web", ["10.244.1.5"]))
+    harness.slices.put(endpoint_slice("web", ["10.244.1.5"]))
     assert await harness.proxier.sync()
-    harness.endpoints.delete("default", "web")
+    harness.slices.delete("default", "web")
     assert await harness.proxier.sync()
     assert harness.conntrack.deleted == []
 
@@ -219,7 +223,7 @@ async def test_network_programming_latency_from_the_trigger_time_annotation() ->
     harness.wall = changed.timestamp() + 2.5
     stamp = changed.strftime("%Y-%m-%dT%H:%M:%SZ")
     harness.services.put(service("web", "10.96.0.50"))
-    harness.endpoints.put(endpoints("web", ["10.244.1.5"], annotations={TRIGGER_TIME_ANNOTATION: stamp}))
+    harness.slices.put(endpoint_slice("web", ["10.244.1.5"], annotations={TRIGGER_TIME_ANNOTATION: stamp}))
     assert await harness.proxier.sync()
     assert REGISTRY.get_sample_value("kubeproxy_network_programming_duration_seconds_count") == before_count + 1
     after_sum = REGISTRY.get_sample_value("kubeproxy_network_programming_duration_seconds_sum")

@@ -97,14 +97,10 @@ async def service(apiserver: ApiServer) -> AsyncIterator[tuple[Client, str]]:
 async def test_one_node_answers_arp_and_another_takes_over_when_it_dies(net: Net, service: tuple[Client, str]) -> None:
     client, ns = service
     lease = f"kproxy-lb.{ns}.lb"
-    services, endpoints = Informer(client, "services", ns), Informer(client, "endpoints", ns)
-    informers = [asyncio.create_task(services.run()), asyncio.create_task(endpoints.run())]
-    first = Speaker(
-        client, services, endpoints, "n1", ArpResponder("eth0", net.n1), lease_seconds=2, renew_interval=0.3
-    )
-    second = Speaker(
-        client, services, endpoints, "n2", ArpResponder("eth0", net.n2), lease_seconds=2, renew_interval=0.3
-    )
+    services, slices = Informer(client, "services", ns), Informer(client, "endpointslices", ns)
+    informers = [asyncio.create_task(services.run()), asyncio.create_task(slices.run())]
+    first = Speaker(client, services, slices, "n1", ArpResponder("eth0", net.n1), lease_seconds=2, renew_interval=0.3)
+    second = Speaker(client, services, slices, "n2", ArpResponder("eth0", net.n2), lease_seconds=2, renew_interval=0.3)
 
     async def renew_forever(speaker: Speaker) -> None:
         """Like Speaker.run, but dying without handing the Lease back (a crashed node)."""
@@ -154,12 +150,12 @@ async def test_node_excluded_from_load_balancers_does_not_stand(net: Net, servic
         "nodes",
         {"metadata": {"name": node_name, "labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}},
     )
-    services, endpoints = Informer(client, "services", ns), Informer(client, "endpoints", ns)
-    informers = [asyncio.create_task(services.run()), asyncio.create_task(endpoints.run())]
-    speaker = Speaker(client, services, endpoints, node_name, ArpResponder("eth0", net.n1), lease_seconds=2)
+    services, slices = Informer(client, "services", ns), Informer(client, "endpointslices", ns)
+    informers = [asyncio.create_task(services.run()), asyncio.create_task(slices.run())]
+    speaker = Speaker(client, services, slices, node_name, ArpResponder("eth0", net.n1), lease_seconds=2)
     try:
         await services.synced.wait()
-        await endpoints.synced.wait()
+        await slices.synced.wait()
         for _ in range(3):
             await speaker.reconcile()
         assert await holder(client, lease) == "" and speaker.responder.addresses == frozenset()

@@ -79,7 +79,7 @@ _MATCH_OPTIONS = {
     "--mask",
 }
 _FLAG_OPTIONS = {"--rcheck", "--set", "--reap", "--rsource"}
-_TARGET_OPTIONS = {"--to-destination", "--or-mark", "--xor-mark", "--set-xmark"}
+_TARGET_OPTIONS = {"--to-destination", "--or-mark", "--xor-mark", "--set-xmark", "--reject-with"}
 _MODULES = {"tcp", "udp", "sctp", "comment", "addrtype", "statistic", "recent", "mark", "conntrack"}
 
 
