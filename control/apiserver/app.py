@@ -31,6 +31,7 @@ from control.api.selectors import parse_field_selector, parse_label_selector
 from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver.authn import Authentication
+from control.apiserver.authz.filter import Authorization
 from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.eviction import check_eviction_body, evict
 from control.apiserver.kubelet_client import KubeletClient
@@ -86,6 +87,8 @@ class ServerConfig:
     # seconds between kubelet stats scrapes for metrics.k8s.io; None: no scraping (the CLI always
     # sets it; in-process test servers hold Nodes with made-up addresses that must not be dialled)
     metrics_resolution: float | None = None
+    authorization_modes: tuple[str, ...] = ("AlwaysAllow",)  # --authorization-mode, in order
+    admission_plugins: tuple[str, ...] = ()  # --enable-admission-plugins (NodeRestriction)
 
 
 @dataclass(frozen=True)
@@ -632,8 +635,9 @@ def create_app(
     handler = ApiHandler(registry, config)
     metrics_api = MetricsApi(registry, handler.kubelets, config.metrics_resolution or DEFAULT_RESOLUTION)
     limiter = RequestLimiter(config.limits, resolve)
+    authorization = Authorization(registry, config.authorization_modes, config.admission_plugins)
     app = web.Application(
-        middlewares=[_observe, authentication.middleware, limiter.middleware],
+        middlewares=[_observe, authentication.middleware, limiter.middleware, authorization.middleware],
         client_max_size=config.limits.max_request_body_bytes,
     )
     background: list[asyncio.Task[None]] = []
@@ -644,6 +648,7 @@ def create_app(
             try:
                 await storage.connect()
                 await registry.ensure_defaults(config.advertise_address, config.port)
+                background.extend(await authorization.start())
                 background.append(asyncio.create_task(_compact_forever(storage, config.compaction_interval)))
                 if config.metrics_resolution is not None:
                     background.append(asyncio.create_task(metrics_api.scrape_forever()))
@@ -719,6 +724,7 @@ def create_app(
     app.router.add_get("/apis/{group}", api_group)
     app.router.add_route("*", METRICS_PREFIX, metrics_api.handle)
     app.router.add_route("*", METRICS_PREFIX + "/{tail:.+}", metrics_api.handle)
+    authorization.add_routes(app)
     app.router.add_route("*", "/api/{tail:.+}", handler.handle)
     app.router.add_route("*", "/apis/{group}/{tail:.+}", handler.handle)
     return app

@@ -14,6 +14,7 @@ from aiohttp import web
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver import limits
 from control.apiserver.app import ServerConfig, create_app
+from control.apiserver.authz import filter as authz_filter
 from control.apiserver.authn import (
     Authentication,
     Authenticator,
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="EncryptionConfiguration file: which resources are encrypted in etcd, and with which keys",
     )
     limits.add_arguments(parser)
+    authz_filter.add_arguments(parser)
 
 
 def _on_off(value: str) -> bool:
@@ -184,6 +186,8 @@ async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
         metrics_resolution=args.metrics_resolution,
         limits=limits.from_args(args),
         kubelet_ssl=security.kubelet,
+        authorization_modes=args.authorization_mode,
+        admission_plugins=args.enable_admission_plugins,
     )
     app = create_app(storage, ServiceIPRange(args.service_cluster_ip_range), config, security.authentication)
     # aiohttp closes a connection that has not sent a whole request by the keep-alive deadline (slowloris)

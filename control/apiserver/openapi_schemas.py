@@ -20,13 +20,21 @@ _DOCUMENT = r"""
   "apps/v1/ReplicaSet": "V1ReplicaSet",
   "authentication.k8s.io/v1/TokenRequest": "AuthenticationV1TokenRequest",
   "authentication.k8s.io/v1/TokenReview": "V1TokenReview",
+  "authorization.k8s.io/v1/LocalSubjectAccessReview": "V1LocalSubjectAccessReview",
+  "authorization.k8s.io/v1/SelfSubjectAccessReview": "V1SelfSubjectAccessReview",
+  "authorization.k8s.io/v1/SelfSubjectRulesReview": "V1SelfSubjectRulesReview",
+  "authorization.k8s.io/v1/SubjectAccessReview": "V1SubjectAccessReview",
   "autoscaling/v1/Scale": "V1Scale",
   "autoscaling/v2/HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
   "certificates.k8s.io/v1/CertificateSigningRequest": "V1CertificateSigningRequest",
   "coordination.k8s.io/v1/Lease": "V1Lease",
   "discovery.k8s.io/v1/EndpointSlice": "V1EndpointSlice",
   "policy/v1/Eviction": "V1Eviction",
-  "policy/v1/PodDisruptionBudget": "V1PodDisruptionBudget"
+  "policy/v1/PodDisruptionBudget": "V1PodDisruptionBudget",
+  "rbac.authorization.k8s.io/v1/ClusterRole": "V1ClusterRole",
+  "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "V1ClusterRoleBinding",
+  "rbac.authorization.k8s.io/v1/Role": "V1Role",
+  "rbac.authorization.k8s.io/v1/RoleBinding": "V1RoleBinding"
  },
  "schemas": {
   "AuthenticationV1TokenRequest": {
@@ -179,6 +187,27 @@ _DOCUMENT = r"""
    },
    "type": "object"
   },
+  "RbacV1Subject": {
+   "properties": {
+    "apiGroup": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "name": {
+     "type": "string"
+    },
+    "namespace": {
+     "type": "string"
+    }
+   },
+   "required": [
+    "kind",
+    "name"
+   ],
+   "type": "object"
+  },
   "V1AWSElasticBlockStoreVolumeSource": {
    "properties": {
     "fsType": {
@@ -210,6 +239,17 @@ _DOCUMENT = r"""
     },
     "podAntiAffinity": {
      "$ref": "#/components/schemas/V1PodAntiAffinity"
+    }
+   },
+   "type": "object"
+  },
+  "V1AggregationRule": {
+   "properties": {
+    "clusterRoleSelectors": {
+     "items": {
+      "$ref": "#/components/schemas/V1LabelSelector"
+     },
+     "type": "array"
     }
    },
    "type": "object"
@@ -538,6 +578,55 @@ _DOCUMENT = r"""
      "type": "integer"
     }
    },
+   "type": "object"
+  },
+  "V1ClusterRole": {
+   "properties": {
+    "aggregationRule": {
+     "$ref": "#/components/schemas/V1AggregationRule"
+    },
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "rules": {
+     "items": {
+      "$ref": "#/components/schemas/V1PolicyRule"
+     },
+     "type": "array"
+    }
+   },
+   "type": "object"
+  },
+  "V1ClusterRoleBinding": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "roleRef": {
+     "$ref": "#/components/schemas/V1RoleRef"
+    },
+    "subjects": {
+     "items": {
+      "$ref": "#/components/schemas/RbacV1Subject"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "roleRef"
+   ],
    "type": "object"
   },
   "V1ClusterTrustBundleProjection": {
@@ -1754,6 +1843,41 @@ _DOCUMENT = r"""
    },
    "type": "object"
   },
+  "V1FieldSelectorAttributes": {
+   "properties": {
+    "rawSelector": {
+     "type": "string"
+    },
+    "requirements": {
+     "items": {
+      "$ref": "#/components/schemas/V1FieldSelectorRequirement"
+     },
+     "type": "array"
+    }
+   },
+   "type": "object"
+  },
+  "V1FieldSelectorRequirement": {
+   "properties": {
+    "key": {
+     "type": "string"
+    },
+    "operator": {
+     "type": "string"
+    },
+    "values": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "key",
+    "operator"
+   ],
+   "type": "object"
+  },
   "V1FileKeySelector": {
    "properties": {
     "key": {
@@ -2102,6 +2226,20 @@ _DOCUMENT = r"""
    },
    "type": "object"
   },
+  "V1LabelSelectorAttributes": {
+   "properties": {
+    "rawSelector": {
+     "type": "string"
+    },
+    "requirements": {
+     "items": {
+      "$ref": "#/components/schemas/V1LabelSelectorRequirement"
+     },
+     "type": "array"
+    }
+   },
+   "type": "object"
+  },
   "V1LabelSelectorRequirement": {
    "properties": {
     "key": {
@@ -2262,6 +2400,29 @@ _DOCUMENT = r"""
      "type": "string"
     }
    },
+   "type": "object"
+  },
+  "V1LocalSubjectAccessReview": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1SubjectAccessReviewSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1SubjectAccessReviewStatus"
+    }
+   },
+   "required": [
+    "spec"
+   ],
    "type": "object"
   },
   "V1ManagedFieldsEntry": {
@@ -2810,6 +2971,37 @@ _DOCUMENT = r"""
     "operatingSystem",
     "osImage",
     "systemUUID"
+   ],
+   "type": "object"
+  },
+  "V1NonResourceAttributes": {
+   "properties": {
+    "path": {
+     "type": "string"
+    },
+    "verb": {
+     "type": "string"
+    }
+   },
+   "type": "object"
+  },
+  "V1NonResourceRule": {
+   "properties": {
+    "nonResourceURLs": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "verbs": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "verbs"
    ],
    "type": "object"
   },
@@ -3765,6 +3957,44 @@ _DOCUMENT = r"""
    ],
    "type": "object"
   },
+  "V1PolicyRule": {
+   "properties": {
+    "apiGroups": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "nonResourceURLs": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "resourceNames": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "resources": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "verbs": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "verbs"
+   ],
+   "type": "object"
+  },
   "V1PortStatus": {
    "properties": {
     "error": {
@@ -4055,6 +4285,38 @@ _DOCUMENT = r"""
    ],
    "type": "object"
   },
+  "V1ResourceAttributes": {
+   "properties": {
+    "fieldSelector": {
+     "$ref": "#/components/schemas/V1FieldSelectorAttributes"
+    },
+    "group": {
+     "type": "string"
+    },
+    "labelSelector": {
+     "$ref": "#/components/schemas/V1LabelSelectorAttributes"
+    },
+    "name": {
+     "type": "string"
+    },
+    "namespace": {
+     "type": "string"
+    },
+    "resource": {
+     "type": "string"
+    },
+    "subresource": {
+     "type": "string"
+    },
+    "verb": {
+     "type": "string"
+    },
+    "version": {
+     "type": "string"
+    }
+   },
+   "type": "object"
+  },
   "V1ResourceFieldSelector": {
    "properties": {
     "containerName": {
@@ -4112,6 +4374,38 @@ _DOCUMENT = r"""
    },
    "type": "object"
   },
+  "V1ResourceRule": {
+   "properties": {
+    "apiGroups": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "resourceNames": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "resources": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "verbs": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "verbs"
+   ],
+   "type": "object"
+  },
   "V1ResourceStatus": {
    "properties": {
     "name": {
@@ -4125,6 +4419,70 @@ _DOCUMENT = r"""
     }
    },
    "required": [
+    "name"
+   ],
+   "type": "object"
+  },
+  "V1Role": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "rules": {
+     "items": {
+      "$ref": "#/components/schemas/V1PolicyRule"
+     },
+     "type": "array"
+    }
+   },
+   "type": "object"
+  },
+  "V1RoleBinding": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "roleRef": {
+     "$ref": "#/components/schemas/V1RoleRef"
+    },
+    "subjects": {
+     "items": {
+      "$ref": "#/components/schemas/RbacV1Subject"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "roleRef"
+   ],
+   "type": "object"
+  },
+  "V1RoleRef": {
+   "properties": {
+    "apiGroup": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "name": {
+     "type": "string"
+    }
+   },
+   "required": [
+    "kind",
     "name"
    ],
    "type": "object"
@@ -4397,6 +4755,71 @@ _DOCUMENT = r"""
    },
    "type": "object"
   },
+  "V1SelfSubjectAccessReview": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1SelfSubjectAccessReviewSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1SubjectAccessReviewStatus"
+    }
+   },
+   "required": [
+    "spec"
+   ],
+   "type": "object"
+  },
+  "V1SelfSubjectAccessReviewSpec": {
+   "properties": {
+    "nonResourceAttributes": {
+     "$ref": "#/components/schemas/V1NonResourceAttributes"
+    },
+    "resourceAttributes": {
+     "$ref": "#/components/schemas/V1ResourceAttributes"
+    }
+   },
+   "type": "object"
+  },
+  "V1SelfSubjectRulesReview": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1SelfSubjectRulesReviewSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1SubjectRulesReviewStatus"
+    }
+   },
+   "required": [
+    "spec"
+   ],
+   "type": "object"
+  },
+  "V1SelfSubjectRulesReviewSpec": {
+   "properties": {
+    "namespace": {
+     "type": "string"
+    }
+   },
+   "type": "object"
+  },
   "V1Service": {
    "properties": {
     "apiVersion": {
@@ -4630,6 +5053,109 @@ _DOCUMENT = r"""
      "type": "string"
     }
    },
+   "type": "object"
+  },
+  "V1SubjectAccessReview": {
+   "properties": {
+    "apiVersion": {
+     "type": "string"
+    },
+    "kind": {
+     "type": "string"
+    },
+    "metadata": {
+     "$ref": "#/components/schemas/V1ObjectMeta"
+    },
+    "spec": {
+     "$ref": "#/components/schemas/V1SubjectAccessReviewSpec"
+    },
+    "status": {
+     "$ref": "#/components/schemas/V1SubjectAccessReviewStatus"
+    }
+   },
+   "required": [
+    "spec"
+   ],
+   "type": "object"
+  },
+  "V1SubjectAccessReviewSpec": {
+   "properties": {
+    "extra": {
+     "additionalProperties": {
+      "items": {
+       "type": "string"
+      },
+      "type": "array"
+     },
+     "type": "object"
+    },
+    "groups": {
+     "items": {
+      "type": "string"
+     },
+     "type": "array"
+    },
+    "nonResourceAttributes": {
+     "$ref": "#/components/schemas/V1NonResourceAttributes"
+    },
+    "resourceAttributes": {
+     "$ref": "#/components/schemas/V1ResourceAttributes"
+    },
+    "uid": {
+     "type": "string"
+    },
+    "user": {
+     "type": "string"
+    }
+   },
+   "type": "object"
+  },
+  "V1SubjectAccessReviewStatus": {
+   "properties": {
+    "allowed": {
+     "type": "boolean"
+    },
+    "denied": {
+     "type": "boolean"
+    },
+    "evaluationError": {
+     "type": "string"
+    },
+    "reason": {
+     "type": "string"
+    }
+   },
+   "required": [
+    "allowed"
+   ],
+   "type": "object"
+  },
+  "V1SubjectRulesReviewStatus": {
+   "properties": {
+    "evaluationError": {
+     "type": "string"
+    },
+    "incomplete": {
+     "type": "boolean"
+    },
+    "nonResourceRules": {
+     "items": {
+      "$ref": "#/components/schemas/V1NonResourceRule"
+     },
+     "type": "array"
+    },
+    "resourceRules": {
+     "items": {
+      "$ref": "#/components/schemas/V1ResourceRule"
+     },
+     "type": "array"
+    }
+   },
+   "required": [
+    "incomplete",
+    "nonResourceRules",
+    "resourceRules"
+   ],
    "type": "object"
   },
   "V1Sysctl": {

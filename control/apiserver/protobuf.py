@@ -169,6 +169,57 @@ MESSAGES.update(
         },
         "Preconditions": {1: ("uid", "string"), 2: ("resourceVersion", "string")},
         "Eviction": {1: ("metadata", "ObjectMeta"), 2: ("deleteOptions", "DeleteOptions")},
+        # authorization/v1 reviews (kubectl auth can-i); status is the server's to write, so never decoded
+        "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectAccessReviewSpec")},
+        "SelfSubjectAccessReviewSpec": {
+            1: ("resourceAttributes", "ResourceAttributes"),
+            2: ("nonResourceAttributes", "NonResourceAttributes"),
+        },
+        "SubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SubjectAccessReviewSpec")},
+        "LocalSubjectAccessReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SubjectAccessReviewSpec")},
+        "SubjectAccessReviewSpec": {
+            1: ("resourceAttributes", "ResourceAttributes"),
+            2: ("nonResourceAttributes", "NonResourceAttributes"),
+            3: ("user", "string"),
+            4: ("groups", "[]string"),
+            6: ("uid", "string"),
+        },
+        "ResourceAttributes": {
+            1: ("namespace", "string"),
+            2: ("verb", "string"),
+            3: ("group", "string"),
+            4: ("version", "string"),
+            5: ("resource", "string"),
+            6: ("subresource", "string"),
+            7: ("name", "string"),
+        },
+        "NonResourceAttributes": {1: ("path", "string"), 2: ("verb", "string")},
+        "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta"), 2: ("spec", "SelfSubjectRulesReviewSpec")},
+        "SelfSubjectRulesReviewSpec": {1: ("namespace", "string")},
+        # rbac/v1 (kubectl create role|clusterrole|rolebinding|clusterrolebinding)
+        "Role": {1: ("metadata", "ObjectMeta"), 2: ("rules", "[]PolicyRule")},
+        "ClusterRole": {
+            1: ("metadata", "ObjectMeta"),
+            2: ("rules", "[]PolicyRule"),
+            3: ("aggregationRule", "AggregationRule"),
+        },
+        "PolicyRule": {
+            1: ("verbs", "[]string"),
+            2: ("apiGroups", "[]string"),
+            3: ("resources", "[]string"),
+            4: ("resourceNames", "[]string"),
+            5: ("nonResourceURLs", "[]string"),
+        },
+        "AggregationRule": {1: ("clusterRoleSelectors", "[]LabelSelector")},
+        "RoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "[]Subject"), 3: ("roleRef", "RoleRef")},
+        "ClusterRoleBinding": {1: ("metadata", "ObjectMeta"), 2: ("subjects", "[]Subject"), 3: ("roleRef", "RoleRef")},
+        "Subject": {
+            1: ("kind", "string"),
+            2: ("apiGroup", "string"),
+            3: ("name", "string"),
+            4: ("namespace", "string"),
+        },
+        "RoleRef": {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")},
     }
 )
 SUPPORTED = {
@@ -178,6 +229,16 @@ SUPPORTED = {
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("policy/v1", "Eviction"),
+    *(("rbac.authorization.k8s.io/v1", kind) for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")),
+    *(
+        ("authorization.k8s.io/v1", kind)
+        for kind in (
+            "SelfSubjectAccessReview",
+            "SubjectAccessReview",
+            "LocalSubjectAccessReview",
+            "SelfSubjectRulesReview",
+        )
+    ),
     # DeleteOptions travel under the group version of the resource being deleted
     *(("/".join(filter(None, (r.group, r.version))), "DeleteOptions") for r in RESOURCES),
     ("meta.k8s.io/v1", "DeleteOptions"),

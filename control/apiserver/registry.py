@@ -829,6 +829,18 @@ class Registry:
                     ],
                     res.group,
                 )
+        elif res.kind in ("RoleBinding", "ClusterRoleBinding") and new.get("roleRef") != current.get("roleRef"):
+            ref = _dict(new.get("roleRef"))
+            shown = (
+                f'rbac.RoleRef{{APIGroup:"{ref.get("apiGroup", "")}", Kind:"{ref.get("kind", "")}", '
+                f'Name:"{ref.get("name", "")}"}}'
+            )
+            raise errors.invalid(
+                res.kind,
+                str(meta.get("name", "")),
+                [("roleRef", "FieldValueInvalid", f"Invalid value: {shown}: cannot change roleRef")],
+                res.group,
+            )
         if "spec" in new or "generation" in old_meta:
             generation = int(old_meta.get("generation") or 1)
             meta["generation"] = generation + 1 if _spec_part(new) != _spec_part(current) else generation

@@ -431,6 +431,52 @@ SECRET_COLUMNS: list[Column] = [
 LEASE_COLUMNS: list[Column] = [_NAME, ("Holder", "string", "The holder of the lease.", 0), _AGE]
 GENERIC_COLUMNS: list[Column] = [_NAME, _AGE]
 
+ROLE_COLUMNS: list[Column] = [
+    _NAME,
+    (
+        "Created At",
+        "date",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    ),
+]
+ROLE_BINDING_COLUMNS: list[Column] = [
+    _NAME,
+    (
+        "Role",
+        "string",
+        "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace.",
+        0,
+    ),
+    _AGE,
+    ("Users", "string", "Users in the roleBinding", 1),
+    ("Groups", "string", "Groups in the roleBinding", 1),
+    ("ServiceAccounts", "string", "ServiceAccounts in the roleBinding", 1),
+]
+
+
+def _role_binding_row(obj: Object) -> list[Any]:
+    """ROLE as Kind/name; -o wide lists the subjects by kind (service accounts as namespace/name)."""
+    ref = obj.get("roleRef") or {}
+    subjects = [s for s in obj.get("subjects") or [] if isinstance(s, dict)]
+
+    def named(kind: str) -> str:
+        return ", ".join(
+            f"{s.get('namespace', '')}/{s.get('name', '')}" if kind == "ServiceAccount" else str(s.get("name", ""))
+            for s in subjects
+            if s.get("kind") == kind
+        )
+
+    return [
+        _name(obj),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _age(obj),
+        named("User"),
+        named("Group"),
+        named("ServiceAccount"),
+    ]
+
+
 PRINTERS: dict[str, tuple[list[Column], Callable[[Object], list[Any]]]] = {
     "Pod": (POD_COLUMNS, _pod_row),
     "Deployment": (DEPLOYMENT_COLUMNS, _deployment_row),
@@ -446,6 +492,10 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Object], list[Any]]]] = {
     ),
     "Secret": (SECRET_COLUMNS, lambda o: [_name(o), o.get("type", ""), str(len(o.get("data") or {})), _age(o)]),
     "Lease": (LEASE_COLUMNS, lambda o: [_name(o), (o.get("spec") or {}).get("holderIdentity", ""), _age(o)]),
+    "Role": (ROLE_COLUMNS, lambda o: [_name(o), (o.get("metadata") or {}).get("creationTimestamp", "")]),
+    "ClusterRole": (ROLE_COLUMNS, lambda o: [_name(o), (o.get("metadata") or {}).get("creationTimestamp", "")]),
+    "RoleBinding": (ROLE_BINDING_COLUMNS, _role_binding_row),
+    "ClusterRoleBinding": (ROLE_BINDING_COLUMNS, _role_binding_row),
 }
 
 

@@ -69,9 +69,20 @@ def dns1035_label_errors(value: str) -> list[str]:
 
 
 # Which name rule each kind's metadata.name follows (Kubernetes' ValidateName funcs).
+def path_segment_name_errors(value: str) -> list[str]:
+    """Kubernetes' IsValidPathSegmentName: RBAC names may hold ':' (system:node), never '/' or '%'."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
 NAME_RULES: dict[str, Callable[[str], list[str]]] = {
     "Namespace": dns1123_label_errors,
     "Service": dns1035_label_errors,
+    "Role": path_segment_name_errors,
+    "ClusterRole": path_segment_name_errors,
+    "RoleBinding": path_segment_name_errors,
+    "ClusterRoleBinding": path_segment_name_errors,
 }
 
 
@@ -208,6 +219,19 @@ def _defaults_hpa(obj: Object) -> None:
         ]
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def _defaults_binding(obj: Object) -> None:
+    """Subjects' apiGroup, as SetDefaults_Subject: rbac for User/Group, core for ServiceAccount."""
+    for subject in obj.get("subjects") or []:
+        if isinstance(subject, dict) and "apiGroup" not in subject:
+            if subject.get("kind") in ("User", "Group"):
+                subject["apiGroup"] = RBAC_GROUP
+            elif subject.get("kind") == "ServiceAccount":
+                subject["apiGroup"] = ""
+
+
 DEFAULTERS: dict[str, Callable[[Object], None]] = {
     "Pod": _defaults_pod,
     "Service": _defaults_service,
@@ -216,6 +240,8 @@ DEFAULTERS: dict[str, Callable[[Object], None]] = {
     "Namespace": _defaults_namespace,
     "Secret": _defaults_secret,
     "HorizontalPodAutoscaler": _defaults_hpa,
+    "RoleBinding": _defaults_binding,
+    "ClusterRoleBinding": _defaults_binding,
 }
 
 
@@ -607,6 +633,130 @@ def _validate_pdb(obj: Object) -> list[Cause]:
     return causes
 
 
+def _string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _validate_rules(rules: Any, namespaced: bool) -> list[Cause]:
+    """ValidatePolicyRule for each rule: verbs always; resource rules or non-resource URLs, never both."""
+    if rules is None:
+        return []
+    if not isinstance(rules, list):
+        return [_invalid("rules", rules, "must be a list of policy rules")]
+    causes: list[Cause] = []
+    for index, rule in enumerate(rules):
+        path = f"rules[{index}]"
+        if not isinstance(rule, dict):
+            causes.append(_invalid(path, rule, "must be a policy rule object"))
+            continue
+        for field in ("verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs"):
+            if rule.get(field) is not None and not _string_list(rule[field]):
+                causes.append(_invalid(f"{path}.{field}", rule[field], "must be a list of strings"))
+        if not rule.get("verbs"):
+            causes.append(
+                (f"{path}.verbs", "FieldValueRequired", "Required value: verbs must contain at least one value")
+            )
+        urls = rule.get("nonResourceURLs") or []
+        if urls:
+            if namespaced:
+                causes.append(
+                    _invalid(f"{path}.nonResourceURLs", urls, "namespaced rules cannot apply to non-resource URLs")
+                )
+            if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+                causes.append(
+                    _invalid(
+                        f"{path}.nonResourceURLs",
+                        urls,
+                        "rules cannot apply to both regular resources and non-resource URLs",
+                    )
+                )
+            continue
+        if not rule.get("apiGroups"):
+            causes.append(
+                (
+                    f"{path}.apiGroups",
+                    "FieldValueRequired",
+                    "Required value: resource rules must supply at least one api group",
+                )
+            )
+        if not rule.get("resources"):
+            causes.append(
+                (
+                    f"{path}.resources",
+                    "FieldValueRequired",
+                    "Required value: resource rules must supply at least one resource",
+                )
+            )
+    return causes
+
+
+def _validate_role(obj: Object) -> list[Cause]:
+    return _validate_rules(obj.get("rules"), namespaced=True)
+
+
+def _validate_cluster_role(obj: Object) -> list[Cause]:
+    causes = _validate_rules(obj.get("rules"), namespaced=False)
+    aggregation = obj.get("aggregationRule")
+    if aggregation is None:
+        return causes
+    selectors = aggregation.get("clusterRoleSelectors") if isinstance(aggregation, dict) else None
+    if not isinstance(selectors, list):
+        return causes + [
+            _invalid("aggregationRule.clusterRoleSelectors", selectors, "must be a list of label selectors")
+        ]
+    for index, selector in enumerate(selectors):
+        try:
+            from_label_selector(selector if isinstance(selector, dict) else None)
+        except ApiError as err:
+            causes.append(_invalid(f"aggregationRule.clusterRoleSelectors[{index}]", selector, str(err)))
+    return causes
+
+
+SUBJECT_KINDS = ("ServiceAccount", "User", "Group")
+
+
+def _validate_binding(obj: Object, role_kinds: tuple[str, ...], namespaced: bool) -> list[Cause]:
+    """ValidateRoleBinding / ValidateClusterRoleBinding: the roleRef and each subject."""
+    causes: list[Cause] = []
+    ref = obj.get("roleRef")
+    if not isinstance(ref, dict):
+        causes.append(_required("roleRef"))
+    else:
+        if ref.get("apiGroup") != RBAC_GROUP:
+            causes.append(_unsupported("roleRef.apiGroup", ref.get("apiGroup", ""), (RBAC_GROUP,)))
+        if ref.get("kind") not in role_kinds:
+            causes.append(_unsupported("roleRef.kind", ref.get("kind", ""), role_kinds))
+        name = ref.get("name")
+        if not name or not isinstance(name, str):
+            causes.append(_required("roleRef.name"))
+        else:
+            causes += [_invalid("roleRef.name", name, why) for why in path_segment_name_errors(name)]
+    subjects = obj.get("subjects")
+    if subjects is not None and not isinstance(subjects, list):
+        return causes + [_invalid("subjects", subjects, "must be a list of subjects")]
+    for index, subject in enumerate(subjects or []):
+        path = f"subjects[{index}]"
+        if not isinstance(subject, dict):
+            causes.append(_invalid(path, subject, "must be a subject object"))
+            continue
+        name, kind, group = subject.get("name"), subject.get("kind"), subject.get("apiGroup", "")
+        if not name or not isinstance(name, str):
+            causes.append(_required(f"{path}.name"))
+        if kind == "ServiceAccount":
+            if group != "":
+                causes.append(_unsupported(f"{path}.apiGroup", group, ("",)))
+            if isinstance(name, str) and name:
+                causes += [_invalid(f"{path}.name", name, why) for why in dns1123_subdomain_errors(name)]
+            if not subject.get("namespace") and not namespaced:
+                causes.append(_required(f"{path}.namespace"))
+        elif kind in ("User", "Group"):
+            if group != RBAC_GROUP:
+                causes.append(_unsupported(f"{path}.apiGroup", group, (RBAC_GROUP,)))
+        else:
+            causes.append(_unsupported(f"{path}.kind", kind or "", SUBJECT_KINDS))
+    return causes
+
+
 VALIDATORS: dict[str, Callable[[Object], list[Cause]]] = {
     "Pod": _validate_pod,
     "Service": _validate_service,
@@ -618,6 +768,10 @@ VALIDATORS: dict[str, Callable[[Object], list[Cause]]] = {
     "EndpointSlice": _validate_endpoint_slice,
     "HorizontalPodAutoscaler": _validate_hpa,
     "PodDisruptionBudget": _validate_pdb,
+    "Role": _validate_role,
+    "ClusterRole": _validate_cluster_role,
+    "RoleBinding": lambda obj: _validate_binding(obj, ("Role", "ClusterRole"), namespaced=True),
+    "ClusterRoleBinding": lambda obj: _validate_binding(obj, ("ClusterRole",), namespaced=False),
 }
 
 
@@ -683,6 +837,14 @@ TOP_LEVEL_FIELDS: dict[str, frozenset[str]] = {
     "HorizontalPodAutoscaler": _COMMON | {"spec", "status"},
     "PodDisruptionBudget": _COMMON | {"spec", "status"},
     "Eviction": _COMMON | {"deleteOptions"},
+    "Role": _COMMON | {"rules"},
+    "ClusterRole": _COMMON | {"rules", "aggregationRule"},
+    "RoleBinding": _COMMON | {"subjects", "roleRef"},
+    "ClusterRoleBinding": _COMMON | {"subjects", "roleRef"},
+    "SelfSubjectAccessReview": _COMMON | {"spec", "status"},
+    "SelfSubjectRulesReview": _COMMON | {"spec", "status"},
+    "SubjectAccessReview": _COMMON | {"spec", "status"},
+    "LocalSubjectAccessReview": _COMMON | {"spec", "status"},
 }
 _CONTAINER_FIELDS = frozenset(
     {
