@@ -130,7 +130,7 @@ async def _programming_latencies(config: ClusterConfig) -> list[float]:
     namespace = f"bench-kproxy-{secrets.token_hex(3)}"
     node_namespaces = [config.node_netns(n.name) for n in config.nodes]
     latencies = []
-    async with Client(f"http://127.0.0.1:{config.api_port}", user_agent="bench-kproxy") as client:
+    async with Client.from_kubeconfig(config.kubeconfig, user_agent="bench-kproxy") as client:
         await client.create("namespaces", {"metadata": {"name": namespace}})
         try:
             await client.create("services", {"metadata": {"name": "lat"}, "spec": {"ports": [{"port": 80}]}}, namespace)

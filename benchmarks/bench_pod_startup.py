@@ -150,7 +150,7 @@ def bare_runs(cluster: ClusterConfig, at_once: bool) -> list[float]:
 async def measure(cluster: ClusterConfig) -> dict[str, tuple[list[float], str]]:
     """Every row's samples and how they were spread over nodes."""
     rows: dict[str, tuple[list[float], str]] = {}
-    async with Client(f"http://127.0.0.1:{cluster.api_port}", user_agent="bench-pod-startup") as client:
+    async with Client.from_kubeconfig(cluster.kubeconfig, user_agent="bench-pod-startup") as client:
         for label, count, at_once in (
             ("pods, 30 created at once", BURST, True),
             ("pods, one at a time", SEQUENTIAL, False),

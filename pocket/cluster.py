@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 import docker
 
-from control.api.errors import ApiError
+from control.api.errors import ApiError, status_failure
 from control.client import Client
 from pocket import network, processes
 from pocket.config import (
@@ -51,6 +52,7 @@ from pocket.images import (
     import_images,
     push_images,
 )
+from pocket.certs import ADMIN, ClusterPKI, cluster_pki, ensure_cluster_pki, write_user_kubeconfig
 from pocket.kubeconfig import write_kubeconfig
 from pocket.netns import entered, netns_inode, nsenter_argv
 from pocket.node import (
@@ -125,11 +127,27 @@ def component_failed(what: str, log_file: Path, reason: str) -> BringUpError:
 # -- checks run inside the node network ------------------------------------------------
 
 
-def http_ok(netns: str, url: str, timeout: float = 1.0) -> bool:
+def security(cluster: ClusterConfig) -> ClusterPKI | None:
+    """The cluster's PKI; None only for a cluster already running without TLS (made before pocket had TLS).
+
+    Such a cluster keeps running as it is, so `pocket up` stays idempotent for it;
+    `pocket down` and `pocket up` make it a TLS cluster.
+    """
+    pki = cluster_pki(cluster)
+    legacy = processes.is_running(cluster.pid_file(cluster.control_plane.name, APISERVER)) and not pki.ca.exists()
+    return None if legacy else pki
+
+
+def cluster_ssl_context(cluster: ClusterConfig) -> ssl.SSLContext:
+    """Trust the cluster CA (for the API server's public /healthz, which needs no credentials)."""
+    return ssl.create_default_context(cafile=str(cluster_pki(cluster).ca))
+
+
+def http_ok(netns: str, url: str, timeout: float = 1.0, context: ssl.SSLContext | None = None) -> bool:
     """GET `url` from inside `netns`; True on a 2xx answer."""
     try:
         with entered(netns):
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
                 return 200 <= resp.status < 300
     except (OSError, urllib.error.URLError):
         return False
@@ -156,8 +174,17 @@ def docker_ok(cluster: ClusterConfig, node: str) -> bool:
 def api_call(cluster: ClusterConfig, call: Callable[[Client], Any], timeout: float = 5.0) -> Any:
     """Run one async API interaction from inside the control-plane namespace."""
 
+    pki = security(cluster)
+    kubeconfig = pki.kubeconfig(ADMIN) if pki else None
+    if kubeconfig is not None and not kubeconfig.exists():
+        raise ApiError(status_failure(503, "ServiceUnavailable", f"no admin kubeconfig at {kubeconfig} (pocket up)"))
+
     async def go() -> Any:
-        async with Client(cluster.api_server_url, user_agent="pocket", timeout=timeout) as client:
+        if kubeconfig is None:
+            client = Client(cluster.api_server_url, user_agent="pocket", timeout=timeout)
+        else:
+            client = Client.from_kubeconfig(kubeconfig, user_agent="pocket", timeout=timeout)
+        async with client:
             return await call(client)
 
     with entered(cluster.node_netns(cluster.control_plane.name)):
@@ -249,8 +276,9 @@ def start_components(
     """Launch the named components on the given nodes; return what to wait for and whether anything started."""
     waiting: list[Waiting] = []
     changed = False
+    pki = security(cluster)
     for node in nodes:
-        for component in node_components(cluster, node, storage_driver):
+        for component in node_components(cluster, node, storage_driver, pki=pki):
             if component.name not in names:
                 continue
             started, pid_file = launch(cluster, node, component)
@@ -275,6 +303,9 @@ def _readiness(cluster: ClusterConfig, node: NodeSpec, component: Component) -> 
     if url is None:
         return lambda: True
     netns = cluster.node_netns(node.name)
+    if url.startswith("https://"):
+        context = cluster_ssl_context(cluster)
+        return lambda: http_ok(netns, url, context=context)
     return lambda: http_ok(netns, url)
 
 
@@ -317,6 +348,7 @@ class BringUp:
         n = len(self.cluster.nodes)
         return [
             ("checking prerequisites", self.check_prerequisites),
+            ("creating the cluster CA, certificates and kubeconfigs", self.create_pki),
             (f"creating the node network ({n} nodes + client)", self.create_network),
             ("starting etcd", lambda: self.start_and_wait((ETCD,), [self.control_plane], ETCD_TIMEOUT)),
             ("starting the image registry", lambda: self.start_and_wait((REGISTRY,), [self.control_plane],
@@ -347,6 +379,12 @@ class BringUp:
                             f"`apt-get install -y {' '.join(missing)}` (or run `make up`)")
         if problems:
             raise BringUpError("prerequisites are missing", problems)
+
+    def create_pki(self) -> bool | None:
+        if security(self.cluster) is None:
+            print("(this cluster runs without TLS; `pocket down` and `pocket up` make it HTTPS only)", end=" ")
+            return None
+        return ensure_cluster_pki(self.cluster)
 
     def create_network(self) -> bool:
         try:
@@ -449,7 +487,10 @@ class BringUp:
 
     def start_forwarder(self) -> bool:
         changed = ensure_forwarder(self.cluster)
-        changed |= write_kubeconfig(self.cluster.kubeconfig, f"http://127.0.0.1:{self.cluster.api_port}")
+        if security(self.cluster) is None:
+            changed |= write_kubeconfig(self.cluster.kubeconfig, f"http://127.0.0.1:{self.cluster.api_port}")
+        else:
+            changed |= write_user_kubeconfig(self.cluster)
         return changed
 
 
@@ -557,10 +598,12 @@ def forwarder_pid_file(cluster: ClusterConfig) -> Path:
     return cluster.pid_file(HOST, FORWARDER)
 
 
-def forwarder_ok(port: int) -> bool:
-    """The API server's /healthz, answered through the forwarder on 127.0.0.1:port."""
+def forwarder_ok(cluster: ClusterConfig) -> bool:
+    """The API server's /healthz over HTTPS, answered through the forwarder on 127.0.0.1:<api port>."""
+    tls = security(cluster) is not None
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{cluster.api_port}/healthz"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2, context=cluster_ssl_context(cluster) if tls else None) as resp:
             return resp.status == 200
     except (OSError, urllib.error.URLError):
         return False
@@ -570,7 +613,7 @@ def ensure_forwarder(cluster: ClusterConfig) -> bool:
     """A forwarder answering on the configured port (a stale one on another port is replaced)."""
     pid_file = forwarder_pid_file(cluster)
     if processes.is_running(pid_file):
-        if forwarder_ok(cluster.api_port):
+        if forwarder_ok(cluster):
             return False
         processes.stop(pid_file)
     argv = [
@@ -581,7 +624,7 @@ def ensure_forwarder(cluster: ClusterConfig) -> bool:
     ]
     log_file = cluster.log_file(HOST, FORWARDER)
     started = processes.start(argv, log_file, pid_file, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    wait_all([Waiting(HOST, FORWARDER, pid_file, log_file, lambda: forwarder_ok(cluster.api_port), started)],
+    wait_all([Waiting(HOST, FORWARDER, pid_file, log_file, lambda: forwarder_ok(cluster), started)],
              FORWARDER_TIMEOUT)
     return True
 

@@ -4,6 +4,11 @@ This is the one description of a node, independent of how it is run: the
 local cluster launches each command inside the node's network namespace
 (`nsenter --net`), and a VM bring-up can turn the same list into systemd
 units. Nothing here starts a process or touches the machine.
+
+Given the cluster's PKI (`pocket.certs.ClusterPKI`), every connection is TLS:
+etcd requires client certificates, the API server serves HTTPS only, each
+component authenticates with its own kubeconfig, kubelets serve HTTPS to the
+API server alone. Without it (`pocket node setup` for now) the API is plain HTTP.
 """
 
 from __future__ import annotations
@@ -35,6 +40,18 @@ from pocket.config import (
     ClusterConfig,
     NodeSpec,
 )
+from pocket.certs import (
+    APISERVER_ETCD_CLIENT,
+    APISERVER_KUBELET_CLIENT,
+    CONTROLLER_MANAGER as CONTROLLER_MANAGER_IDENTITY,
+    ETCD_SERVER,
+    KDNS as KDNS_IDENTITY,
+    SCHEDULER as SCHEDULER_IDENTITY,
+    ClusterPKI,
+    api_server_url,
+    kubelet_serving,
+    node_identity,
+)
 from pocket.images import SANDBOX_IMAGE
 
 ETCD = "etcd"
@@ -49,6 +66,8 @@ KPROXY = "kproxy"
 
 CONTROL_PLANE_SERVICES = (APISERVER, CONTROLLER_MANAGER, SCHEDULER, KDNS)
 NODE_AGENTS = (KUBELET, KPROXY)
+ETCD_METRICS_PORT = 2381  # plain /health on 127.0.0.1 (kubeadm's --listen-metrics-urls), for readiness checks
+KUBELET_HEALTHZ_PORT = 10248  # the kubelet's plain /healthz on 127.0.0.1; its API port needs a certificate
 
 
 @dataclass(frozen=True)
@@ -105,22 +124,34 @@ def resolv_conf() -> str:
     return f"nameserver {CLIENT_IP}\n"
 
 
-def etcd(cluster: ClusterConfig, node: NodeSpec) -> Component:
+def etcd(cluster: ClusterConfig, node: NodeSpec, pki: ClusterPKI | None = None) -> Component:
+    """etcd on the control plane's addresses only; with the PKI, TLS and client certificates required."""
     peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+    scheme = "https" if pki else "http"
+    tls: tuple[str, ...] = ()
+    if pki:
+        tls = (
+            "--client-cert-auth",
+            "--trusted-ca-file", str(pki.ca),
+            "--cert-file", str(pki.cert(ETCD_SERVER)),
+            "--key-file", str(pki.key(ETCD_SERVER)),
+            "--listen-metrics-urls", f"http://127.0.0.1:{ETCD_METRICS_PORT}",
+        )
     return Component(
         ETCD,
         (
             "etcd",
             "--name", node.name,
             "--data-dir", str(cluster.etcd_dir),
-            "--listen-client-urls", f"http://{node.ip}:{ETCD_CLIENT_PORT},http://127.0.0.1:{ETCD_CLIENT_PORT}",
-            "--advertise-client-urls", f"http://{node.ip}:{ETCD_CLIENT_PORT}",
+            "--listen-client-urls", f"{scheme}://{node.ip}:{ETCD_CLIENT_PORT},{scheme}://127.0.0.1:{ETCD_CLIENT_PORT}",
+            "--advertise-client-urls", f"{scheme}://{node.ip}:{ETCD_CLIENT_PORT}",
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{node.name}={peer}",
             "--initial-cluster-state", "new",
+            *tls,
         ),
-        health_url=f"http://{node.ip}:{ETCD_CLIENT_PORT}/health",
+        health_url=f"http://127.0.0.1:{ETCD_METRICS_PORT}/health" if pki else f"http://{node.ip}:{ETCD_CLIENT_PORT}/health",
     )
 
 
@@ -155,14 +186,44 @@ def dockerd(cluster: ClusterConfig, node: NodeSpec, storage_driver: str) -> Comp
     )
 
 
-def control_plane_services(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Component]:
-    api = cluster.api_server_url
+def api_access(cluster: ClusterConfig, pki: ClusterPKI | None, identity: str) -> tuple[str, ...]:
+    """How a component reaches the API server: its own kubeconfig (HTTPS), or the plain URL without a PKI."""
+    if pki:
+        return ("--kubeconfig", str(pki.kubeconfig(identity)))
+    return ("--api-server", cluster.api_server_url)
+
+
+def apiserver_security(pki: ClusterPKI | None) -> tuple[str, ...]:
+    """etcd over TLS, HTTPS with client certificates, kubelets over HTTPS, service-account keys, Secrets encrypted."""
+    if not pki:
+        return ("--etcd-servers", f"http://127.0.0.1:{ETCD_CLIENT_PORT}")
+    return (
+        "--etcd-servers", f"https://127.0.0.1:{ETCD_CLIENT_PORT}",
+        "--etcd-cafile", str(pki.ca),
+        "--etcd-certfile", str(pki.cert(APISERVER_ETCD_CLIENT)),
+        "--etcd-keyfile", str(pki.key(APISERVER_ETCD_CLIENT)),
+        "--tls-cert-file", str(pki.cert(APISERVER)),
+        "--tls-private-key-file", str(pki.key(APISERVER)),
+        "--client-ca-file", str(pki.ca),
+        "--kubelet-client-certificate", str(pki.cert(APISERVER_KUBELET_CLIENT)),
+        "--kubelet-client-key", str(pki.key(APISERVER_KUBELET_CLIENT)),
+        "--kubelet-certificate-authority", str(pki.ca),
+        "--service-account-key-file", str(pki.service_account_public),
+        "--service-account-signing-key-file", str(pki.service_account_private),
+        "--encryption-provider-config", str(pki.encryption_config),
+    )
+
+
+def control_plane_services(
+    cluster: ClusterConfig, node: NodeSpec, python: str, pki: ClusterPKI | None = None
+) -> list[Component]:
+    api = api_server_url(cluster) if pki else cluster.api_server_url
     return [
         Component(
             APISERVER,
             pocket_argv(
                 python, APISERVER,
-                "--etcd-servers", f"http://127.0.0.1:{ETCD_CLIENT_PORT}",
+                *apiserver_security(pki),
                 "--bind-address", "0.0.0.0",
                 "--port", str(API_PORT),
                 "--advertise-address", node.ip,
@@ -175,7 +236,7 @@ def control_plane_services(cluster: ClusterConfig, node: NodeSpec, python: str) 
             CONTROLLER_MANAGER,
             pocket_argv(
                 python, CONTROLLER_MANAGER,
-                "--api-server", api,
+                *api_access(cluster, pki, CONTROLLER_MANAGER_IDENTITY),
                 "--cluster-cidr", CLUSTER_CIDR,
                 "--node-cidr-mask-size", str(NODE_CIDR_MASK_SIZE),
                 "--health-port", str(CONTROLLER_MANAGER_HEALTH_PORT),
@@ -184,10 +245,14 @@ def control_plane_services(cluster: ClusterConfig, node: NodeSpec, python: str) 
         ),
         Component(
             SCHEDULER,
-            pocket_argv(python, SCHEDULER, "--api-server", api, "--health-port", str(SCHEDULER_HEALTH_PORT)),
+            pocket_argv(
+                python, SCHEDULER,
+                *api_access(cluster, pki, SCHEDULER_IDENTITY),
+                "--health-port", str(SCHEDULER_HEALTH_PORT),
+            ),
             health_url=f"http://{node.ip}:{SCHEDULER_HEALTH_PORT}/healthz",
         ),
-        kdns(cluster, node, python),
+        kdns(cluster, node, python, pki),
     ]
 
 
@@ -197,13 +262,13 @@ def dns_nodes(cluster: ClusterConfig) -> tuple[NodeSpec, ...]:
     return (cluster.control_plane, *workers[:1])
 
 
-def kdns(cluster: ClusterConfig, node: NodeSpec, python: str) -> Component:
+def kdns(cluster: ClusterConfig, node: NodeSpec, python: str, pki: ClusterPKI | None = None) -> Component:
     """kdns on a node's own IP, ready (/ready) once it has synced from the API server."""
     return Component(
         KDNS,
         pocket_argv(
             python, KDNS,
-            "--api-server", cluster.api_server_url,
+            *api_access(cluster, pki, KDNS_IDENTITY),
             "--listen", node.ip,
             "--port", str(DNS_PORT),
             "--cluster-domain", CLUSTER_DOMAIN,
@@ -216,9 +281,10 @@ def kdns(cluster: ClusterConfig, node: NodeSpec, python: str) -> Component:
     )
 
 
-def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Component]:
+def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str, pki: ClusterPKI | None = None) -> list[Component]:
+    """kubelet and kproxy, both with the node's identity (system:node:<name>)."""
     kubelet_args = [
-        "--api-server", cluster.api_server_url,
+        *api_access(cluster, pki, node_identity(node.name)),
         "--node-name", node.name,
         "--node-ip", node.ip,
         "--docker-host", cluster.docker_host(node.name),
@@ -231,6 +297,15 @@ def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Com
         # Frequent enough that the controller manager's 8 s grace period tolerates three late renewals.
         "--heartbeat-interval", "2",
     ]
+    health_url = f"http://{node.ip}:{KUBELET_PORT}/healthz"
+    if pki:
+        kubelet_args += [
+            "--tls-cert-file", str(pki.cert(kubelet_serving(node.name))),
+            "--tls-private-key-file", str(pki.key(kubelet_serving(node.name))),
+            "--client-ca-file", str(pki.ca),
+            "--healthz-port", str(KUBELET_HEALTHZ_PORT),
+        ]
+        health_url = f"http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz"
     if node.role == CONTROL_PLANE_ROLE:
         kubelet_args += [
             "--node-labels", f"{CONTROL_PLANE_LABEL}=",
@@ -240,14 +315,14 @@ def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Com
         Component(
             KUBELET,
             pocket_argv(python, KUBELET, *kubelet_args),
-            health_url=f"http://{node.ip}:{KUBELET_PORT}/healthz",
+            health_url=health_url,
             config_files=((cluster.resolv_conf(node.name), resolv_conf()),),
         ),
         Component(
             KPROXY,
             pocket_argv(
                 python, KPROXY,
-                "--api-server", cluster.api_server_url,
+                *api_access(cluster, pki, node_identity(node.name)),
                 "--node-name", node.name,
                 "--node-ip", node.ip,
                 "--cluster-cidr", CLUSTER_CIDR,
@@ -260,16 +335,20 @@ def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str) -> list[Com
 
 
 def node_components(
-    cluster: ClusterConfig, node: NodeSpec, storage_driver: str = "overlay2", python: str = sys.executable
+    cluster: ClusterConfig,
+    node: NodeSpec,
+    storage_driver: str = "overlay2",
+    python: str = sys.executable,
+    pki: ClusterPKI | None = None,
 ) -> list[Component]:
-    """Every component of a node, in start order (each may need the ones before it)."""
+    """Every component of a node, in start order (each may need the ones before it); TLS throughout with `pki`."""
     components: list[Component] = []
     if node.role == CONTROL_PLANE_ROLE:
-        components += [etcd(cluster, node), registry(cluster, node)]
+        components += [etcd(cluster, node, pki), registry(cluster, node)]
     components.append(dockerd(cluster, node, storage_driver))
     if node.role == CONTROL_PLANE_ROLE:
-        components += control_plane_services(cluster, node, python)
-    components += node_agents(cluster, node, python)
+        components += control_plane_services(cluster, node, python, pki)
+    components += node_agents(cluster, node, python, pki)
     if node.role != CONTROL_PLANE_ROLE and node in dns_nodes(cluster):
-        components.append(kdns(cluster, node, python))
+        components.append(kdns(cluster, node, python, pki))
     return components

@@ -5,12 +5,22 @@ is reused: `pocket up` is idempotent) and runs `pocket down` at the end
 only if this session brought the cluster up. test_down.py removes the
 cluster, so `pytest_collection_modifyitems` below moves its tests after
 every other test of the session, whatever order files are given in.
+
+POCKET_E2E_CLUSTER runs the tests against another local cluster than the
+shared one: its `pocket up` flags, e.g. "--prefix pks- --state-dir
+/var/lib/pocketkube-sec --run-dir /run/pocketkube-sec --kubeconfig
+/tmp/sec.kubeconfig --api-port 6450".
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import shlex
+import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +28,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from pocket.cluster import docker_client, is_up
-from pocket.config import ClusterConfig
-from pocket.netns import nsenter_argv
+from pocket.certs import ADMIN
+from pocket.cluster import docker_client, is_up, security
+from pocket.commands import add_cluster_arguments, cluster_config
+from pocket.config import KUBELET_PORT, ClusterConfig
+from pocket.netns import entered, nsenter_argv
 
 UP_TIMEOUT = 300
+CLUSTER_FLAGS = shlex.split(os.environ.get("POCKET_E2E_CLUSTER", ""))
 LAST_FILES = ("test_down.py",)
 
 
@@ -32,7 +45,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pocket(*args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pocket.cli", *args], capture_output=True, text=True, timeout=timeout)
+    """A `pocket` cluster command (up, down, status, node ...) on the cluster under test."""
+    argv = [sys.executable, "-m", "pocket.cli", *args, *CLUSTER_FLAGS]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def cluster_under_test() -> ClusterConfig:
+    parser = argparse.ArgumentParser()
+    add_cluster_arguments(parser)
+    return cluster_config(parser.parse_args(CLUSTER_FLAGS))
 
 
 def host_iptables() -> dict[str, list[str]]:
@@ -71,6 +92,19 @@ class LocalCluster:
         netns = self.config.node_netns(self.config.node(node).name)
         return subprocess.run(nsenter_argv(netns, list(cmd)), capture_output=True, text=True, timeout=timeout)
 
+    def kubelet_get(self, node: str, path: str, timeout: float = 10) -> bytes:
+        """GET a kubelet API path from inside the node's network, as the API server would (HTTPS, admin cert)."""
+        pki = security(self.config)
+        spec = self.config.node(node)
+        context = None
+        if pki is not None:
+            context = ssl.create_default_context(cafile=str(pki.ca))
+            context.load_cert_chain(pki.cert(ADMIN), pki.key(ADMIN))
+        url = f"{'https' if pki else 'http'}://{spec.ip}:{KUBELET_PORT}{path}"
+        with entered(self.config.node_netns(spec.name)):
+            with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+                return bytes(resp.read())
+
     def docker(self, node: str) -> docker.DockerClient:
         if node not in self._docker:
             self._docker[node] = docker_client(self.config, self.config.node(node).name)
@@ -84,7 +118,7 @@ class LocalCluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    config = ClusterConfig()
+    config = cluster_under_test()
     was_up = is_up(config)
     iptables_before = host_iptables()
     proc = pocket("up")

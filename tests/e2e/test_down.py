@@ -65,7 +65,7 @@ def test_second_up_changes_nothing() -> None:
     assert "nothing changed" in proc.stdout
     phases = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     # every phase but the prerequisite check (which only says ok) reports it had nothing to do
-    assert len(phases) == 10, proc.stdout
+    assert len(phases) == 11, proc.stdout
     assert sum("already done" in line for line in phases) == len(phases) - 1, proc.stdout
     assert "export KUBECONFIG=" in proc.stdout
 

@@ -440,12 +440,9 @@ def test_missing_image_is_err_image_pull_then_image_pull_back_off(cluster: Any, 
 def test_kubelet_stats_summary_reports_pod_usage(cluster: Any, objects: Path) -> None:
     client = get_json(cluster, "pod", CLIENT)
     node = client["spec"]["nodeName"]
-    url = f"http://{client['status']['hostIP']}:10250/stats/summary"
 
     def client_stats() -> dict[str, Any] | None:
-        fetched = cluster.node_exec(node, "busybox", "wget", "-qO-", url)
-        assert fetched.returncode == 0, fetched.stderr
-        summary = yaml.safe_load(fetched.stdout)  # JSON is YAML
+        summary = yaml.safe_load(cluster.kubelet_get(node, "/stats/summary"))  # JSON is YAML
         assert summary["node"]["nodeName"] == node
         return next((p for p in summary["pods"] if p["podRef"]["name"] == CLIENT), None)
 
@@ -486,14 +483,7 @@ def test_killed_kubelet_disturbs_no_container_and_no_request(cluster: Any, objec
         assert up.returncode == 0, up.stdout + up.stderr
     new_pid = _kubelet_pid(cluster, "worker1")
     assert new_pid != old_pid and Path(f"/proc/{new_pid}").exists()
-    wait_for(
-        "the new kubelet healthy",
-        lambda: (
-            cluster.node_exec("worker1", "busybox", "wget", "-qO-", "http://192.168.56.11:10250/healthz").returncode
-            == 0
-        ),
-        timeout=30,
-    )
+    wait_for("the new kubelet healthy", lambda: cluster.kubelet_get("worker1", "/healthz") == b"ok", timeout=30)
     assert not load.error, load.error
     assert len(load.answers) == 100 and "FAILED" not in load.answers, load.answers
     assert set(load.answers) == set(names)
