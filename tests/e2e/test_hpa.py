@@ -107,9 +107,9 @@ def rescale_messages(cluster: Any, namespace: str) -> list[str]:
 
 
 def test_hpa_scales_up_under_load_and_back_down(cluster: Any, namespace: str, tmp_path: Path) -> None:
-    manifest = tmp_path / "hpa.json"
-    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests(namespace)}))
-    cluster.kubectl("apply", "-f", str(manifest))
+    for i, doc in enumerate(manifests(namespace)):
+        (tmp_path / f"{i}-{doc['kind'].lower()}.json").write_text(json.dumps(doc))
+    cluster.kubectl("apply", "-f", str(tmp_path))
     (pod,) = wait_for("the first pod running", lambda: running_pods(cluster, f"app={APP}", namespace), timeout=120)
     first = pod["metadata"]["name"]
 
