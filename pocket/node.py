@@ -194,7 +194,7 @@ def api_access(cluster: ClusterConfig, pki: ClusterPKI | None, identity: str) ->
 
 
 def apiserver_security(pki: ClusterPKI | None) -> tuple[str, ...]:
-    """etcd over TLS, HTTPS with client certificates, kubelets over HTTPS, service-account keys, Secrets encrypted."""
+    """etcd over TLS, HTTPS with client certificates, kubelets over HTTPS, Secrets encrypted at rest."""
     if not pki:
         return ("--etcd-servers", f"http://127.0.0.1:{ETCD_CLIENT_PORT}")
     return (
@@ -208,8 +208,6 @@ def apiserver_security(pki: ClusterPKI | None) -> tuple[str, ...]:
         "--kubelet-client-certificate", str(pki.cert(APISERVER_KUBELET_CLIENT)),
         "--kubelet-client-key", str(pki.key(APISERVER_KUBELET_CLIENT)),
         "--kubelet-certificate-authority", str(pki.ca),
-        "--service-account-key-file", str(pki.service_account_public),
-        "--service-account-signing-key-file", str(pki.service_account_private),
         "--encryption-provider-config", str(pki.encryption_config),
     )
 
