@@ -3,7 +3,9 @@
 As kube-apiserver: a cap on request bodies (`MaxRequestBodyBytes`, 3 MiB,
 413 RequestEntityTooLarge), and two in-flight budgets, read-only and
 mutating (`--max-requests-inflight` 400, `--max-mutating-requests-inflight`
-200), answered with 429 TooManyRequests and `Retry-After: 1` when full.
+200), answered with 429 and `Retry-After: 1` when full (upstream's message,
+"Too many requests, please try again later.", in a TooManyRequests Status
+rather than upstream's plain text, so that every error here is a Status).
 Long-running requests (watches; exec, attach, log, portforward, proxy
 subresources) take no in-flight slot, and members of `system:masters` are
 exempt, as upstream's max-in-flight filter has it.
