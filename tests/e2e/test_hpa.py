@@ -107,6 +107,8 @@ def rescale_messages(cluster: Any, namespace: str) -> list[str]:
 
 
 def test_hpa_scales_up_under_load_and_back_down(cluster: Any, namespace: str, tmp_path: Path) -> None:
+    groups = json.loads(cluster.kubectl("get", "--raw", "/apis"))["groups"]
+    assert "metrics.k8s.io" in {g["name"] for g in groups}, "the cluster's API server serves no metrics.k8s.io"
     for i, doc in enumerate(manifests(namespace)):
         (tmp_path / f"{i}-{doc['kind'].lower()}.json").write_text(json.dumps(doc))
     cluster.kubectl("apply", "-f", str(tmp_path))
