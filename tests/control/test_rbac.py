@@ -347,3 +347,104 @@ def _user(name: str) -> dict[str, str]:
 
 def _group(name: str) -> dict[str, str]:
     return {"kind": "Group", "apiGroup": RBAC, "name": name}
+
+
+# What each component identity calls (grepped from control/scheduler, control/controllers, kdns), as
+# (user, groups, verb, group, resource, subresource, namespace, name); each must be allowed by its default role.
+COMPONENT_CALLS = [
+    *(
+        ("system:kube-scheduler", (), verb, "", res, sub, ns, name)
+        for verb, res, sub, ns, name in (
+            ("list", "pods", "", "", ""),
+            ("watch", "nodes", "", "", ""),
+            ("create", "pods", "binding", "web", "p"),
+            ("patch", "pods", "status", "web", "p"),
+            ("create", "events", "", "web", ""),
+        )
+    ),
+    ("system:kube-scheduler", (), "update", "coordination.k8s.io", "leases", "", "kube-system", "kube-scheduler"),
+    *(
+        ("system:kube-controller-manager", (), verb, group, res, sub, ns, name)
+        for verb, group, res, sub, ns, name in (
+            ("watch", "", "pods", "", "", ""),
+            ("create", "", "pods", "", "web", ""),
+            ("delete", "", "pods", "", "web", "p"),
+            ("patch", "", "pods", "status", "web", "p"),
+            ("update", "", "nodes", "status", "", "worker1"),
+            ("patch", "", "nodes", "", "", "worker1"),
+            ("update", "", "services", "status", "web", "lb"),
+            ("create", "", "endpoints", "", "web", ""),
+            ("delete", "", "endpoints", "", "web", "svc"),
+            ("create", "", "serviceaccounts", "", "web", ""),
+            ("update", "", "configmaps", "", "web", "kube-root-ca.crt"),
+            ("patch", "apps", "deployments", "status", "web", "d"),
+            ("create", "apps", "replicasets", "", "web", ""),
+            ("update", "apps", "deployments", "scale", "web", "d"),
+            ("update", "autoscaling", "horizontalpodautoscalers", "status", "web", "h"),
+            ("list", "metrics.k8s.io", "pods", "", "web", ""),
+            ("create", "discovery.k8s.io", "endpointslices", "", "web", ""),
+            ("list", "coordination.k8s.io", "leases", "", "kube-node-lease", ""),
+            ("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-controller-manager"),
+            ("update", "certificates.k8s.io", "certificatesigningrequests", "approval", "", "csr-1"),
+            ("update", "certificates.k8s.io", "certificatesigningrequests", "status", "", "csr-1"),
+        )
+    ),
+    *(
+        ("system:kube-dns", (), verb, "", res, "", ns, name)
+        for verb, res, ns, name in (
+            ("watch", "services", "", ""),
+            ("list", "endpoints", "", ""),
+            ("watch", "namespaces", "", ""),
+            ("update", "endpoints", "kube-system", "kube-dns"),
+        )
+    ),
+    ("system:kube-proxy", (), "watch", "discovery.k8s.io", "endpointslices", "", "", ""),
+    (
+        "system:bootstrap:abcdef",
+        ("system:bootstrappers",),
+        "create",
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        "",
+        "",
+        "",
+    ),
+    (
+        "system:bootstrap:abcdef",
+        ("system:bootstrappers",),
+        "create",
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        "nodeclient",
+        "",
+        "",
+    ),
+]
+
+
+async def _subject_review(admin: Client, user: str, groups: tuple[str, ...], attributes: dict[str, str]) -> Any:
+    review = {"spec": {"user": user, "groups": [*groups, "system:authenticated"], "resourceAttributes": attributes}}
+    return await admin.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
+
+
+async def test_component_identities_may_make_their_calls_and_no_more(server: AuthzServer) -> None:
+    async with server.client("admin") as admin:
+        for user, groups, verb, group, res, sub, ns, name in COMPONENT_CALLS:
+            attributes = {
+                "verb": verb,
+                "group": group,
+                "resource": res,
+                "subresource": sub,
+                "namespace": ns,
+                "name": name,
+            }
+            answer = await _subject_review(admin, user, groups, attributes)
+            assert answer["status"]["allowed"] is True, (user, attributes, answer["status"])
+        for user, attributes in (
+            ("system:kube-scheduler", {"verb": "get", "resource": "secrets", "namespace": "web", "name": "s"}),
+            ("system:kube-dns", {"verb": "update", "resource": "endpoints", "namespace": "web", "name": "other"}),
+            ("system:kube-controller-manager", {"verb": "create", "group": RBAC, "resource": "clusterrolebindings"}),
+            ("system:kube-proxy", {"verb": "update", "resource": "nodes", "name": "worker1"}),
+        ):
+            answer = await _subject_review(admin, user, (), attributes)
+            assert answer["status"]["allowed"] is False, (user, attributes)
