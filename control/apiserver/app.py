@@ -30,14 +30,17 @@ from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
 from control.apiserver import discovery, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
+from control.apiserver import csr
 from control.apiserver.authn import Authentication
 from control.apiserver.authz.filter import Authorization
+from control.apiserver.bootstraptokens import BootstrapTokenAuthenticator
 from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.eviction import check_eviction_body, evict
 from control.apiserver.kubelet_client import KubeletClient
 from control.apiserver.limits import Limits, RequestLimiter
 from control.apiserver.metrics_api import DEFAULT_RESOLUTION, PREFIX as METRICS_PREFIX, MetricsApi
 from control.apiserver.registry import DeleteOptions, ListOptions, Registry, WriteOptions
+from control.apiserver.serviceaccounts import ServiceAccountConfig, ServiceAccountTokens
 from control.apiserver.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class ServerConfig:
     metrics_resolution: float | None = None
     authorization_modes: tuple[str, ...] = ("AlwaysAllow",)  # --authorization-mode, in order
     admission_plugins: tuple[str, ...] = ()  # --enable-admission-plugins (NodeRestriction)
+    service_accounts: ServiceAccountConfig = ServiceAccountConfig()  # token issuer and keys
 
 
 @dataclass(frozen=True)
@@ -254,9 +258,11 @@ def _is_true(value: str | None) -> bool:
 class ApiHandler:
     """Dispatches resource requests to the registry."""
 
-    def __init__(self, registry: Registry, config: ServerConfig):
+    def __init__(self, registry: Registry, config: ServerConfig, authentication: Authentication):
         self.registry = registry
         self.config = config
+        self.authentication = authentication
+        self.service_accounts = ServiceAccountTokens.from_config(registry, config.service_accounts)
         self.kubelets = KubeletClient(config.kubelet_port, config.kubelet_ssl)
         self._encoded_events: dict[tuple[str, str, str, str], bytes] = {}
 
@@ -304,7 +310,11 @@ class ApiHandler:
         if request.method == "POST":
             if res.namespaced and t.namespace is None:
                 raise errors.method_not_allowed()
-            created = await self.registry.create(res, t.namespace, await _body(request), _write_options(request))
+            if res.plural == "tokenreviews":
+                chain = self.authentication.token_authenticators
+                return _json(await self.service_accounts.review(await _body(request), chain), 201)
+            body = await self._admit(request, res, t.namespace, await _body(request))
+            created = await self.registry.create(res, t.namespace, body, _write_options(request))
             return _json(created, 201)
         if request.method == "DELETE":
             request[VERB_KEY] = "DELETECOLLECTION"
@@ -345,6 +355,14 @@ class ApiHandler:
             # namespaces): Kubernetes keeps 202 for orphanDependents=false only.
             return _json(await self.registry.delete(res, t.namespace, name, await _delete_options(request)))
         raise errors.method_not_allowed()
+
+    async def _admit(self, request: web.Request, res: Resource, namespace: str | None, body: Any) -> Any:
+        """Create-time admission: a pod's service account and token volume; a CSR's requester."""
+        if res.plural == "pods":
+            await self.service_accounts.admit_pod(namespace or "", body)
+        elif res.plural == "certificatesigningrequests":
+            body = csr.prepare_create(body, request.get("user"))
+        return body
 
     @staticmethod
     def _patch_type(request: web.Request) -> str:
@@ -395,6 +413,19 @@ class ApiHandler:
             return _json(await evict(self.registry, t.namespace or "", name, options), 201)
         elif sub == "exec" and request.method in ("GET", "POST"):
             return await self._exec(request, t.namespace or "", name)
+        elif sub == "token" and request.method == "POST":
+            return _json(await self.service_accounts.token_request(t.namespace or "", name, await _body(request)), 201)
+        elif sub == "approval":
+            if request.method == "GET":
+                return _json(await self.registry.get(res, None, name))
+            if request.method in ("PUT", "PATCH"):
+                patch_type = self._patch_type(request) if request.method == "PATCH" else None
+                body = await _body(request)
+                return _json(
+                    await csr.update_approval(
+                        self.registry, name, request.method, body, patch_type, _write_options(request)
+                    )
+                )
         raise errors.method_not_allowed()
 
     def _render_list(self, request: web.Request, res: Resource, listed: Object) -> web.Response:
@@ -632,7 +663,9 @@ def create_app(
     """
     authentication = authentication or Authentication(anonymous=True)
     registry = Registry(storage, ip_range, config.watch_cache_size)
-    handler = ApiHandler(registry, config)
+    handler = ApiHandler(registry, config, authentication)
+    authentication.add_token_authenticator(BootstrapTokenAuthenticator(registry))
+    authentication.add_token_authenticator(handler.service_accounts)
     metrics_api = MetricsApi(registry, handler.kubelets, config.metrics_resolution or DEFAULT_RESOLUTION)
     limiter = RequestLimiter(config.limits, resolve)
     authorization = Authorization(registry, config.authorization_modes, config.admission_plugins)

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from control.apiserver.allocator import ServiceIPRange
-from control.apiserver import limits
+from control.apiserver import limits, serviceaccounts
 from control.apiserver.app import ServerConfig, create_app
 from control.apiserver.authz import filter as authz_filter
 from control.apiserver.authn import (
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="EncryptionConfiguration file: which resources are encrypted in etcd, and with which keys",
     )
     limits.add_arguments(parser)
+    serviceaccounts.add_arguments(parser)
     authz_filter.add_arguments(parser)
 
 
@@ -186,6 +187,7 @@ async def serve(args: argparse.Namespace, etcd_prefix: str = "") -> None:
         metrics_resolution=args.metrics_resolution,
         limits=limits.from_args(args),
         kubelet_ssl=security.kubelet,
+        service_accounts=serviceaccounts.config_from_args(args),
         authorization_modes=args.authorization_mode,
         admission_plugins=args.enable_admission_plugins,
     )
@@ -211,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         ServiceIPRange(args.service_cluster_ip_range)
         parse_endpoint(args.etcd_servers)
         security_from_args(args)
+        serviceaccounts.config_from_args(args)
         if args.encryption_provider_config:
             load_encryption_config(args.encryption_provider_config)
         if args.metrics_resolution <= 0:
