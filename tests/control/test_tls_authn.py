@@ -23,13 +23,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from control import pki
 from control.api.errors import ApiError
 from control.apiserver import cli as apiserver_cli
+from control.apiserver.authn import ANONYMOUS
 from control.apiserver.storage import EtcdTLS, Storage
-from control.client import Client
+from control.client import Client, KubeconfigError
 from kubelet.server import KubeletServer, serving_context
 from pocket.kubeconfig import Credentials, write_kubeconfig
 from tests.conftest import ETCD, KUBECTL, free_port
@@ -439,3 +441,50 @@ async def test_logs_flow_through_the_api_server_to_a_tls_kubelet(
         assert logs == "hello over tls\n"
     finally:
         await admin.delete("nodes", node_name)
+
+
+def test_kubeconfig_problems_are_named(tls_cluster: TLSCluster, tmp_path: Path) -> None:
+    with pytest.raises(KubeconfigError, match="No such file"):
+        Client.from_kubeconfig(tmp_path / "missing")
+    admin = tls_cluster.kubeconfig("admin", pki.ADMIN)
+    with pytest.raises(KubeconfigError, match="no context named 'other'"):
+        Client.from_kubeconfig(admin, context="other")
+    config = yaml.safe_load(admin.read_text())
+    del config["users"][0]["user"]["client-key-data"]
+    broken = tmp_path / "broken"
+    broken.write_text(yaml.safe_dump(config))
+    with pytest.raises(KubeconfigError, match="needs both client-certificate and key"):
+        Client.from_kubeconfig(broken)
+    config["users"][0]["user"] = {"client-certificate": "nope.crt", "client-key": "nope.key"}
+    broken.write_text(yaml.safe_dump(config))
+    with pytest.raises(KubeconfigError, match=f"client-certificate {tmp_path}/nope.crt"):
+        Client.from_kubeconfig(broken)
+
+
+async def test_anonymous_auth_lets_credential_less_requests_in_as_system_anonymous(tls_cluster: TLSCluster) -> None:
+    serving = tls_cluster.identity("apiserver", pki.apiserver_serving(("127.0.0.1",), "10.96.0.1"))
+    security = apiserver_cli.security_from_args(
+        _args("--tls-cert-file", str(serving.cert), "--tls-private-key-file", str(serving.key),
+              "--anonymous-auth=true")
+    )  # fmt: skip
+    seen: list[object] = []
+
+    async def whoami(request: web.Request) -> web.Response:
+        seen.append(request["user"])
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[security.authentication.middleware])
+    app.router.add_get("/whoami", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=security.serving).start()
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_ca_only(tls_cluster))) as session:
+            async with session.get(f"https://127.0.0.1:{port}/whoami") as resp:
+                assert resp.status == 200
+            async with session.get(f"https://127.0.0.1:{port}/whoami", headers={"Authorization": "Bearer x"}) as resp:
+                assert resp.status == 401  # presented but wrong credentials are never anonymous
+    finally:
+        await runner.cleanup()
+    assert seen == [ANONYMOUS]
