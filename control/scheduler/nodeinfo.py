@@ -166,6 +166,7 @@ def _preferred_terms(affinity: Mapping[str, Any], kind: str, namespace: str) -> 
 class PodFacts:
     """Everything filters and scores need from one pod, parsed once (upstream's PodInfo)."""
 
+    key: str  # namespace/name
     namespace: str
     labels: Mapping[str, str]
     cpu: int  # requests: millicores
@@ -194,6 +195,7 @@ class PodFacts:
         cpu, memory = _sum_requests(spec, non_zero=False)
         scoring_cpu, scoring_memory = _sum_requests(spec, non_zero=True)
         return cls(
+            key=f"{namespace}/{meta.get('name', '')}",
             namespace=namespace,
             labels=meta.get("labels") or {},
             cpu=cpu,
@@ -236,11 +238,12 @@ class PodFacts:
 
 
 class NodeInfo:
-    """A node and the (non-terminated) pods bound to it, with the sums filters and scores need.
+    """A node and the (non-terminated) pods bound or assumed to it, with the sums filters and scores need.
 
-    The node's own facts are read once; `add` keeps the pod sums current, so the scheduler can assume a
-    binding without rebuilding anything (kube-scheduler's cache). `plain` marks a Ready, schedulable node
-    without NoSchedule/NoExecute taints, which every pod passes the first filters on without looking further.
+    The node's own facts are read once per node update (`set_node`); `add` and `remove` keep the pod sums
+    current, so the scheduler's cache follows informer events and assumed bindings without rebuilding
+    anything (kube-scheduler's cache). `plain` marks a Ready, schedulable node without NoSchedule/NoExecute
+    taints, which every pod passes the first filters on without looking further.
     """
 
     __slots__ = (
@@ -256,7 +259,6 @@ class NodeInfo:
         "allocatable_memory",
         "allocatable_pods",
         "pods",
-        "facts",
         "requested_cpu",
         "requested_memory",
         "scoring_cpu",
@@ -271,6 +273,18 @@ class NodeInfo:
     )
 
     def __init__(self, node: Object, pods: Iterable[Object] = ()):
+        self.pods: dict[str, PodFacts] = {}  # pod key -> its facts
+        self.requested_cpu = self.requested_memory = 0
+        self.scoring_cpu = self.scoring_memory = 0
+        self.used_ports: Counter[HostPort] = Counter()
+        self.owners: Counter[str] = Counter()  # controller uid -> pods here
+        self.with_affinity: dict[str, PodFacts] = {}  # pods here with any pod (anti-)affinity term
+        self.set_node(node)
+        for pod in pods:
+            self.add(PodFacts.of(pod))
+
+    def set_node(self, node: Object) -> None:
+        """Take the node's (new) labels, taints, readiness and allocatable; the pods stay."""
         meta = node.get("metadata") or {}
         spec = node.get("spec") or {}
         allocatable = (node.get("status") or {}).get("allocatable") or {}
@@ -283,36 +297,42 @@ class NodeInfo:
         self.taints = [t for t in taints if t.get("effect") in BLOCKING_EFFECTS]
         self.prefer_no_schedule = [t for t in taints if t.get("effect") == PREFER_NO_SCHEDULE]
         self.plain = self.ready and not self.unschedulable and not self.taints
-        self.allocatable_cpu = milli_value(allocatable.get("cpu", 0))
-        self.allocatable_memory = whole_value(allocatable.get("memory", 0))
-        self.allocatable_pods = whole_value(allocatable.get("pods", 0))
-        self.pods: list[Object] = []
-        self.facts: list[PodFacts] = []
-        self.requested_cpu = self.requested_memory = 0
-        self.scoring_cpu = self.scoring_memory = 0
-        self.used_ports: set[HostPort] = set()
-        self.owners: Counter[str] = Counter()  # controller uid -> pods here
-        self.with_affinity: list[PodFacts] = []  # pods here with any pod (anti-)affinity term
+        self.allocatable_cpu = _milli(allocatable.get("cpu", 0))
+        self.allocatable_memory = _whole(allocatable.get("memory", 0))
+        self.allocatable_pods = _whole(allocatable.get("pods", 0))
         self._update_sums()
-        for pod in pods:
-            self.add(pod)
 
-    def add(self, pod: Object, facts: PodFacts | None = None) -> None:
-        """Count a pod bound (or assumed) here; pass its facts when the caller has them already."""
-        facts = facts or PodFacts.of(pod)
-        self.pods.append(pod)
-        self.facts.append(facts)
-        self.requested_cpu += facts.cpu
-        self.requested_memory += facts.memory
-        self.scoring_cpu += facts.scoring_cpu
-        self.scoring_memory += facts.scoring_memory
-        if facts.host_ports:
-            self.used_ports |= facts.host_ports
-        if facts.owner is not None:
-            self.owners[facts.owner] += 1
+    def add(self, facts: PodFacts) -> None:
+        """Count a pod bound (or assumed) here; a pod counted already is replaced."""
+        self.remove(facts.key)
+        self.pods[facts.key] = facts
+        self._count(facts, 1)
         if facts.has_pod_affinity:
-            self.with_affinity.append(facts)
+            self.with_affinity[facts.key] = facts
         self._update_sums()
+
+    def remove(self, key: str) -> None:
+        """Stop counting a pod (gone, finished, or its assumed binding failed); unknown keys are ignored."""
+        facts = self.pods.pop(key, None)
+        if facts is None:
+            return
+        self._count(facts, -1)
+        self.with_affinity.pop(key, None)
+        self._update_sums()
+
+    def _count(self, facts: PodFacts, sign: int) -> None:
+        self.requested_cpu += sign * facts.cpu
+        self.requested_memory += sign * facts.memory
+        self.scoring_cpu += sign * facts.scoring_cpu
+        self.scoring_memory += sign * facts.scoring_memory
+        for port in facts.host_ports:
+            self.used_ports[port] += sign
+            if self.used_ports[port] <= 0:
+                del self.used_ports[port]
+        if facts.owner is not None:
+            self.owners[facts.owner] += sign
+            if self.owners[facts.owner] <= 0:
+                del self.owners[facts.owner]
 
     def _update_sums(self) -> None:
         """Room left (a pod requesting nothing still fits an overcommitted node: see _filter) and the

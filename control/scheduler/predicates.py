@@ -81,7 +81,7 @@ def affinity_state(facts: PodFacts, everyone: Iterable[NodeInfo]) -> AffinitySta
         values = set()
         matched = False
         for info in everyone:
-            if any(term.selects(other.namespace, other.labels) for other in info.facts):
+            if any(term.selects(other.namespace, other.labels) for other in info.pods.values()):
                 matched = True
                 value = info.topology(term.topology_key)
                 if value is not None:
@@ -92,12 +92,12 @@ def affinity_state(facts: PodFacts, everyone: Iterable[NodeInfo]) -> AffinitySta
         values = set()
         for info in everyone:
             value = info.topology(term.topology_key)
-            if value is not None and any(term.selects(other.namespace, other.labels) for other in info.facts):
+            if value is not None and any(term.selects(other.namespace, other.labels) for other in info.pods.values()):
                 values.add(value)
         anti.append((term.topology_key, values))
     existing = set()
     for info in everyone:
-        for other in info.with_affinity:
+        for other in info.with_affinity.values():
             for term in other.anti_affinity:
                 value = info.topology(term.topology_key)
                 if value is not None and term.selects(facts.namespace, facts.labels):
@@ -229,8 +229,8 @@ def schedule(
     scores = score_nodes(facts, feasible, infos if facts.has_preferred_pod_affinity else with_affinity)
     totals = weighted_totals(scores, len(feasible))
     best = max(totals)
-    tied = sorted(info.name for info, total in zip(feasible, totals, strict=True) if total == best)
-    result = ScheduleResult(rng.choice(tied) if rng else tied[0], reasons, count, processed)
+    tied = [info.name for info, total in zip(feasible, totals, strict=True) if total == best]
+    result = ScheduleResult(rng.choice(sorted(tied)) if rng else min(tied), reasons, count, processed)
     if explain:
         result.scores = {info.name: node_scores(scores, i) for i, info in enumerate(feasible)}
         result.totals = {info.name: total for info, total in zip(feasible, totals, strict=True)}

@@ -20,7 +20,7 @@ from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.api.timestamps import now_rfc3339
 from control.events import NORMAL, WARNING, EventRecorder
-from control.scheduler.nodeinfo import NodeInfo, PodFacts, build_node_infos
+from control.scheduler.nodeinfo import NodeInfo, PodFacts, is_terminated
 from control.scheduler.predicates import schedule
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,11 @@ class Scheduler:
         self.nodes.add_handler(self._on_node)
         self._active: set[str] = set()
         self._unschedulable: set[str] = set()
-        self._assumed: dict[str, Object] = {}  # pod key -> pod as bound, until the cache shows it
+        # The cache: a NodeInfo per node name, kept current from informer events and assumed bindings.
+        self._infos: dict[str, NodeInfo] = {}
+        self._node_list: list[NodeInfo] | None = None  # the Ready-or-not nodes in name order; None: rebuild
+        self._counted_on: dict[str, str] = {}  # pod key -> the node it is counted on
+        self._assumed: set[str] = set()  # pods bound by us that the pod informer has not shown bound yet
         # Bindings run in the background, as kube-scheduler's binding cycle does, so deciding the next pod
         # does not wait for the API server; the semaphore bounds how many are in flight.
         self._binding_slots = asyncio.Semaphore(BINDINGS_IN_FLIGHT)
@@ -106,20 +110,67 @@ class Scheduler:
 
     def _on_pod(self, kind: str, pod: Object, _prev: Object | None) -> None:
         key = key_of(pod)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if kind == "DELETED" or is_terminated(pod):
+            self._assumed.discard(key)
+            self._forget(key)
+        elif node:
+            self._assumed.discard(key)
+            try:
+                self._count(PodFacts.of(pod), str(node))
+            except ValueError as err:  # e.g. a quantity that does not parse: the node's sums leave it out
+                self._forget(key)
+                log.warning("not counting %s on %s: %s", key, node, err)
         if kind != "DELETED" and is_ours(pod, self.scheduler_name):
-            if key not in self._unschedulable:
+            if key not in self._unschedulable and key not in self._assumed:
                 self._activate({key})
             return
         self._active.discard(key)
         self._unschedulable.discard(key)
-        if kind == "DELETED" or (pod.get("spec") or {}).get("nodeName"):
-            self._assumed.pop(key, None)
-        if kind == "DELETED" or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if kind == "DELETED" or is_terminated(pod):
             self._retry_unschedulable()  # resources were freed
 
     def _on_node(self, kind: str, node: Object, prev: Object | None) -> None:
+        name = str(node["metadata"]["name"])
+        if kind == "DELETED":
+            # Its pods stay counted under the name, as upstream keeps them, should it come back before they go.
+            info = self._infos.get(name)
+            if info is not None and not info.pods:
+                del self._infos[name]
+            self._node_list = None
+        elif name in self._infos:
+            self._infos[name].set_node(node)
+            if kind == "ADDED" or prev is None:
+                self._node_list = None
+        else:
+            self._infos[name] = NodeInfo(node)
+            self._node_list = None
         if kind != "MODIFIED" or prev is None or scheduling_properties(node) != scheduling_properties(prev):
             self._retry_unschedulable()
+
+    def _count(self, facts: PodFacts, node: str) -> None:
+        """Count a pod on a node (moving it if it was counted elsewhere); a node not seen yet gets a placeholder."""
+        previous = self._counted_on.get(facts.key)
+        if previous is not None and previous != node:
+            self._forget(facts.key)
+        info = self._infos.get(node)
+        if info is None:
+            info = self._infos[node] = NodeInfo({"metadata": {"name": node}})
+        info.add(facts)
+        self._counted_on[facts.key] = node
+
+    def _forget(self, key: str) -> None:
+        node = self._counted_on.pop(key, None)
+        info = self._infos.get(node) if node is not None else None
+        if info is not None:
+            info.remove(key)
+
+    def node_infos(self) -> list[NodeInfo]:
+        """The nodes the informer knows, in name order, with their pods (bound and assumed) counted."""
+        if self._node_list is None:
+            names = sorted(n["metadata"]["name"] for n in self.nodes.items())
+            self._node_list = [self._infos[name] for name in names if name in self._infos]
+        return self._node_list
 
     def _activate(self, keys: set[str]) -> None:
         self._active |= keys
@@ -154,23 +205,17 @@ class Scheduler:
             await asyncio.gather(*tasks, *self._bindings, return_exceptions=True)
 
     async def schedule_pending(self) -> None:
-        """Try every active pod once, oldest first, against one snapshot of the nodes kept up to date as pods bind."""
+        """Try every active pod once, oldest first, against the cache (which counts each pod as it is assumed)."""
         keys, self._active = self._active, set()
         pods = [p for p in (self._cached_pod(k) for k in keys) if p is not None]
         pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), key_of(p)))
-        infos = build_node_infos(self.nodes.items(), self._bound_pods())
-        by_name = {info.name: info for info in infos}
         for pod in pods:
             try:
-                facts = PodFacts.of(pod)
-                node = await self.schedule_one(pod, infos, facts)
+                await self.schedule_one(pod, self.node_infos(), PodFacts.of(pod))
             except Exception as err:  # one malformed pod must not stop scheduling for everyone
                 log.warning("scheduling %s failed: %s; will retry", key_of(pod), err)
                 ATTEMPTS.labels("error").inc()
                 self._unschedulable.add(key_of(pod))
-                continue
-            if node is not None:
-                by_name[node].add(self._assumed[key_of(pod)], facts)
         PENDING.labels("active").set(len(self._active))
         PENDING.labels("unschedulable").set(len(self._unschedulable))
 
@@ -178,12 +223,6 @@ class Scheduler:
         namespace, _, name = key.partition("/")
         pod = self.pods.get(name, namespace)
         return pod if pod is not None and is_ours(pod, self.scheduler_name) and key not in self._assumed else None
-
-    def _bound_pods(self) -> list[Object]:
-        bound = {key_of(p): p for p in self.pods.items() if (p.get("spec") or {}).get("nodeName")}
-        for key, pod in self._assumed.items():
-            bound.setdefault(key, pod)
-        return list(bound.values())
 
     async def schedule_one(self, pod: Object, infos: list[NodeInfo], facts: PodFacts | None = None) -> str | None:
         """Decide one pod; when it fits, assume it on the chosen node (returned) and bind it in the background."""
@@ -197,8 +236,8 @@ class Scheduler:
             ATTEMPTS.labels("unschedulable").inc()
             ATTEMPT_DURATION.labels("unschedulable").observe(time.perf_counter() - started)
             return None
-        assumed = {**pod, "spec": {**pod.get("spec", {}), "nodeName": result.node}}
-        self._assumed[key] = assumed
+        self._assumed.add(key)
+        self._count(facts or PodFacts.of(pod), result.node)
         await self._binding_slots.acquire()
         task = asyncio.create_task(self._bind(pod, result.node, started))
         self._bindings.add(task)
@@ -210,7 +249,9 @@ class Scheduler:
         try:
             await self.client.bind(str(namespace_of(pod)), name_of(pod), node)
         except ApiError as err:
-            self._assumed.pop(key, None)
+            if key in self._assumed:  # not shown bound meanwhile: take the assumption back
+                self._assumed.discard(key)
+                self._forget(key)
             if err.code in (404, 409):  # gone or bound by someone else: the cache will tell
                 log.info("binding %s to %s: %s", key, node, err)
             else:

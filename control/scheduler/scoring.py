@@ -101,14 +101,14 @@ def topology_scores(facts: PodFacts, everyone: Sequence[NodeInfo]) -> dict[str, 
         if not info.labels:
             continue
         if own:
-            for other in info.facts:
+            for other in info.pods.values():
                 for term in facts.preferred_affinity:
                     if term.selects(other.namespace, other.labels):
                         credit(term.topology_key, info, term.weight)
                 for term in facts.preferred_anti_affinity:
                     if term.selects(other.namespace, other.labels):
                         credit(term.topology_key, info, -term.weight)
-        for other in info.with_affinity:
+        for other in info.with_affinity.values():
             signed = ((other.affinity, 1), (other.preferred_affinity, 1), (other.preferred_anti_affinity, -1))
             for terms, sign in signed:
                 for term in terms:

@@ -143,3 +143,27 @@ async def test_a_malformed_pod_does_not_stop_scheduling(cluster):
 
     assert await eventually(good_bound, what="the good pod bound") in workers
     assert not (await client.get("pods", "bad", namespace))["spec"].get("nodeName")
+
+
+async def test_the_cache_follows_pods_bound_and_deleted_by_others(cluster):
+    """Pods bound without this scheduler take room as the informer shows them, and give it back when deleted."""
+    client, namespace, (_, first, second) = cluster
+    for name, node in (("hog-1", first), ("hog-2", second)):
+        body = pod(name, namespace, "900m")
+        body["spec"]["nodeName"] = node  # bound at creation, as a static or externally placed pod
+        await client.create("pods", body, namespace)
+    await client.create("pods", pod("late", namespace, "500m"), namespace)
+
+    async def failed_for_cpu():
+        events = (await client.list("events", namespace))["items"]
+        return [e for e in events if e["involvedObject"]["name"] == "late" and e["reason"] == "FailedScheduling"]
+
+    (event,) = await eventually(failed_for_cpu, what="FailedScheduling event for the late pod")
+    assert "2 Insufficient cpu" in event["message"]
+
+    await client.delete("pods", "hog-2", namespace, grace_period_seconds=0)
+
+    async def bound():
+        return (await client.get("pods", "late", namespace))["spec"].get("nodeName")
+
+    assert await eventually(bound, what="the late pod bound once room was freed") == second
