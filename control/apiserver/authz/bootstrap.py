@@ -539,7 +539,7 @@ async def aggregate_forever(registry: Registry) -> None:
             await aggregate_once(registry)
             while await subscription.next() is not None:
                 await aggregate_once(registry)
-        except (ApiError, OSError) as err:
+        except Exception as err:  # etcd may be away for a while; aggregation must outlive it
             log.warning("clusterrole aggregation failed", extra={"error": str(err)})
             await asyncio.sleep(1.0)
         finally:
