@@ -68,6 +68,8 @@ CONTROL_PLANE_SERVICES = (APISERVER, CONTROLLER_MANAGER, SCHEDULER, KDNS)
 NODE_AGENTS = (KUBELET, KPROXY)
 ETCD_METRICS_PORT = 2381  # plain /health on 127.0.0.1 (kubeadm's --listen-metrics-urls), for readiness checks
 KUBELET_HEALTHZ_PORT = 10248  # the kubelet's plain /healthz on 127.0.0.1; its API port needs a certificate
+# Who may do what: nodes by the Node authorizer (+ NodeRestriction), everyone else by RBAC roles.
+AUTHORIZATION = ("--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction")
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ def apiserver_security(pki: ClusterPKI | None) -> tuple[str, ...]:
         "--kubelet-client-key", str(pki.key(APISERVER_KUBELET_CLIENT)),
         "--kubelet-certificate-authority", str(pki.ca),
         "--encryption-provider-config", str(pki.encryption_config),
+        *AUTHORIZATION,
     )
 
 
