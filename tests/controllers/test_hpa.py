@@ -7,11 +7,13 @@ stabilisation windows on a FakeClock.
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 
 from control.clock import FakeClock
+from control.controllers.cli import add_arguments, settings_from
 from control.controllers.hpa import (
     HpaSettings,
     MetricsError,
@@ -343,3 +345,38 @@ async def test_scale_up_stabilisation_window() -> None:
     assert stabilize(history, clock.now(), 2, 5, up, DEFAULT_DOWN)[0] == 2  # the 2 of 10 s ago holds it
     await clock.advance(51)
     assert stabilize(history, clock.now(), 2, 5, up, DEFAULT_DOWN)[0] == 5  # only 5s in the last minute
+
+
+# -- flags ---------------------------------------------------------------------------
+
+
+def parse_flags(*argv: str) -> HpaSettings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from(parser.parse_args(list(argv))).hpa
+
+
+def test_hpa_flags_take_go_durations_or_seconds() -> None:
+    assert parse_flags() == HpaSettings(15.0, 0.1, 300.0, 300.0, 30.0)
+    assert parse_flags(
+        "--horizontal-pod-autoscaler-sync-period",
+        "5s",
+        "--horizontal-pod-autoscaler-downscale-stabilization",
+        "1m30s",
+        "--horizontal-pod-autoscaler-tolerance",
+        "0.05",
+        "--horizontal-pod-autoscaler-cpu-initialization-period",
+        "60",
+        "--horizontal-pod-autoscaler-initial-readiness-delay",
+        "0s",
+    ) == HpaSettings(5.0, 0.05, 90.0, 60.0, 0.0)
+
+
+def test_bad_hpa_flags_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="--horizontal-pod-autoscaler-sync-period must be positive, got 0.0"):
+        parse_flags("--horizontal-pod-autoscaler-sync-period", "0s")
+    with pytest.raises(SystemExit, match="--horizontal-pod-autoscaler-tolerance must not be negative"):
+        parse_flags("--horizontal-pod-autoscaler-tolerance", "-0.1")
+    with pytest.raises(SystemExit):
+        parse_flags("--horizontal-pod-autoscaler-downscale-stabilization", "5 minutes")
+    assert "invalid duration '5 minutes'" in capsys.readouterr().err

@@ -9,6 +9,7 @@ the resource metrics API does.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from control.client import Client, Informer
 from control.clock import FakeClock
+from control.controllers.cli import add_arguments, settings_from
 from control.controllers.hpa import (
     ApiPodMetricsSource,
     HorizontalController,
@@ -27,6 +29,7 @@ from control.controllers.hpa import (
     MetricsError,
     PodMetric,
 )
+from control.controllers.manager import ControllerManager
 from tests.conftest import free_port
 from tests.controllers.helpers import eventually, make_namespace
 
@@ -344,3 +347,61 @@ async def test_api_metrics_source(metrics_api) -> None:
             MetricsError, match="unable to fetch metrics from resource metrics API: kubelet unreachable"
         ):
             await source.pod_usage("broken", "app=web", "cpu")
+
+
+# -- in the controller manager ------------------------------------------------------
+
+
+async def test_controller_manager_runs_the_hpa_controller(apiserver) -> None:
+    """Registered with its flags: a target above maxReplicas is brought down, and the metrics come from the
+    API server's real metrics.k8s.io (which has no kubelets to scrape here, so it reports no metrics)."""
+    client = apiserver.client
+    namespace = await make_namespace(client)
+    args = argparse.ArgumentParser()
+    add_arguments(args)
+    settings = settings_from(args.parse_args(["--horizontal-pod-autoscaler-sync-period", "200ms"]))
+    assert settings.hpa.sync_period == 0.2
+    manager = ControllerManager(Client(apiserver.url), settings)
+    task = asyncio.create_task(manager.run())
+    try:
+        template = {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]},
+        }
+        deployment = {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": template}
+        await client.create("deployments", {"metadata": {"name": "web"}, "spec": deployment}, namespace)
+        hpa = {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 2,
+        }
+        await client.create("horizontalpodautoscalers", {"metadata": {"name": "web"}, "spec": hpa}, namespace)
+
+        async def disabled() -> dict[str, Any] | None:
+            status = (await client.get("horizontalpodautoscalers", "web", namespace)).get("status") or {}
+            return status if conditions(status).get("ScalingActive", ("", ""))[1] == "ScalingDisabled" else None
+
+        await eventually(disabled, what="ScalingDisabled for a target at 0 replicas")
+        await client.patch("deployments", "web", {"spec": {"replicas": 5}}, namespace)
+
+        async def scaled_to_max() -> bool:
+            return (await client.get("deployments", "web", namespace))["spec"]["replicas"] == 2
+
+        await eventually(scaled_to_max, what="the Deployment scaled down to maxReplicas")
+
+        async def no_metrics() -> str | None:
+            status = (await client.get("horizontalpodautoscalers", "web", namespace)).get("status") or {}
+            active: dict[str, Any] = next(
+                (c for c in status.get("conditions") or [] if c["type"] == "ScalingActive"), {}
+            )
+            return active.get("message") if active.get("reason") == "FailedGetResourceMetric" else None
+
+        message = await eventually(no_metrics, what="the HPA to report the metrics API's empty answer")
+        assert message == (
+            "the HPA was unable to compute the replica count: failed to get cpu utilization: "
+            "no metrics returned from resource metrics API"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await manager.client.close()
