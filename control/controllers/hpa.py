@@ -566,7 +566,8 @@ def scalable_resource(ref: dict[str, Any]) -> Resource:
     for res in RESOURCES:
         if res.kind == kind and (not api_version or res.api_version == api_version) and "scale" in res.subresources:
             return res
-    raise ValueError(f"no scale subresource for {api_version or ''} {kind}".replace("  ", " ").strip())
+    named = " ".join(str(part) for part in (api_version, kind) if part)
+    raise ValueError(f"no scale subresource for {named or 'an empty scaleTargetRef'}")
 
 
 def set_hpa_condition(conditions: list[dict[str, Any]], kind: str, status: str, reason: str, message: str) -> None:
@@ -585,8 +586,8 @@ def set_hpa_condition(conditions: list[dict[str, Any]], kind: str, status: str, 
 
 
 @dataclass
-class _Outcome:
-    """What one reconcile decided: conditions, events, the new status values."""
+class Outcome:
+    """What one reconcile decided: conditions, events, the new status values (None: keep the old)."""
 
     conditions: list[dict[str, Any]]
     events: list[tuple[str, str, str]] = field(default_factory=list)
@@ -651,11 +652,11 @@ class HorizontalController(Controller):
             await self.events.record("horizontalpodautoscalers", hpa, event_type, reason, message)
         await self._write_status(hpa, outcome)
 
-    async def reconcile(self, key: str, hpa: Object) -> _Outcome:
+    async def reconcile(self, key: str, hpa: Object) -> Outcome:
         """Decide and (if needed) rescale; the returned outcome says what to put in status."""
         spec = hpa.get("spec") or {}
         status = hpa.get("status") or {}
-        outcome = _Outcome(conditions=copy.deepcopy(status.get("conditions") or []))
+        outcome = Outcome(conditions=copy.deepcopy(status.get("conditions") or []))
         namespace = str(hpa["metadata"].get("namespace"))
         ref = spec.get("scaleTargetRef") or {}
         try:
@@ -755,7 +756,7 @@ class HorizontalController(Controller):
         return outcome
 
     async def _replicas_for_metrics(
-        self, hpa: Object, scale: Object, current: int, outcome: _Outcome
+        self, hpa: Object, scale: Object, current: int, outcome: Outcome
     ) -> tuple[int, str] | None:
         """The largest proposal over the metrics and its metric's name; None (conditions set) if none is trusted."""
         selector_text = (scale.get("status") or {}).get("selector") or ""
@@ -867,7 +868,7 @@ class HorizontalController(Controller):
             raise MetricsError(f"invalid resource metric target: {err}") from err
         return replicas, name, {"type": "Resource", "resource": {"name": resource_name, "current": current_status}}
 
-    async def _write_status(self, hpa: Object, outcome: _Outcome) -> None:
+    async def _write_status(self, hpa: Object, outcome: Outcome) -> None:
         old = hpa.get("status") or {}
         new: dict[str, Any] = {
             "observedGeneration": hpa["metadata"].get("generation", 1),
