@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from control.cli_support import Command, add_api_arguments, api_client
 from control.client import Client
@@ -17,6 +18,7 @@ from control.controllers.leaderelection import (
 )
 from control.controllers.hpa import HpaSettings, parse_duration
 from control.controllers.loadbalancer import DEFAULT_POOL, parse_pool
+from control.controllers.certificates import DEFAULT_SIGNING_DURATION, ClusterSigner
 from control.controllers.manager import ControllerManager, Settings
 from control.controllers.nodeipam import parse_cluster_cidr
 from control.observability import serve_health
@@ -55,7 +57,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="addresses for LoadBalancer Services: comma-separated first-last ranges, CIDRs or IPs",
     )
     add_hpa_arguments(parser)
+    add_certificate_arguments(parser)
     add_leader_election_arguments(parser, "kube-controller-manager")
+
+
+def add_certificate_arguments(parser: argparse.ArgumentParser) -> None:
+    """kube-controller-manager's CA flags: the root CA to publish, and the CA that signs CSRs."""
+    parser.add_argument("--root-ca-file", default="", help="cluster CA bundle published as kube-root-ca.crt")
+    parser.add_argument("--cluster-signing-cert-file", default="", help="CA certificate that signs approved CSRs")
+    parser.add_argument("--cluster-signing-key-file", default="", help="key of --cluster-signing-cert-file")
+    parser.add_argument(
+        "--cluster-signing-duration",
+        type=duration_seconds,
+        default=DEFAULT_SIGNING_DURATION,
+        help="longest validity of signed certificates (8760h0m0s)",
+    )
+
+
+def certificate_settings_from(args: argparse.Namespace) -> tuple[str, ClusterSigner | None]:
+    """(root CA PEM, signer) from the flags; SystemExit names a file that is missing or wrong."""
+    root_ca = ""
+    if args.root_ca_file:
+        try:
+            root_ca = Path(args.root_ca_file).read_text()
+        except OSError as err:
+            raise SystemExit(f"--root-ca-file {args.root_ca_file}: {err.strerror or err}") from None
+        if "BEGIN CERTIFICATE" not in root_ca:
+            raise SystemExit(f"--root-ca-file {args.root_ca_file}: no PEM certificate")
+    if bool(args.cluster_signing_cert_file) != bool(args.cluster_signing_key_file):
+        raise SystemExit("--cluster-signing-cert-file and --cluster-signing-key-file must be given together")
+    if not args.cluster_signing_cert_file:
+        return root_ca, None
+    try:
+        signer = ClusterSigner.from_files(
+            Path(args.cluster_signing_cert_file), Path(args.cluster_signing_key_file), args.cluster_signing_duration
+        )
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    return root_ca, signer
 
 
 def duration_seconds(text: str) -> float:
@@ -140,6 +179,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for flag in ("node_monitor_grace_period", "pod_eviction_timeout", "node_monitor_period", "resync_period"):
         if getattr(args, flag) <= 0:
             raise SystemExit(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    root_ca, signer = certificate_settings_from(args)
     return Settings(
         cluster_cidr=args.cluster_cidr,
         node_cidr_mask_size=args.node_cidr_mask_size,
@@ -149,6 +189,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         resync_period=args.resync_period,
         load_balancer_pool=args.load_balancer_ip_pool,
         hpa=hpa_settings_from(args),
+        root_ca=root_ca,
+        signer=signer,
     )
 
 

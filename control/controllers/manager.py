@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from control.client import Client, Informer
 from control.clock import Clock, RealClock
 from control.controllers.base import Controller
+from control.controllers.certificates import ClusterSigner, CSRApprovingController, CSRSigningController
 from control.controllers.deployment import DeploymentController
 from control.controllers.endpoints import EndpointsController
 from control.controllers.endpointslice import EndpointSliceController
@@ -24,6 +25,12 @@ from control.controllers.nodelifecycle import (
     NodeLifecycleController,
 )
 from control.controllers.replicaset import ReplicaSetController
+from control.controllers.serviceaccounts import (
+    DEFAULT_SERVICE_ACCOUNT,
+    ROOT_CA_CONFIGMAP,
+    RootCAPublisher,
+    ServiceAccountsController,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ class Settings:
     resync_period: float = 30.0
     load_balancer_pool: str = DEFAULT_POOL
     hpa: HpaSettings = HpaSettings()
+    root_ca: str = ""  # --root-ca-file's PEM, published as kube-root-ca.crt; "" publishes nothing
+    signer: ClusterSigner | None = None  # --cluster-signing-cert-file/-key-file; None signs no CSRs
 
 
 class ControllerManager:
@@ -60,6 +69,15 @@ class ControllerManager:
             )
         }
         self.informers["leases"] = Informer(client, "leases", LEASE_NAMESPACE)
+        self.informers["namespaces"] = Informer(client, "namespaces")
+        self.informers["serviceaccounts"] = Informer(
+            client, "serviceaccounts", field_selector=f"metadata.name={DEFAULT_SERVICE_ACCOUNT}"
+        )
+        self.informers["certificatesigningrequests"] = Informer(client, "certificatesigningrequests")
+        if settings.root_ca:
+            self.informers["configmaps"] = Informer(
+                client, "configmaps", field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}"
+            )
         inf = self.informers
         # The node IPAM controller validates the CIDR flags, so it is built first.
         self.controllers: list[Controller] = [
@@ -74,7 +92,13 @@ class ControllerManager:
                 dependents=("replicasets", "pods"),
             ),
             LoadBalancerController(client, inf["services"], parse_pool(settings.load_balancer_pool)),
+            ServiceAccountsController(client, inf["namespaces"], inf["serviceaccounts"]),
+            CSRApprovingController(client, inf["certificatesigningrequests"]),
         ]
+        if settings.root_ca:
+            self.controllers.append(RootCAPublisher(client, inf["namespaces"], inf["configmaps"], settings.root_ca))
+        if settings.signer is not None:
+            self.controllers.append(CSRSigningController(client, inf["certificatesigningrequests"], settings.signer))
         self.node_lifecycle = NodeLifecycleController(
             client,
             inf["nodes"],
