@@ -4,6 +4,7 @@ aggregation, non-resource URLs, impersonation, validation, and `kubectl auth can
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -284,23 +285,36 @@ async def test_binding_validation_and_immutable_role_ref(server: AuthzServer) ->
 
 async def test_reconcile_keeps_user_edits_and_respects_autoupdate(server: AuthzServer) -> None:
     async with server.client("admin") as admin:
-        basic = await admin.get("clusterroles", "system:basic-user")
+        originals = {name: await admin.get("clusterroles", name) for name in ("system:basic-user", "system:monitoring")}
+        basic = originals["system:basic-user"]
         extra_rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
         await admin.update("clusterroles", {**basic, "rules": basic["rules"] + [extra_rule]})
-        monitoring = await admin.get("clusterroles", "system:monitoring")
+        monitoring = copy.deepcopy(originals["system:monitoring"])
         monitoring["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = "false"
         await admin.update("clusterroles", {**monitoring, "rules": []})
         discovery = await admin.get("clusterroles", "system:discovery")
         await admin.update("clusterroles", {**discovery, "rules": []})
-    await asyncio.to_thread(server.process.stop)
-    await asyncio.to_thread(server.process.start)
-    async with server.client("admin") as admin:
-        basic = await admin.get("clusterroles", "system:basic-user")
-        assert extra_rule in basic["rules"]
-        assert any("selfsubjectaccessreviews" in r.get("resources", []) for r in basic["rules"])
-        assert (await admin.get("clusterroles", "system:monitoring"))["rules"] == []
-        restored = await admin.get("clusterroles", "system:discovery")
-        assert any("/apis/*" in r.get("nonResourceURLs", []) for r in restored["rules"])
+    try:
+        await asyncio.to_thread(server.process.stop)
+        await asyncio.to_thread(server.process.start)
+        async with server.client("admin") as admin:
+            basic = await admin.get("clusterroles", "system:basic-user")
+            assert extra_rule in basic["rules"]
+            assert any("selfsubjectaccessreviews" in r.get("resources", []) for r in basic["rules"])
+            assert (await admin.get("clusterroles", "system:monitoring"))["rules"] == []
+            restored = await admin.get("clusterroles", "system:discovery")
+            assert any("/apis/*" in r.get("nonResourceURLs", []) for r in restored["rules"])
+    finally:  # the policy lives at etcd's root, shared with other API server processes of the session
+        async with server.client("admin") as admin:
+            for name, original in originals.items():
+                current = await admin.get("clusterroles", name)
+                await admin.update(
+                    "clusterroles",
+                    {
+                        **original,
+                        "metadata": current["metadata"] | {"annotations": original["metadata"]["annotations"]},
+                    },
+                )
 
 
 def test_kubectl_auth_can_i_and_forbidden_output(server: AuthzServer) -> None:

@@ -130,10 +130,11 @@ class NodeRestriction:
         current, new = await self._new_object(attrs, content_type, body)
         changed = _restricted_changes(_labels(current), _labels(new))
         if changed:
-            verb = "set" if current is None else "modify"
-            raise _forbidden(
-                attrs, f'node "{node}" is not allowed to {verb} the following labels: {", ".join(changed)}'
-            )
+            if current is None:
+                raise _forbidden(
+                    attrs, f'node "{node}" is not allowed to set the following labels: {", ".join(changed)}'
+                )
+            raise _forbidden(attrs, f"is not allowed to modify labels: {', '.join(changed)}")
 
     async def _pod(self, node: str, attrs: Attributes) -> None:
         if not attrs.name:
@@ -150,7 +151,7 @@ class NodeRestriction:
         if str((pod.get("spec") or {}).get("nodeName") or "") == node:
             return
         what = {
-            "status": "update pod status",
+            "status": "update pod status for pods",
             "eviction": "evict pods",
         }.get(attrs.subresource, "delete pods" if attrs.verb == "delete" else f"{attrs.verb} pods")
         raise _forbidden(attrs, f'node "{node}" can only {what} with spec.nodeName set to itself')
@@ -161,9 +162,7 @@ class NodeRestriction:
         name = attrs.name or (str(meta.get("name", "")) if isinstance(meta, dict) else "")
         if attrs.namespace == NODE_LEASE_NAMESPACE:
             if name != node:
-                raise _forbidden(
-                    attrs, f"can only access node lease with the same name as the requesting node '{node}'"
-                )
+                raise _forbidden(attrs, "can only access node lease with the same name as the requesting node")
             return
         if attrs.namespace != SPEAKER_LEASE_NAMESPACE or not name.startswith(SPEAKER_LEASE_PREFIX):
             raise _forbidden(attrs, f"node '{node}' can only access its own node lease and kproxy-lb.* leases")
@@ -179,7 +178,7 @@ class NodeRestriction:
         if not isinstance(ref, dict):
             return
         if ref.get("kind") != "Pod":
-            raise _forbidden(attrs, f"node '{node}' requested a token bound to a {ref.get('kind')}, not a pod")
+            raise _forbidden(attrs, "node requested token not bound to a pod")
         bound = await self.graph.pod_bound(attrs.namespace, str(ref.get("name", "")))
         if bound != node:
-            raise _forbidden(attrs, f"node '{node}' requested a token bound to a pod scheduled on a different node")
+            raise _forbidden(attrs, "node requested token bound to a pod scheduled on a different node")

@@ -211,4 +211,4 @@ class NodeAuthorizer:
             attrs.name.startswith(SPEAKER_LEASE_PREFIX) or (not attrs.name and attrs.verb == "create")
         ):
             return ALLOW
-        return Decision("", f"can only access node lease with the same name as the requesting node '{node}'")
+        return Decision("", "can only access node lease with the same name as the requesting node")
