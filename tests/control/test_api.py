@@ -562,6 +562,8 @@ async def test_discovery_and_health(apiserver: ApiServer) -> None:
         "metrics.k8s.io",
         "authentication.k8s.io",
         "certificates.k8s.io",
+        "rbac.authorization.k8s.io",
+        "authorization.k8s.io",
     }
     assert {"name": "pods/eviction", "group": "policy", "version": "v1"}.items() <= by_name["pods/eviction"].items()
     assert (await client.request("GET", "/version"))["gitVersion"] == "v1.32.0-pocketkube"
