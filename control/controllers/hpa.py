@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from control.api.errors import ApiError
 from control.api.quantity import milli_value
 from control.api.resources import METRICS_RESOURCES, RESOURCES, Resource
-from control.api.selectors import Selector, matches, parse_label_selector
+from control.api.selectors import matches, parse_label_selector
 from control.api.timestamps import now_rfc3339, parse_time
 from control.client import Client, Informer, Object, key_of, name_of
 from control.clock import Clock, RealClock
@@ -77,8 +77,10 @@ class PodMetric:
 class PodMetricsSource(Protocol):
     """Where per-pod resource usage comes from (the resource metrics API, or a test double)."""
 
-    async def pod_usage(self, namespace: str, selector: str, resource_name: str) -> dict[str, PodMetric]:
-        """Usage by pod name; MetricsError when none can be had."""
+    async def pod_usage(
+        self, namespace: str, selector: str, resource_name: str, container: str | None = None
+    ) -> dict[str, PodMetric]:
+        """Usage by pod name (of one container, if named); MetricsError when none can be had."""
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(h|ms|m|s)")
@@ -93,11 +95,14 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
-def pod_metrics_from_list(items: Iterable[Object], resource_name: str) -> dict[str, PodMetric]:
-    """Per-pod sums over containers; a pod any of whose containers lacks the resource is left out, as upstream."""
+def pod_metrics_from_list(
+    items: Iterable[Object], resource_name: str, container: str | None = None
+) -> dict[str, PodMetric]:
+    """Per-pod sums over containers (or the one named); a pod any of whose containers lacks the resource, or
+    without the named container, is left out, as upstream."""
     out: dict[str, PodMetric] = {}
     for item in items:
-        containers = item.get("containers") or []
+        containers = [c for c in item.get("containers") or [] if container is None or c.get("name") == container]
         usages: list[str | None] = [(c.get("usage") or {}).get(resource_name) for c in containers]
         present = [u for u in usages if u is not None]
         if not containers or len(present) < len(usages):
@@ -117,7 +122,9 @@ class ApiPodMetricsSource:
         self.client = client
         self.pods = next(r for r in METRICS_RESOURCES if r.plural == "pods")
 
-    async def pod_usage(self, namespace: str, selector: str, resource_name: str) -> dict[str, PodMetric]:
+    async def pod_usage(
+        self, namespace: str, selector: str, resource_name: str, container: str | None = None
+    ) -> dict[str, PodMetric]:
         try:
             listed = await self.client.request("GET", self.pods.path(namespace), params={"labelSelector": selector})
         except ApiError as err:
@@ -125,7 +132,7 @@ class ApiPodMetricsSource:
         items = listed.get("items") or []
         if not items:
             raise MetricsError("no metrics returned from resource metrics API")
-        return pod_metrics_from_list(items, resource_name)
+        return pod_metrics_from_list(items, resource_name, container)
 
 
 # -- replica proposals -------------------------------------------------------
@@ -196,12 +203,14 @@ def _unready_for_cpu(
     return cond.get("status") == "False" and start + initial_readiness_delay > transition
 
 
-def pod_requests(pods: Iterable[Object], resource_name: str) -> dict[str, int]:
-    """Each pod's request (milli-units, summed over its containers); every container must have one."""
+def pod_requests(pods: Iterable[Object], resource_name: str, only: str | None = None) -> dict[str, int]:
+    """Each pod's request (milli-units, summed over its containers or of the one named); each must have one."""
     requests: dict[str, int] = {}
     for pod in pods:
         total = 0
         for container in (pod.get("spec") or {}).get("containers") or []:
+            if only is not None and container.get("name") != only:
+                continue
             value = ((container.get("resources") or {}).get("requests") or {}).get(resource_name)
             if value is None:
                 raise MetricsError(
@@ -295,10 +304,12 @@ def resource_replicas(
     metrics: dict[str, PodMetric],
     now: float,
     settings: HpaSettings,
+    container: str | None = None,
 ) -> tuple[int, int, int]:
-    """(proposed replicas, utilization %, average raw usage) for a Utilization target."""
+    """(proposed replicas, utilization %, average raw usage) for a Utilization target (of one container's
+    requests, if named)."""
     groups, values = _usable(pods, metrics, resource_name, now, settings)
-    requests = pod_requests(pods, resource_name)
+    requests = pod_requests(pods, resource_name, container)
     _, utilization, raw = utilization_ratio(values, requests, target_utilization)
     fallback = max(100, target_utilization)
     replicas = _proposal(
@@ -787,7 +798,7 @@ class HorizontalController(Controller):
         for metric_spec in specs:
             try:
                 replicas, name, metric_status = await self._replicas_for_metric(
-                    metric_spec, namespace, selector_text, selector, pods, current
+                    metric_spec, namespace, selector_text, pods, current
                 )
             except MetricsError as err:
                 invalid += 1
@@ -826,23 +837,23 @@ class HorizontalController(Controller):
         return best
 
     async def _replicas_for_metric(
-        self,
-        metric_spec: dict[str, Any],
-        namespace: str,
-        selector_text: str,
-        selector: Selector,
-        pods: list[Object],
-        current: int,
+        self, metric_spec: dict[str, Any], namespace: str, selector_text: str, pods: list[Object], current: int
     ) -> tuple[int, str, dict[str, Any]]:
         """One metric's proposal, its name for events, and its status entry; MetricsError if there is none."""
         kind = metric_spec.get("type")
-        if kind != "Resource":
+        if kind == "Resource":
+            source, container, failure = metric_spec.get("resource") or {}, None, "FailedGetResourceMetric"
+        elif kind == "ContainerResource":
+            source = metric_spec.get("containerResource") or {}
+            container, failure = str(source.get("container") or ""), "FailedGetContainerResourceMetric"
+            if not container:
+                raise MetricsError("invalid container resource metric source: no container was set", failure)
+        else:
             raise MetricsError(f'unknown metric source type "{kind}"', "InvalidMetricSourceType")
-        source = metric_spec.get("resource") or {}
         resource_name = str(source.get("name") or "")
         target = source.get("target") or {}
         try:
-            metrics = await self.metrics.pod_usage(namespace, selector_text, resource_name)
+            metrics = await self.metrics.pod_usage(namespace, selector_text, resource_name, container)
             now = self.wall_time()
             if target.get("type") == "AverageValue" and target.get("averageValue") is not None:
                 replicas, average = average_value_replicas(
@@ -852,10 +863,18 @@ class HorizontalController(Controller):
                 name = f"{resource_name} resource"
             elif target.get("type") == "Utilization" and target.get("averageUtilization") is not None:
                 replicas, utilization, raw = resource_replicas(
-                    current, int(target["averageUtilization"]), resource_name, pods, metrics, now, self.settings
+                    current,
+                    int(target["averageUtilization"]),
+                    resource_name,
+                    pods,
+                    metrics,
+                    now,
+                    self.settings,
+                    container,
                 )
                 current_status = {"averageUtilization": utilization, "averageValue": format_milli(raw)}
-                name = f"{resource_name} resource utilization (percentage of request)"
+                scope = "container resource" if container else "resource"
+                name = f"{resource_name} {scope} utilization (percentage of request)"
             else:
                 raise MetricsError(
                     "invalid resource metric source: neither an average utilization target nor an average value "
@@ -863,9 +882,12 @@ class HorizontalController(Controller):
                 )
         except MetricsError as err:
             kind_of_value = "usage" if target.get("type") == "AverageValue" else "utilization"
-            raise MetricsError(f"failed to get {resource_name} {kind_of_value}: {err}") from err
+            raise MetricsError(f"failed to get {resource_name} {kind_of_value}: {err}", failure) from err
         except ValueError as err:
-            raise MetricsError(f"invalid resource metric target: {err}") from err
+            raise MetricsError(f"invalid resource metric target: {err}", failure) from err
+        if container:
+            entry = {"name": resource_name, "container": container, "current": current_status}
+            return replicas, name, {"type": "ContainerResource", "containerResource": entry}
         return replicas, name, {"type": "Resource", "resource": {"name": resource_name, "current": current_status}}
 
     async def _write_status(self, hpa: Object, outcome: Outcome) -> None:

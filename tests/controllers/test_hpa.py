@@ -200,7 +200,7 @@ def test_average_value_target() -> None:
 
 
 def test_pod_metrics_from_the_metrics_api() -> None:
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "metadata": {"name": "a", "namespace": "n"},
             "timestamp": "2026-01-01T00:59:55Z",
@@ -217,6 +217,27 @@ def test_pod_metrics_from_the_metrics_api() -> None:
     ]
     metrics = pod_metrics_from_list(items, "cpu")
     assert metrics == {"a": PodMetric(255, NOW - 5, 15.002)}
+
+
+def test_one_container_of_each_pod() -> None:
+    items: list[dict[str, Any]] = [
+        {
+            "metadata": {"name": "a"},
+            "timestamp": "2026-01-01T00:59:55Z",
+            "window": "15s",
+            "containers": [{"name": "app", "usage": {"cpu": "300m"}}, {"name": "sidecar", "usage": {"cpu": "1"}}],
+        },
+        {"metadata": {"name": "b"}, "timestamp": "2026-01-01T00:59:55Z", "window": "15s", "containers": []},
+    ]
+    metrics = pod_metrics_from_list(items, "cpu", "app")
+    assert metrics == {"a": PodMetric(300, NOW - 5, 15.0)}
+    # The sidecar has no request: only the app container's counts (300m of 200m against 50%: ratio 3).
+    with_sidecar = pod("a", request="200m")
+    with_sidecar["spec"]["containers"].append({"name": "sidecar"})
+    with_sidecar["spec"]["containers"][0]["name"] = "app"
+    assert resource_replicas(1, 50, "cpu", [with_sidecar], metrics, NOW, SETTINGS, "app") == (3, 150, 300)
+    with pytest.raises(MetricsError, match="missing request for cpu in container sidecar of Pod a"):
+        resource_replicas(1, 50, "cpu", [with_sidecar], metrics, NOW, SETTINGS)
 
 
 def test_durations_and_quantities() -> None:

@@ -41,10 +41,12 @@ class StaticMetrics:
 
     def __init__(self) -> None:
         self.usage: dict[str, int] = {}
-        self.asked: list[tuple[str, str, str]] = []
+        self.asked: list[tuple[str, str, str, str | None]] = []
 
-    async def pod_usage(self, namespace: str, selector: str, resource_name: str) -> dict[str, PodMetric]:
-        self.asked.append((namespace, selector, resource_name))
+    async def pod_usage(
+        self, namespace: str, selector: str, resource_name: str, container: str | None = None
+    ) -> dict[str, PodMetric]:
+        self.asked.append((namespace, selector, resource_name, container))
         if not self.usage:
             raise MetricsError("no metrics returned from resource metrics API")
         return {name: PodMetric(value, time.time() - 1, 15.0) for name, value in self.usage.items()}
@@ -109,7 +111,14 @@ async def make_deployment(s: Setup, replicas: int, *, ready_pods: int | None = N
     await eventually(pods_seen, what=f"{expected} running pods in the informer")
 
 
-async def make_hpa(s: Setup, *, behavior: dict[str, Any] | None = None, maximum: int = 5, **target: Any) -> str:
+async def make_hpa(
+    s: Setup,
+    *,
+    behavior: dict[str, Any] | None = None,
+    maximum: int = 5,
+    metric: dict[str, Any] | None = None,
+    **target: Any,
+) -> str:
     hpa = {
         "metadata": {"name": "web", "namespace": s.namespace},
         "spec": {
@@ -117,7 +126,8 @@ async def make_hpa(s: Setup, *, behavior: dict[str, Any] | None = None, maximum:
             "minReplicas": 1,
             "maxReplicas": maximum,
             "metrics": [
-                {
+                metric
+                or {
                     "type": "Resource",
                     "resource": {"name": "cpu", "target": target or {"type": "Utilization", "averageUtilization": 50}},
                 }
@@ -175,7 +185,7 @@ async def test_scales_up_on_high_cpu_and_reports(setup: Setup) -> None:
     await s.controller.sync(key)
 
     assert await replicas(s) == 4  # ceil(2 * 90/50)
-    assert s.metrics.asked[-1] == (s.namespace, "app=web", "cpu")
+    assert s.metrics.asked[-1] == (s.namespace, "app=web", "cpu", None)
     status = await hpa_status(s)
     assert (status["currentReplicas"], status["desiredReplicas"]) == (2, 4)
     assert status["currentMetrics"] == [
@@ -276,6 +286,44 @@ async def test_average_value_target(setup: Setup) -> None:
     assert status["currentMetrics"][0]["resource"]["current"] == {"averageValue": "75m"}
     reason = "New size: 5; reason: cpu resource above target"
     assert ("Normal", "SuccessfulRescale", reason) in await events(s)
+
+
+async def test_container_resource_metric(setup: Setup) -> None:
+    s = setup
+    await make_deployment(s, 2)
+    target = {"type": "Utilization", "averageUtilization": 50}
+    metric = {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "c", "target": target}}
+    key = await make_hpa(s, metric=metric)
+    s.metrics.usage = {"web-0": 100, "web-1": 100}
+    await s.controller.sync(key)
+    assert s.metrics.asked[-1] == (s.namespace, "app=web", "cpu", "c")
+    assert await replicas(s) == 4
+    status = await hpa_status(s)
+    assert status["currentMetrics"] == [
+        {
+            "type": "ContainerResource",
+            "containerResource": {
+                "name": "cpu",
+                "container": "c",
+                "current": {"averageUtilization": 100, "averageValue": "100m"},
+            },
+        }
+    ]
+    reason = "New size: 4; reason: cpu container resource utilization (percentage of request) above target"
+    assert ("Normal", "SuccessfulRescale", reason) in await events(s)
+
+
+async def test_unsupported_metric_type_is_reported(setup: Setup) -> None:
+    s = setup
+    await make_deployment(s, 2)
+    metric = {"type": "External", "external": {"metric": {"name": "queue"}, "target": {"type": "Value", "value": "1"}}}
+    key = await make_hpa(s, metric=metric)
+    await s.controller.sync(key)
+    assert await replicas(s) == 2
+    status = await hpa_status(s)
+    assert conditions(status)["ScalingActive"] == ("False", "InvalidMetricSourceType")
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "ScalingActive")
+    assert message == 'the HPA was unable to compute the replica count: unknown metric source type "External"'
 
 
 async def test_running_controller_acts_on_its_own(setup: Setup) -> None:
