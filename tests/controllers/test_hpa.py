@@ -401,3 +401,11 @@ def test_bad_hpa_flags_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_flags("--horizontal-pod-autoscaler-downscale-stabilization", "5 minutes")
     assert "invalid duration '5 minutes'" in capsys.readouterr().err
+
+
+def test_memory_utilization_skips_the_cpu_start_up_rules() -> None:
+    starting = pod("a", started="2026-01-01T00:59:50Z", ready_since="2026-01-01T00:59:55Z")
+    starting["spec"]["containers"][0]["resources"] = {"requests": {"memory": "100Mi"}}
+    metrics = usage(a=200 * 2**20 * 1000)  # 200Mi in milli-units, sampled before a window since Ready
+    # For cpu this sample would not count yet; for memory it does: 200% of the request against 80% -> ceil(2.5).
+    assert resource_replicas(1, 80, "memory", [starting], metrics, NOW, SETTINGS)[:2] == (3, 200)
