@@ -355,7 +355,7 @@ class Registry:
             status = errors.status_failure(410, "Expired", message)
             status["metadata"] = {"continue": encode_continue(err.compacted, start)}
             return ApiError(status)
-        return errors.gone(f"The resourceVersion for the provided list is too old. ({err.requested} < {err.compacted})")
+        return errors.gone("The resourceVersion for the provided list is too old.")  # kube-apiserver's words
 
     @staticmethod
     def _parse_rv(value: str) -> int:

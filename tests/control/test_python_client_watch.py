@@ -235,7 +235,7 @@ def test_watch_from_a_compacted_revision_is_410_then_the_client_relists_and_resu
     assert list_gone.value.status == 410
     status = json.loads(str(list_gone.value.body))
     assert (status["kind"], status["reason"], status["code"]) == ("Status", "Expired", 410)
-    assert status["message"].startswith("The resourceVersion for the provided list is too old.")
+    assert status["message"] == "The resourceVersion for the provided list is too old."
 
     # The client relists: the current state and a revision to watch from.
     relisted = core.list_namespaced_config_map(NAMESPACE)
