@@ -16,7 +16,7 @@ from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 
 from control.scheduler.nodeinfo import HostPort, NodeInfo, PodFacts
-from control.scheduler.scoring import node_scores, score_nodes, weighted_totals
+from control.scheduler.scoring import best_nodes, node_scores, score_nodes, weighted_total
 from control.scheduler.taints import first_untolerated, format_taint, tolerated
 
 UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
@@ -227,13 +227,11 @@ def schedule(
     if not feasible:
         return ScheduleResult(None, reasons, count, processed)
     scores = score_nodes(facts, feasible, infos if facts.has_preferred_pod_affinity else with_affinity)
-    totals = weighted_totals(scores, len(feasible))
-    best = max(totals)
-    tied = [info.name for info, total in zip(feasible, totals, strict=True) if total == best]
+    tied = [info.name for info in best_nodes(scores, feasible)]
     result = ScheduleResult(rng.choice(sorted(tied)) if rng else min(tied), reasons, count, processed)
     if explain:
-        result.scores = {info.name: node_scores(scores, i) for i, info in enumerate(feasible)}
-        result.totals = {info.name: total for info, total in zip(feasible, totals, strict=True)}
+        result.scores = {info.name: node_scores(scores, feasible, i) for i, info in enumerate(feasible)}
+        result.totals = {name: weighted_total(plugin_scores) for name, plugin_scores in result.scores.items()}
     return result
 
 

@@ -33,7 +33,10 @@ WEIGHTS = {
 }
 
 
-Scores = list[int] | int  # per node, in the order of the nodes scored; an int when every node scores the same
+ResourceState = tuple[int, ...]  # NodeInfo.resource_state
+# A plugin's scores: per node, in the order of the nodes scored; one int when every node scores the same;
+# or per resource state, for the resource plugins (nodes in the same state score the same).
+Scores = list[int] | int | dict[ResourceState, int]
 
 
 def default_normalize(scores: list[int], reverse: bool = False) -> Scores:
@@ -162,17 +165,15 @@ def resource_scores(facts: PodFacts, nodes: Sequence[NodeInfo]) -> tuple[Scores,
     defaults. BalancedAllocation: 100 x (1 - the standard deviation of the cpu and memory fractions
     requested), on real requests; a pod requesting neither gets 0 everywhere (upstream skips best-effort
     pods, so they do not pile onto one node). A resource a node has none of is left out of both.
-    Nodes in the same resource state (most of them, in a big even cluster) are worked out once.
+    Both depend only on a node's resource state, so they are worked out once per state (in a big even
+    cluster, a handful for hundreds of nodes).
     """
-    seen: dict[tuple[int, ...], tuple[int, int]] = {}
+    least: dict[ResourceState, int] = {}
+    balanced: dict[ResourceState, int] = {}
     for info in nodes:
-        if info.resource_state not in seen:
-            seen[info.resource_state] = _resource_scores(facts, info)
-    if len(seen) == 1:
-        least, balanced = next(iter(seen.values()))
-        return least, balanced
-    pairs = [seen[info.resource_state] for info in nodes]
-    return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+        if info.resource_state not in least:
+            least[info.resource_state], balanced[info.resource_state] = _resource_scores(facts, info)
+    return least, balanced
 
 
 def score_nodes(facts: PodFacts, nodes: Sequence[NodeInfo], everyone: Sequence[NodeInfo]) -> dict[str, Scores]:
@@ -188,17 +189,36 @@ def score_nodes(facts: PodFacts, nodes: Sequence[NodeInfo], everyone: Sequence[N
     }
 
 
-def weighted_totals(scores: dict[str, Scores], count: int) -> list[int]:
-    """The final score of each of `count` nodes: every plugin's score times its weight, summed."""
+def best_nodes(scores: dict[str, Scores], nodes: Sequence[NodeInfo]) -> list[NodeInfo]:
+    """The nodes with the highest weighted total (every plugin's score times its weight, summed)."""
     base = sum(WEIGHTS[name] * values for name, values in scores.items() if isinstance(values, int))
-    totals = [base] * count
+    per_state = [(WEIGHTS[name], values) for name, values in scores.items() if isinstance(values, dict)]
+    per_node = [(WEIGHTS[name], values) for name, values in scores.items() if isinstance(values, list)]
+    states = {info.resource_state for info in nodes}
+    state_totals = {state: base + sum(weight * values[state] for weight, values in per_state) for state in states}
+    if not per_node:  # the totals depend on the resource state alone
+        best = max(state_totals.values())
+        return [info for info in nodes if state_totals[info.resource_state] == best]
+    totals = [state_totals[info.resource_state] for info in nodes]
+    for weight, values in per_node:
+        totals = [total + weight * value for total, value in zip(totals, values, strict=True)]
+    best = max(totals)
+    return [info for info, total in zip(nodes, totals, strict=True) if total == best]
+
+
+def node_scores(scores: dict[str, Scores], nodes: Sequence[NodeInfo], index: int) -> dict[str, int]:
+    """The scores of nodes[index] per plugin (before weights)."""
+    info = nodes[index]
+    out = {}
     for name, values in scores.items():
-        if not isinstance(values, int):
-            weight = WEIGHTS[name]
-            totals = [total + weight * value for total, value in zip(totals, values, strict=True)]
-    return totals
+        if isinstance(values, int):
+            out[name] = values
+        elif isinstance(values, dict):
+            out[name] = values[info.resource_state]
+        else:
+            out[name] = values[index]
+    return out
 
 
-def node_scores(scores: dict[str, Scores], index: int) -> dict[str, int]:
-    """One node's score per plugin (before weights)."""
-    return {name: values if isinstance(values, int) else values[index] for name, values in scores.items()}
+def weighted_total(plugin_scores: dict[str, int]) -> int:
+    return sum(WEIGHTS[name] * score for name, score in plugin_scores.items())
