@@ -36,6 +36,9 @@ from tests.conftest import EtcdServer
 from tests.control.apiserver_process import ApiServerProcess
 
 SECRET_VALUE = "pkt-hunter2-" + uuid.uuid4().hex  # unique, so finding it anywhere means it leaked
+# Listed last in every config: etcd's root prefix is shared with the session's other API server processes,
+# whose plaintext Secrets must not fail these servers' lists; it never reads an encrypted value.
+IDENTITY: dict[str, Any] = {"identity": {}}
 
 
 def _key() -> str:
@@ -120,7 +123,7 @@ async def cluster(etcd_server: EtcdServer, tmp_path: Path) -> AsyncIterator[Clus
 @pytest.fixture
 async def key1_client(cluster: Cluster, tmp_path: Path) -> AsyncIterator[tuple[Client, str]]:
     key1 = _key()
-    client = cluster.start(_config(tmp_path / "key1.yaml", [_aesgcm(("key1", key1)), {"identity": {}}]))
+    client = cluster.start(_config(tmp_path / "key1.yaml", [_aesgcm(("key1", key1)), IDENTITY]))
     await client.create("namespaces", {"metadata": {"name": cluster.namespace}})
     try:
         yield client, key1
@@ -180,7 +183,7 @@ async def test_key_rotation(cluster: Cluster, key1_client: tuple[Client, str], t
 
     # step 1: the new key is listed second everywhere (reads only), then first (writes)
     key2 = _key()
-    client = cluster.start(_config(tmp_path / "both.yaml", [_aesgcm(("key2", key2), ("key1", key1))]))
+    client = cluster.start(_config(tmp_path / "both.yaml", [_aesgcm(("key2", key2), ("key1", key1)), IDENTITY]))
     try:
         old = await client.get("secrets", "old", ns)
         assert base64.b64decode(old["data"]["password"]).decode() == SECRET_VALUE
@@ -195,7 +198,7 @@ async def test_key_rotation(cluster: Cluster, key1_client: tuple[Client, str], t
         await client.close()
 
     # step 3: the old key is gone; everything still reads
-    client = cluster.start(_config(tmp_path / "key2.yaml", [_aesgcm(("key2", key2))]))
+    client = cluster.start(_config(tmp_path / "key2.yaml", [_aesgcm(("key2", key2)), IDENTITY]))
     try:
         names = sorted(s["metadata"]["name"] for s in (await client.list("secrets", ns))["items"])
         assert names == ["new", "old"]
@@ -214,7 +217,7 @@ async def test_wrong_key_is_a_clear_error_and_corrupts_nothing(
     stored = await cluster.raw(cluster.secret_key("kept"))
 
     # same key name, other bytes: authentication fails; nothing is written
-    client = cluster.start(_config(tmp_path / "wrong.yaml", [_aesgcm(("key1", _key()))]))
+    client = cluster.start(_config(tmp_path / "wrong.yaml", [_aesgcm(("key1", _key())), IDENTITY]))
     try:
         with pytest.raises(ApiError) as err:
             await client.get("secrets", "kept", ns)
@@ -233,7 +236,7 @@ async def test_wrong_key_is_a_clear_error_and_corrupts_nothing(
     assert await cluster.raw(cluster.secret_key("kept")) == stored
 
     # the key that wrote it is no longer listed: named as such
-    client = cluster.start(_config(tmp_path / "other.yaml", [_aesgcm(("key9", _key())), {"identity": {}}]))
+    client = cluster.start(_config(tmp_path / "other.yaml", [_aesgcm(("key9", _key())), IDENTITY]))
     try:
         with pytest.raises(ApiError) as err:
             await client.get("secrets", "kept", ns)
@@ -242,7 +245,7 @@ async def test_wrong_key_is_a_clear_error_and_corrupts_nothing(
         await client.close()
 
     # back on the right key, the Secret is intact
-    client = cluster.start(_config(tmp_path / "right.yaml", [_aesgcm(("key1", key1))]))
+    client = cluster.start(_config(tmp_path / "right.yaml", [_aesgcm(("key1", key1)), IDENTITY]))
     try:
         got = await client.get("secrets", "kept", ns)
         assert base64.b64decode(got["data"]["password"]).decode() == SECRET_VALUE
@@ -258,7 +261,7 @@ async def test_identity_first_reads_encrypted_and_writes_plaintext(
     ns = cluster.namespace
     await client.create("secrets", _secret("sealed"), ns)
     await client.close()
-    client = cluster.start(_config(tmp_path / "off.yaml", [{"identity": {}}, _aesgcm(("key1", key1))]))
+    client = cluster.start(_config(tmp_path / "off.yaml", [IDENTITY, _aesgcm(("key1", key1))]))
     try:
         assert (await client.get("secrets", "sealed", ns))["type"] == "Opaque"
         await client.create("secrets", _secret("open"), ns)
