@@ -30,14 +30,14 @@ HOST = "kubernetes.io/hostname"
 class SchedulerThread:
     """The scheduler under test on its own event loop in a thread, until `stop`."""
 
-    def __init__(self, server: str, name: str):
+    def __init__(self, kubeconfig: Path, name: str):
         self.loop = asyncio.new_event_loop()
-        self.task = self.loop.create_task(self._run(server, name))
+        self.task = self.loop.create_task(self._run(kubeconfig, name))
         self.thread = threading.Thread(target=self._main, name=f"scheduler-{name}", daemon=True)
 
     @staticmethod
-    async def _run(server: str, name: str) -> None:
-        async with Client(server, user_agent="pkt-prefs-scheduler") as client:
+    async def _run(kubeconfig: Path, name: str) -> None:
+        async with Client.from_kubeconfig(kubeconfig, user_agent="pkt-prefs-scheduler") as client:
             await Scheduler(client, scheduler_name=name, retry_interval=5).run()
 
     def _main(self) -> None:
@@ -61,9 +61,8 @@ def placement(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     suffix = uuid.uuid4().hex[:6]
     namespace = f"pkt-sched-prefs-{suffix}"
     scheduler_name = f"pkt-prefs-{suffix}"
-    server = cluster.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").strip()
     cluster.kubectl("create", "namespace", namespace)
-    scheduler = SchedulerThread(server, scheduler_name)
+    scheduler = SchedulerThread(cluster.kubeconfig, scheduler_name)
     scheduler.thread.start()
     try:
         yield {
