@@ -9,11 +9,13 @@ it scales it back down.  Metrics come from the cluster's metrics.k8s.io API
 
 The burn is bounded three ways: the container's cpu limit (200m), a 150 s
 timeout on each burn, and the test's own namespace, deleted at the end.
+The seconds from load to scale-up and from quiet to scale-down are printed, not asserted.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,7 +127,9 @@ def test_hpa_scales_up_under_load_and_back_down(cluster: Any, namespace: str, tm
     assert replicas(cluster, namespace) == 1
 
     pod_exec(cluster, first, ["touch", FLAG], namespace)
+    load_started = time.monotonic()
     wait_for("the HPA to scale up to 3", lambda: replicas(cluster, namespace) == 3, timeout=SCALE_TIMEOUT)
+    print(f"\nHPA: 1 -> 3 replicas {time.monotonic() - load_started:.0f} s after the load started")
     up = [m for m in rescale_messages(cluster, namespace) if m.endswith("above target")]
     assert up and all(m.endswith("reason: cpu resource utilization (percentage of request) above target") for m in up)
     conditions = {c["type"]: c for c in hpa_status(cluster, namespace)["conditions"]}
@@ -133,7 +137,9 @@ def test_hpa_scales_up_under_load_and_back_down(cluster: Any, namespace: str, tm
     wait_for("3 running pods", lambda: len(running_pods(cluster, f"app={APP}", namespace)) == 3, timeout=120)
 
     pod_exec(cluster, first, ["rm", "-f", FLAG], namespace)
+    load_stopped = time.monotonic()
     wait_for("the HPA to scale back down to 1", lambda: replicas(cluster, namespace) == 1, timeout=SCALE_TIMEOUT)
+    print(f"HPA: 3 -> 1 replicas {time.monotonic() - load_stopped:.0f} s after the load stopped")
     assert "New size: 1; reason: All metrics below target" in rescale_messages(cluster, namespace)
     status = hpa_status(cluster, namespace)
     assert status["desiredReplicas"] == 1 and status["lastScaleTime"]
