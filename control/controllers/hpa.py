@@ -1,4 +1,4 @@
-"""HorizontalPodAutoscaler controller (autoscaling/v2) on resource metrics.
+"""HorizontalPodAutoscaler controller (autoscaling/v2) on Resource and ContainerResource metrics.
 
 Kubernetes' algorithm, as pkg/controller/podautoscaler does it:
 
