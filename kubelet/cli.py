@@ -25,6 +25,7 @@ from kubelet.node import (
     parse_reserved,
     parse_taints,
 )
+from kubelet.bootstrap import BootstrapError, bootstrap_client_certificate
 from kubelet.pods import NodeSettings, PodWorkers
 from kubelet.runtime import DockerRuntime, RuntimeFailure
 from kubelet.server import KubeletServer, serving_context
@@ -36,6 +37,15 @@ REGISTER_RETRY_SECONDS = 2.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_api_arguments(parser)
     parser.add_argument("--node-name", required=True)
+    parser.add_argument(
+        "--bootstrap-kubeconfig",
+        default="",
+        help="kubeconfig with a bootstrap token: used to get this node's client certificate when --kubeconfig "
+        "does not exist yet (or its certificate expired); --kubeconfig is then written",
+    )
+    parser.add_argument(
+        "--cert-dir", type=Path, default=None, help="where the bootstrapped client certificate goes (<root-dir>/pki)"
+    )
     parser.add_argument("--node-ip", required=True, help="this node's InternalIP; the HTTP server listens here")
     parser.add_argument(
         "--docker-host", required=True, help="this node's dockerd, e.g. unix:///run/pocketkube/w1/docker.sock"
@@ -100,6 +110,15 @@ async def serve(args: argparse.Namespace) -> None:
     )
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
     tls = _serving_tls(args)
+    if args.bootstrap_kubeconfig:
+        if not args.kubeconfig:
+            raise ValueError("--bootstrap-kubeconfig needs --kubeconfig: the path the node's own kubeconfig goes to")
+        await bootstrap_client_certificate(
+            args.node_name,
+            Path(args.bootstrap_kubeconfig),
+            Path(args.kubeconfig),
+            args.cert_dir or args.root_dir / "pki",
+        )
     runtime = DockerRuntime(args.docker_host)
     client = api_client(args, f"kubelet/{args.node_name}")
     network = NodeNetwork(args.root_dir)
@@ -223,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(serve(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 0
-    except (ValueError, OSError, RuntimeFailure) as err:
+    except (ValueError, OSError, RuntimeFailure, BootstrapError) as err:
         log.error("kubelet: %s", err)
         return 2
     return 0

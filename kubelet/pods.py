@@ -46,6 +46,7 @@ from kubelet.runtime import (
 from control.api.timestamps import now_rfc3339
 from control.events import NORMAL, WARNING, EventRecorder
 from kubelet.status import ContainerView, pod_status, restart_wanted
+from kubelet.serviceaccount import ProjectedVolumes
 from kubelet.volumes import container_mounts, prepare_volumes
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class PodApi(Protocol):
     async def create(self, plural: str, obj: Object, namespace: str | None = None) -> Object: ...
 
     async def patch(self, plural: str, name: str, patch: Any, namespace: str | None = None) -> Object: ...
+
+    async def request(self, method: str, path: str, *, body: Any = None) -> Any: ...
 
 
 class PodNetwork(Protocol):
@@ -240,6 +243,7 @@ class PodWorkers:
         self.backoff = Backoff(clock, settings.backoff_initial, settings.backoff_max)
         self.probes = ProbeManager(runtime, clock, self._probe_failed)
         self.events = EventRecorder(api, "kubelet", host=settings.node_name)
+        self.projected = ProjectedVolumes(api)
         self._reported: dict[str, tuple[str, str]] = {}  # uid/container -> (container id, waiting reason) last told
         self._pods: dict[str, Object] = {}
         self._gone: set[str] = set()
@@ -344,6 +348,7 @@ class PodWorkers:
             pod_ip = pod_ip or (pod.get("status") or {}).get("podIP", "")
         else:
             init_views, views, pod_ip = await self._run_pod(pod, sandboxes, instances, pod_ip)
+            await self.projected.refresh(pod)
         status = pod_status(
             pod,
             views,
@@ -614,7 +619,9 @@ class PodWorkers:
             with_ips["status"]["podIPs"] = [{"ip": pod_ip}]
         directory = self.pod_dir(meta["uid"])
         namespace = meta.get("namespace", "")
-        volumes = await prepare_volumes(pod, directory, lambda plural, name: self._fetch_data(plural, name, namespace))
+        volumes = await prepare_volumes(
+            pod, directory, lambda plural, name: self._fetch_data(plural, name, namespace), self.projected
+        )
         sources = {
             (plural, name): await self._fetch_data(plural, name, namespace) for plural, name in referenced_sources(spec)
         }
@@ -738,6 +745,7 @@ class PodWorkers:
                     raise
 
     def _forget(self, uid: str) -> None:
+        self.projected.forget(uid)
         for table in (self._first_seen, self._start_time, self._written):
             table.pop(uid, None)
         for keyed in (self._reported, self._pull_failed):

@@ -1,4 +1,4 @@
-"""Pod volumes as host directories bind-mounted into containers: emptyDir, hostPath, configMap, secret.
+"""Pod volumes as host directories bind-mounted into containers: emptyDir, hostPath, configMap, secret, projected.
 
 Each volume becomes a directory under the pod's directory (hostPath: the
 node's own path); `volumeMounts` turn into bind mounts.  ConfigMap and Secret
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from kubelet.runtime import Mount
 
@@ -27,7 +27,13 @@ class VolumeError(ValueError):
     """A volume or mount that cannot be set up; the message names it."""
 
 
-def _relative(path: str, what: str) -> PurePosixPath:
+class Projector(Protocol):
+    """Writes `projected` volumes (kubelet.serviceaccount.ProjectedVolumes: tokens, CA, namespace)."""
+
+    async def project(self, pod: Object, volume: Object, directory: Path, fetch: FetchData) -> Path: ...
+
+
+def relative_path(path: str, what: str) -> PurePosixPath:
     relative = PurePosixPath(path)
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise VolumeError(f"{what}: {path!r} must be a relative path without '..'")
@@ -53,7 +59,7 @@ def _host_path(volume: Object) -> Path:
     return path
 
 
-async def _data_volume(volume: Object, kind: str, directory: Path, fetch: FetchData) -> Path:
+async def write_data_volume(volume: Object, kind: str, directory: Path, fetch: FetchData) -> Path:
     source = volume[kind]
     plural, name_field = SOURCES[kind]
     name = source.get(name_field, "")
@@ -71,14 +77,16 @@ async def _data_volume(volume: Object, kind: str, directory: Path, fetch: FetchD
             if source.get("optional"):
                 continue
             raise VolumeError(f'volume {volume["name"]!r}: key "{key}" not found in {plural[:-1]} "{name}"')
-        target = directory / _relative(item.get("path") or key, f"volume {volume['name']!r} item")
+        target = directory / relative_path(item.get("path") or key, f"volume {volume['name']!r} item")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(data[key])
         os.chmod(target, item.get("mode", mode))
     return directory
 
 
-async def prepare_volumes(pod: Object, pod_dir: Path, fetch: FetchData) -> dict[str, Path]:
+async def prepare_volumes(
+    pod: Object, pod_dir: Path, fetch: FetchData, projector: Projector | None = None
+) -> dict[str, Path]:
     """Make every volume of the pod exist on the host; return volume name -> host path."""
     paths: dict[str, Path] = {}
     for volume in pod.get("spec", {}).get("volumes") or []:
@@ -90,11 +98,13 @@ async def prepare_volumes(pod: Object, pod_dir: Path, fetch: FetchData) -> dict[
         elif "hostPath" in volume:
             paths[name] = _host_path(volume)
         elif kind := next((k for k in SOURCES if k in volume), None):
-            paths[name] = await _data_volume(volume, kind, directory, fetch)
+            paths[name] = await write_data_volume(volume, kind, directory, fetch)
+        elif "projected" in volume and projector is not None:
+            paths[name] = await projector.project(pod, volume, directory, fetch)
         else:
             kinds = sorted(set(volume) - {"name"})
             raise VolumeError(
-                f"volume {name!r}: type {kinds} is not supported (emptyDir, hostPath, configMap, secret are)"
+                f"volume {name!r}: type {kinds} is not supported (emptyDir, hostPath, configMap, secret, projected are)"
             )
     return paths
 
@@ -108,7 +118,7 @@ def container_mounts(container: Object, volumes: dict[str, Path]) -> list[Mount]
             raise VolumeError(f"container {container.get('name')!r}: volumeMount {name!r} names no volume of the pod")
         host = volumes[name]
         if mount.get("subPath"):
-            host = host / _relative(mount["subPath"], f"volumeMount {name!r} subPath")
+            host = host / relative_path(mount["subPath"], f"volumeMount {name!r} subPath")
             if not host.exists():
                 host.mkdir(parents=True)
         target = mount.get("mountPath", "")

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -23,22 +22,19 @@ from cryptography.x509.oid import NameOID
 from control import pki
 from control.api.errors import ApiError
 from control.api.resources import resource
-from control.apiserver.allocator import ServiceIPRange
-from control.apiserver.app import ServerConfig, create_app
 from control.apiserver.bootstraptokens import token_secret
 from control.apiserver.registry import Registry
 from control.apiserver.serviceaccounts import (
     DEFAULT_ISSUER,
     TOKEN_MOUNT_PATH,
-    ServiceAccountConfig,
     ServiceAccountTokens,
     load_public_keys,
     load_signing_key,
     sign_jwt,
 )
-from control.apiserver.storage import Storage
 from control.client import Client
-from tests.conftest import EtcdServer, free_port
+from tests.conftest import EtcdServer
+from tests.control.sa_apiserver import keyed_apiserver
 
 Object = dict[str, Any]
 
@@ -55,30 +51,9 @@ class Server:
 @pytest.fixture
 async def server(etcd_server: EtcdServer, tmp_path: Path) -> AsyncIterator[Server]:
     """An API server with a service-account signing key, on the test's loop; plus a Registry on its etcd prefix."""
-    keys = pki.ensure_key_pair(tmp_path / "pki")
     foreign = pki.ensure_key_pair(tmp_path / "foreign")
-    prefix = f"/pkt-sa-{uuid.uuid4().hex[:10]}"
-    port = free_port()
-    config = ServerConfig(
-        advertise_address="127.0.0.1",
-        port=port,
-        service_accounts=ServiceAccountConfig(key_files=(keys.cert,), signing_key_file=keys.key),
-    )
-    app = create_app(Storage(etcd_server.url, prefix), ServiceIPRange("10.96.0.0/12"), config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    storage = Storage(etcd_server.url, prefix)
-    await storage.connect()
-    registry = Registry(storage, ServiceIPRange("10.96.0.0/12"))
-    client = Client(f"http://127.0.0.1:{port}")
-    try:
-        yield Server(client.server, client, registry, keys, foreign)
-    finally:
-        await client.close()
-        await registry.close()
-        await storage.close()
-        await runner.cleanup()
+    async with keyed_apiserver(etcd_server.url, tmp_path) as keyed, Client(keyed.url) as client:
+        yield Server(keyed.url, client, keyed.registry, keyed.keys, foreign)
 
 
 async def make_namespace(client: Client) -> str:
