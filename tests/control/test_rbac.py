@@ -462,3 +462,71 @@ async def test_component_identities_may_make_their_calls_and_no_more(server: Aut
         ):
             answer = await _subject_review(admin, user, (), attributes)
             assert answer["status"]["allowed"] is False, (user, attributes)
+
+
+async def test_no_escalation_through_roles_or_bindings(server: AuthzServer) -> None:
+    """A namespace admin may write roles and bindings, but grant only what it holds itself."""
+    async with server.client("admin") as admin, server.client("jane") as jane:
+        ns = await _namespace(admin, f"pkt-esc-{server.suffix}")
+        await admin.create("rolebindings", _binding("jane-admin", "ClusterRole", "admin", [_user("jane")]), ns)
+        await _eventually_can(jane, "create", "rolebindings", ns, RBAC)
+        err = await _forbidden(
+            jane.create("rolebindings", _binding("grab", "ClusterRole", "cluster-admin", [_user("jane")]), ns)
+        )
+        assert err.status["message"].startswith(
+            f'rolebindings.{RBAC} "grab" is forbidden: user "jane" (groups=["system:authenticated"]) is attempting '
+            'to grant RBAC permissions not currently held:\n{APIGroups:["*"], Resources:["*"], Verbs:["*"]}'
+        )
+        nodes_rule = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}
+        err = await _forbidden(jane.create("roles", {"metadata": {"name": "nodes"}, "rules": [nodes_rule]}, ns))
+        assert err.status["message"].endswith('{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}')
+        aggregated = {
+            "metadata": {"name": f"pkt-gather-{server.suffix}"},
+            "aggregationRule": {"clusterRoleSelectors": []},
+        }
+        writer_name = f"pkt-role-writer-{server.suffix}"
+        writer = {
+            "metadata": {"name": writer_name},
+            "rules": [{"apiGroups": [RBAC], "resources": ["clusterroles"], "verbs": ["create"]}],
+        }
+        await admin.create("clusterroles", writer)
+        binding = _binding(f"jane-roles-{server.suffix}", "ClusterRole", writer_name, [_user("jane")])
+        await admin.create("clusterrolebindings", binding)
+        await _eventually_can(jane, "create", "clusterroles", "", RBAC)
+        err = await _forbidden(jane.create("clusterroles", aggregated))
+        assert err.status["message"].endswith("must have cluster-admin privileges to use the aggregationRule")
+        # what jane holds, she may hand on: a Role of her own and a binding of view
+        pods_rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}
+        await jane.create("roles", {"metadata": {"name": "pod-reader"}, "rules": [pods_rule]}, ns)
+        await jane.create("rolebindings", _binding("bob-reads", "Role", "pod-reader", [_user("bob")]), ns)
+        await jane.create("rolebindings", _binding("bob-views", "ClusterRole", "view", [_user("bob")]), ns)
+        role = await jane.get("roles", "pod-reader", ns)
+        await _forbidden(jane.update("roles", {**role, "rules": [pods_rule, nodes_rule]}))
+        await _forbidden(jane.patch("roles", "pod-reader", {"rules": [nodes_rule]}, ns))
+        # kubectl sends bindings as protobuf: the check reads those too
+        result = server.kubectl(
+            "jane", "create", "rolebinding", "k-grab", "--clusterrole=cluster-admin", "--user=jane", "-n", ns
+        )
+        assert result.returncode == 1
+        assert "is attempting to grant RBAC permissions not currently held" in result.stderr
+        # with the bind verb on a role, binding it needs no more
+        binder = {
+            "metadata": {"name": "may-bind-cluster-admin"},
+            "rules": [
+                {
+                    "apiGroups": [RBAC],
+                    "resources": ["clusterroles"],
+                    "verbs": ["bind"],
+                    "resourceNames": ["cluster-admin"],
+                }
+            ],
+        }
+        await admin.create("roles", binder, ns)
+        await admin.create(
+            "rolebindings", _binding("jane-binds", "Role", "may-bind-cluster-admin", [_user("jane")]), ns
+        )
+        await _eventually_can(jane, "bind", "clusterroles", ns, RBAC, "cluster-admin")
+        created = await jane.create(
+            "rolebindings", _binding("grab", "ClusterRole", "cluster-admin", [_user("bob")]), ns
+        )
+        assert created["roleRef"]["name"] == "cluster-admin"

@@ -5,7 +5,8 @@ kube-apiserver's handler chain does: `Impersonate-*` headers are checked
 (the `impersonate` verb on users, groups, service accounts, uids and user
 extras) and replace the caller; then the request's attributes go through
 the chain from `--authorization-mode` and a denial is Kubernetes' 403; then,
-for writes by node identities, the NodeRestriction admission plugin.
+with RBAC, role and binding writes must not grant more than the writer holds,
+and writes by node identities pass the NodeRestriction admission plugin.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from control.apiserver.authn import ANONYMOUS, AUTHENTICATED_GROUP, UNAUTHENTICA
 from control.apiserver.authz.admission import NodeRestriction, parse_plugins
 from control.apiserver.authz.attributes import Attributes, request_attributes
 from control.apiserver.authz.authorizer import AlwaysAllow, AlwaysDeny, Authorizer, Chain, forbidden, parse_modes
-from control.apiserver.authz.bootstrap import aggregate_forever, reconcile_policy
-from control.apiserver.authz.node import NodeAuthorizer, PodGraph
+from control.apiserver.authz.bootstrap import RBAC_GROUP, aggregate_forever, reconcile_policy
+from control.apiserver.authz.escalation import EscalationCheck
+from control.apiserver.authz.node import NodeAuthorizer, PodGraph, node_name
 from control.apiserver.authz.rbac import SERVICE_ACCOUNT_PREFIX, RBACAuthorizer
 from control.apiserver.authz.reviews import Reviews
 from control.apiserver.registry import Registry
@@ -45,12 +47,6 @@ IMPERSONATE_USER = "Impersonate-User"
 IMPERSONATE_GROUP = "Impersonate-Group"
 IMPERSONATE_UID = "Impersonate-Uid"
 IMPERSONATE_EXTRA = "Impersonate-Extra-"
-_JSON_TYPES = (
-    "application/json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-    "application/json-patch+json",
-)
 
 
 def _flag(parse: Callable[[str], tuple[str, ...]]) -> Callable[[str], tuple[str, ...]]:
@@ -95,6 +91,7 @@ class Authorization:
             NodeRestriction(registry, self.graph) if "NodeRestriction" in admission_plugins else None
         )
         self.reviews = Reviews(self.chain, self.rbac)
+        self.escalation = EscalationCheck(registry, self.chain, self.rbac) if self.rbac is not None else None
 
     async def start(self) -> list[asyncio.Task[None]]:
         """With RBAC: reconcile the bootstrap policy (the post-start hook), then keep aggregating ClusterRoles."""
@@ -120,8 +117,11 @@ class Authorization:
             )
             raise forbidden(attrs, decision.reason)
         DECISIONS.labels("allowed").inc()
-        if self.node_restriction is not None and attrs.resource_request and not attrs.read_only:
-            await self.node_restriction.admit(attrs, request.content_type, await _json_body(request))
+        if attrs.resource_request and not attrs.read_only:
+            if self.escalation is not None and attrs.api_group == RBAC_GROUP:
+                await self.escalation.check(attrs, request.content_type, await _object_body(request))
+            if self.node_restriction is not None and node_name(user) is not None:
+                await self.node_restriction.admit(attrs, request.content_type, await _object_body(request))
         return await handler(request)
 
     async def _impersonate(self, request: web.Request, user: UserInfo) -> UserInfo:
@@ -173,7 +173,7 @@ class Authorization:
         plural = request.match_info["plural"]
         namespace = request.match_info.get("namespace")
         user: UserInfo = request.get("user") or ANONYMOUS
-        body = await _review_body(request)
+        body = await _object_body(request)
         if plural == "selfsubjectrulesreviews":
             answer = await self.reviews.rules_review(user, body)
         else:
@@ -199,22 +199,18 @@ def _query(request: web.Request) -> dict[str, list[str]]:
     return {key: request.query.getall(key) for key in request.query}
 
 
-async def _review_body(request: web.Request) -> Any:
-    """A review as JSON, or as protobuf (kubectl's typed client sends `kubectl auth can-i` reviews that way)."""
-    if request.content_type != PROTOBUF:
-        return await _json_body(request)
-    try:
-        return protobuf.decode(await request.read())
-    except protobuf.ProtobufError as err:
-        raise errors.unsupported_media_type(f"{PROTOBUF} ({err})") from None
-
-
-async def _json_body(request: web.Request) -> Any:
-    """The JSON body (aiohttp keeps the bytes for the handler), or None when absent or not JSON."""
-    if request.content_type not in _JSON_TYPES or not request.body_exists:
+async def _object_body(request: web.Request) -> Any:
+    """The request's object, decoded as the handler will decode it (JSON of any content type, or kubectl's
+    protobuf), so no encoding slips past the checks; None when there is none. aiohttp keeps the bytes."""
+    if not request.body_exists:
         return None
     raw = await request.read()
+    if request.content_type == PROTOBUF:
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as err:
+            raise errors.unsupported_media_type(f"{PROTOBUF} ({err})") from None
     try:
         return json.loads(raw) if raw.strip() else None
     except (ValueError, UnicodeDecodeError):
-        return None
+        return None  # the handler answers 400
