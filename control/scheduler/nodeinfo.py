@@ -340,13 +340,10 @@ class NodeInfo:
         self.free_pods = self.allocatable_pods - len(self.pods)
         self.free_cpu = self.allocatable_cpu - self.requested_cpu
         self.free_memory = self.allocatable_memory - self.requested_memory
+        # A string, whose hash Python caches: scoring looks it up once per node per attempt.
         self.resource_state = (
-            self.allocatable_cpu,
-            self.allocatable_memory,
-            self.requested_cpu,
-            self.requested_memory,
-            self.scoring_cpu,
-            self.scoring_memory,
+            f"{self.allocatable_cpu} {self.allocatable_memory} {self.requested_cpu} {self.requested_memory}"
+            f" {self.scoring_cpu} {self.scoring_memory}"
         )
 
     def topology(self, key: str) -> str | None:

@@ -33,7 +33,7 @@ WEIGHTS = {
 }
 
 
-ResourceState = tuple[int, ...]  # NodeInfo.resource_state
+ResourceState = str  # NodeInfo.resource_state
 # A plugin's scores: per node, in the order of the nodes scored; one int when every node scores the same;
 # or per resource state, for the resource plugins (nodes in the same state score the same).
 Scores = list[int] | int | dict[ResourceState, int]
@@ -194,7 +194,7 @@ def best_nodes(scores: dict[str, Scores], nodes: Sequence[NodeInfo]) -> list[Nod
     base = sum(WEIGHTS[name] * values for name, values in scores.items() if isinstance(values, int))
     per_state = [(WEIGHTS[name], values) for name, values in scores.items() if isinstance(values, dict)]
     per_node = [(WEIGHTS[name], values) for name, values in scores.items() if isinstance(values, list)]
-    states = {info.resource_state for info in nodes}
+    states = set().union(*(values.keys() for _, values in per_state))  # the resource plugins saw every node
     state_totals = {state: base + sum(weight * values[state] for weight, values in per_state) for state in states}
     if not per_node:  # the totals depend on the resource state alone
         best = max(state_totals.values())
