@@ -53,6 +53,7 @@ from pocket.certs import (
     node_identity,
 )
 from pocket.images import SANDBOX_IMAGE
+from control.pki import CA_NAME
 
 ETCD = "etcd"
 REGISTRY = "registry"
@@ -211,7 +212,20 @@ def apiserver_security(pki: ClusterPKI | None) -> tuple[str, ...]:
         "--kubelet-client-key", str(pki.key(APISERVER_KUBELET_CLIENT)),
         "--kubelet-certificate-authority", str(pki.ca),
         "--encryption-provider-config", str(pki.encryption_config),
+        "--service-account-key-file", str(pki.service_account_public),
+        "--service-account-signing-key-file", str(pki.service_account_private),
         *AUTHORIZATION,
+    )
+
+
+def controller_manager_certificates(pki: ClusterPKI | None) -> tuple[str, ...]:
+    """The CA the controller manager publishes (kube-root-ca.crt) and signs approved CSRs with."""
+    if not pki:
+        return ()
+    return (
+        "--root-ca-file", str(pki.ca),
+        "--cluster-signing-cert-file", str(pki.ca),
+        "--cluster-signing-key-file", str(pki.key(CA_NAME)),
     )
 
 
@@ -241,6 +255,7 @@ def control_plane_services(
                 "--cluster-cidr", CLUSTER_CIDR,
                 "--node-cidr-mask-size", str(NODE_CIDR_MASK_SIZE),
                 "--health-port", str(CONTROLLER_MANAGER_HEALTH_PORT),
+                *controller_manager_certificates(pki),
             ),
             health_url=f"http://{node.ip}:{CONTROLLER_MANAGER_HEALTH_PORT}/healthz",
         ),
