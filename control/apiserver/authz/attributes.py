@@ -11,7 +11,7 @@ with the HTTP method as its verb.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from control.apiserver.authn import UserInfo
 
@@ -37,7 +37,6 @@ class Attributes:
     subresource: str = ""
     namespace: str = ""
     name: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def read_only(self) -> bool:

@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import prometheus_client
@@ -162,7 +161,7 @@ class Authorization:
         implied += (UNAUTHENTICATED_GROUP,) if name == ANONYMOUS.name else (AUTHENTICATED_GROUP,)
         all_groups = groups + tuple(g for g in implied if g not in groups)
         log.info("impersonating", extra={"user": user.name, "as": name})
-        return replace(UserInfo(name, all_groups, uid or ""), extra=extra)
+        return UserInfo(name, all_groups, uid or "", extra)
 
     # -- authorization.k8s.io ------------------------------------------------
 
