@@ -530,3 +530,40 @@ async def test_no_escalation_through_roles_or_bindings(server: AuthzServer) -> N
             "rolebindings", _binding("grab", "ClusterRole", "cluster-admin", [_user("bob")]), ns
         )
         assert created["roleRef"]["name"] == "cluster-admin"
+
+
+async def test_local_subject_access_review_and_rules_review(server: AuthzServer) -> None:
+    async with server.client("admin") as admin, server.client("jane") as jane:
+        ns = await _namespace(admin, f"pkt-lsar-{server.suffix}")
+        await admin.create("rolebindings", _binding("jane-view", "ClusterRole", "view", [_user("jane")]), ns)
+        await _eventually_can(jane, "list", "pods", ns)
+        path = f"/apis/authorization.k8s.io/v1/namespaces/{ns}/localsubjectaccessreviews"
+        attributes = {"verb": "list", "resource": "pods"}
+        review = {"spec": {"user": "jane", "resourceAttributes": attributes}}
+        answer = await admin.request("POST", path, body=review)
+        assert answer["status"]["allowed"] is True
+        assert (
+            answer["status"]["reason"]
+            == f'RBAC: allowed by RoleBinding "jane-view/{ns}" of ClusterRole "view" to User "jane"'
+        )
+        assert answer["metadata"]["namespace"] == ns
+        attributes["namespace"] = "elsewhere"
+        with pytest.raises(ApiError) as caught:
+            await admin.request("POST", path, body=review)
+        assert caught.value.code == 422
+        assert "must match metadata.namespace" in caught.value.status["message"]
+        with pytest.raises(ApiError) as caught:
+            await admin.request("POST", path, body={"spec": {"user": "jane"}})
+        assert (
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified"
+            in caught.value.status["message"]
+        )
+        await _forbidden(jane.request("POST", path, body=review))  # view does not include access reviews
+        rules = await jane.request(
+            "POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", body={"spec": {"namespace": ns}}
+        )
+        resource_rules = rules["status"]["resourceRules"]
+        assert any("pods" in r["resources"] and "list" in r["verbs"] for r in resource_rules)
+        assert not any("secrets" in r["resources"] for r in resource_rules)
+        assert any("/apis/*" in r["nonResourceURLs"] for r in rules["status"]["nonResourceRules"])
+        assert rules["status"]["incomplete"] is False
