@@ -36,18 +36,25 @@ NODE = NodeConfig("worker1", ("192.168.56.11",), "10.244.0.0/16")
 FLOOR_COMMANDS = {"iptables (legacy)": "iptables-legacy-restore", "iptables (nft)": "iptables-nft-restore"}
 
 
-def synthetic(count: int, changed: int | None = None) -> ServiceSnapshot:
-    """`count` ClusterIP services with 3 endpoints each; `changed` gets a different third endpoint."""
+def synthetic(count: int) -> ServiceSnapshot:
+    """`count` ClusterIP services with 3 endpoints each."""
     snap = ServiceSnapshot()
     for i in range(count):
         key = ServicePortName("bench", f"svc{i}", "http", "TCP")
         snap.service_ports.append(ServicePort(key, f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}", 80))
         base = 3 * i
         ips = [f"10.244.{(base + j) // 256 % 256}.{(base + j) % 256}" for j in range(3)]
-        if i == changed:
-            ips[2] = "10.245.0.1"
         snap.endpoints[key] = tuple(Endpoint(ip, 8080) for ip in ips)
     return snap
+
+
+def with_change(snap: ServiceSnapshot, index: int) -> ServiceSnapshot:
+    """The snapshot with service `index`'s third endpoint replaced; every other object is shared, as the
+    proxier's SnapshotCache hands over unchanged Services and EndpointSlices."""
+    key = snap.service_ports[index].key
+    endpoints = dict(snap.endpoints)
+    endpoints[key] = (*endpoints[key][:2], Endpoint("10.245.0.1", 8080))
+    return ServiceSnapshot(list(snap.service_ports), endpoints)
 
 
 class Namespace:
@@ -77,7 +84,8 @@ def measure(mode: str, count: int) -> tuple[float, float, float, float]:
 
     The restart is a new programmer with cold caches finding the rules already in the kernel.
     """
-    snap, changed = synthetic(count), synthetic(count, changed=count // 2)
+    snap = synthetic(count)
+    changed = with_change(snap, count // 2)
     service_rules.cache_clear()
     service_nft.cache_clear()
     if mode == "nftables":
@@ -86,11 +94,11 @@ def measure(mode: str, count: int) -> tuple[float, float, float, float]:
             floor = timed(lambda: bare(prefix, ["nft", "-f", "-"], script))
         service_nft.cache_clear()
         with Namespace() as prefix:
-            nft_programmer = NftablesProgrammer(Nft(prefix), NODE)
+            nft_programmer = NftablesProgrammer(Nft(prefix[-1]), NODE)
             full = timed(lambda: nft_programmer.sync(snap, full=True))
             change = timed(lambda: nft_programmer.sync(changed, full=False))
             service_nft.cache_clear()
-            restart = timed(lambda: NftablesProgrammer(Nft(prefix), NODE).sync(changed, full=True))
+            restart = timed(lambda: NftablesProgrammer(Nft(prefix[-1]), NODE).sync(changed, full=True))
         return floor, full, change, restart
     backend = "legacy" if mode == "iptables (legacy)" else "nft"
     ruleset = transaction(build_ruleset(snap.service_ports, snap.endpoints, NODE), "")

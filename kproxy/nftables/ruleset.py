@@ -12,7 +12,9 @@ times slower at ten thousand services.
 
 `build_nft` is a pure function of (service ports, endpoints, node).
 `NftablesProgrammer` turns the difference between two of them into one
-`nft -f` transaction; a full sync re-declares everything it owns and
+transaction of only the changed chains, map elements and sets, sent as a
+netlink batch (`netlink.py`: `nft -f` would first read all 40,000 chains
+at 10,000 Services); a full sync is one `nft -f` script that re-declares everything it owns and
 deletes the chains it no longer wants, which also repairs edits made
 behind its back. Nothing outside table `ip kproxy` is touched.
 """
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from kproxy.iptables.restore import PacketFilterError
 from kproxy.iptables.rules import chain_hash, usable_endpoints
 from kproxy.iptables.sync import SyncReport
+from kproxy.nftables.netlink import Batch, NetlinkNft, UnsupportedRule
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
 
 log = logging.getLogger(__name__)
@@ -149,7 +152,11 @@ def build_nft(
 
 
 def assemble_nft(parts: Iterable[ServiceNft], node: NodeConfig) -> NftRuleset:
-    ruleset = base_ruleset(node)
+    return assemble_into(base_ruleset(node), parts)
+
+
+def assemble_into(ruleset: NftRuleset, parts: Iterable[ServiceNft]) -> NftRuleset:
+    """Add service parts' chains, elements and sets to a ruleset (the last part wins a shared element)."""
     for part in parts:
         for name, rules in part.chains:
             ruleset.chains[name] = list(rules)
@@ -157,6 +164,22 @@ def assemble_nft(parts: Iterable[ServiceNft], node: NodeConfig) -> NftRuleset:
             ruleset.maps[map_name][key] = verdict
         ruleset.sets.update(part.sets)
     return ruleset
+
+
+def _same_inputs(before: ServiceInputs | None, now: ServiceInputs) -> bool:
+    """Whether a service's rules cannot have changed: the same objects (the usual case), or equal ones."""
+    if before is None:
+        return False
+    (old_port, old_endpoints), (port, endpoints) = before, now
+    if old_port is port and old_endpoints is endpoints:
+        return True
+    same_port = old_port is port or old_port == port
+    return same_port and (old_endpoints is endpoints or tuple(old_endpoints) == tuple(endpoints))
+
+
+def _part_size(part: ServiceNft) -> int:
+    """Rules plus map elements, for the rules metric."""
+    return sum(len(rules) for _, rules in part.chains) + len(part.elements)
 
 
 def _sort_key(endpoint: Endpoint) -> tuple[int, int]:
@@ -262,14 +285,30 @@ def _balancing(service: ServicePort, endpoints: Sequence[Endpoint]) -> list[str]
 
 
 class Nft:
-    """Runs `nft -f -` (optionally through a prefix such as `ip netns exec NS`)."""
+    """The kernel: whole scripts through `nft -f -`, between-full-syncs changes as one netlink batch.
 
-    def __init__(self, command_prefix: Sequence[str] = (), timeout: float = 60.0):
-        self.command_prefix = list(command_prefix)
+    `netns` (a name under /run/netns) programs that namespace instead of
+    this process's own, which is how tests and benchmarks use it; kproxy
+    itself runs inside its node's namespace and passes none.
+    """
+
+    def __init__(self, netns: str | None = None, timeout: float = 60.0):
+        self.command_prefix = ["ip", "netns", "exec", netns] if netns else []
         self.timeout = timeout
+        self.netlink = NetlinkNft(netns)
 
     def apply(self, script: str) -> None:
         self._run(["nft", "-f", "-"], script)
+
+    def apply_changes(self, changes: Sequence[Change]) -> None:
+        """One atomic netlink batch; a rule the compiler does not know sends the same changes via `nft -f`."""
+        try:
+            batch = change_batch(changes)
+        except UnsupportedRule as err:
+            log.info("sending changes with nft -f: %s", err)
+            self.apply(render_changes(changes))
+            return
+        self.netlink.send(batch)
 
     def list_chains(self) -> set[str]:
         """Names of the chains table `ip kproxy` holds now (empty when there is no table)."""
@@ -296,7 +335,7 @@ class Nft:
 
 
 class RecordingNft:
-    """A test double keeping every script; it reports the chains the scripts so far declared."""
+    """A test double keeping every script (changes as the `nft -f` script they equal); it reports declared chains."""
 
     def __init__(self) -> None:
         self.scripts: list[str] = []
@@ -310,36 +349,77 @@ class RecordingNft:
             elif line.startswith(f"delete chain {TABLE} "):
                 self.chains.discard(line.split()[4])
 
+    def apply_changes(self, changes: Sequence[Change]) -> None:
+        self.apply(render_changes(changes))
+
     def list_chains(self) -> set[str]:
         return set(self.chains)
 
 
+ServiceInputs = tuple[ServicePort, Sequence[Endpoint]]
+
+
 class NftablesProgrammer:
-    """Keeps table `ip kproxy` equal to a snapshot: a diff per sync, everything re-declared on full syncs."""
+    """Keeps table `ip kproxy` equal to a snapshot: changed services only per sync, everything on full syncs.
+
+    Between full syncs the work is proportional to what changed: a service
+    whose port and endpoints are the very objects (or equal to those) of the
+    last sync is skipped without building or comparing its rules. Two
+    Services claiming the same address and port (invalid, but possible with
+    externalIPs) can leave the element of the wrong one until the next full
+    sync, which renders every map whole.
+    """
 
     def __init__(self, nft: Nft | RecordingNft, node: NodeConfig):
         self.nft = nft
         self.node = node
-        self.written: NftRuleset | None = None
+        self.inputs: dict[ServicePortName, ServiceInputs] | None = None  # None: the kernel is unknown
+        self.parts: dict[ServicePortName, ServiceNft] = {}
+        self.rule_count = 0
 
-    def wanted(self, snap: ServiceSnapshot) -> NftRuleset:
-        ports = sorted(snap.service_ports, key=lambda s: s.key)
-        return assemble_nft((service_nft(p, tuple(snap.endpoints.get(p.key, ())), self.node) for p in ports), self.node)
+    def _part(self, port: ServicePort, endpoints: Sequence[Endpoint]) -> ServiceNft:
+        return service_nft(port, tuple(endpoints), self.node)
 
     def sync(self, snap: ServiceSnapshot, full: bool) -> SyncReport:
-        wanted = self.wanted(snap)
-        if full or self.written is None:
-            script, written = self._full_script(wanted, self.nft.list_chains()), len(wanted.chains)
-        else:
-            script, written = diff_script(self.written, wanted)
-        if script:
-            self.nft.apply(script)
-        self.written = wanted
-        rules = sum(len(r) for r in wanted.chains.values()) + sum(len(m) for m in wanted.maps.values())
-        return SyncReport({"nftables": rules}, written, full=full)
+        previous = self.inputs
+        if full or previous is None:
+            return self._full_sync({p.key: (p, snap.endpoints.get(p.key, ())) for p in snap.service_ports})
+        inputs: dict[ServicePortName, ServiceInputs] = {}
+        changed = []
+        endpoints_of, previous_of = snap.endpoints.get, previous.get
+        for port in snap.service_ports:  # one pass, identity first: this loop is most of a sync's Python time
+            key = port.key
+            now = inputs[key] = (port, endpoints_of(key, ()))
+            if not _same_inputs(previous_of(key), now):
+                changed.append(key)
+        removed = [key for key in previous if key not in inputs] if len(inputs) - len(changed) < len(previous) else []
+        before, after = NftRuleset(), NftRuleset()
+        for key in changed + removed:
+            if key in self.parts:
+                old = self.parts.pop(key)
+                assemble_into(before, [old])
+                self.rule_count -= _part_size(old)
+        for key in changed:
+            part = self._part(*inputs[key])
+            self.parts[key] = part
+            assemble_into(after, [part])
+            self.rule_count += _part_size(part)
+        changes, written = diff_changes(before, after)
+        if changes:
+            self.nft.apply_changes(changes)
+        self.inputs = inputs
+        return SyncReport({"nftables": self.rule_count}, written, full=False)
+
+    def _full_sync(self, inputs: dict[ServicePortName, ServiceInputs]) -> SyncReport:
+        self.parts = {key: self._part(*inputs[key]) for key in sorted(inputs)}
+        wanted = assemble_nft(self.parts.values(), self.node)
+        self.nft.apply(self._full_script(wanted, self.nft.list_chains()))
+        self.inputs = inputs
+        self.rule_count = sum(_part_size(p) for p in self.parts.values())
+        return SyncReport({"nftables": self.rule_count}, len(wanted.chains), full=True)
 
     def forget(self) -> None:
-        self.written = None
+        self.inputs = None
 
     @staticmethod
     def _full_script(wanted: NftRuleset, existing: set[str]) -> str:
@@ -360,30 +440,81 @@ class NftablesProgrammer:
         return "\n".join(lines) + "\n"
 
 
-def diff_script(before: NftRuleset, after: NftRuleset) -> tuple[str, int]:
-    """The `nft -f` script taking the table from `before` to `after`, and how many chains it rewrites.
+# One change to the table: (verb, arguments...), e.g. ("add rule", chain, rule) or ("delete element", map, key).
+Change = tuple[str, ...]
+
+
+def diff_changes(before: NftRuleset, after: NftRuleset) -> tuple[list[Change], int]:
+    """The changes taking the table from `before` to `after`, and how many chains they rewrite.
 
     Order matters inside the one transaction: new sets and chains are added
     first, map elements that lead to removed chains are deleted before those
     chains are flushed and deleted, and sets go last, once no rule uses them.
+    Only what differs is touched: unchanged chains and elements are not sent.
     """
-    lines: list[str] = []
-    lines += [_declare_set(n, t) for n, t in sorted(after.sets.items()) if before.sets.get(n) != t]
+    changes: list[Change] = []
+    changes += [("add set", n, str(t)) for n, t in sorted(after.sets.items()) if before.sets.get(n) != t]
     new_chains = [c for c in after.chains if c not in before.chains]
-    lines += [f"add chain {TABLE} {c}" for c in new_chains]
+    changes += [("add chain", c) for c in new_chains]
     for name, elements in after.maps.items():
         old = before.maps.get(name, {})
-        lines += [
-            f"delete element {TABLE} {name} {{ {k} }}" for k, v in old.items() if k not in elements or elements[k] != v
-        ]
+        changes += [("delete element", name, k) for k, v in old.items() if k not in elements or elements[k] != v]
     changed = [c for c, rules in after.chains.items() if c in before.chains and before.chains[c] != rules]
     removed = [c for c in before.chains if c not in after.chains]
-    lines += [f"flush chain {TABLE} {c}" for c in changed + removed]
+    changes += [("flush chain", c) for c in changed + removed]
     for name in new_chains + changed:
-        lines += [f"add rule {TABLE} {name} {rule}" for rule in after.chains[name]]
+        changes += [("add rule", name, rule) for rule in after.chains[name]]
     for name, elements in after.maps.items():
         old = before.maps.get(name, {})
-        lines += [f"add element {TABLE} {name} {{ {k} : {v} }}" for k, v in elements.items() if old.get(k) != v]
-    lines += [f"delete chain {TABLE} {c}" for c in removed]
-    lines += [f"delete set {TABLE} {n}" for n in sorted(before.sets) if n not in after.sets]
-    return ("\n".join(lines) + "\n" if lines else ""), len(new_chains) + len(changed)
+        changes += [("add element", name, k, v) for k, v in elements.items() if old.get(k) != v]
+    changes += [("delete chain", c) for c in removed]
+    changes += [("delete set", n) for n in sorted(before.sets) if n not in after.sets]
+    return changes, len(new_chains) + len(changed)
+
+
+def render_changes(changes: Sequence[Change]) -> str:
+    """The `nft -f` script making these changes."""
+    lines = []
+    for verb, *args in changes:
+        if verb == "add set":
+            lines.append(_declare_set(args[0], int(args[1])))
+        elif verb == "add rule":
+            lines.append(f"add rule {TABLE} {args[0]} {args[1]}")
+        elif verb == "add element":
+            lines.append(f"add element {TABLE} {args[0]} {{ {args[1]} : {args[2]} }}")
+        elif verb == "delete element":
+            lines.append(f"delete element {TABLE} {args[0]} {{ {args[1]} }}")
+        else:  # add/flush/delete chain, delete set: verb and name
+            lines.append(f"{verb} {TABLE} {args[0]}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def change_batch(changes: Sequence[Change]) -> Batch:
+    """The same changes as one nf_tables netlink batch (UnsupportedRule for a rule it cannot compile)."""
+    batch = Batch.for_table(TABLE.split()[1])
+    for verb, *args in changes:
+        if verb == "add set":
+            batch.add_timeout_set(args[0], int(args[1]))
+        elif verb == "add chain":
+            batch.add_chain(args[0])
+        elif verb == "flush chain":
+            batch.flush_chain(args[0])
+        elif verb == "delete chain":
+            batch.delete_chain(args[0])
+        elif verb == "add rule":
+            batch.add_rule(args[0], args[1])
+        elif verb == "add element":
+            batch.add_element(args[0], args[1], args[2])
+        elif verb == "delete element":
+            batch.delete_element(args[0], args[1])
+        elif verb == "delete set":
+            batch.delete_set(args[0])
+        else:
+            raise UnsupportedRule(f"change {verb!r}")
+    return batch
+
+
+def diff_script(before: NftRuleset, after: NftRuleset) -> tuple[str, int]:
+    """The `nft -f` script taking the table from `before` to `after`, and how many chains it rewrites."""
+    changes, written = diff_changes(before, after)
+    return render_changes(changes), written

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
+from kproxy.iptables.restore import PacketFilterError
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
+from kproxy.nftables.netlink import UnsupportedRule, compile_rule
 from kproxy.nftables.ruleset import (
     NO_ENDPOINT_SERVICES,
     SERVICE_IPS,
@@ -17,7 +19,9 @@ from kproxy.nftables.ruleset import (
     affinity_set,
     build_nft,
     chain_name,
+    diff_changes,
     diff_script,
+    render_changes,
 )
 from tests.kproxy.netns import in_ns, namespaces
 from tests.kproxy.nft_tracer import NftTrace
@@ -167,7 +171,7 @@ def node_ns() -> Iterator[str]:
 @pytest.mark.root
 def test_real_nft_apply_diff_repair_and_foreign_tables_untouched(node_ns: str) -> None:
     in_ns(node_ns, "nft", "add table ip other; add chain ip other c; add rule ip other c tcp dport 9 accept")
-    nft = Nft(["ip", "netns", "exec", node_ns])
+    nft = Nft(node_ns)
     programmer = NftablesProgrammer(nft, NODE)
     ports = [ServicePort(WEB, "10.96.0.50", 80, node_port=30080, sticky_seconds=60)]
     programmer.sync(ServiceSnapshot(ports, {WEB: EPS}), full=True)
@@ -187,3 +191,104 @@ def test_real_nft_apply_diff_repair_and_foreign_tables_untouched(node_ns: str) -
         ["ip", "netns", "exec", node_ns, "nft", "list", "table", "ip", "other"], capture_output=True, text=True
     )
     assert "tcp dport 9 accept" in other.stdout
+
+
+def every_shape(endpoints: list[Endpoint]) -> tuple[list[ServicePort], dict[ServicePortName, Sequence[Endpoint]]]:
+    """Services using every rule and element shape kproxy writes: affinity, Local policies, node ports, UDP."""
+    dns = ServicePortName("kube-system", "dns", "dns", "UDP")
+    local = ServicePortName("default", "local", "http", "TCP")
+    empty = ServicePortName("default", "empty", "http", "TCP")
+    ports = [
+        ServicePort(WEB, "10.96.0.50", 80, node_port=30080, sticky_seconds=60, external_ips=("192.168.56.200",)),
+        ServicePort(dns, "10.96.0.10", 53),
+        ServicePort(
+            local,
+            "10.96.0.60",
+            80,
+            node_port=30081,
+            load_balancer_ips=("192.168.56.240",),
+            external_policy_local=True,
+            internal_policy_local=True,
+        ),
+        ServicePort(empty, "10.96.0.70", 80, node_port=30082),
+    ]
+    return ports, {WEB: endpoints, dns: endpoints[:1], local: endpoints, empty: ()}
+
+
+@pytest.fixture
+def two_ns() -> Iterator[list[str]]:
+    with namespaces("nl", "cli") as made:
+        yield made
+
+
+@pytest.mark.root
+def test_netlink_changes_leave_the_same_table_as_nft_f(two_ns: list[str]) -> None:
+    """The same diffs, once as a netlink batch and once as an `nft -f` script, list identically."""
+    by_netlink, by_script = (Nft(ns) for ns in two_ns)
+    steps: list[tuple[list[ServicePort], dict[ServicePortName, Sequence[Endpoint]]]] = [
+        every_shape(EPS),
+        every_shape([*EPS, Endpoint("10.244.3.9", 8080, node_name="worker1", is_local=True)]),
+        every_shape(EPS[1:]),  # no local endpoint left: Local services drop
+        every_shape([]),  # nothing anywhere: every address rejects
+        every_shape(EPS[:1]),
+        ([ServicePort(WEB, "10.96.0.51", 8080)], {WEB: tuple(EPS)}),  # the rest removed, one moved
+    ]
+    previous = build_nft(*steps[0], NODE)
+    for nft in (by_netlink, by_script):
+        NftablesProgrammer(nft, NODE).sync(ServiceSnapshot(*steps[0]), full=True)
+    for ports, endpoints in steps[1:]:
+        wanted = build_nft(ports, endpoints, NODE)
+        changes, _ = diff_changes(previous, wanted)
+        by_netlink.apply_changes(changes)
+        by_script.apply(render_changes(changes))
+        listings = [in_ns(ns, "nft", "list", "table", "ip", "kproxy").stdout for ns in two_ns]
+        assert listings[0] == listings[1]
+        assert all(f"chain {name} {{" in listings[0] for name in wanted.chains)
+        previous = wanted
+
+
+@pytest.mark.root
+def test_netlink_batch_is_atomic_and_names_the_change_it_failed_on(node_ns: str) -> None:
+    nft = Nft(node_ns)
+    NftablesProgrammer(nft, NODE).sync(ServiceSnapshot([], {}), full=True)
+    before = in_ns(node_ns, "nft", "list", "table", "ip", "kproxy").stdout
+    changes = [("add chain", "svc-new"), ("add rule", "svc-new", "goto ep-missing")]
+    with pytest.raises(PacketFilterError, match="goto ep-missing"):
+        nft.apply_changes(changes)
+    assert in_ns(node_ns, "nft", "list", "table", "ip", "kproxy").stdout == before  # svc-new was not left behind
+
+
+def test_rules_outside_the_known_shapes_are_refused_by_the_compiler() -> None:
+    with pytest.raises(UnsupportedRule, match="counter"):
+        compile_rule("ip saddr 10.0.0.1 counter")
+    with pytest.raises(UnsupportedRule, match="icmp"):
+        compile_rule("meta l4proto icmp dnat to 10.0.0.1:80")
+
+
+def test_programmer_sends_only_the_services_that_changed() -> None:
+    nft = RecordingNft()
+    programmer = NftablesProgrammer(nft, NODE)
+    keys = [ServicePortName("default", f"s{i}", "http", "TCP") for i in range(50)]
+    ports = [ServicePort(key, f"10.96.1.{i}", 80) for i, key in enumerate(keys)]
+    endpoints: dict[ServicePortName, Sequence[Endpoint]] = {
+        key: [Endpoint(f"10.244.1.{i}", 8080)] for i, key in enumerate(keys)
+    }
+    programmer.sync(ServiceSnapshot(ports, endpoints), full=True)
+    # Equal but freshly made objects are no change at all.
+    copies = [ServicePort(p.key, p.cluster_ip, p.port) for p in ports]
+    programmer.sync(ServiceSnapshot(copies, {k: tuple(v) for k, v in endpoints.items()}), full=False)
+    assert len(nft.scripts) == 1
+    moved = {**endpoints, keys[7]: [Endpoint("10.244.9.9", 8080)]}
+    programmer.sync(ServiceSnapshot(ports, moved), full=False)
+    touched = {
+        word for line in nft.scripts[1].splitlines() for word in line.split() if word.startswith(("svc-", "ep-"))
+    }
+    assert touched == {
+        chain_name("svc-", keys[7]),
+        chain_name("ep-", keys[7], Endpoint("10.244.1.7", 8080)),
+        chain_name("ep-", keys[7], Endpoint("10.244.9.9", 8080)),
+    }
+    programmer.sync(ServiceSnapshot(ports[:7] + ports[8:], moved), full=False)
+    assert f"delete chain ip kproxy {chain_name('svc-', keys[7])}" in nft.scripts[2]
+    assert f"delete element ip kproxy {SERVICE_IPS} {{ 10.96.1.7 . tcp . 80 }}" in nft.scripts[2]
+    assert "s8" not in nft.scripts[2] and chain_name("svc-", keys[8]) not in nft.scripts[2]

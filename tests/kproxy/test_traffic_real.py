@@ -121,11 +121,10 @@ def program(pods: Pods, mode: str) -> None:
     ports = [ServicePort(WEB, "10.96.100.1", 80, node_port=30080), ServicePort(EMPTY, "10.96.100.2", 80)]
     endpoints = {WEB: [Endpoint(BACKEND_IP, 8080)], EMPTY: []}
     node = NodeConfig("node", (BRIDGE_IP,), "10.244.0.0/16")
-    prefix = ["ip", "netns", "exec", pods.node]
     if mode == "nftables":
-        NftablesProgrammer(Nft(prefix), node).sync(ServiceSnapshot(ports, endpoints), full=True)
+        NftablesProgrammer(Nft(pods.node), node).sync(ServiceSnapshot(ports, endpoints), full=True)
         return
-    packet_filter = IptablesPacketFilter("legacy", prefix)
+    packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", pods.node])
     packet_filter.restore(transaction(build_ruleset(ports, endpoints, node), packet_filter.save()))
 
 
