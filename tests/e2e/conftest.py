@@ -9,7 +9,11 @@ every other test of the session, whatever order files are given in.
 POCKET_E2E_CLUSTER runs the tests against another local cluster than the
 shared one: its `pocket up` flags, e.g. "--prefix pks- --state-dir
 /var/lib/pocketkube-sec --run-dir /run/pocketkube-sec --kubeconfig
-/tmp/sec.kubeconfig --api-port 6450".
+/tmp/sec.kubeconfig --api-port 6450". Only `pocket()` below and the
+`cluster` fixture follow it: tests that run `pocket.cli` themselves (node
+stop/start, a second up: test_dns, test_pod_lifecycle, test_service_path,
+test_service_types, test_workloads through benchmarks/bench_node_failure)
+still act on the default cluster, so do not run those with it.
 """
 
 from __future__ import annotations
