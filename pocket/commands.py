@@ -32,6 +32,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the kubeconfig (default: %(default)s)")
     parser.add_argument("--api-port", type=int, default=API_PORT,
                         help="host port of the API forwarder on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument("--proxy-mode", choices=("iptables", "nftables"), default=defaults.proxy_mode,
+                        help="how each kproxy programs Services, passed as its --mode (default: %(default)s)")
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
@@ -43,6 +45,7 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         run_dir=args.run_dir,
         kubeconfig=args.kubeconfig,
         api_port=args.api_port,
+        proxy_mode=args.proxy_mode,
     )
 
 

@@ -64,6 +64,7 @@ class ClusterConfig:
     api_port: int = API_PORT
     nodes: tuple[NodeSpec, ...] = DEFAULT_NODES
     bridge: str = "pkbr0"
+    proxy_mode: str = "iptables"  # each kproxy's --mode: iptables or nftables
 
     # -- network namespaces ------------------------------------------------
 

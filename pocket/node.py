@@ -344,6 +344,7 @@ def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str, pki: Cluste
                 "--cluster-cidr", CLUSTER_CIDR,
                 "--health-port", str(KPROXY_HEALTH_PORT),
                 "--iptables", "legacy",
+                "--mode", cluster.proxy_mode,
             ),
             health_url=f"http://{node.ip}:{KPROXY_HEALTH_PORT}/healthz",
         ),

@@ -139,6 +139,7 @@ def test_control_plane_flags_match_the_agreed_command_lines() -> None:
         "--cluster-cidr": "10.244.0.0/16",
         "--health-port": "10256",
         "--iptables": "legacy",
+        "--mode": "iptables",
     }
 
 
