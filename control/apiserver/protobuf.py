@@ -220,6 +220,46 @@ MESSAGES.update(
             4: ("namespace", "string"),
         },
         "RoleRef": {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")},
+        # authentication/v1 TokenRequest (kubectl create token)
+        "TokenRequest": {1: ("metadata", "ObjectMeta"), 2: ("spec", "TokenRequestSpec")},
+        "TokenRequestSpec": {
+            1: ("audiences", "[]string"),
+            3: ("boundObjectRef", "BoundObjectReference"),
+            4: ("expirationSeconds", "optint"),
+        },
+        "BoundObjectReference": {
+            1: ("kind", "string"),
+            2: ("apiVersion", "string"),
+            3: ("name", "string"),
+            4: ("uid", "string"),
+        },
+        # certificates/v1 (kubectl certificate approve|deny); spec.extra (a map of lists) is JSON-only
+        "CertificateSigningRequest": {
+            1: ("metadata", "ObjectMeta"),
+            2: ("spec", "CertificateSigningRequestSpec"),
+            3: ("status", "CertificateSigningRequestStatus"),
+        },
+        "CertificateSigningRequestSpec": {
+            1: ("request", "base64"),
+            2: ("username", "string"),
+            3: ("uid", "string"),
+            4: ("groups", "[]string"),
+            5: ("usages", "[]string"),
+            7: ("signerName", "string"),
+            8: ("expirationSeconds", "optint"),
+        },
+        "CertificateSigningRequestStatus": {
+            1: ("conditions", "[]CertificateSigningRequestCondition"),
+            2: ("certificate", "base64"),
+        },
+        "CertificateSigningRequestCondition": {
+            1: ("type", "string"),
+            2: ("reason", "string"),
+            3: ("message", "string"),
+            4: ("lastUpdateTime", "time"),
+            5: ("lastTransitionTime", "time"),
+            6: ("status", "string"),
+        },
     }
 )
 SUPPORTED = {
@@ -229,6 +269,8 @@ SUPPORTED = {
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("policy/v1", "Eviction"),
+    ("authentication.k8s.io/v1", "TokenRequest"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
     *(("rbac.authorization.k8s.io/v1", kind) for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")),
     *(
         ("authorization.k8s.io/v1", kind)
@@ -300,6 +342,8 @@ def _scalar(kind: str, value: int | bytes) -> Any:
         return bytes(value).decode() if isinstance(value, bytes) else str(value)
     if kind == "bytes":
         return bytes(value) if isinstance(value, bytes) else b""
+    if kind == "base64":  # a []byte field, which JSON carries as base64
+        return base64.b64encode(bytes(value)).decode() if isinstance(value, bytes) else ""
     if kind in ("int", "optint"):
         return _signed(value) if isinstance(value, int) else 0
     if kind in ("bool", "optbool"):

@@ -501,7 +501,7 @@ class ServiceAccountTokens:
         """
         if not isinstance(body, dict) or body.get("kind") not in (None, "TokenReview"):
             raise errors.bad_request("the body of the request must be a TokenReview object")
-        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        spec: Object = body["spec"] if isinstance(body.get("spec"), dict) else {}
         token = spec.get("token")
         if not token or not isinstance(token, str):
             raise errors.bad_request("token is required for TokenReview in authentication")

@@ -339,7 +339,8 @@ class CSRSigningController(Controller):
             await _put(self.client, failed, "status")
             log.info("CSR %s failed: %s", key, err)
             return
-        signed = {**csr, "status": {**(csr.get("status") or {}), "certificate": base64.b64encode(pem.encode()).decode()}}
+        certificate = base64.b64encode(pem.encode()).decode()
+        signed = {**csr, "status": {**(csr.get("status") or {}), "certificate": certificate}}
         await _put(self.client, signed, "status")
         log.info("signed CSR %s", key)
 

@@ -3,6 +3,7 @@ TokenReview, pod admission, bootstrap tokens and CertificateSigningRequests."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -325,3 +326,47 @@ async def test_csr_records_the_requester_and_approval_changes_only_conditions(se
     with pytest.raises(ApiError) as invalid:
         await server.client.create("certificatesigningrequests", bad)
     assert invalid.value.code == 422 and "spec.request" in str(invalid.value)
+
+
+async def kubectl(server: Server, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """The real kubectl against the in-loop server, without blocking the loop that serves it."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: pkt\n  cluster:\n    server: {server.url}\n"
+        "users:\n- name: pkt\n  user: {}\n"
+        "contexts:\n- name: pkt\n  context:\n    cluster: pkt\n    user: pkt\n"
+        "current-context: pkt\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "/usr/bin/kubectl",
+        "--kubeconfig",
+        str(config),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_kubectl_create_token_and_certificate_approve(server: Server, tmp_path: Path) -> None:
+    ns = await make_namespace(server.client)
+    await server.client.create("serviceaccounts", {"metadata": {"name": "robot"}}, ns)
+    code, out, err = await kubectl(server, tmp_path, "create", "token", "robot", "-n", ns, "--duration", "20m")
+    assert code == 0, err
+    _, claims = claims_of(out.strip())
+    assert claims["sub"] == f"system:serviceaccount:{ns}:robot" and claims["exp"] - claims["iat"] == 1200
+    assert (await review(server.client, out.strip()))["status"]["authenticated"] is True
+
+    name = f"pkt-csr-{uuid.uuid4().hex[:6]}"
+    spec = {"request": node_csr("w3"), "signerName": "example.com/manual", "usages": ["client auth"]}
+    await server.client.create("certificatesigningrequests", {"metadata": {"name": name}, "spec": spec})
+    code, out, err = await kubectl(server, tmp_path, "certificate", "approve", name)
+    assert code == 0, err
+    conditions = (await server.client.get("certificatesigningrequests", name))["status"]["conditions"]
+    assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [("Approved", "True", "KubectlApprove")]
+    code, out, err = await kubectl(server, tmp_path, "get", "csr", name)
+    assert code == 0 and name in out, err

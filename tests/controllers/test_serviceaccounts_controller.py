@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,7 +69,7 @@ async def test_every_namespace_gets_default_account_and_root_ca(
     assert configmap["data"] == {"ca.crt": root_ca}
     assert "kube-apiserver" in configmap["metadata"]["annotations"][DESCRIPTION_ANNOTATION]
     for existing in ("default", "kube-system"):
-        await eventually(lambda: _get(client, "serviceaccounts", "default", existing), what=f"SA in {existing}")
+        await eventually(functools.partial(_get, client, "serviceaccounts", "default", existing), what=existing)
 
     await client.delete("serviceaccounts", "default", ns)
 
