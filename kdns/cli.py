@@ -10,12 +10,14 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import uvloop
 from aiohttp import web
 
 from control.cli_support import Command, add_api_arguments, api_client
 from control.observability import health_app
+from kdns import metrics
 from kdns.forward import Forwarder, read_resolv_conf
 from kdns.peers import keep_endpoints_honest
 from kdns.ratelimit import DEFAULT_QPS, RateLimiter
@@ -125,7 +127,7 @@ async def serve_health_and_ready(port: int, serving: Callable[[], bool], ready: 
     return runner
 
 
-async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
+async def serve(args: argparse.Namespace, workers: Workers) -> None:
     upstreams = read_resolv_conf(args.resolv_conf)
     if not upstreams:
         log.warning("no nameserver in %s: names outside the cluster get SERVFAIL", args.resolv_conf)
@@ -151,14 +153,16 @@ async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
         except OSError as err:
             raise ValueError(f"cannot serve DNS on --listen {args.listen} --port {args.port}: {err.strerror}") from err
         health = None
-        if serve_health:
+        if workers.first:
             try:
                 health = await serve_health_and_ready(args.health_port, lambda: server.serving, source.synced)
             except OSError as err:
                 await server.stop()
                 raise ValueError(f"cannot serve --health-port {args.health_port}: {err.strerror}") from err
-        tasks = [source.run()]
-        if serve_health and args.peer_check_interval > 0:  # one keeper per instance, not per worker
+        tasks = [source.run(), *(metrics.WORKER_TOTALS.follow(fd) for fd in workers.reports)]
+        if workers.report_fd is not None:
+            tasks.append(metrics.report_to(workers.report_fd))
+        if workers.first and args.peer_check_interval > 0:  # one keeper per instance, not per worker
             tasks.append(
                 keep_endpoints_honest(
                     client, args.dns_service, args.listen, args.cluster_domain, args.peer_check_interval
@@ -175,20 +179,41 @@ async def serve(args: argparse.Namespace, *, serve_health: bool = True) -> None:
 PR_SET_PDEATHSIG = 1
 
 
-def start_workers(count: int) -> tuple[bool, list[int]]:
-    """Fork `count - 1` extra workers; returns (whether this is the first process, the workers it forked).
+@dataclass(frozen=True)
+class Workers:
+    """This process's place among the `--workers`.
+
+    The first process serves the health port and /metrics, reading each
+    forked worker's metrics from its pipe (`reports`); a forked worker
+    writes its own to `report_fd`.
+    """
+
+    first: bool
+    children: tuple[int, ...] = ()
+    reports: tuple[int, ...] = ()
+    report_fd: int | None = None
+
+
+def start_workers(count: int) -> Workers:
+    """Fork `count - 1` extra workers, each with a pipe for its metrics back to the first process.
 
     A forked worker asks the kernel for SIGTERM when its parent dies, so
     killing the first process (even with SIGKILL) takes the port with it.
     """
-    children = []
+    children: list[int] = []
+    reports: list[int] = []
     for _ in range(count - 1):
+        read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-            return False, []
+            for fd in (*reports, read_fd):
+                os.close(fd)  # only the first process reads the workers' pipes
+            return Workers(first=False, report_fd=write_fd)
+        os.close(write_fd)
         children.append(pid)
-    return True, children
+        reports.append(read_fd)
+    return Workers(first=True, children=tuple(children), reports=tuple(reports))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,16 +222,16 @@ def run(args: argparse.Namespace) -> int:
         for problem in problems:
             log.error("%s", problem)
         return 2
-    first, workers = start_workers(args.workers)
+    workers = start_workers(args.workers)
     try:
-        uvloop.run(serve(args, serve_health=first))
+        uvloop.run(serve(args, workers))
     except ValueError as err:
         log.error("%s", err)
         return 2
     except KeyboardInterrupt:
         pass
     finally:
-        for pid in workers:
+        for pid in workers.children:
             os.kill(pid, signal.SIGTERM)
             os.waitpid(pid, 0)
     return 0

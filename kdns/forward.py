@@ -78,6 +78,11 @@ class ResponseCache:
         reply.ar = [_aged(rr, age) for rr in entry.reply.ar]
         return reply
 
+    def expires_at(self, key: CacheKey) -> float:
+        """When the entry for `key` expires, 0 when there is none."""
+        entry = self._entries.get(key)
+        return entry.expires_at if entry is not None else 0.0
+
     def put(self, key: CacheKey, reply: DNSRecord) -> None:
         """Store a reply if it is cacheable (NOERROR with answers, NXDOMAIN/NODATA with an SOA)."""
         ttl = _cache_ttl(reply)
@@ -91,6 +96,10 @@ class ResponseCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+def _cache_key(qname: str, qtype: int, qclass: int) -> CacheKey:
+    return (str(qname).lower().rstrip(".") + ".", qtype, qclass)
 
 
 def _aged(rr: RR, age: int) -> RR:
@@ -158,9 +167,13 @@ class Forwarder:
         self.cache = ResponseCache(self.clock, cache_size, max_ttl)
         self._in_flight: dict[CacheKey, asyncio.Future[DNSRecord | None]] = {}
 
+    def cached_until(self, qname: str, qtype: int, qclass: int = 1) -> float:
+        """When the cache lets go of its answer to this question (0 when it holds none)."""
+        return self.cache.expires_at(_cache_key(qname, qtype, qclass))
+
     async def resolve(self, qname: str, qtype: int, qclass: int = 1) -> DNSRecord | None:
         """The upstream reply for a question (cached or fresh), or None when no upstream answered."""
-        key = (str(qname).lower().rstrip(".") + ".", qtype, qclass)
+        key = _cache_key(qname, qtype, qclass)
         cached = self.cache.get(key)
         type_name = QTYPE.get(qtype, str(qtype))
         if cached is not None:

@@ -24,7 +24,7 @@ full path in `kdns.server`, which may then remember its answer here.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dnslib import CLASS, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
@@ -36,7 +36,6 @@ HEADER_SIZE = 12
 CLASSIC_UDP_SIZE = 512
 MAX_ADVERTISED_SIZE = 4096
 OPT_SIZE = 11  # root owner, type 41, class = size, TTL 0, RDLENGTH 0
-FORWARDED_WINDOW = 1.0  # seconds a packed upstream answer is served before it is re-packed
 MAX_REMEMBERED = 10_000
 REAL_CLOCK = RealClock()  # answers learnt from queries (negative ones mostly), per index
 
@@ -59,7 +58,10 @@ class Packed:
     buffer. `sections` is everything after the question; `size` the whole
     response's length without OPT; `counter` its key in `metrics.ANSWERED`;
     `expires` (the forwarder clock's time, 0 for never) marks a forwarded
-    answer, served only until then and only to clients allowed recursion.
+    answer, served only until then and only to clients allowed recursion;
+    its TTLs, packed at `packed_at`, are lowered by the whole seconds since
+    (`aging`: each TTL field's offset in `sections` and its packed value)
+    whenever the clock passes `restamp_at`.
     """
 
     plain_heads: tuple[bytes, bytes]
@@ -70,6 +72,9 @@ class Packed:
     size: int
     counter: tuple[str, str, str]
     expires: float = 0.0
+    packed_at: float = 0.0
+    restamp_at: float = 0.0
+    aging: tuple[tuple[int, int], ...] = ()
 
 
 def wire_name(name: str) -> bytes:
@@ -97,8 +102,11 @@ def _opt(size: int) -> bytes:
 OPT_RECORDS = {size: _opt(size) for size in range(CLASSIC_UDP_SIZE, MAX_ADVERTISED_SIZE + 1)}
 
 
-def pack_template(upper_name: str, qtype: int, answer: Answer, expires: float = 0.0) -> Packed:
-    """Pack `answer` to a question spelt `upper_name` (upper case) and keep the reusable parts."""
+def pack_template(upper_name: str, qtype: int, answer: Answer, expires: float = 0.0, now: float = 0.0) -> Packed:
+    """Pack `answer` to a question spelt `upper_name` (upper case) and keep the reusable parts.
+
+    A forwarded answer (`expires` set) also keeps where its TTLs are, to age them from `now`.
+    """
     header = DNSHeader(id=0, qr=1, aa=int(answer.authoritative), rd=0, ra=1, rcode=answer.rcode)
     record = DNSRecord(header, q=DNSQuestion(upper_name, qtype, CLASS.IN))
     record.rr = list(answer.answer)
@@ -121,6 +129,40 @@ def pack_template(upper_name: str, qtype: int, answer: Answer, expires: float = 
         size=len(packet),
         counter=("udp", QTYPE.get(qtype, str(qtype)), RCODE.get(answer.rcode, str(answer.rcode))),
         expires=expires,
+        packed_at=now,
+        restamp_at=min(now + 1.0, expires),
+        aging=_ttl_fields(packet, question_end) if expires else (),
+    )
+
+
+def _ttl_fields(packet: bytes, question_end: int) -> tuple[tuple[int, int], ...]:
+    """(offset after the question, value) of every record's TTL field; OPT's 'TTL' is flags, not a TTL."""
+    records = sum(struct.unpack("!HHH", packet[6:12]))
+    fields = []
+    at = question_end
+    for _ in range(records):
+        while packet[at] and not packet[at] & 0xC0:
+            at += 1 + packet[at]
+        at += 2 if packet[at] & 0xC0 else 1  # a compression pointer, or the root label
+        rtype, ttl, rdlength = struct.unpack_from("!H2xIH", packet, at)
+        if rtype != QTYPE.OPT:
+            fields.append((at + 4 - question_end, ttl))
+        at += 10 + rdlength
+    return tuple(fields)
+
+
+def _restamped(packed: Packed, now: float) -> Packed:
+    """`packed` with every TTL lowered by the whole seconds since it was packed."""
+    age = int(now - packed.packed_at)
+    sections = bytearray(packed.sections)
+    for offset, ttl in packed.aging:
+        struct.pack_into("!I", sections, offset, max(0, ttl - age))
+    aged = bytes(sections)
+    return replace(
+        packed,
+        sections=aged,
+        plain_sections=aged if packed.plain_sections else b"",
+        restamp_at=min(packed.packed_at + age + 1.0, packed.expires),
     )
 
 
@@ -180,43 +222,38 @@ class PackedAnswers:
             self._by_name[name] = (content, entries)
             self.table.update(entries)
         self._prepacked = dict(self.table)
-        self._learnt = 0
 
     def learn(self, name: str, qtype: int) -> bool:
         """Remember the index's answer to a question the table lacked; False when it may not be cached."""
-        if self._learnt >= MAX_REMEMBERED:
-            self.table = dict(self._prepacked)  # full of learnt names: start learning afresh
-            self._learnt = 0
-        stored = self._store(name, qtype)
-        self._learnt += stored
-        return stored
+        entry = self._pack(name, qtype)
+        if entry is None:
+            return False
+        self._make_room(entry[0])
+        self.table[entry[0]] = entry[1]
+        return True
 
-    def remember_forwarded(self, name: str, qtype: int, answer: Answer, now: float) -> bool:
-        """Keep an upstream answer for FORWARDED_WINDOW seconds (less if a TTL is shorter; not at all if 0).
+    def remember_forwarded(self, name: str, qtype: int, answer: Answer, now: float, until: float) -> bool:
+        """Keep an upstream answer (its TTLs as of `now`) until `until` or its shortest TTL runs out.
 
-        The forwarder's cache ages TTLs by the second; re-packing from it once
-        a second keeps the TTLs this path sends within that second.
+        `until` is when the forwarder's cache lets go of it, so this copy never
+        outlives the one it came from; until then the fast path lowers its TTLs
+        once a second itself, as the forwarder's cache would.
         """
         ttls = [rr.ttl for section in (answer.answer, answer.authority, answer.additional) for rr in section]
-        window = min([FORWARDED_WINDOW, *ttls])
-        if window <= 0 or answer.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN) or not _packable(name):
+        expires = min([until, *(now + ttl for ttl in ttls)])
+        if expires <= now or answer.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN) or not _packable(name):
             return False
         key = question_key(wire_name(name), qtype)
         if key is None or not cacheable(name, qtype, answer):
             return False
-        if self._learnt >= MAX_REMEMBERED:
-            self.table = dict(self._prepacked)
-            self._learnt = 0
-        self.table[key] = pack_template(name.upper(), qtype, answer, now + window)
-        self._learnt += 1
+        self._make_room(key)
+        self.table[key] = pack_template(name.upper(), qtype, answer, expires, now)
         return True
 
-    def _store(self, name: str, qtype: int) -> bool:
-        entry = self._pack(name, qtype)
-        if entry is None:
-            return False
-        self.table[entry[0]] = entry[1]
-        return True
+    def _make_room(self, key: bytes) -> None:
+        """Start learning afresh when the table is full of learnt answers and `key` would add one more."""
+        if key not in self.table and len(self.table) - len(self._prepacked) >= MAX_REMEMBERED:
+            self.table = dict(self._prepacked)
 
     def _pack(self, name: str, qtype: int) -> tuple[bytes, Packed] | None:
         """The table entry for (name, qtype), or None when it must take the full path."""
@@ -242,9 +279,14 @@ class PackedAnswers:
         counts = query[4:12]
         if counts == PLAIN_COUNTS:
             question = query[12:]
-            packed = self.table.get(question.lower())
-            if packed is None or packed.expires and (not may_recurse or packed.expires < clock.now()):
+            key = question.lower()
+            packed = self.table.get(key)
+            if packed is None:
                 return None
+            if packed.expires:
+                packed = self._forwarded(key, packed, may_recurse, clock)
+                if packed is None:
+                    return None
             ANSWERED[packed.counter] += 1
             return query[:2] + packed.plain_heads[query[2] & RD_BIT] + question + packed.plain_sections
         if counts != EDNS_COUNTS:
@@ -254,12 +296,30 @@ class PackedAnswers:
         if opt[0] != 0 or opt[1:3] != OPT_TYPE or opt[5:7] != b"\x00\x00" or opt[9:11] != b"\x00\x00":
             return None
         question = query[12:-OPT_SIZE]
-        packed = self.table.get(question.lower())
-        if packed is None or packed.expires and (not may_recurse or packed.expires < clock.now()):
+        key = question.lower()
+        packed = self.table.get(key)
+        if packed is None:
             return None
+        if packed.expires:
+            packed = self._forwarded(key, packed, may_recurse, clock)
+            if packed is None:
+                return None
         ANSWERED[packed.counter] += 1
         client_size = max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4])
         advertised = OPT_RECORDS[min(client_size, MAX_ADVERTISED_SIZE)]
         if packed.size + OPT_SIZE > client_size:
             return query[:2] + packed.truncated_edns_heads[query[2] & RD_BIT] + question + advertised
         return query[:2] + packed.edns_heads[query[2] & RD_BIT] + question + packed.sections + advertised
+
+    def _forwarded(self, key: bytes, packed: Packed, may_recurse: bool, clock: Clock) -> Packed | None:
+        """A forwarded answer with its TTLs current, or None: not for this client, or expired (then forgotten)."""
+        if not may_recurse:
+            return None  # REFUSED is the full path's to say
+        now = clock.now()
+        if now < packed.restamp_at:
+            return packed
+        if now >= packed.expires:
+            self.table.pop(key, None)
+            return None
+        packed = self.table[key] = _restamped(packed, now)
+        return packed

@@ -18,6 +18,7 @@ import struct
 from prometheus_client import Counter
 
 from control.clock import Clock, RealClock
+from kdns.metrics import KDNS_REGISTRY
 
 ANSWER, SLIP, DROP = 0, 1, 2
 DEFAULT_QPS = 1000.0
@@ -29,6 +30,7 @@ LIMITED = Counter(
     "kdns_ratelimit_responses_total",
     "UDP queries over their client's budget, by what was done (drop, slip)",
     ["action"],
+    registry=KDNS_REGISTRY,  # so /metrics shows every worker's total
 )
 _DROPPED = LIMITED.labels("drop")
 _SLIPPED = LIMITED.labels("slip")

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, RR, DNSHeader, DNSRecord
 
@@ -36,6 +37,8 @@ CLASSIC_UDP_SIZE = 512
 MAX_ADVERTISED_SIZE = 4096
 MAX_CNAME_CHAIN = 8
 MAX_UDP_IN_FLIGHT = 1024
+UDP_BATCH = 256  # datagrams served per wakeup before other work gets a turn
+MAX_UDP_QUERY = 65535
 MAX_KNOWN_CLIENTS = 65536
 BADVERS_EXTENDED = 1  # BADVERS (16) >> 4, carried in the OPT record
 
@@ -110,7 +113,7 @@ class DnsServer:
         self.idle_timeout = idle_timeout
         self.max_tcp_connections = max_tcp_connections
         self._tcp_connections = 0
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._recursion_clients: set[str] = set()  # addresses already found in recursion_networks
@@ -129,19 +132,29 @@ class DnsServer:
             self._serve_tcp, host, port, reuse_address=True, reuse_port=reuse_port or None
         )
         bound = self._tcp.sockets[0].getsockname()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, bound[1]), reuse_port=reuse_port or None
-        )
-        self._udp = transport
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if reuse_port:
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            udp.bind((host, bound[1]))
+        except OSError:
+            udp.close()
+            self._tcp.close()
+            raise
+        udp.setblocking(False)
+        loop.add_reader(udp.fileno(), self._drain_udp)
+        self._udp = udp
         log.info("kdns listening", extra={"address": f"{bound[0]}:{bound[1]}"})
         return bound[0], bound[1]
 
     @property
     def serving(self) -> bool:
-        return self._udp is not None and not self._udp.is_closing() and self._tcp is not None
+        return self._udp is not None and self._udp.fileno() != -1 and self._tcp is not None
 
     async def stop(self) -> None:
-        if self._udp is not None:
+        if self._udp is not None and self._udp.fileno() != -1:
+            asyncio.get_running_loop().remove_reader(self._udp.fileno())
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
@@ -152,29 +165,61 @@ class DnsServer:
 
     # -- transports --------------------------------------------------------
 
-    def accept_datagram(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
-        """Answer from the pre-packed table right here if possible, else on the full path in a task."""
-        if self.rate_limiter is not None:
-            verdict = self.rate_limiter.check(addr[0])
-            if verdict != ANSWER:
-                truncated = truncated_reply(data) if verdict == SLIP else None
-                if truncated is not None:
-                    transport.sendto(truncated, addr)
-                return
-        reply = self.source.answers().reply(data, addr[0] in self._recursion_clients, self._clock)
-        if reply is not None:
-            transport.sendto(reply, addr)
-            return
-        if len(self._tasks) >= MAX_UDP_IN_FLIGHT:
-            return  # overloaded: dropping is what a UDP server does
-        task = asyncio.ensure_future(self._answer_udp(data, addr, transport))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _drain_udp(self) -> None:
+        """Read datagrams until the socket is empty (at most UDP_BATCH a wakeup), answering each.
 
-    async def _answer_udp(self, data: bytes, addr: tuple[str, int], transport: asyncio.DatagramTransport) -> None:
+        A raw reader rather than a DatagramProtocol: one wakeup serves a whole
+        burst, and a pre-packed answer costs a recvfrom, a dict lookup, a few
+        byte splices and a sendto, with nothing else allocated.  The rest
+        (and forwarded answers gone stale) go to the full path in a task.
+        """
+        sock = self._udp
+        if sock is None:
+            return
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        reply_from_table = self.source.answers().reply
+        limiter = self.rate_limiter.check if self.rate_limiter is not None else None
+        recursion_clients, clock = self._recursion_clients, self._clock
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recvfrom(MAX_UDP_QUERY)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # e.g. an ICMP error queued on the socket: nothing to answer
+                log.debug("udp receive error: %s", err)
+                continue
+            if limiter is not None:
+                verdict = limiter(addr[0])
+                if verdict != ANSWER:
+                    truncated = truncated_reply(data) if verdict == SLIP else None
+                    if truncated is not None:
+                        self._send_udp(truncated, addr)
+                    continue
+            reply = reply_from_table(data, addr[0] in recursion_clients, clock)
+            if reply is not None:
+                try:
+                    sendto(reply, addr)
+                except OSError:
+                    pass  # socket buffer full or the client gone: a lost UDP answer, the client retries
+                continue
+            if len(self._tasks) >= MAX_UDP_IN_FLIGHT:
+                continue  # overloaded: dropping is what a UDP server does
+            task = asyncio.ensure_future(self._answer_udp(data, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _send_udp(self, reply: bytes, addr: tuple[str, int]) -> None:
+        if self._udp is None or self._udp.fileno() == -1:
+            return
+        try:
+            self._udp.sendto(reply, addr)
+        except OSError:
+            pass  # socket buffer full or the client gone: a lost UDP answer, the client retries
+
+    async def _answer_udp(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = await self.handle(data, addr[0], "udp")
-        if reply is not None and not transport.is_closing():
-            transport.sendto(reply, addr)
+        if reply is not None:
+            self._send_udp(reply, addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Length-prefixed queries, answered in order, until the client goes quiet or away."""
@@ -262,8 +307,9 @@ class DnsServer:
         if not self._may_recurse(client_ip):
             return Answer(RCODE.REFUSED, authoritative=False)
         answer = await self._forward(qname, qtype)
-        if answer.rcode != RCODE.SERVFAIL:
-            self.source.answers().remember_forwarded(qname, qtype, answer, self._clock.now())
+        if answer.rcode != RCODE.SERVFAIL and self.forwarder is not None:
+            until = self.forwarder.cached_until(qname, qtype)
+            self.source.answers().remember_forwarded(qname, qtype, answer, self._clock.now(), until)
         return answer
 
     async def _forward(self, qname: str, qtype: int) -> Answer:
@@ -334,19 +380,3 @@ class DnsServer:
             reply.header.tc = 1
             packet = reply.pack()
         return packet
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.server.accept_datagram(data, addr, self.transport)
-
-    def error_received(self, exc: Exception) -> None:
-        log.info("udp socket error: %s", exc)

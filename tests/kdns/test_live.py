@@ -30,6 +30,7 @@ from tests.conftest import free_port
 STARTUP_SECONDS = 30
 CONVERGE_SECONDS = 15
 NAMESPACE = "dns-live"
+QUERIES_OVER_WORKERS = 40
 
 
 def wait_until(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -225,7 +226,12 @@ def udp_inodes_on_port(port: int) -> set[str]:
     return {row[9] for row in rows if int(row[1].rsplit(":", 1)[1], 16) == port}
 
 
-def test_two_workers_each_hold_a_socket_on_the_dns_port(live: Live, tmp_path: Path) -> None:
+def fetch_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def test_two_workers_each_hold_a_socket_on_the_dns_port_and_metrics_count_both(live: Live, tmp_path: Path) -> None:
     dns_port, health_port = free_port(), free_port()
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("")
@@ -245,6 +251,14 @@ def test_two_workers_each_hold_a_socket_on_the_dns_port(live: Live, tmp_path: Pa
         on_port = udp_inodes_on_port(dns_port)
         assert socket_inodes(proc.pid) & on_port
         assert socket_inodes(children[0]) & on_port
+        # Each query from its own socket, so the kernel spreads them over both workers;
+        # /metrics (the first process's) must count them all.
+        for _ in range(QUERIES_OVER_WORKERS):
+            request = DNSRecord.question("dns-version.cluster.local", "TXT")
+            assert DNSRecord.parse(request.send("127.0.0.1", dns_port, False, 5)).header.rcode == RCODE.NOERROR
+        counted = f'kdns_dns_requests_total{{proto="udp",type="TXT"}} {QUERIES_OVER_WORKERS:.1f}'
+        metrics_url = f"http://127.0.0.1:{health_port}/metrics"
+        wait_until("all workers' queries in /metrics", lambda: counted in fetch_text(metrics_url), proc, log)
     finally:
         proc.kill()  # SIGKILL: the worker must go too, by its parent-death signal
         proc.wait()

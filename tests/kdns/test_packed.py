@@ -166,18 +166,49 @@ def test_srv_is_repacked_when_only_its_targets_address_changes() -> None:
     assert [str(rr.rdata) for rr in reply.ar] == ["10.244.3.2"]
 
 
-async def test_forwarded_answers_only_for_recursion_clients_and_only_until_they_expire() -> None:
+async def test_forwarded_answers_only_for_recursion_clients_aged_by_the_second_until_they_expire() -> None:
     clock = FakeClock(100.0)
     answers = PackedAnswers(INDEX)
     upstream = DNSRecord.question("www.example.com").reply()
     upstream.add_answer(*RR.fromZone("www.example.com. 120 IN A 192.0.2.1"))
+    upstream.add_answer(*RR.fromZone("www.example.com. 90 IN A 192.0.2.9"))
     answer = Answer(RCODE.NOERROR, tuple(upstream.rr), authoritative=False)
-    assert answers.remember_forwarded("www.example.com", QTYPE.A, answer, clock.now())
+    # The forwarder's cache holds it for 30 s: the packed copy must not outlive that.
+    assert answers.remember_forwarded("www.example.com", QTYPE.A, answer, clock.now(), clock.now() + 30)
     packet = bytes(DNSRecord.question("WWW.example.COM").pack())
     assert answers.reply(packet, may_recurse=False, clock=clock) is None  # REFUSED is the full path's to say
-    reply = DNSRecord.parse(answers.reply(packet, may_recurse=True, clock=clock) or b"")
-    assert reply.header.aa == 0 and [(str(rr.rname), rr.ttl) for rr in reply.rr] == [("www.example.com.", 120)]
-    await clock.advance(1.5)  # past the window: the forwarder's cache (TTLs aged) answers again
+
+    def ttls() -> list[tuple[str, str, int]]:
+        reply = DNSRecord.parse(answers.reply(packet, may_recurse=True, clock=clock) or b"")
+        assert reply.header.aa == 0 and str(reply.q.qname) == "WWW.example.COM."
+        return [(str(rr.rname), str(rr.rdata), rr.ttl) for rr in reply.rr]
+
+    assert ttls() == [("www.example.com.", "192.0.2.1", 120), ("www.example.com.", "192.0.2.9", 90)]
+    await clock.advance(0.9)
+    assert ttls() == [("www.example.com.", "192.0.2.1", 120), ("www.example.com.", "192.0.2.9", 90)]
+    await clock.advance(11.5)  # 12.4 s in: lowered by 12, as the forwarder's cache would
+    assert ttls() == [("www.example.com.", "192.0.2.1", 108), ("www.example.com.", "192.0.2.9", 78)]
+    await clock.advance(17.6)  # 30 s: the forwarder's cache has let go, so this goes upstream again
     assert answers.reply(packet, may_recurse=True, clock=clock) is None
     zero_ttl = Answer(RCODE.NOERROR, (RR.fromZone("z.example. 0 IN A 192.0.2.2")[0],), authoritative=False)
-    assert not answers.remember_forwarded("z.example", QTYPE.A, zero_ttl, clock.now())
+    assert not answers.remember_forwarded("z.example", QTYPE.A, zero_ttl, clock.now(), clock.now() + 30)
+
+
+async def test_forwarded_negative_answer_ages_its_soa_and_expires_with_the_shortest_ttl() -> None:
+    clock = FakeClock(50.0)
+    answers = PackedAnswers(INDEX)
+    upstream = DNSRecord.question("gone.example.org").reply()
+    upstream.header.rcode = RCODE.NXDOMAIN
+    upstream.add_auth(*RR.fromZone("example.org. 5 IN SOA ns.example.org. admin.example.org. 1 2 3 4 5"))
+    answer = Answer(RCODE.NXDOMAIN, (), tuple(upstream.auth), authoritative=False)
+    assert answers.remember_forwarded("gone.example.org", QTYPE.A, answer, clock.now(), clock.now() + 30)
+    request = DNSRecord.question("gone.example.org")
+    request.add_ar(EDNS0(udp_len=1232))
+    packet = bytes(request.pack())
+    await clock.advance(3.2)
+    reply = DNSRecord.parse(answers.reply(packet, may_recurse=True, clock=clock) or b"")
+    assert reply.header.rcode == RCODE.NXDOMAIN and reply.rr == []
+    assert [(rr.rtype, rr.ttl) for rr in reply.auth] == [(QTYPE.SOA, 2)]
+    assert [(rr.rtype, rr.rclass) for rr in reply.ar] == [(QTYPE.OPT, 1232)]
+    await clock.advance(1.8)  # the SOA's 5 s are up
+    assert answers.reply(packet, may_recurse=True, clock=clock) is None
