@@ -28,7 +28,7 @@ from control.api import errors
 from control.api.errors import ApiError
 from control.api.resources import Resource, group_versions, resource
 from control.api.selectors import parse_field_selector, parse_label_selector
-from control.apiserver import discovery, protobuf, remotecommand, tables
+from control.apiserver import discovery, openapi_v2, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver import csr
 from control.apiserver.authn import Authentication
@@ -745,6 +745,11 @@ def create_app(
             raise _not_found_path(request.path)
         return _json(doc)
 
+    async def openapi_v2_doc(request: web.Request) -> web.Response:
+        if openapi_v2.wants_protobuf(request.headers.get("Accept", "")):
+            return web.Response(body=openapi_v2.protobuf_bytes(), content_type=openapi_v2.PROTOBUF)
+        return web.Response(body=openapi_v2.json_bytes(), content_type=openapi_v2.JSON)
+
     for path in ("/healthz", "/livez"):
         app.router.add_get(path, ok)
     app.router.add_get("/readyz", readyz)
@@ -752,6 +757,7 @@ def create_app(
     app.router.add_get("/version", version)
     app.router.add_get("/api", api)
     app.router.add_get("/apis", apis)
+    app.router.add_get("/openapi/v2", openapi_v2_doc)
     app.router.add_get("/openapi/v3", openapi_index)
     app.router.add_get("/openapi/v3/{tail:.+}", openapi_doc)
     app.router.add_get("/apis/{group}", api_group)
