@@ -50,7 +50,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pocket(*args: str, timeout: float = UP_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """A `pocket` cluster command (up, down, status, node ...) on the cluster under test."""
-    argv = [sys.executable, "-m", "pocket.cli", *args, *CLUSTER_FLAGS]
+    # right after the subcommand: `node` and `client` take everything after their action as its arguments
+    argv = [sys.executable, "-m", "pocket.cli", *args[:1], *CLUSTER_FLAGS, *args[1:]]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
