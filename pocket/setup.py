@@ -7,17 +7,26 @@ the component's command line. Setup is idempotent: a file is written only if
 its content differs, and only units whose unit file or configuration changed
 are restarted, so re-running it on a working node changes nothing.
 
-The join token is not authentication (the API is plain HTTP): the control
-plane records it in the kube-system/pocket-join ConfigMap and a worker
-refuses to join an API server that holds a different one, so a worker never
-joins a stale or foreign cluster by mistake.
+Joining works as kubeadm's: the join token names a bootstrap token
+(`<id>.<secret>`, derived from it), which the control plane stores as the
+Secret `kube-system/bootstrap-token-<id>` and uses to sign the
+`kube-public/cluster-info` ConfigMap (the cluster's kubeconfig: server and,
+over HTTPS, its CA) with a detached JWS under `jws-kubeconfig-<id>`, as
+kubeadm's bootstrap signer does.  A worker fetches cluster-info and checks
+the signature with its own token, so it never joins a stale or foreign
+cluster; over HTTPS the verified CA and the token are what a kubelet's
+`--bootstrap-kubeconfig` holds (kubelet/bootstrap.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import hmac
 import ipaddress
+import json
 import re
 import shlex
 import shutil
@@ -32,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import yaml
 
 from control.api.errors import ApiError
+from control.api.timestamps import parse_time
+from control.apiserver.bootstraptokens import NAMESPACE as TOKEN_NAMESPACE, token_secret
 from control.client import Client
 from pocket.cluster import PREREQUISITES, choose_storage_driver, ensure_kube_dns
 from pocket.config import CONTROL_PLANE_ROLE, NODE_SUBNET, WORKER_ROLE, ClusterConfig, NodeSpec
@@ -60,8 +72,10 @@ MODULES_FILE = Path("/etc/modules-load.d/pocketkube.conf")
 MODULES_TEXT = "# pocket node setup\n" + "".join(f"{module}\n" for module in KERNEL_MODULES)
 # Distro services that would hold the ports and roles of the node's own units.
 DISTRO_SERVICES = ("docker.socket", "docker.service", "etcd.service", "docker-registry.service")
-JOIN_CONFIGMAP = "pocket-join"
-JOIN_NAMESPACE = "kube-system"
+CLUSTER_INFO = "cluster-info"
+CLUSTER_INFO_NAMESPACE = "kube-public"
+JWS_PREFIX = "jws-kubeconfig-"
+BOOTSTRAP_TOKEN_TTL = 24 * 3600.0  # kubeadm's default; re-running setup on the control plane renews it
 TOKEN_PATTERN = re.compile(r"[a-z0-9]{16,64}")
 NODE_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 HEALTH_TIMEOUT = 180.0  # software-emulated VMs start Python components slowly
@@ -326,42 +340,96 @@ def api(cluster: ClusterConfig, call: Callable[[Client], Any]) -> Any:
     return asyncio.run(go())
 
 
-def join_configmap(token: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": JOIN_CONFIGMAP, "namespace": JOIN_NAMESPACE},
-        "data": {"token": token},
-    }
+def bootstrap_token_for(join_token: str) -> str:
+    """The kubeadm-format bootstrap token (`<6>.<16>` of [a-z0-9]) a join token stands for, on every machine alike."""
+    digest = hashlib.sha256(b"pocketkube bootstrap token\0" + join_token.encode()).hexdigest()
+    return f"{digest[:6]}.{digest[6:22]}"
 
 
-async def record_join_token(client: Client, token: str) -> bool:
-    """Store the token on the control plane; an existing different token is an error (another cluster's)."""
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def detached_jws(content: str, token: str) -> str:
+    """kubeadm's signature of cluster-info: HS256 keyed by the token secret, `<header>..<signature>`."""
+    token_id, secret = token.split(".")
+    header = _b64url(json.dumps({"alg": "HS256", "kid": token_id}, separators=(",", ":")).encode())
+    signing_input = f"{header}.{_b64url(content.encode())}".encode()
+    signature = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return f"{header}..{_b64url(signature)}"
+
+
+def cluster_info_kubeconfig(server: str, ca_pem: bytes | None) -> str:
+    """The kubeconfig cluster-info publishes: no users, no secrets; the CA when the API is HTTPS."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "", "cluster": cluster}],
+              "contexts": None, "current-context": "", "preferences": {}, "users": None}
+    return yaml.safe_dump(config, sort_keys=True)
+
+
+async def record_join_token(client: Client, token: str, server: str, ca_pem: bytes | None = None) -> bool:
+    """Control plane: the bootstrap-token Secret and cluster-info signed with it; a different token is an error."""
+    bootstrap = bootstrap_token_for(token)
+    token_id = bootstrap.split(".")[0]
+    content = cluster_info_kubeconfig(server, ca_pem)
+    data = {"kubeconfig": content, JWS_PREFIX + token_id: detached_jws(content, bootstrap)}
+    changed = False
     try:
-        existing = await client.get("configmaps", JOIN_CONFIGMAP, JOIN_NAMESPACE)
+        existing = await client.get("configmaps", CLUSTER_INFO, CLUSTER_INFO_NAMESPACE)
     except ApiError as err:
         if err.code != 404:
             raise
-        await client.create("configmaps", join_configmap(token), JOIN_NAMESPACE)
+        await client.create("configmaps", {"metadata": {"name": CLUSTER_INFO}, "data": data}, CLUSTER_INFO_NAMESPACE)
+        changed = True
+    else:
+        if any(key.startswith(JWS_PREFIX) and key != JWS_PREFIX + token_id for key in existing.get("data") or {}):
+            raise SetupError("this control plane already holds a different join token; pass that one (or start "
+                             "from a fresh control plane)")
+        if existing.get("data") != data:
+            await client.update("configmaps", {**existing, "data": data})
+            changed = True
+    secret = token_secret(bootstrap, ttl_seconds=BOOTSTRAP_TOKEN_TTL, description="pocket node setup: joins workers")
+    name = secret["metadata"]["name"]
+    try:
+        current = await client.get("secrets", name, TOKEN_NAMESPACE)
+    except ApiError as err:
+        if err.code != 404:
+            raise
+        await client.create("secrets", secret, TOKEN_NAMESPACE)
         return True
-    if existing.get("data", {}).get("token") != token:
-        raise SetupError("this control plane already holds a different join token; pass that one (or start "
-                         "from a fresh control plane)")
-    return False
+    expires = base64.b64decode((current.get("data") or {}).get("expiration", "")).decode()
+    if not expires or time.time() > parse_time(expires) - BOOTSTRAP_TOKEN_TTL / 2:
+        await client.update("secrets", {**secret, "metadata": current["metadata"]})
+        changed = True
+    return changed
 
 
 async def join_token_matches(client: Client, token: str) -> bool:
-    """False while the control plane holds no token yet; a different token is an error."""
+    """Worker: False while cluster-info is not published yet; a signature by another token is an error."""
     try:
-        existing = await client.get("configmaps", JOIN_CONFIGMAP, JOIN_NAMESPACE)
+        info = await client.get("configmaps", CLUSTER_INFO, CLUSTER_INFO_NAMESPACE)
     except ApiError as err:
         if err.code == 404:
             return False
         raise
-    if existing.get("data", {}).get("token") != token:
-        raise SetupError(f"--join-token does not match the control plane at {client.server}: "
-                         "this worker would join another cluster")
+    verified_cluster_info(info, token, client.server)
     return True
+
+
+def verified_cluster_info(info: dict[str, Any], token: str, server: str) -> dict[str, Any]:
+    """The cluster entry of cluster-info once its signature by our token checks out (kubeadm join's discovery)."""
+    bootstrap = bootstrap_token_for(token)
+    data = info.get("data") or {}
+    content, signature = data.get("kubeconfig", ""), data.get(JWS_PREFIX + bootstrap.split(".")[0])
+    if signature is None or not hmac.compare_digest(signature, detached_jws(content, bootstrap)):
+        raise SetupError(f"--join-token does not match the control plane at {server}: "
+                         "this worker would join another cluster")
+    try:
+        return dict(yaml.safe_load(content)["clusters"][0]["cluster"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        raise SetupError(f"cluster-info at {server} holds no usable kubeconfig") from None
 
 
 def wait_for_control_plane(cluster: ClusterConfig, token: str, timeout: float = CONTROL_PLANE_TIMEOUT) -> None:
@@ -482,7 +550,9 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
         if unit.component.name == APISERVER:
             changed |= api(cluster, lambda client: ensure_kube_dns(client, cluster))
             if request.join_token is not None:
-                changed |= api(cluster, lambda client: record_join_token(client, request.join_token or ""))
+                changed |= api(
+                    cluster, lambda client: record_join_token(client, request.join_token or "", cluster.api_server_url)
+                )
         if unit.component.name == KDNS and request.kubeconfig is not None:
             changed |= write_kubeconfig(request.kubeconfig, cluster.api_server_url)
 
