@@ -156,7 +156,8 @@ def test_every_component_is_launched_with_tls_and_accepts_it(tmp_path: Path) -> 
     apiserver = _flags(launched[("control-plane", "apiserver")].argv)
     assert apiserver["--etcd-servers"] == "https://127.0.0.1:2379"
     assert apiserver["--client-ca-file"] == str(paths.ca)
-    assert (apiserver["--authorization-mode"], apiserver["--enable-admission-plugins"]) == ("Node,RBAC", "NodeRestriction")
+    assert apiserver["--authorization-mode"] == "Node,RBAC"
+    assert apiserver["--enable-admission-plugins"] == "NodeRestriction"
     assert launched[("control-plane", "apiserver")].health_url == "https://192.168.56.10:6443/healthz"
     assert _flags(launched[("worker1", "kubelet")].argv)["--tls-cert-file"] == str(paths.cert("kubelet-worker1"))
     assert _flags(launched[("worker1", "kproxy")].argv)["--kubeconfig"] == str(paths.kubeconfig("node-worker1"))
