@@ -75,12 +75,6 @@ def _sum_requests(spec: Mapping[str, Any], non_zero: bool) -> tuple[int, int]:
     return cpu, memory
 
 
-def pod_requests(pod: Mapping[str, Any]) -> dict[str, int]:
-    """cpu (millicores) and memory (bytes) the pod asks for."""
-    cpu, memory = _sum_requests(pod.get("spec") or {}, non_zero=False)
-    return {"cpu": cpu, "memory": memory}
-
-
 def host_ports(pod: Mapping[str, Any]) -> frozenset[HostPort]:
     ports = set()
     for container in (pod.get("spec") or {}).get("containers") or []:

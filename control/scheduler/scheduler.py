@@ -164,6 +164,8 @@ class Scheduler:
         info = self._infos.get(node) if node is not None else None
         if info is not None:
             info.remove(key)
+            if not info.pods and self.nodes.get(info.name) is None:  # a placeholder or a deleted node: done
+                del self._infos[info.name]
 
     def node_infos(self) -> list[NodeInfo]:
         """The nodes the informer knows, in name order, with their pods (bound and assumed) counted."""

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from control.scheduler.nodeinfo import NodeInfo, build_node_infos, pod_requests
+from control.scheduler.nodeinfo import NodeInfo, PodFacts, build_node_infos
 from control.scheduler.predicates import (
     failed_scheduling_message,
     feasible_nodes_to_find,
@@ -111,7 +111,10 @@ def test_requests_sum_containers_and_take_max_of_init_containers():
             "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "1", "memory": "1Mi"}}}],
         }
     }
-    assert pod_requests(pod) == {"cpu": 1000, "memory": 64 * 2**20}
+    facts = PodFacts.of(pod)
+    assert (facts.cpu, facts.memory) == (1000, 64 * 2**20)
+    # scoring counts a container without a memory request (b) as 200Mi
+    assert (facts.scoring_cpu, facts.scoring_memory) == (1000, 64 * 2**20 + 200 * 2**20)
 
 
 def test_filters_explain_each_node():
