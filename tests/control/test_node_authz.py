@@ -157,6 +157,9 @@ async def test_node_cannot_touch_another_node(world: World) -> None:
         message
         == f'nodes "{NODE_A}" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/pool'
     )
+    taint = {"key": "dedicated", "value": "gold", "effect": "NoSchedule"}
+    message = await _forbidden(world.a.patch("nodes", NODE_A, {"spec": {"taints": [taint]}}))
+    assert message == f'nodes "{NODE_A}" is forbidden: node "{NODE_A}" is not allowed to modify taints'
     patched = await world.a.patch("nodes", NODE_A, {"metadata": {"labels": {"team": "a"}}})
     assert patched["metadata"]["labels"]["team"] == "a"
     admin_set = await world.admin.patch(

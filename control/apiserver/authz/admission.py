@@ -4,9 +4,10 @@ The Node authorizer decides on URL attributes; this plugin sees the objects
 (the request body, the stored object, and for a patch the object it would
 produce), as upstream's NodeRestriction does:
 
-- Nodes: a node creates, updates and patches only the Node named after it, and
-  never sets, changes or removes a `node-restriction.kubernetes.io/` label
-  (those are for administrators to steer workloads by).
+- Nodes: a node creates, updates and patches only the Node named after it,
+  never changes its own taints once registered, and never sets, changes or
+  removes a `node-restriction.kubernetes.io/` label (taints and those labels
+  are for administrators to steer workloads by).
 - Pods: status writes, evictions and the kubelet's final delete only for pods
   whose `spec.nodeName` is the node.
 - Leases: in kube-node-lease only the node's own; the LoadBalancer speaker's
@@ -73,6 +74,11 @@ def _labels(obj: Any) -> dict[str, Any]:
     return labels if isinstance(labels, dict) else {}
 
 
+def _taints(obj: Any) -> Any:
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    return (spec.get("taints") if isinstance(spec, dict) else None) or []
+
+
 def _restricted_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     keys = {k for k in (*old, *new) if k.startswith(RESTRICTED_LABEL_PREFIX)}
     return sorted(k for k in keys if old.get(k) != new.get(k))
@@ -128,6 +134,8 @@ class NodeRestriction:
         if attrs.subresource:
             return
         current, new = await self._new_object(attrs, content_type, body)
+        if current is not None and _taints(current) != _taints(new):  # a node must not steer workloads to itself
+            raise _forbidden(attrs, f'node "{node}" is not allowed to modify taints')
         changed = _restricted_changes(_labels(current), _labels(new))
         if changed:
             if current is None:
