@@ -134,6 +134,13 @@ async def test_kubelet_registers_heartbeats_and_watches_what_it_needs(world: Wor
     }
     answer = await world.a.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
     assert answer["status"]["allowed"] is False  # the kubelet may ask about its callers
+    rules = await world.a.request(
+        "POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", body={"spec": {"namespace": world.namespace}}
+    )
+    assert rules["status"]["incomplete"] is True  # the graph narrows the system:node rules
+    assert {"verbs": ["update", "patch"], "apiGroups": [""], "resources": ["pods/status"]} in rules["status"][
+        "resourceRules"
+    ]
 
 
 async def test_node_cannot_touch_another_node(world: World) -> None:

@@ -567,3 +567,27 @@ async def test_local_subject_access_review_and_rules_review(server: AuthzServer)
         assert not any("secrets" in r["resources"] for r in resource_rules)
         assert any("/apis/*" in r["nonResourceURLs"] for r in rules["status"]["nonResourceRules"])
         assert rules["status"]["incomplete"] is False
+
+
+async def test_service_account_subjects(server: AuthzServer) -> None:
+    async with server.client("admin") as admin:
+        ns = await _namespace(admin, f"pkt-sa-{server.suffix}")
+        subject = {"kind": "ServiceAccount", "name": "builder"}  # namespace defaults to the binding's
+        binding = await admin.create("rolebindings", _binding("builder-edit", "ClusterRole", "edit", [subject]), ns)
+        assert binding["subjects"][0]["apiGroup"] == ""
+        group_binding = _binding("all-sa-view", "ClusterRole", "view", [_group(f"system:serviceaccounts:{ns}")])
+        await admin.create("rolebindings", group_binding, ns)
+        account = f"system:serviceaccount:{ns}:builder"
+        groups = ("system:serviceaccounts", f"system:serviceaccounts:{ns}")
+        deadline = time.monotonic() + WAIT_SECONDS
+        attributes = {"verb": "create", "resource": "deployments", "group": "apps", "namespace": ns}
+        while not (await _subject_review(admin, account, groups, attributes))["status"]["allowed"]:
+            assert time.monotonic() < deadline, "the service account binding never counted"
+            await asyncio.sleep(0.1)
+        other = f"system:serviceaccount:{ns}:default"
+        assert not (await _subject_review(admin, other, groups, attributes))["status"]["allowed"]
+        read = {"verb": "list", "resource": "pods", "namespace": ns}
+        assert (await _subject_review(admin, other, groups, read))["status"]["allowed"]  # through its group
+        assert not (await _subject_review(admin, account, groups, {**attributes, "namespace": "default"}))["status"][
+            "allowed"
+        ]
