@@ -1,8 +1,8 @@
 """kdns's Prometheus metrics, named after CoreDNS's (`coredns_dns_*`, `coredns_cache_*`, `coredns_forward_*`).
 
-Requests and responses are counted in a plain dict rather than prometheus
-Counters: the UDP fast path answers in a few microseconds and a labelled
-Counter increment would cost about as much again.  A collector turns the
+Requests and responses are counted in plain one-item lists rather than
+prometheus Counters: the UDP fast path answers in a microsecond or two and
+a labelled Counter increment would cost about as much again.  A collector turns the
 dict into `kdns_dns_requests_total` and `kdns_dns_responses_total` on scrape.
 
 Every kdns metric lives in KDNS_REGISTRY, which reaches the process-wide
@@ -34,8 +34,10 @@ MAX_SNAPSHOT_LINE = 16 << 20
 
 KDNS_REGISTRY = CollectorRegistry(auto_describe=True)
 
-ANSWERED: defaultdict[tuple[str, str, str], int] = defaultdict(int)
-"""Answered queries by (proto, query type, response rcode); add 1 per response."""
+ANSWERED: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0])
+"""Answered queries by (proto, query type, response rcode): add 1 to the cell's [0] per response.
+
+A one-item list, so a pre-packed answer keeps its cell and counts without a dict lookup."""
 
 Snapshot = list[dict[str, object]]  # families as JSON: name, type, documentation, samples [name, labels, value]
 
@@ -46,7 +48,7 @@ class _AnswerCounts(Collector):
         responses = CounterMetricFamily("kdns_dns_responses", "DNS responses sent", labels=["rcode"])
         by_request: defaultdict[tuple[str, str], int] = defaultdict(int)
         by_rcode: defaultdict[str, int] = defaultdict(int)
-        for (proto, qtype, rcode), count in list(ANSWERED.items()):
+        for (proto, qtype, rcode), (count,) in list(ANSWERED.items()):
             by_request[(proto, qtype)] += count
             by_rcode[rcode] += count
         for labels, count in by_request.items():

@@ -37,6 +37,7 @@ CLASSIC_UDP_SIZE = 512
 MAX_ADVERTISED_SIZE = 4096
 OPT_SIZE = 11  # root owner, type 41, class = size, TTL 0, RDLENGTH 0
 MAX_REMEMBERED = 10_000
+MAX_EXACT = 20_000  # queries whose whole reply (but the ID) is kept, keyed by their bytes after the ID
 REAL_CLOCK = RealClock()  # answers learnt from queries (negative ones mostly), per index
 
 PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # one question, nothing else
@@ -56,7 +57,7 @@ class Packed:
     bytes), `edns_heads` with one more additional record for our OPT, and
     `truncated_edns_heads` for when the response does not fit the client's
     buffer. `sections` is everything after the question; `size` the whole
-    response's length without OPT; `counter` its key in `metrics.ANSWERED`;
+    response's length without OPT; `answered` its cell in `metrics.ANSWERED`;
     `expires` (the forwarder clock's time, 0 for never) marks a forwarded
     answer, served only until then and only to clients allowed recursion;
     its TTLs, packed at `packed_at`, are lowered by the whole seconds since
@@ -70,7 +71,7 @@ class Packed:
     truncated_edns_heads: tuple[bytes, bytes]
     sections: bytes
     size: int
-    counter: tuple[str, str, str]
+    answered: list[int]
     expires: float = 0.0
     packed_at: float = 0.0
     restamp_at: float = 0.0
@@ -127,7 +128,7 @@ def pack_template(upper_name: str, qtype: int, answer: Answer, expires: float = 
         truncated_edns_heads=_by_rd(truncated_flags + EDNS_COUNTS),
         sections=sections,
         size=len(packet),
-        counter=("udp", QTYPE.get(qtype, str(qtype)), RCODE.get(answer.rcode, str(answer.rcode))),
+        answered=ANSWERED[("udp", QTYPE.get(qtype, str(qtype)), RCODE.get(answer.rcode, str(answer.rcode)))],
         expires=expires,
         packed_at=now,
         restamp_at=min(now + 1.0, expires),
@@ -222,6 +223,12 @@ class PackedAnswers:
             self._by_name[name] = (content, entries)
             self.table.update(entries)
         self._prepacked = dict(self.table)
+        self.exact: dict[bytes, tuple[bytes, Packed]] = {}
+        """Replies by the query's bytes after the ID: (the reply's bytes after the ID, its template).
+
+        A forwarded template (`expires` set) may only be used from here for a
+        client allowed recursion and before its `restamp_at`; past that, `reply`
+        restamps it and stores the new reply."""
 
     def learn(self, name: str, qtype: int) -> bool:
         """Remember the index's answer to a question the table lacked; False when it may not be cached."""
@@ -272,8 +279,21 @@ class PackedAnswers:
         """The response to a UDP query from the table, or None when it needs the full path.
 
         `may_recurse`: the client is known to be allowed forwarded answers;
-        `clock`: the forwarder's, which their expiry times come from.
+        `clock`: the forwarder's, which their expiry times come from.  The
+        reply is also kept in `exact`, so the next query with the same bytes
+        (but the ID) costs one lookup.
         """
+        found = self._reply(query, may_recurse, clock)
+        if found is None:
+            return None
+        packed, response = found
+        packed.answered[0] += 1
+        if len(self.exact) >= MAX_EXACT:
+            self.exact = {}  # full (clients spelling names in ever new cases): start afresh
+        self.exact[query[2:]] = (response[2:], packed)
+        return response
+
+    def _reply(self, query: bytes, may_recurse: bool, clock: Clock) -> tuple[Packed, bytes] | None:
         if len(query) < HEADER_SIZE + 5 or query[2] & 0xF8:
             return None  # a response, or an opcode other than QUERY
         counts = query[4:12]
@@ -281,14 +301,11 @@ class PackedAnswers:
             question = query[12:]
             key = question.lower()
             packed = self.table.get(key)
+            if packed is not None and packed.expires:
+                packed = self._forwarded(key, packed, may_recurse, clock)
             if packed is None:
                 return None
-            if packed.expires:
-                packed = self._forwarded(key, packed, may_recurse, clock)
-                if packed is None:
-                    return None
-            ANSWERED[packed.counter] += 1
-            return query[:2] + packed.plain_heads[query[2] & RD_BIT] + question + packed.plain_sections
+            return packed, query[:2] + packed.plain_heads[query[2] & RD_BIT] + question + packed.plain_sections
         if counts != EDNS_COUNTS:
             return None
         opt = query[-OPT_SIZE:]
@@ -298,18 +315,15 @@ class PackedAnswers:
         question = query[12:-OPT_SIZE]
         key = question.lower()
         packed = self.table.get(key)
+        if packed is not None and packed.expires:
+            packed = self._forwarded(key, packed, may_recurse, clock)
         if packed is None:
             return None
-        if packed.expires:
-            packed = self._forwarded(key, packed, may_recurse, clock)
-            if packed is None:
-                return None
-        ANSWERED[packed.counter] += 1
         client_size = max(CLASSIC_UDP_SIZE, (opt[3] << 8) | opt[4])
         advertised = OPT_RECORDS[min(client_size, MAX_ADVERTISED_SIZE)]
         if packed.size + OPT_SIZE > client_size:
-            return query[:2] + packed.truncated_edns_heads[query[2] & RD_BIT] + question + advertised
-        return query[:2] + packed.edns_heads[query[2] & RD_BIT] + question + packed.sections + advertised
+            return packed, query[:2] + packed.truncated_edns_heads[query[2] & RD_BIT] + question + advertised
+        return packed, query[:2] + packed.edns_heads[query[2] & RD_BIT] + question + packed.sections + advertised
 
     def _forwarded(self, key: bytes, packed: Packed, may_recurse: bool, clock: Clock) -> Packed | None:
         """A forwarded answer with its TTLs current, or None: not for this client, or expired (then forgotten)."""

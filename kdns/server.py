@@ -177,9 +177,10 @@ class DnsServer:
         if sock is None:
             return
         recvfrom, sendto = sock.recvfrom, sock.sendto
-        reply_from_table = self.source.answers().reply
+        answers = self.source.answers()
+        exact, reply_from_table = answers.exact, answers.reply
         limiter = self.rate_limiter.check if self.rate_limiter is not None else None
-        recursion_clients, clock = self._recursion_clients, self._clock
+        recursion_clients, now = self._recursion_clients, self._clock.now
         for _ in range(UDP_BATCH):
             try:
                 data, addr = recvfrom(MAX_UDP_QUERY)
@@ -195,12 +196,24 @@ class DnsServer:
                     if truncated is not None:
                         self._send_udp(truncated, addr)
                     continue
-            reply = reply_from_table(data, addr[0] in recursion_clients, clock)
+            # The same bytes asked before: the stored reply, unless it is a forwarded
+            # one this client may not have or whose TTLs are due to be lowered.
+            hit = exact.get(data[2:])
+            if hit is not None:
+                tail, packed = hit
+                if not packed.expires or (addr[0] in recursion_clients and now() < packed.restamp_at):
+                    packed.answered[0] += 1
+                    try:
+                        sendto(data[:2] + tail, addr)
+                    except OSError:
+                        pass  # socket buffer full or the client gone: a lost UDP answer, the client retries
+                    continue
+            reply = reply_from_table(data, addr[0] in recursion_clients, self._clock)
             if reply is not None:
                 try:
                     sendto(reply, addr)
                 except OSError:
-                    pass  # socket buffer full or the client gone: a lost UDP answer, the client retries
+                    pass
                 continue
             if len(self._tasks) >= MAX_UDP_IN_FLIGHT:
                 continue  # overloaded: dropping is what a UDP server does
@@ -257,7 +270,7 @@ class DnsServer:
         except Exception:
             log.exception("failed to answer a %s packet from %s", proto, client_ip)
             if len(data) >= HEADER_SIZE:
-                metrics.ANSWERED[(proto, "unknown", "SERVFAIL")] += 1
+                metrics.ANSWERED[(proto, "unknown", "SERVFAIL")][0] += 1
                 return _header_only(data, RCODE.SERVFAIL)
             return None
 
@@ -269,16 +282,16 @@ class DnsServer:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several kinds on bad input; all mean FORMERR here
             metrics.MALFORMED.labels(proto).inc()
-            metrics.ANSWERED[(proto, "unknown", "FORMERR")] += 1
+            metrics.ANSWERED[(proto, "unknown", "FORMERR")][0] += 1
             return _header_only(data, RCODE.FORMERR)
         opts = [rr for rr in query.ar if rr.rtype == QTYPE.OPT]
         qtype_name = QTYPE.get(query.q.qtype, str(query.q.qtype)) if query.questions else "none"
         # The checks run in the order miekg/dns and CoreDNS apply them.
         if query.header.opcode != OPCODE.QUERY:
-            metrics.ANSWERED[(proto, qtype_name, "NOTIMP")] += 1
+            metrics.ANSWERED[(proto, qtype_name, "NOTIMP")][0] += 1
             return _header_only(data, RCODE.NOTIMP)
         if len(query.questions) != 1 or len(opts) > 1:
-            metrics.ANSWERED[(proto, qtype_name, "FORMERR")] += 1
+            metrics.ANSWERED[(proto, qtype_name, "FORMERR")][0] += 1
             return _header_only(data, RCODE.FORMERR)
         opt = opts[0] if opts else None
         ext_rcode = 0
@@ -290,7 +303,7 @@ class DnsServer:
             answer = await self._resolve(str(query.q.qname), query.q.qtype, client_ip)
         reply = self._pack(query, answer, opt, proto, ext_rcode)
         rcode_name = "BADVERS" if ext_rcode else RCODE.get(answer.rcode, str(answer.rcode))
-        metrics.ANSWERED[(proto, qtype_name, rcode_name)] += 1
+        metrics.ANSWERED[(proto, qtype_name, rcode_name)][0] += 1
         metrics.REQUEST_DURATION.labels(qtype_name).observe(time.perf_counter() - started)
         return reply
 

@@ -36,7 +36,7 @@ def test_samples_with_the_same_labels_add_up_and_created_takes_the_earliest() ->
 
 
 async def test_a_workers_report_is_added_to_this_process_counts() -> None:
-    metrics.ANSWERED[("udp", "NAPTR", "NOERROR")] += 2  # a type no other test asks for
+    metrics.ANSWERED[("udp", "NAPTR", "NOERROR")][0] += 2  # a type no other test asks for
     read_fd, write_fd = os.pipe()
     totals = WorkerTotals()
     registry = CollectorRegistry()
