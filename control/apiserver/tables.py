@@ -430,6 +430,29 @@ SECRET_COLUMNS: list[Column] = [
 ]
 LEASE_COLUMNS: list[Column] = [_NAME, ("Holder", "string", "The holder of the lease.", 0), _AGE]
 GENERIC_COLUMNS: list[Column] = [_NAME, _AGE]
+SERVICE_ACCOUNT_COLUMNS: list[Column] = [_NAME, ("Secrets", "string", "The number of secrets.", 0), _AGE]
+CSR_COLUMNS: list[Column] = [
+    _NAME,
+    _AGE,
+    ("SignerName", "string", "The name of the signer that is requested to sign the certificate.", 0),
+    ("Requestor", "string", "Name of the user who requested the CSR.", 0),
+    ("RequestedDuration", "string", "The requested duration of the certificate.", 0),
+    ("Condition", "string", "The decision and whether a certificate was issued.", 0),
+]
+
+
+def _csr_row(obj: Object) -> list[Any]:
+    """kubectl's CSR columns: Condition is Denied, Approved or Pending, then ",Failed" and ",Issued" as they apply."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    held = {c.get("type", "") for c in status.get("conditions") or [] if c.get("status", "True") == "True"}
+    condition = "Denied" if "Denied" in held else "Approved" if "Approved" in held else "Pending"
+    if "Failed" in held:
+        condition += ",Failed"
+    if status.get("certificate"):
+        condition += ",Issued"
+    seconds = spec.get("expirationSeconds")
+    duration = human_duration(seconds) if isinstance(seconds, int) else "<none>"
+    return [_name(obj), _age(obj), spec.get("signerName", ""), spec.get("username", ""), duration, condition]
 
 ROLE_COLUMNS: list[Column] = [
     _NAME,
@@ -496,6 +519,8 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Object], list[Any]]]] = {
     "ClusterRole": (ROLE_COLUMNS, lambda o: [_name(o), (o.get("metadata") or {}).get("creationTimestamp", "")]),
     "RoleBinding": (ROLE_BINDING_COLUMNS, _role_binding_row),
     "ClusterRoleBinding": (ROLE_BINDING_COLUMNS, _role_binding_row),
+    "ServiceAccount": (SERVICE_ACCOUNT_COLUMNS, lambda o: [_name(o), str(len(o.get("secrets") or [])), _age(o)]),
+    "CertificateSigningRequest": (CSR_COLUMNS, _csr_row),
 }
 
 

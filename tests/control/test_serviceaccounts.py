@@ -370,3 +370,24 @@ async def test_kubectl_create_token_and_certificate_approve(server: Server, tmp_
     assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [("Approved", "True", "KubectlApprove")]
     code, out, err = await kubectl(server, tmp_path, "get", "csr", name)
     assert code == 0 and name in out, err
+
+
+async def test_kubectl_tables_for_accounts_and_csrs(server: Server, tmp_path: Path) -> None:
+    ns = await make_namespace(server.client)
+    await server.client.create("serviceaccounts", {"metadata": {"name": "robot"}}, ns)
+    code, out, err = await kubectl(server, tmp_path, "get", "serviceaccounts", "-n", ns)
+    assert code == 0, err
+    assert out.split("\n")[0].split() == ["NAME", "SECRETS", "AGE"] and out.split("\n")[1].split()[:2] == ["robot", "0"]
+    name = f"pkt-csr-{uuid.uuid4().hex[:6]}"
+    spec = {
+        "request": node_csr("w4"),
+        "signerName": "example.com/x",
+        "usages": ["client auth"],
+        "expirationSeconds": 3600,
+    }
+    await server.client.create("certificatesigningrequests", {"metadata": {"name": name}, "spec": spec})
+    code, out, err = await kubectl(server, tmp_path, "get", "csr", name)
+    assert code == 0, err
+    header, row = out.split("\n")[0].split(), out.split("\n")[1].split()
+    assert header == ["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"]
+    assert row[0] == name and row[2:] == ["example.com/x", "system:anonymous", "60m", "Pending"]
