@@ -2,7 +2,7 @@
 # Both install whatever is missing first (Debian 12, as root).
 
 PYTHON ?= python3
-APT_PACKAGES := docker.io etcd-server docker-registry busybox-static iptables iproute2 conntrack util-linux procps vagrant vagrant-libvirt debootstrap nftables
+APT_PACKAGES := docker.io etcd-server docker-registry busybox-static iptables iproute2 conntrack util-linux procps vagrant vagrant-libvirt debootstrap nftables wrk nginx-light
 STAMP := .deps.stamp
 
 .PHONY: deps up down status test unit bench lint clean

@@ -22,14 +22,13 @@ behind its back. Nothing outside table `ip kproxy` is touched.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kproxy.iptables.restore import PacketFilterError
-from kproxy.iptables.rules import chain_hash, usable_endpoints
+from kproxy.iptables.rules import chain_hash, endpoint_order, usable_endpoints
 from kproxy.iptables.sync import SyncReport
 from kproxy.nftables.netlink import Batch, NetlinkNft, UnsupportedRule
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
@@ -182,10 +181,6 @@ def _part_size(part: ServiceNft) -> int:
     return sum(len(rules) for _, rules in part.chains) + len(part.elements)
 
 
-def _sort_key(endpoint: Endpoint) -> tuple[int, int]:
-    return (int(ipaddress.ip_address(endpoint.ip)), endpoint.port)
-
-
 @functools.lru_cache(maxsize=65536)
 def service_nft(service: ServicePort, all_endpoints: tuple[Endpoint, ...], node: NodeConfig) -> ServiceNft:
     """One service port's chains and map elements (kube-proxy's logic, in nft).
@@ -194,14 +189,17 @@ def service_nft(service: ServicePort, all_endpoints: tuple[Endpoint, ...], node:
     """
     key = service.key
     proto = key.protocol.lower()
-    ordered = sorted(all_endpoints, key=_sort_key)
+    ordered = sorted(all_endpoints, key=endpoint_order)
     cluster_endpoints = usable_endpoints(ordered)
     local_endpoints = usable_endpoints(e for e in ordered if e.is_local)
     uses_cluster = not service.internal_policy_local or service.externally_accessible
     uses_local = service.internal_policy_local or (service.externally_accessible and service.external_policy_local)
     has_internal = bool(local_endpoints if service.internal_policy_local else cluster_endpoints)
     has_external = bool(local_endpoints if service.external_policy_local else cluster_endpoints)
-    svc, svl, ext = (chain_name(p, key) for p in ("svc-", "svl-", "ext-"))
+    svc = chain_name("svc-", key)
+    # Hashing is most of building the rules: only name the chains this service can use.
+    svl = chain_name("svl-", key) if service.internal_policy_local or service.external_policy_local else ""
+    ext = chain_name("ext-", key) if service.externally_accessible else ""
     internal_chain = svl if service.internal_policy_local else svc
     external_chain = svl if service.external_policy_local else svc
 
@@ -256,7 +254,7 @@ def service_nft(service: ServicePort, all_endpoints: tuple[Endpoint, ...], node:
     reachable = {
         str(e): e for e in (cluster_endpoints if uses_cluster else []) + (local_endpoints if uses_local else [])
     }
-    for endpoint in sorted(reachable.values(), key=_sort_key):
+    for endpoint in sorted(reachable.values(), key=endpoint_order):
         rules = [f"ip saddr {endpoint.ip} jump {MARK_FOR_MASQUERADE}"]
         if service.sticky_seconds is not None:
             name = affinity_set(key, endpoint)
