@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from control.client import Client, Informer
 from control.clock import Clock, RealClock
 from control.controllers.base import Controller
+from control.controllers.bootstraptokens import FIELD_SELECTOR as BOOTSTRAP_TOKENS, TokenCleaner
 from control.controllers.certificates import ClusterSigner, CSRApprovingController, CSRSigningController
 from control.controllers.deployment import DeploymentController
 from control.controllers.endpoints import EndpointsController
@@ -74,6 +75,7 @@ class ControllerManager:
             client, "serviceaccounts", field_selector=f"metadata.name={DEFAULT_SERVICE_ACCOUNT}"
         )
         self.informers["certificatesigningrequests"] = Informer(client, "certificatesigningrequests")
+        self.informers["secrets"] = Informer(client, "secrets", "kube-system", field_selector=BOOTSTRAP_TOKENS)
         if settings.root_ca:
             self.informers["configmaps"] = Informer(
                 client, "configmaps", field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}"
@@ -94,6 +96,7 @@ class ControllerManager:
             LoadBalancerController(client, inf["services"], parse_pool(settings.load_balancer_pool)),
             ServiceAccountsController(client, inf["namespaces"], inf["serviceaccounts"]),
             CSRApprovingController(client, inf["certificatesigningrequests"]),
+            TokenCleaner(client, inf["secrets"]),
         ]
         if settings.root_ca:
             self.controllers.append(RootCAPublisher(client, inf["namespaces"], inf["configmaps"], settings.root_ca))
