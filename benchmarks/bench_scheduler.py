@@ -15,6 +15,7 @@ this kind of test is 270 pods/s at 5,000 nodes.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -161,6 +162,7 @@ class Round:
     last: float  # scheduler start to last binding
     bound: int
     spread: str  # pods per node, min-max
+    load: float  # the machine's 1-minute load average when the scheduler started
 
     @property
     def throughput(self) -> float:
@@ -192,6 +194,7 @@ def one_round() -> Round:
         scheduler_argv = [sys.executable, "-m", "pocket.cli", "scheduler", "--api-server", api]
         scheduler_argv += ["--health-port", str(health), "--leader-elect=false"]
         scheduler_started = time.monotonic()
+        load = os.getloadavg()[0]
         processes.append(start(scheduler_argv, workdir / "scheduler.log"))
         times, per_node = asyncio.run(time_bindings(api, version, processes[-1], scheduler_started))
     finally:
@@ -199,14 +202,14 @@ def one_round() -> Round:
             stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
     spread = f"{min(per_node.values())}-{max(per_node.values())}" if per_node else "n/a"
-    return Round(nodes_took, pods_took, times[0], times[-1], len(times), spread)
+    return Round(nodes_took, pods_took, times[0], times[-1], len(times), spread, load)
 
 
 def run() -> str:
     """ROUNDS rounds (the machine is shared and noisy); the table is the median round by throughput."""
     rounds = sorted((one_round() for _ in range(ROUNDS)), key=lambda r: r.throughput)
     median = rounds[len(rounds) // 2]
-    each = ", ".join(f"{r.throughput:.0f}" for r in rounds)
+    each = ", ".join(f"{r.throughput:.0f} (load {r.load:.1f})" for r in rounds)
     return f"""## Scheduler throughput
 
 {PODS} pods (100m cpu, 128Mi, no owners) on {NODES} Ready nodes registered
@@ -221,7 +224,7 @@ processes on 127.0.0.1; all pods created before the scheduler starts; bindings t
 | scheduler start to first binding | {median.first:.1f} s |
 | first to last binding | {median.last - median.first:.1f} s |
 | **throughput (first to last binding), median of {ROUNDS}** | **{median.throughput:.0f} pods/s** |
-| throughput of each round (sorted) | {each} pods/s |
+| throughput of each round, sorted (1-minute load average at its start, on {os.cpu_count()} cores) | {each} pods/s |
 | throughput including start-up | {median.bound / median.last:.0f} pods/s |
 | pods per node (min-max) | {median.spread} |
 
