@@ -230,6 +230,7 @@ class Scheduler:
         """Decide one pod; when it fits, assume it on the chosen node (returned) and bind it in the background."""
         key = key_of(pod)
         started = time.perf_counter()
+        facts = facts or PodFacts.of(pod)
         result = schedule(pod, infos, self.rng, self._next_start, facts)
         self._next_start = (self._next_start + result.processed) % max(len(infos), 1)
         if result.node is None:
@@ -239,7 +240,7 @@ class Scheduler:
             ATTEMPT_DURATION.labels("unschedulable").observe(time.perf_counter() - started)
             return None
         self._assumed.add(key)
-        self._count(facts or PodFacts.of(pod), result.node)
+        self._count(facts, result.node)
         await self._binding_slots.acquire()
         task = asyncio.create_task(self._bind(pod, result.node, started))
         self._bindings.add(task)
