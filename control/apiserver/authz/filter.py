@@ -167,8 +167,6 @@ class Authorization:
 
     async def review(self, request: web.Request) -> web.Response:
         """POST of any of the four review kinds (routed here before the stored-resource handler)."""
-        if request.method != "POST":
-            raise errors.method_not_allowed()
         plural = request.match_info["plural"]
         namespace = request.match_info.get("namespace")
         user: UserInfo = request.get("user") or ANONYMOUS
@@ -180,11 +178,14 @@ class Authorization:
         return web.Response(status=201, text=json.dumps(answer), content_type="application/json")
 
     def add_routes(self, app: web.Application) -> None:
-        """The review paths; added before the generic /apis/{group}/... route so they are never stored."""
+        """POSTs of reviews, routed before the generic /apis/{group}/... route so they are never stored.
+
+        Other methods fall through to it and find nothing stored (a GET lists no reviews, as for tokenreviews).
+        """
         base = "/apis/authorization.k8s.io/v1"
         for plural in ("selfsubjectaccessreviews", "selfsubjectrulesreviews", "subjectaccessreviews"):
-            app.router.add_route("*", f"{base}/{{plural:{plural}}}", self.review)
-        app.router.add_route("*", f"{base}/namespaces/{{namespace}}/{{plural:localsubjectaccessreviews}}", self.review)
+            app.router.add_post(f"{base}/{{plural:{plural}}}", self.review)
+        app.router.add_post(f"{base}/namespaces/{{namespace}}/{{plural:localsubjectaccessreviews}}", self.review)
 
 
 def _impersonation(user: UserInfo, resource: str, name: str, namespace: str = "", group: str = "") -> Attributes:
