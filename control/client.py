@@ -169,6 +169,11 @@ class Client:
                 raise KubeconfigError(f"kubeconfig {path}: TLS material does not load: {err}") from None
         return cls(str(server), token=token, user_agent=user_agent, timeout=timeout, ssl_context=ssl_context)
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of this client's connections (the kubelet reloads a rotated certificate into it)."""
+        return self._ssl_context
+
     async def __aenter__(self) -> Client:
         return self
 

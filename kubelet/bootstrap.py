@@ -39,6 +39,8 @@ CLIENT_FILE = "kubelet-client-current.pem"
 POLL_SECONDS = 1.0
 DEFAULT_WAIT_SECONDS = 900.0
 RENEW_BEFORE = datetime.timedelta(minutes=5)  # a certificate this close to expiry is not worth starting with
+ROTATE_AT = 0.8  # fraction of the lifetime after which the kubelet renews its client certificate
+ROTATE_RETRY_SECONDS = 30.0
 
 
 class BootstrapError(RuntimeError):
@@ -149,6 +151,65 @@ async def _wait_for_certificate(client: Client, name: str, wait_seconds: float) 
         await asyncio.sleep(POLL_SECONDS)
 
 
+def _new_key_and_request(node_name: str) -> tuple[ec.EllipticCurvePrivateKey, Object]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, csr_object(node_name, key)
+
+
+async def _submit(client: Client, body: Object) -> None:
+    name = body["metadata"]["name"]
+    try:
+        await client.create("certificatesigningrequests", body)
+    except ApiError as err:
+        if err.code != 409:
+            raise BootstrapError(f"cannot create CSR {name}: {err}") from None
+        await client.delete("certificatesigningrequests", name)  # a leftover of an earlier attempt
+        await client.create("certificatesigningrequests", body)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def rotation_deadline(certificate: x509.Certificate, fraction: float = ROTATE_AT) -> datetime.datetime:
+    """When to renew: at `fraction` of the certificate's lifetime (upstream picks 70-90%)."""
+    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    return certificate.not_valid_before_utc + lifetime * fraction
+
+
+async def renew_client_certificate(client: Client, node_name: str, client_file: Path, wait_seconds: float) -> None:
+    """Replace the node's client certificate with a new one, asked for with the current one (self renewal).
+
+    The new key and certificate go to `client_file` and into the client's TLS
+    context, so the connections it opens from now on present them.
+    """
+    key, body = _new_key_and_request(node_name)
+    await _submit(client, body)
+    try:
+        certificate = await _wait_for_certificate(client, body["metadata"]["name"], wait_seconds)
+    except ApiError as err:
+        raise BootstrapError(f"cannot read CSR {body['metadata']['name']}: {err}") from None
+    _write(client_file, certificate + _key_pem(key), 0o600)
+    if client.ssl_context is not None:
+        client.ssl_context.load_cert_chain(client_file, client_file)
+    log.info("client certificate rotated", extra={"node": node_name})
+
+
+async def rotate_forever(client: Client, node_name: str, client_file: Path) -> None:
+    """Renew the client certificate each time it reaches its rotation deadline (the kubelet's --rotate-certificates)."""
+    while True:
+        certificate = x509.load_pem_x509_certificate(client_file.read_bytes())
+        wait = (rotation_deadline(certificate) - datetime.datetime.now(datetime.UTC)).total_seconds()
+        await asyncio.sleep(max(wait, 0.0))
+        try:
+            await renew_client_certificate(client, node_name, client_file, DEFAULT_WAIT_SECONDS)
+        except (BootstrapError, ApiError) as err:
+            log.warning("client certificate rotation failed; retrying in %ss: %s", ROTATE_RETRY_SECONDS, err)
+            await asyncio.sleep(ROTATE_RETRY_SECONDS)
+
+
 async def bootstrap_client_certificate(
     node_name: str,
     bootstrap_kubeconfig: Path,
@@ -160,27 +221,20 @@ async def bootstrap_client_certificate(
     if current_certificate_ok(kubeconfig, node_name):
         return False
     cluster = _cluster_of(bootstrap_kubeconfig)
-    key = ec.generate_private_key(ec.SECP256R1())
-    body = csr_object(node_name, key)
+    key, body = _new_key_and_request(node_name)
     name = body["metadata"]["name"]
     async with Client.from_kubeconfig(bootstrap_kubeconfig, user_agent=f"kubelet/{node_name} bootstrap") as client:
         try:
-            await client.create("certificatesigningrequests", body)
-        except ApiError as err:
-            if err.code != 409:
-                raise BootstrapError(f"cannot create CSR {name} with the bootstrap credentials: {err}") from None
-            await client.delete("certificatesigningrequests", name)  # a leftover of an earlier attempt
-            await client.create("certificatesigningrequests", body)
+            await _submit(client, body)
+        except BootstrapError as err:
+            raise BootstrapError(f"{err} (with the bootstrap credentials)") from None
         log.info("sent certificate signing request", extra={"csr": name, "node": node_name})
         try:
             certificate = await _wait_for_certificate(client, name, wait_seconds)
         except ApiError as err:
             raise BootstrapError(f"cannot read CSR {name}: {err}") from None
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     client_file = cert_dir / CLIENT_FILE
-    _write(client_file, certificate + key_pem, 0o600)
+    _write(client_file, certificate + _key_pem(key), 0o600)
     config = {
         "apiVersion": "v1",
         "kind": "Config",

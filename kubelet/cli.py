@@ -25,7 +25,7 @@ from kubelet.node import (
     parse_reserved,
     parse_taints,
 )
-from kubelet.bootstrap import BootstrapError, bootstrap_client_certificate
+from kubelet.bootstrap import CLIENT_FILE, BootstrapError, bootstrap_client_certificate, rotate_forever
 from kubelet.pods import NodeSettings, PodWorkers
 from kubelet.runtime import DockerRuntime, RuntimeFailure
 from kubelet.server import KubeletServer, serving_context
@@ -110,21 +110,27 @@ async def serve(args: argparse.Namespace) -> None:
     )
     node_resolv = Path(args.resolv_conf).read_text() if args.resolv_conf else None
     tls = _serving_tls(args)
+    cert_dir = args.cert_dir or args.root_dir / "pki"
     if args.bootstrap_kubeconfig:
         if not args.kubeconfig:
             raise ValueError("--bootstrap-kubeconfig needs --kubeconfig: the path the node's own kubeconfig goes to")
-        await bootstrap_client_certificate(
-            args.node_name,
-            Path(args.bootstrap_kubeconfig),
-            Path(args.kubeconfig),
-            args.cert_dir or args.root_dir / "pki",
-        )
+        bootstrap = Path(args.bootstrap_kubeconfig)
+        await bootstrap_client_certificate(args.node_name, bootstrap, Path(args.kubeconfig), cert_dir)
     runtime = DockerRuntime(args.docker_host)
     client = api_client(args, f"kubelet/{args.node_name}")
     network = NodeNetwork(args.root_dir)
+    # a bootstrapped client certificate is the kubelet's own to renew, as upstream's --rotate-certificates
+    rotation = (
+        asyncio.create_task(rotate_forever(client, args.node_name, cert_dir / CLIENT_FILE))
+        if args.bootstrap_kubeconfig
+        else None
+    )
     try:
         await _run_agent(args, identity, node_resolv, client, runtime, network, tls)
     finally:
+        if rotation is not None:
+            rotation.cancel()
+            await asyncio.gather(rotation, return_exceptions=True)
         await network.close()
         await runtime.close()
         await client.close()

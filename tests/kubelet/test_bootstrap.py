@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from control import pki
@@ -19,7 +20,15 @@ from control.apiserver.bootstraptokens import generate_token, token_secret
 from control.client import Client, Informer, ssl_context_for
 from control.controllers.certificates import ClusterSigner, CSRApprovingController, CSRSigningController
 from kubelet import cli
-from kubelet.bootstrap import BootstrapError, bootstrap_client_certificate, csr_object, current_certificate_ok
+from kubelet.bootstrap import (
+    CLIENT_FILE,
+    BootstrapError,
+    bootstrap_client_certificate,
+    csr_object,
+    current_certificate_ok,
+    renew_client_certificate,
+    rotation_deadline,
+)
 from tests.conftest import EtcdServer
 from tests.control.sa_apiserver import KeyedServer, keyed_apiserver
 from tests.controllers.helpers import eventually
@@ -113,7 +122,7 @@ async def test_bootstrap_with_an_unknown_token_fails_clearly(
     assert server.ca is not None
     bootstrap = tmp_path / "bootstrap-kubelet.conf"
     write_bootstrap_kubeconfig(bootstrap, server.url, server.ca.paths.cert, generate_token())
-    with pytest.raises(BootstrapError, match="cannot create CSR .* with the bootstrap credentials: Unauthorized"):
+    with pytest.raises(BootstrapError, match=r"cannot create CSR .*: Unauthorized \(with the bootstrap credentials\)"):
         await bootstrap_client_certificate("w5", bootstrap, tmp_path / "kubelet.conf", tmp_path / "pki", 5)
     assert not (tmp_path / "kubelet.conf").exists()
 
@@ -140,3 +149,38 @@ def test_bootstrap_kubeconfig_needs_kubeconfig(tmp_path: Path, caplog: pytest.Lo
     with caplog.at_level(logging.ERROR, logger="kubelet"):
         assert cli.run(args) == 2
     assert "--bootstrap-kubeconfig needs --kubeconfig" in caplog.text
+
+
+async def test_rotation_renews_with_the_current_certificate(
+    cluster: tuple[KeyedServer, Client], tmp_path: Path
+) -> None:
+    server, admin = cluster
+    assert server.ca is not None
+    token = generate_token()
+    await admin.create("secrets", token_secret(token, ttl_seconds=600), "kube-system")
+    bootstrap = tmp_path / "bootstrap-kubelet.conf"
+    write_bootstrap_kubeconfig(bootstrap, server.url, server.ca.paths.cert, token)
+    kubeconfig, cert_dir = tmp_path / "kubelet.conf", tmp_path / "kubelet-pki"
+    assert await bootstrap_client_certificate("w6", bootstrap, kubeconfig, cert_dir, wait_seconds=30)
+    client_file = cert_dir / CLIENT_FILE
+    first = x509.load_pem_x509_certificate(client_file.read_bytes())
+    assert (
+        rotation_deadline(first) - first.not_valid_before_utc
+        == (first.not_valid_after_utc - first.not_valid_before_utc) * 0.8
+    )
+    async with Client.from_kubeconfig(kubeconfig) as node:
+        await renew_client_certificate(node, "w6", client_file, wait_seconds=30)
+        second = x509.load_pem_x509_certificate(client_file.read_bytes())
+        assert second.serial_number != first.serial_number
+        assert pki.subject_of(second) == ("system:node:w6", ("system:nodes",))
+        await node.close()  # the next connection is made with the reloaded TLS context: it still authenticates
+        recorded = await node.create(
+            "certificatesigningrequests", csr_object("w6", ec.generate_private_key(ec.SECP256R1()))
+        )
+    assert recorded["spec"]["username"] == "system:node:w6"
+    renewals = [
+        c
+        for c in (await admin.list("certificatesigningrequests"))["items"]
+        if c["spec"]["username"] == "system:node:w6"
+    ]
+    assert any("self kubelet client" in (c["status"].get("conditions") or [{}])[0].get("message", "") for c in renewals)
