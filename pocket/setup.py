@@ -364,7 +364,7 @@ def cluster_info_kubeconfig(server: str, ca_pem: bytes | None) -> str:
     cluster: dict[str, Any] = {"server": server}
     if ca_pem:
         cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
-    config = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "", "cluster": cluster}],
+    config: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "", "cluster": cluster}],
               "contexts": None, "current-context": "", "preferences": {}, "users": None}
     return yaml.safe_dump(config, sort_keys=True)
 

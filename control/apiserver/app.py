@@ -419,11 +419,11 @@ class ApiHandler:
             if request.method == "GET":
                 return _json(await self.registry.get(res, None, name))
             if request.method in ("PUT", "PATCH"):
-                patch_type = self._patch_type(request) if request.method == "PATCH" else None
+                approval_patch = self._patch_type(request) if request.method == "PATCH" else None
                 body = await _body(request)
                 return _json(
                     await csr.update_approval(
-                        self.registry, name, request.method, body, patch_type, _write_options(request)
+                        self.registry, name, request.method, body, approval_patch, _write_options(request)
                     )
                 )
         raise errors.method_not_allowed()
