@@ -220,6 +220,10 @@ def decode_continue(token: str) -> tuple[int, str]:
         raise errors.bad_request(f"continue key is not valid: {err}") from None
 
 
+# The garbage collector's finalizers, by DeleteOptions.propagationPolicy.
+PROPAGATION_FINALIZERS = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}
+
+
 class Registry:
     """All API operations, against one Storage."""
 
@@ -930,8 +934,19 @@ class Registry:
         raise errors.conflict(res.plural, name, _STALE, res.group)
 
     def _mark_for_deletion(self, res: Resource, obj: Object, options: DeleteOptions) -> Object | None:
-        """The object with deletionTimestamp set, or None when it goes at once."""
+        """The object with deletionTimestamp set, or None when it goes at once.
+
+        Foreground and Orphan propagation add the garbage collector's
+        finalizer, so the object stays (marked) until its dependents are
+        deleted or released. Pods own nothing here, so for them every policy
+        is Background and graceful termination is untouched.
+        """
         meta = _meta(obj)
+        finalizer = PROPAGATION_FINALIZERS.get(options.propagation_policy or "")
+        if finalizer and res.kind != "Pod" and not meta.get("deletionTimestamp"):
+            obj = copy.deepcopy(obj)
+            meta = _meta(obj)
+            meta["finalizers"] = [*(f for f in meta.get("finalizers") or [] if f != finalizer), finalizer]
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return obj
@@ -1197,7 +1212,6 @@ class Registry:
         for stored in (await self.storage.list(self.prefix(namespaces, None)))[0]:
             if _meta(stored.obj).get("deletionTimestamp"):
                 self.start_namespace_cleanup(_meta(stored.obj)["name"])
-
 
     async def _ensure_content(self, res: Resource, wanted: Object, content: Object) -> None:
         """Create `wanted` in default, or merge-patch `content` into it when what is stored differs."""

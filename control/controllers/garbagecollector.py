@@ -64,14 +64,34 @@ class GarbageCollector(Controller):
                     self.queue.add(f"{dep_plural}|{key_of(dep)}")
                 if {FOREGROUND, ORPHAN} & set(meta.get("finalizers") or []):
                     self.queue.add(f"owner:{plural}|{key_of(obj)}")
+            if kind == "DELETED":  # an owner waiting in foreground deletion may now be free to go
+                for owner_key in self._owner_keys(obj):
+                    self.queue.add(owner_key)
 
         return on_event
+
+    def _owner_keys(self, obj: Object) -> list[str]:
+        keys = []
+        for ref in owner_refs(obj):
+            res = resource_for_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", "")))
+            if res is not None and res.plural in self.informers:
+                namespace = namespace_of(obj) if res.namespaced else None
+                keys.append(
+                    f"owner:{res.plural}|{namespace}/{ref.get('name')}"
+                    if namespace
+                    else f"owner:{res.plural}|{ref.get('name')}"
+                )
+        return keys
 
     def all_keys(self) -> Iterable[str]:
         for plural in self.dependents:
             for obj in self.informers[plural].items():
                 if owner_refs(obj):
                     yield f"{plural}|{key_of(obj)}"
+        for plural, informer in self.informers.items():
+            for obj in informer.items():
+                if {FOREGROUND, ORPHAN} & set((obj.get("metadata") or {}).get("finalizers") or []):
+                    yield f"owner:{plural}|{key_of(obj)}"
 
     def _dependents_of(self, uid: str) -> list[tuple[str, Object]]:
         return [

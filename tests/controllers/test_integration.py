@@ -272,6 +272,51 @@ async def test_deleting_a_deployment_collects_replicasets_and_pods(apiserver, ma
     await eventually(all_gone, what="ReplicaSets and pods collected")
 
 
+async def test_foreground_deletion_keeps_the_owner_until_dependents_are_gone(apiserver, manager, namespace, kubectl):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
+    }
+    await client.create("deployments", deployment, namespace)
+    await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="the deployment's pods")
+    marked = await client.delete("deployments", "web", namespace, propagation_policy="Foreground")
+    assert marked["metadata"]["deletionTimestamp"]
+    assert "foregroundDeletion" in marked["metadata"]["finalizers"]
+
+    async def all_gone():
+        left = [(await client.list(p, namespace))["items"] for p in ("deployments", "replicasets", "pods")]
+        return not any(left)
+
+    await eventually(all_gone, what="the Deployment gone after its ReplicaSet and pods")
+
+
+async def test_orphan_deletion_releases_dependents(apiserver, manager, namespace, kubectl):
+    client = apiserver.client
+    deployment = {
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
+    }
+    await client.create("deployments", deployment, namespace)
+    await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="the deployment's pods")
+
+    # kubectl waits for the Deployment to go, which needs this loop's controllers: run it in a thread.
+    await asyncio.to_thread(kubectl, "delete", "deployment", "web", "-n", namespace, "--cascade=orphan")
+
+    async def released():
+        if (await client.list("deployments", namespace))["items"]:
+            return None
+        rss = (await client.list("replicasets", namespace))["items"]
+        return rss if len(rss) == 1 and not rss[0]["metadata"].get("ownerReferences") else None
+
+    (rs,) = await eventually(released, what="the ReplicaSet left without its owner")
+    await asyncio.sleep(1.0)  # the collector had its chance: the ReplicaSet and its pods stay
+    assert (await client.get("replicasets", rs["metadata"]["name"], namespace))["metadata"]["uid"] == rs["metadata"][
+        "uid"
+    ]
+    assert len(await live_pods(client, namespace)) == 2
+
+
 async def test_node_ipam_hands_out_distinct_subnets(apiserver, manager):
     client = apiserver.client
     names = [f"pkt-ipam-{i}" for i in range(3)]
