@@ -102,7 +102,11 @@ async def test_positive_answers_are_cached_for_their_ttl(kdns: tuple[int, Counti
     assert addresses(first) == addresses(second) == ["192.0.2.10"]
     assert resolver.asked[("short.example.", "A", "udp")] == 1
     assert second.rr[0].ttl == 6  # the cached answer ages
-    await clock.advance(7)  # past the 10 s TTL
+    await clock.advance(0.5)  # asked again within the second: the same TTL; a second later, one less
+    assert [rr.ttl for rr in (await query(port, "short.example")).rr] == [6]
+    await clock.advance(1)
+    assert [rr.ttl for rr in (await query(port, "short.example")).rr] == [5]
+    await clock.advance(5.5)  # past the 10 s TTL
     await query(port, "short.example")
     assert resolver.asked[("short.example.", "A", "udp")] == 2
 

@@ -346,3 +346,29 @@ async def test_forwarder_with_no_upstreams_gives_servfail() -> None:
         assert addresses(await query(port, "kubernetes.default.svc.cluster.local")) == ["10.96.0.1"]
     finally:
         await server.stop()
+
+
+async def test_a_repeated_question_gets_its_own_id_case_rd_and_buffer_size(dns_port: int) -> None:
+    """Repeats are answered from replies kept by the query's bytes: nothing of an earlier asker's may leak."""
+    name = "web.default.svc.cluster.local"
+    seen = []
+    for query_id, spelling, rd, edns in [
+        (0x1111, name, 1, None),
+        (0x2222, name, 1, None),  # the same bytes but the ID
+        (0x3333, name, 0, None),
+        (0x4444, "Web.DEFAULT.svc.cluster.local", 1, None),
+        (0x5555, name, 1, 1232),
+        (0x6666, name, 1, 4096),
+        (0x7777, name, 1, 1232),
+    ]:
+        request = DNSRecord.question(spelling)
+        request.header.id, request.header.rd = query_id, rd
+        if edns is not None:
+            request.add_ar(EDNS0(udp_len=edns))
+        reply = DNSRecord.parse(await exchange_raw(dns_port, request.pack()))
+        assert (reply.header.id, reply.header.rd, reply.header.aa) == (query_id, rd, 1)
+        assert str(reply.q.qname) == spelling + "."
+        assert [(str(rr.rname), str(rr.rdata)) for rr in reply.rr] == [(spelling + ".", "10.96.5.5")]
+        assert [(rr.rtype, rr.rclass) for rr in reply.ar] == ([] if edns is None else [(QTYPE.OPT, edns)])
+        seen.append(reply.rr[0].ttl)
+    assert set(seen) == {30}
