@@ -159,7 +159,22 @@ def labels_to_selector(labels: Mapping[str, str] | None) -> Selector:
 
 
 def format_label_selector(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return format_selector(labels_to_selector(labels))
+
+
+def format_selector(selector: Selector) -> str:
+    """The string form of a selector as Kubernetes writes it: clauses sorted by key, set values sorted."""
+    clauses = []
+    for req in sorted(selector, key=lambda r: r.key):
+        if req.operator in ("in", "notin"):
+            clauses.append(f"{req.key} {req.operator} ({','.join(sorted(req.values))})")
+        elif req.operator == "exists":
+            clauses.append(req.key)
+        elif req.operator == "!":
+            clauses.append(f"!{req.key}")
+        else:
+            clauses.append(f"{req.key}{req.operator}{req.values[0]}")
+    return ",".join(clauses)
 
 
 # -- field selectors ---------------------------------------------------------

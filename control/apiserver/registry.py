@@ -30,7 +30,7 @@ from control.api.selectors import (
     FieldRequirement,
     Selector,
     fields_match,
-    format_label_selector,
+    format_selector,
     from_label_selector,
     matches,
 )
@@ -1091,11 +1091,7 @@ class Registry:
             reqs = from_label_selector(selector)
         except ApiError:
             reqs = ()
-        selector_text = (
-            format_label_selector(selector.get("matchLabels") or {})
-            if not selector.get("matchExpressions")
-            else ",".join(f"{r.key} {r.operator} ({','.join(r.values)})" if r.values else r.key for r in reqs)
-        )
+        selector_text = format_selector(reqs)
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",

@@ -6,6 +6,8 @@ import pytest
 
 from control.api.errors import ApiError
 from control.api.selectors import (
+    Requirement,
+    format_selector,
     fields_match,
     from_label_selector,
     labels_to_selector,
@@ -67,6 +69,27 @@ def test_structured_selector_and_service_selector() -> None:
     assert matches(labels_to_selector({"app": "web"}), {"app": "web", "x": "y"})
     with pytest.raises(ApiError):
         from_label_selector({"matchExpressions": [{"key": "a", "operator": "Near"}]})
+
+
+def test_structured_selector_formats_as_kubernetes_and_parses_back() -> None:
+    structured = {
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["front", "back"]},
+            {"key": "env", "operator": "NotIn", "values": ["dev"]},
+            {"key": "canary", "operator": "Exists"},
+            {"key": "legacy", "operator": "DoesNotExist"},
+        ],
+    }
+    text = format_selector(from_label_selector(structured))
+    assert text == "app=web,canary,env notin (dev),!legacy,tier in (back,front)"
+    assert parse_label_selector(text) == (
+        Requirement("app", "=", ("web",)),
+        Requirement("canary", "exists"),
+        Requirement("env", "notin", ("dev",)),
+        Requirement("legacy", "!"),
+        Requirement("tier", "in", ("back", "front")),
+    )
 
 
 def test_field_selectors() -> None:
