@@ -67,3 +67,6 @@ def test_new_node_gets_a_confined_identity_from_a_bootstrap_token(cluster: Local
         assert secret_code == 403, "a node may not read a Secret no pod of it uses"
     finally:
         cluster.kubectl("delete", "secret", secret_name, "-n", "kube-system", "--ignore-not-found")
+        for csr in json.loads(cluster.kubectl("get", "csr", "-o", "json"))["items"]:
+            if csr["spec"].get("username") in (f"system:bootstrap:{token[:6]}", f"system:node:{node}"):
+                cluster.kubectl("delete", "csr", csr["metadata"]["name"], "--ignore-not-found")
