@@ -454,6 +454,7 @@ def _csr_row(obj: Object) -> list[Any]:
     duration = human_duration(seconds) if isinstance(seconds, int) else "<none>"
     return [_name(obj), _age(obj), spec.get("signerName", ""), spec.get("username", ""), duration, condition]
 
+
 ROLE_COLUMNS: list[Column] = [
     _NAME,
     (
@@ -500,6 +501,80 @@ def _role_binding_row(obj: Object) -> list[Any]:
     ]
 
 
+HPA_COLUMNS: list[Column] = [
+    _NAME,
+    ("Reference", "string", "Reference to the object whose scale this autoscaler controls.", 0),
+    ("Targets", "string", "Current and target value of each metric.", 0),
+    ("MinPods", "string", "Lower limit for the number of pods that can be set by the autoscaler, default 1.", 0),
+    ("MaxPods", "integer", "Upper limit for the number of pods that can be set by the autoscaler.", 0),
+    ("Replicas", "integer", "Current number of replicas of pods managed by this autoscaler.", 0),
+    _AGE,
+]
+
+
+def _metric_value(target: Object) -> str:
+    if "averageUtilization" in target:
+        return f"{target['averageUtilization']}%"
+    for field in ("averageValue", "value"):
+        if field in target:
+            return str(target[field])
+    return "<unknown>"
+
+
+def _hpa_targets(spec: Object, status: Object) -> str:
+    """`cpu: 45%/50%` per metric, as kubectl shows them; a metric not measured yet is `<unknown>`."""
+    current = {
+        (m.get("resource") or m.get("containerResource") or {}).get("name"): m
+        for m in status.get("currentMetrics") or []
+        if isinstance(m, dict)
+    }
+    shown = []
+    for metric in spec.get("metrics") or []:
+        source = metric.get("resource") or metric.get("containerResource")
+        if not isinstance(source, dict):
+            shown.append(f"{metric.get('type', '')}: <unknown>")
+            continue
+        name = source.get("name", "")
+        measured = (current.get(name) or {}).get("resource") or (current.get(name) or {}).get("containerResource")
+        now = _metric_value((measured or {}).get("current") or {}) if measured else "<unknown>"
+        shown.append(f"{name}: {now}/{_metric_value(source.get('target') or {})}")
+    if len(shown) > 2:
+        return f"{', '.join(shown[:2])} + {len(shown) - 2} more..."
+    return ", ".join(shown) or "<none>"
+
+
+def _hpa_row(obj: Object) -> list[Any]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    min_pods = spec.get("minReplicas")
+    return [
+        _name(obj),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _hpa_targets(spec, status),
+        "<unset>" if min_pods is None else str(min_pods),
+        spec.get("maxReplicas", 0),
+        status.get("currentReplicas", 0),
+        _age(obj),
+    ]
+
+
+ENDPOINT_SLICE_COLUMNS: list[Column] = [
+    _NAME,
+    ("AddressType", "string", "The address type of this EndpointSlice.", 0),
+    ("Ports", "string", "The ports of this EndpointSlice.", 0),
+    ("Endpoints", "string", "The addresses of the endpoints of this EndpointSlice.", 0),
+    _AGE,
+]
+
+
+def _endpoint_slice_row(obj: Object) -> list[Any]:
+    """Ports and up to three addresses, then `+ N more...`, as kubectl shows them."""
+    ports = [str(p.get("port")) for p in obj.get("ports") or [] if isinstance(p, dict) and p.get("port") is not None]
+    addresses = [a for e in obj.get("endpoints") or [] if isinstance(e, dict) for a in e.get("addresses") or []]
+    shown = ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
+    return [_name(obj), obj.get("addressType", ""), ",".join(ports) or "<unset>", shown or "<unset>", _age(obj)]
+
+
 PRINTERS: dict[str, tuple[list[Column], Callable[[Object], list[Any]]]] = {
     "Pod": (POD_COLUMNS, _pod_row),
     "Deployment": (DEPLOYMENT_COLUMNS, _deployment_row),
@@ -521,6 +596,8 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Object], list[Any]]]] = {
     "ClusterRoleBinding": (ROLE_BINDING_COLUMNS, _role_binding_row),
     "ServiceAccount": (SERVICE_ACCOUNT_COLUMNS, lambda o: [_name(o), str(len(o.get("secrets") or [])), _age(o)]),
     "CertificateSigningRequest": (CSR_COLUMNS, _csr_row),
+    "HorizontalPodAutoscaler": (HPA_COLUMNS, _hpa_row),
+    "EndpointSlice": (ENDPOINT_SLICE_COLUMNS, _endpoint_slice_row),
 }
 
 

@@ -66,6 +66,52 @@ def test_service_and_endpoints_cells() -> None:
     )
 
 
+def test_hpa_and_endpoint_slice_cells() -> None:
+    hpa = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "maxReplicas": 5,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}},
+                },
+                {
+                    "type": "Resource",
+                    "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "64Mi"}},
+                },
+            ],
+        },
+        "status": {
+            "currentReplicas": 2,
+            "currentMetrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 75}}}
+            ],
+        },
+    }
+    assert to_table("HorizontalPodAutoscaler", [hpa], {})["rows"][0]["cells"][:6] == [
+        "web",
+        "Deployment/web",
+        "cpu: 75%/50%, memory: <unknown>/64Mi",
+        "<unset>",
+        5,
+        2,
+    ]
+    endpoint_slice = {
+        "metadata": {"name": "web-abcde"},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080}, {"port": 9090}],
+        "endpoints": [{"addresses": [f"10.244.0.{i}"]} for i in range(5)],
+    }
+    assert to_table("EndpointSlice", [endpoint_slice], {})["rows"][0]["cells"][:4] == [
+        "web-abcde",
+        "IPv4",
+        "8080,9090",
+        "10.244.0.0,10.244.0.1,10.244.0.2 + 2 more...",
+    ]
+
+
 def test_service_defaults_and_image_pull_policy() -> None:
     svc = {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]}}
     apply_defaults("Service", svc)
