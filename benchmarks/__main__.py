@@ -1,4 +1,4 @@
-"""Run the benchmarks and write their tables under docs/benchmarks/."""
+"""Run the benchmarks, store each section under docs/benchmarks/, and rewrite docs/benchmarks.md from them all."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import benchmarks
+from benchmarks.report import Stored, as_section, save, write_report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 OUT_DIR = DOCS / "benchmarks"
@@ -39,30 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         started = time.monotonic()
         try:
-            section = importlib.import_module(f"benchmarks.{name}").run()
+            section = as_section(importlib.import_module(f"benchmarks.{name}").run())
         except Exception as err:  # report and go on: one broken benchmark must not hide the others
             print(f"{name} failed: {err!r}", file=sys.stderr)
             failed.append(name)
             continue
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        took = time.monotonic() - started
-        header = f"<!-- written by `make bench` ({name}) on {stamp}, {machine()}, in {took:.0f}s -->\n"
-        (OUT_DIR / f"{name.removeprefix('bench_')}.md").write_text(header + section)
-        print(section, flush=True)
-    write_index()
+        stored = Stored(name, f"python -m benchmarks {name}", stamp, machine(), time.monotonic() - started,
+                        section.figures, section.distributions, section.series)
+        save(OUT_DIR, stored, section.markdown)
+        print(section.markdown, flush=True)
+    write_report(OUT_DIR, INDEX)
     return 1 if failed else 0
-
-
-def write_index() -> None:
-    """docs/benchmarks.md: every section written so far, one after another, each with its stamp."""
-    sections = sorted(OUT_DIR.glob("*.md"))
-    parts = [
-        "# Benchmarks\n\n"
-        "Written by `make bench` (`python -m benchmarks [NAME...]`) from the sections in "
-        "[benchmarks/](benchmarks/); each section says when and where it ran and the commands behind its numbers.\n"
-    ]
-    parts += [f"\n<!-- from benchmarks/{path.name} -->\n{path.read_text()}" for path in sections]
-    INDEX.write_text("".join(parts))
 
 
 if __name__ == "__main__":
