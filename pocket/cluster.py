@@ -811,8 +811,14 @@ def unmount_all(*directories: Path) -> list[str]:
     return mounts_under(*directories)
 
 
-def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
-    """Remove every process, mount, namespace and file `pocket up` made; fine if there is nothing."""
+def down(cluster: ClusterConfig, out: Callable[[str], None], keep: bool = False) -> int:
+    """Remove every process, mount, namespace and file `pocket up` made; fine if there is nothing.
+
+    With `keep`, the state dir (etcd data, PKI, each node's Docker data root and kubelet dir,
+    the registry) and the kubeconfig stay, as a power cut would leave them: the next `pocket up`
+    restarts the same cluster, whose kubelets find their containers dead and start them again.
+    The run dir (pid files, sockets, dockerd's exec root) goes, as /run does on a reboot.
+    """
     problems: list[str] = []
     node_names = [node.name for node in cluster.nodes]
     containers = container_ids(cluster, node_names)
@@ -850,13 +856,13 @@ def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
 
     def remove_files() -> str:
         removed = []
-        for path in (cluster.state_dir, cluster.run_dir):
+        for path in (cluster.run_dir,) if keep else (cluster.state_dir, cluster.run_dir):
             if path.exists():
                 shutil.rmtree(path, ignore_errors=True)
                 if path.exists():
                     problems.append(f"could not remove {path}")
                 removed.append(str(path))
-        if cluster.kubeconfig.exists():
+        if cluster.kubeconfig.exists() and not keep:
             cluster.kubeconfig.unlink()
             removed.append(str(cluster.kubeconfig))
             if cluster.kubeconfig.parent.exists() and not any(cluster.kubeconfig.parent.iterdir()):
@@ -869,7 +875,8 @@ def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
         ("unmounting docker's mounts", unmount),
         ("removing container cgroups", remove_container_cgroups),
         ("deleting network namespaces", remove_network),
-        ("removing state, pid files and the kubeconfig", remove_files),
+        ("removing pid files and sockets (keeping the state and the kubeconfig)" if keep
+         else "removing state, pid files and the kubeconfig", remove_files),
     ]
     for index, (title, run) in enumerate(steps, 1):
         print(f"[{index}/{len(steps)}] {title} ...", end=" ", flush=True)
@@ -885,6 +892,9 @@ def down(cluster: ClusterConfig, out: Callable[[str], None]) -> int:
             out(f"error: {problem}")
         out("Run `pocket down` again; if it persists, see docs/local-cluster.md (troubleshooting).")
         return 1
+    if keep:
+        out(f"pocketkube is down; its state stays in {cluster.state_dir}: `pocket up` brings the same cluster back.")
+        return 0
     out("pocketkube is down; nothing of it is left.")
     return 0
 

@@ -55,10 +55,17 @@ def run_up(args: argparse.Namespace) -> int:
         return local.up(cluster, say)
 
 
+def add_down_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cluster_arguments(parser)
+    parser.add_argument("--keep", action="store_true",
+                        help="stop everything but keep the state dir and kubeconfig: "
+                             "a later `pocket up` brings the same cluster back")
+
+
 def run_down(args: argparse.Namespace) -> int:
     cluster = cluster_config(args)
     with local.exclusive(cluster, say):
-        return local.down(cluster, say)
+        return local.down(cluster, say, keep=args.keep)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -146,7 +153,8 @@ def run_forward(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "up": Command("up", "create the local cluster (idempotent: completes a half-made one)",
                   add_cluster_arguments, run_up),
-    "down": Command("down", "remove everything `pocket up` made", add_cluster_arguments, run_down),
+    "down": Command("down", "remove everything `pocket up` made (--keep: stop it, keep its state)",
+                    add_down_arguments, run_down),
     "status": Command("status", "which components run on each node, and whether nodes are Ready",
                       add_cluster_arguments, run_status),
     "node": Command("node", "run a command on a node, or stop/start a node", add_node_arguments, run_node),
