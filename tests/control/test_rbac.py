@@ -459,9 +459,19 @@ async def test_component_identities_may_make_their_calls_and_no_more(server: Aut
             ("system:kube-dns", {"verb": "update", "resource": "endpoints", "namespace": "web", "name": "other"}),
             ("system:kube-controller-manager", {"verb": "create", "group": RBAC, "resource": "clusterrolebindings"}),
             ("system:kube-proxy", {"verb": "update", "resource": "nodes", "name": "worker1"}),
+            # The token cleaner's Role reaches expired bootstrap tokens in kube-system only.
+            ("system:kube-controller-manager", {"verb": "delete", "resource": "secrets", "namespace": "web"}),
         ):
             answer = await _subject_review(admin, user, (), attributes)
             assert answer["status"]["allowed"] is False, (user, attributes)
+        cleanup = {
+            "verb": "delete",
+            "resource": "secrets",
+            "namespace": "kube-system",
+            "name": "bootstrap-token-abcdef",
+        }
+        answer = await _subject_review(admin, "system:kube-controller-manager", (), cleanup)
+        assert answer["status"]["allowed"] is True, answer["status"]
 
 
 async def test_no_escalation_through_roles_or_bindings(server: AuthzServer) -> None:

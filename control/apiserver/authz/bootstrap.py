@@ -316,6 +316,28 @@ def cluster_roles() -> list[Object]:
     ]
 
 
+def namespaced_roles() -> list[Object]:
+    """Upstream's namespaced defaults we need: the token cleaner deletes expired bootstrap tokens in kube-system."""
+    role = _cluster_role(
+        "system:controller:token-cleaner",
+        [rule(("delete", "get", "list", "watch"), ("",), ("secrets",)), *_event_rules()],
+    )
+    role["metadata"]["namespace"] = "kube-system"
+    return [role]
+
+
+def namespaced_role_bindings() -> list[Object]:
+    """Bound to the controller manager's one identity (upstream: the token-cleaner service account)."""
+    binding = _binding(
+        "system:controller:token-cleaner",
+        "system:controller:token-cleaner",
+        [("User", "system:kube-controller-manager")],
+    )
+    binding["metadata"]["namespace"] = "kube-system"
+    binding["roleRef"]["kind"] = "Role"
+    return [binding]
+
+
 def cluster_role_bindings() -> list[Object]:
     """The default ClusterRoleBindings (upstream's, plus kubeadm's for node bootstrap)."""
     return [
@@ -451,32 +473,39 @@ def reconcile_binding(current: Object, wanted: Object) -> Object | None:
 async def _ensure(registry: Registry, plural: str, wanted: Object) -> None:
     res = resource(plural)
     name = wanted["metadata"]["name"]
+    namespace = wanted["metadata"].get("namespace")
+    binding = plural in ("clusterrolebindings", "rolebindings")
     try:
-        current = await registry.get(res, None, name)
+        current = await registry.get(res, namespace, name)
     except ApiError as err:
         if err.code != 404:
             raise
-        await registry.create(res, None, copy.deepcopy(wanted), WriteOptions())
+        await registry.create(res, namespace, copy.deepcopy(wanted), WriteOptions())
         log.info("created bootstrap %s", plural[:-1], extra={"object": name})
         return
-    if plural == "clusterrolebindings" and current.get("roleRef") != wanted["roleRef"]:
+    if binding and current.get("roleRef") != wanted["roleRef"]:
         if ((current.get("metadata") or {}).get("annotations") or {}).get(AUTOUPDATE) != "false":
-            await registry.storage.delete(res.storage_key(name), int(current["metadata"]["resourceVersion"]))
-            await registry.create(res, None, copy.deepcopy(wanted), WriteOptions())
+            key = res.storage_key(name, namespace)
+            await registry.storage.delete(key, int(current["metadata"]["resourceVersion"]))
+            await registry.create(res, namespace, copy.deepcopy(wanted), WriteOptions())
             log.info("recreated bootstrap binding with its default roleRef", extra={"object": name})
         return
-    merged = (reconcile_binding if plural == "clusterrolebindings" else reconcile_role)(current, wanted)
+    merged = (reconcile_binding if binding else reconcile_role)(current, wanted)
     if merged is not None:
-        await registry.update(res, None, name, merged, WriteOptions())
+        await registry.update(res, namespace, name, merged, WriteOptions())
         log.info("reconciled bootstrap %s", plural[:-1], extra={"object": name})
 
 
 async def reconcile_policy(registry: Registry) -> None:
-    """Create or top up every default ClusterRole and ClusterRoleBinding, then aggregate once."""
+    """Create or top up every default role and binding, then aggregate once."""
     for role in cluster_roles():
         await _ensure(registry, "clusterroles", role)
     for binding in cluster_role_bindings():
         await _ensure(registry, "clusterrolebindings", binding)
+    for role in namespaced_roles():
+        await _ensure(registry, "roles", role)
+    for binding in namespaced_role_bindings():
+        await _ensure(registry, "rolebindings", binding)
     await aggregate_once(registry)
 
 
