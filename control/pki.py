@@ -284,8 +284,9 @@ def apiserver_serving(ips: tuple[str, ...], service_ip: str, cluster_domain: str
     return CertSpec("kube-apiserver", (), (*ips, service_ip, *dns, "localhost", "127.0.0.1"), (SERVER,))
 
 
-def etcd_serving(ip: str) -> CertSpec:
-    return CertSpec("etcd-server", (), ("127.0.0.1", ip, "localhost"), (SERVER, CLIENT))
+def etcd_serving(*ips: str) -> CertSpec:
+    """etcd's certificate for clients and, in a multi-member cluster, its peers: valid for every member's IP."""
+    return CertSpec("etcd-server", (), ("127.0.0.1", *ips, "localhost"), (SERVER, CLIENT))
 
 
 def kubelet_serving(node: str, ip: str) -> CertSpec:

@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from control.api import errors
 from control.api.errors import ApiError
@@ -45,6 +45,7 @@ from control.apiserver.allocator import (
     pick_node_port,
 )
 from control.apiserver.cache import DEFAULT_HISTORY, LISTS, WatchCache
+from control.apiserver.endpoint_reconciler import EndpointReconciler
 from control.apiserver.storage import (
     Change,
     Compacted,
@@ -233,8 +234,14 @@ class Registry:
         self.cache = WatchCache(storage, watch_cache_size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
+        self.endpoint_reconciler: EndpointReconciler | None = None
 
     async def close(self) -> None:
+        if self.endpoint_reconciler is not None:
+            try:  # a clean stop leaves the `kubernetes` endpoints at once, not when its lease expires
+                await asyncio.wait_for(self.endpoint_reconciler.remove(), 3)
+            except Exception as err:  # storage may already be gone; the lease then simply expires
+                log.warning("could not remove this API server's lease", extra={"error": str(err)})
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -1167,7 +1174,7 @@ class Registry:
             except ApiError as err:
                 if err.code != 409:
                     raise
-        services, endpoints = resource("services"), resource("endpoints")
+        services = resource("services")
         service = {
             "metadata": {
                 "name": "kubernetes",
@@ -1184,8 +1191,24 @@ class Registry:
         except ApiError as err:
             if err.code != 409:
                 raise
+        if self.endpoint_reconciler is None:  # startup retries this method until etcd answers
+            reconciler = EndpointReconciler(self.storage, self.publish_kubernetes_endpoints, advertise_address, port)
+            await reconciler.reconcile()
+            self.endpoint_reconciler = reconciler
+            task = asyncio.get_running_loop().create_task(self.endpoint_reconciler.run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        for stored in (await self.storage.list(self.prefix(namespaces, None)))[0]:
+            if _meta(stored.obj).get("deletionTimestamp"):
+                self.start_namespace_cleanup(_meta(stored.obj)["name"])
+
+    async def publish_kubernetes_endpoints(self, ips: Sequence[str], port: int) -> None:
+        """The `kubernetes` Endpoints and EndpointSlice: the live API servers (see endpoint_reconciler)."""
         subsets = [
-            {"addresses": [{"ip": advertise_address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+            {
+                "addresses": [{"ip": ip} for ip in ips],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            }
         ]
         wanted = {
             "metadata": {
@@ -1195,19 +1218,16 @@ class Registry:
             },
             "subsets": subsets,
         }
-        await self._ensure_content(endpoints, wanted, {"subsets": subsets})
+        await self._ensure_content(resource("endpoints"), wanted, {"subsets": subsets})
         # Written here as upstream's endpoint reconciler does, so kproxy finds the API server with no controllers.
         addresses = {
             "addressType": "IPv4",
-            "endpoints": [{"addresses": [advertise_address], "conditions": {"ready": True}}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
         }
         labels = {"kubernetes.io/service-name": "kubernetes"}
         meta = {"name": "kubernetes", "namespace": "default", "labels": labels}
         await self._ensure_content(resource("endpointslices"), {"metadata": meta, **addresses}, addresses)
-        for stored in (await self.storage.list(self.prefix(namespaces, None)))[0]:
-            if _meta(stored.obj).get("deletionTimestamp"):
-                self.start_namespace_cleanup(_meta(stored.obj)["name"])
 
     async def _ensure_content(self, res: Resource, wanted: Object, content: Object) -> None:
         """Create `wanted` in default, or merge-patch `content` into it when what is stored differs."""
