@@ -240,9 +240,7 @@ def programming_latency_section(config: ClusterConfig) -> str:
 WRK_SECONDS = 3
 WRK_CONNECTIONS = 16
 CLIENT_IP, SERVER_IP, SERVER_PORT = "10.244.1.1", "10.244.1.10", 8080
-# The client's ClusterIP traffic leaves from its own address: the server's TIME_WAIT sockets left by the direct
-# runs would otherwise drop those SYNs (PAWS: Linux offsets TCP timestamps per address pair, VIP != pod).
-CLIENT_VIP_SOURCE = "10.244.1.2"
+BARE_CLIENT_IP, BARE_SERVER_IP = "10.244.2.1", "10.244.2.10"  # the floor's own link, no rules on its way
 NGINX_CONF = """worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
@@ -253,17 +251,23 @@ http {{
   keepalive_requests 10000000;
   client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
   uwsgi_temp_path {dir}; scgi_temp_path {dir};
-  server {{ listen {ip}:{port}; location / {{ return 200 "hello\\n"; }} }}
+  server {{ listen {port}; location / {{ return 200 "hello\\n"; }} }}
 }}
 """
 
 
 class ClientServer:
-    """`pkt-kpw-<tag>-client` and `-server` joined by a veth pair, nginx in the server; all removed on exit."""
+    """nginx in `pkt-kpw-<tag>-server`, reached over its own veth pair from `-client` (where the rules
+    go) and from `-bare` (no rules: the floor); all removed on exit.
+
+    Separate clients also keep the two kinds of runs from meeting in the server's TIME_WAIT sockets:
+    Linux offsets TCP timestamps per address pair, so a SYN to the VIP reusing a port a direct run
+    used would be dropped there by PAWS and retried a second later.
+    """
 
     def __enter__(self) -> ClientServer:
         tag = secrets.token_hex(3)
-        self.client, self.server = f"pkt-kpw-{tag}-client", f"pkt-kpw-{tag}-server"
+        self.client, self.bare, self.server = (f"pkt-kpw-{tag}-{role}" for role in ("client", "bare", "server"))
         self.dir = tempfile.TemporaryDirectory(prefix="pkt-kpw-")
         self.nginx: subprocess.Popen[bytes] | None = None
         try:
@@ -274,35 +278,36 @@ class ClientServer:
         return self
 
     def _build(self, tag: str) -> None:
-        for ns in (self.client, self.server):
+        for ns in (self.client, self.bare, self.server):
             subprocess.run(["ip", "netns", "add", ns], check=True)
             subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        veth = f"kpw{tag}"
-        peer = ["peer", "name", "eth0", "netns", self.server]
-        subprocess.run(["ip", "-n", self.client, "link", "add", veth, "type", "veth", *peer], check=True)
-        for ns, dev, ip in ((self.client, veth, CLIENT_IP), (self.server, "eth0", SERVER_IP)):
-            subprocess.run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev], check=True)
-            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
-        subprocess.run(["ip", "-n", self.client, "addr", "add", f"{CLIENT_VIP_SOURCE}/24", "dev", veth], check=True)
-        vip_route = ["route", "add", "10.96.0.0/12", "dev", veth, "src", CLIENT_VIP_SOURCE]
-        subprocess.run(["ip", "-n", self.client, *vip_route], check=True)
+        links = ((self.client, CLIENT_IP, "eth0", SERVER_IP), (self.bare, BARE_CLIENT_IP, "eth1", BARE_SERVER_IP))
+        for index, (ns, ip, server_dev, server_ip) in enumerate(links):
+            veth = f"kpw{tag}{index}"
+            peer = ["peer", "name", server_dev, "netns", self.server]
+            subprocess.run(["ip", "-n", ns, "link", "add", veth, "type", "veth", *peer], check=True)
+            for where, dev, address in ((ns, veth, ip), (self.server, server_dev, server_ip)):
+                subprocess.run(["ip", "-n", where, "addr", "add", f"{address}/24", "dev", dev], check=True)
+                subprocess.run(["ip", "-n", where, "link", "set", dev, "up"], check=True)
+        subprocess.run(["ip", "-n", self.client, "route", "add", "10.96.0.0/12", "dev", f"kpw{tag}0"], check=True)
         conf = Path(self.dir.name) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.dir.name, ip=SERVER_IP, port=SERVER_PORT))
+        conf.write_text(NGINX_CONF.format(dir=self.dir.name, port=SERVER_PORT))
         self.nginx = subprocess.Popen(
             ["ip", "netns", "exec", self.server, "nginx", "-e", f"{self.dir.name}/error.log", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while self.wrk(f"http://{SERVER_IP}:{SERVER_PORT}/", close=False, seconds=1) == 0.0:
+        while self.wrk(self.bare, f"http://{BARE_SERVER_IP}:{SERVER_PORT}/", close=False, seconds=1) == 0.0:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nginx in {self.server} did not answer within 10 s")
 
-    def wrk(self, url: str, close: bool, seconds: int = WRK_SECONDS) -> float:
-        """Requests per second wrk got from `url` in the client namespace (0.0 when nothing answered)."""
+    @staticmethod
+    def wrk(ns: str, url: str, close: bool, seconds: int = WRK_SECONDS) -> float:
+        """Requests per second wrk got from `url` in namespace `ns` (0.0 when nothing answered)."""
         header = ["-H", "Connection: close"] if close else []
         done = subprocess.run(
-            ["ip", "netns", "exec", self.client, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", *header, url],
+            ["ip", "netns", "exec", ns, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", *header, url],
             capture_output=True,
             text=True,
             timeout=seconds + 30,
@@ -314,15 +319,15 @@ class ClientServer:
         if self.nginx is not None:
             self.nginx.terminate()
             self.nginx.wait(timeout=10)
-        for ns in (self.client, self.server):
+        for ns in (self.client, self.bare, self.server):
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
         self.dir.cleanup()
 
 
 def throughput(mode: str, count: int = 10000) -> dict[str, list[float]]:
-    """wrk requests/s, keep-alive and `Connection: close`, direct to the pod and through a ClusterIP with
-    `count` Services loaded by the real programmer in the client namespace; direct and ClusterIP runs
-    alternate, so load from other work on the machine falls on both."""
+    """wrk requests/s, keep-alive and `Connection: close`: through a ClusterIP from the client namespace,
+    where the real programmer loaded `count` Services, and straight to the pod from the bare one. The
+    two alternate, so load from other work on the machine falls on both."""
     snap = synthetic(count)
     target = snap.service_ports[len(snap.service_ports) // 2]
     snap.endpoints[target.key] = (Endpoint(SERVER_IP, SERVER_PORT),)
@@ -334,11 +339,11 @@ def throughput(mode: str, count: int = 10000) -> dict[str, list[float]]:
         else:
             packet_filter = IptablesPacketFilter("legacy", ["ip", "netns", "exec", pair.client])
             IptablesProgrammer(packet_filter, node).sync(snap, full=True)
-        direct, vip = f"http://{SERVER_IP}:{SERVER_PORT}/", f"http://{target.cluster_ip}:{target.port}/"
+        direct, vip = f"http://{BARE_SERVER_IP}:{SERVER_PORT}/", f"http://{target.cluster_ip}:{target.port}/"
         for close in (False, True):
             for _ in range(REPEATS):
-                figures.setdefault(f"direct {close}", []).append(pair.wrk(direct, close))
-                figures.setdefault(f"vip {close}", []).append(pair.wrk(vip, close))
+                figures.setdefault(f"direct {close}", []).append(pair.wrk(pair.bare, direct, close))
+                figures.setdefault(f"vip {close}", []).append(pair.wrk(pair.client, vip, close))
     return figures
 
 
@@ -355,7 +360,8 @@ def throughput_section() -> str:
             f"HTTP throughput with 10,000 Services loaded (`wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s` in a client",
             "namespace, nginx with one worker in a server namespace, a veth pair between; the rules programmed in the",
             "client namespace by the real programmer (the target Service is the 5,001st). Floor: the same wrk straight",
-            f"to the pod address; direct and ClusterIP runs alternate, {REPEATS} each, medians shown. wrk, nginx and",
+            "to the pod from a second client namespace with its own veth and no rules; direct and ClusterIP runs",
+            f"alternate, {REPEATS} each, medians shown. wrk, nginx and",
             "the kernel share the machine's 2 cores with other work. Goal in nftables mode: 0.9x keep-alive, 0.8x",
             "new connections.",
             "",
