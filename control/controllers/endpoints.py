@@ -38,6 +38,18 @@ def resolve_target_port(service_port: dict[str, Any], pod: Object) -> int | None
     return None
 
 
+def resolved_ports(service_ports: list[dict[str, Any]], pod: Object) -> tuple[tuple[str, int, str], ...] | None:
+    """(name, number, protocol) of each service port on this pod, sorted; None when the pod has none of them."""
+    ports = []
+    for port in service_ports:
+        number = resolve_target_port(port, pod)
+        if number is not None:
+            ports.append((port.get("name") or "", number, port.get("protocol") or "TCP"))
+    if service_ports and not ports:
+        return None
+    return tuple(sorted(ports))
+
+
 def _address(pod: Object, service: Object) -> dict[str, Any]:
     address: dict[str, Any] = {
         "ip": pod["status"]["podIP"],
@@ -80,14 +92,10 @@ def compute_subsets(service: Object, pods: Iterable[Object]) -> list[dict[str, A
             or status.get("phase") in ("Succeeded", "Failed")
         ):
             continue
-        ports = []
-        for port in service_ports:
-            number = resolve_target_port(port, pod)
-            if number is not None:
-                ports.append((port.get("name") or "", number, port.get("protocol") or "TCP"))
-        if service_ports and not ports:
+        ports = resolved_ports(service_ports, pod)
+        if ports is None:
             continue
-        group = groups.setdefault(tuple(sorted(ports)), {"addresses": [], "notReadyAddresses": []})
+        group = groups.setdefault(ports, {"addresses": [], "notReadyAddresses": []})
         ready = publish_not_ready or is_pod_ready(pod)
         group["addresses" if ready else "notReadyAddresses"].append(_address(pod, service))
     subsets = []

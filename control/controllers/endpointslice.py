@@ -28,7 +28,7 @@ from typing import Any
 from control.api.errors import ApiError
 from control.client import Client, Informer, Object, key_of, name_of, namespace_of
 from control.controllers.base import Controller, is_pod_ready
-from control.controllers.endpoints import HEADLESS_LABEL, resolve_target_port, selects
+from control.controllers.endpoints import HEADLESS_LABEL, resolved_ports, selects
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,9 @@ def slices_for_pods(service: Object, pods: Iterable[Object], max_per_slice: int)
         status = pod.get("status") or {}
         if not selects(service, pod) or not status.get("podIP") or status.get("phase") in ("Succeeded", "Failed"):
             continue
-        ports = []
-        for port in service_ports:
-            number = resolve_target_port(port, pod)
-            if number is not None:
-                ports.append((port.get("name") or "", number, port.get("protocol") or "TCP"))
-        if service_ports and not ports:
-            continue
-        groups.setdefault(tuple(sorted(ports)), []).append(pod_endpoint(pod, service))
+        ports = resolved_ports(service_ports, pod)
+        if ports is not None:
+            groups.setdefault(ports, []).append(pod_endpoint(pod, service))
     return [s for ports, eps in sorted(groups.items()) for s in _chunked(ports, eps, max_per_slice)]
 
 

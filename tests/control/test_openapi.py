@@ -24,12 +24,12 @@ def test_schema_module_is_generated_from_the_current_resource_table() -> None:
     assert TARGET.read_text() == render(), "run: python -m tests.control.openapi_schemas_gen"
 
 
-def _refs(node: Any) -> set[str]:
+def schema_refs(node: Any) -> set[str]:
     if isinstance(node, dict):
         found = {node["$ref"]} if "$ref" in node else set()
-        return found.union(*(_refs(v) for v in node.values()))
+        return found.union(*(schema_refs(v) for v in node.values()))
     if isinstance(node, list):
-        return set().union(*(_refs(v) for v in node))
+        return set().union(*(schema_refs(v) for v in node))
     return set()
 
 
@@ -39,7 +39,7 @@ async def test_every_document_has_kind_schemas_and_resolvable_references(apiserv
     for path, entry in index["paths"].items():
         doc = await client.request("GET", entry["serverRelativeURL"])
         defined = set(doc["components"]["schemas"])
-        assert {r.split("/")[-1] for r in _refs(doc)} <= defined, path
+        assert {r.split("/")[-1] for r in schema_refs(doc)} <= defined, path
         for operations in doc["paths"].values():
             for method in ("post", "put"):
                 if method in operations:

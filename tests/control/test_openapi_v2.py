@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from subprocess import CompletedProcess
-from typing import Any
 
 import aiohttp
 
 from control.apiserver.openapi_v2 import PROTOBUF, PROTOBUF_DEPRECATED, encode_document
 from tests.conftest import ApiServer
+from tests.control.test_openapi import schema_refs
 
 LIST = """
 apiVersion: v1
@@ -36,22 +36,13 @@ async def _get(url: str, accept: str) -> tuple[str, bytes]:
         return resp.headers["Content-Type"], await resp.read()
 
 
-def _refs(node: Any) -> set[str]:
-    if isinstance(node, dict):
-        found = {node["$ref"]} if "$ref" in node else set()
-        return found.union(*(_refs(v) for v in node.values()))
-    if isinstance(node, list):
-        return set().union(*(_refs(v) for v in node))
-    return set()
-
-
 async def test_json_document_marks_kinds_and_resolves_references(apiserver: ApiServer) -> None:
     doc = await apiserver.client.request("GET", "/openapi/v2")
     assert doc["swagger"] == "2.0"
     definitions = doc["definitions"]
     assert definitions["V1Pod"]["x-kubernetes-group-version-kind"] == [{"group": "", "kind": "Pod", "version": "v1"}]
     assert definitions["V1Deployment"]["properties"]["spec"] == {"$ref": "#/definitions/V1DeploymentSpec"}
-    assert {ref.removeprefix("#/definitions/") for ref in _refs(doc)} <= set(definitions)
+    assert {ref.removeprefix("#/definitions/") for ref in schema_refs(doc)} <= set(definitions)
     assert "#/components" not in str(doc)
 
 

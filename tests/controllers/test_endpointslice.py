@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
-import pytest
 
 from control.client import Client
 from control.controllers.endpointslice import (
@@ -19,8 +17,7 @@ from control.controllers.endpointslice import (
     desired_slices,
     pod_endpoint,
 )
-from control.controllers.manager import ControllerManager, Settings
-from tests.controllers.helpers import eventually, make_namespace, make_pod, set_pod_running
+from tests.controllers.helpers import eventually, make_pod, set_pod_running
 
 SERVICE = {
     "metadata": {"name": "web", "namespace": "default", "uid": "svc-uid", "labels": {"team": "a"}},
@@ -109,28 +106,13 @@ def test_selectorless_service_mirrors_its_endpoints():
     assert desired_slices(service, [], None) is None
 
 
-@pytest.fixture
-async def manager(apiserver) -> AsyncIterator[ControllerManager]:
-    client = Client(apiserver.url, user_agent="pkt-endpointslice")
-    mgr = ControllerManager(client, Settings(resync_period=5))
-    task = asyncio.create_task(mgr.run())
-    try:
-        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in mgr.informers.values())), 20)
-        yield mgr
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await client.close()
-
-
 async def slices_of(client: Client, namespace: str, service: str) -> list[dict]:
     return (await client.list("endpointslices", namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"))["items"]
 
 
-async def test_controller_keeps_slices_matching_pods(apiserver, manager):
+async def test_controller_keeps_slices_matching_pods(apiserver, manager, namespace):
     client = apiserver.client
     started = time.time()
-    namespace = await make_namespace(client)
     await client.create(
         "services",
         {
@@ -199,9 +181,8 @@ async def test_controller_keeps_slices_matching_pods(apiserver, manager):
     await eventually(none_left, what="slices removed with their Service")
 
 
-async def test_selectorless_service_endpoints_are_mirrored(apiserver, manager):
+async def test_selectorless_service_endpoints_are_mirrored(apiserver, manager, namespace):
     client = apiserver.client
-    namespace = await make_namespace(client)
     await client.create("services", {"metadata": {"name": "ext"}, "spec": {"ports": [{"port": 443}]}}, namespace)
     await client.create(
         "endpoints",

@@ -8,40 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator
 
-import pytest
 
 from control.api.errors import ApiError
 from control.client import Client
 from control.controllers.deployment import HASH_LABEL, REVISION
 from control.events import EventRecorder
-from control.controllers.manager import ControllerManager, Settings
-from tests.controllers.helpers import eventually, make_namespace, set_pod_running
+from tests.controllers.helpers import eventually, set_pod_running
 
 TEMPLATE = {
     "metadata": {"labels": {"app": "web"}},
     "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"name": "http", "containerPort": 8080}]}]},
 }
-
-
-@pytest.fixture
-async def manager(apiserver) -> AsyncIterator[ControllerManager]:
-    client = Client(apiserver.url, user_agent="pkt-controller-manager")
-    mgr = ControllerManager(client, Settings(resync_period=5))
-    task = asyncio.create_task(mgr.run())
-    try:
-        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in mgr.informers.values())), 20)
-        yield mgr
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await client.close()
-
-
-@pytest.fixture
-async def namespace(apiserver) -> str:
-    return await make_namespace(apiserver.client)
 
 
 async def live_pods(client: Client, namespace: str, label: str = "app=web") -> list[dict]:
@@ -253,14 +231,19 @@ async def test_endpoints_follow_pod_ip_and_readiness(apiserver, manager, namespa
     await eventually(lambda: _gone(endpoints()), what="Endpoints deleted with the service")
 
 
-async def test_deleting_a_deployment_collects_replicasets_and_pods(apiserver, manager, namespace, kubectl):
-    client = apiserver.client
+async def two_pod_deployment(client: Client, namespace: str) -> None:
+    """Deployment `web` with 2 replicas, returned once both pods exist."""
     deployment = {
         "metadata": {"name": "web", "namespace": namespace},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
     }
     await client.create("deployments", deployment, namespace)
     await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="the deployment's pods")
+
+
+async def test_deleting_a_deployment_collects_replicasets_and_pods(apiserver, manager, namespace, kubectl):
+    client = apiserver.client
+    await two_pod_deployment(client, namespace)
 
     kubectl("delete", "deployment", "web", "-n", namespace)
 
@@ -274,12 +257,7 @@ async def test_deleting_a_deployment_collects_replicasets_and_pods(apiserver, ma
 
 async def test_foreground_deletion_keeps_the_owner_until_dependents_are_gone(apiserver, manager, namespace, kubectl):
     client = apiserver.client
-    deployment = {
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
-    }
-    await client.create("deployments", deployment, namespace)
-    await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="the deployment's pods")
+    await two_pod_deployment(client, namespace)
     marked = await client.delete("deployments", "web", namespace, propagation_policy="Foreground")
     assert marked["metadata"]["deletionTimestamp"]
     assert "foregroundDeletion" in marked["metadata"]["finalizers"]
@@ -293,12 +271,7 @@ async def test_foreground_deletion_keeps_the_owner_until_dependents_are_gone(api
 
 async def test_orphan_deletion_releases_dependents(apiserver, manager, namespace, kubectl):
     client = apiserver.client
-    deployment = {
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": TEMPLATE},
-    }
-    await client.create("deployments", deployment, namespace)
-    await eventually(lambda: _exactly(live_pods(client, namespace), 2), what="the deployment's pods")
+    await two_pod_deployment(client, namespace)
 
     # kubectl waits for the Deployment to go, which needs this loop's controllers: run it in a thread.
     await asyncio.to_thread(kubectl, "delete", "deployment", "web", "-n", namespace, "--cascade=orphan")
