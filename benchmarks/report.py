@@ -162,7 +162,7 @@ def summary_table(results: list[Stored]) -> list[str]:
                 f"| {stored.name.removeprefix('bench_')} | {figure.name} | {number(figure.value)} {figure.unit} | "
                 f"{f'{number(reference.value)} {figure.unit}' if reference else '-'} | "
                 f"{reference.what if reference else 'no reference'} | "
-                f"{f'{ratio:.2f}x' if ratio is not None else '-'} | {stored.stamp} | "
+                f"{f'{number(ratio)}x' if ratio is not None else '-'} | {stored.stamp} | "
                 f"`{figure.command or stored.command}` |"
             )
     return lines

@@ -91,10 +91,10 @@ def test_report_has_every_figure_its_reference_ratio_machine_date_and_plots(tmp_
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 3
     assert ("| pod_startup | pod startup p99 | 2.5 s | 5 s | " + SLO.what
-            + " | 0.50x | 2026-11-27 20:00 UTC | `python -m benchmarks bench_pod_startup` |") in rows
+            + " | 0.5x | 2026-11-27 20:00 UTC | `python -m benchmarks bench_pod_startup` |") in rows
     assert any("bare docker run p50" in row and "| - | no reference | - |" in row
                and "`docker run --rm busybox true`" in row for row in rows)
-    assert any("1,200 ms | 400 ms | iptables-restore alone, same run | 3.00x" in row for row in rows)
+    assert any("1,200 ms | 400 ms | iptables-restore alone, same run | 3x" in row for row in rows)
     assert "vm (2 cores, 23 GiB, Linux 6.1)" in text
     assert "2026-11-27 20:00 UTC to 2026-11-27 21:00 UTC" in text
     for section in ("## Pod startup", "## kproxy", "## An older section without figures"):
