@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aetcd
 import aiohttp
+from benchmarks.report import Distribution, Figure, Reference, Section
 from benchmarks.support import free_port
 
 WRITE_RATE = 100  # writes per second (creates and updates alternate)
@@ -38,10 +39,23 @@ NAMESPACE = "bench"
 class Samples:
     values: list[float] = field(default_factory=list)
 
-    def row(self, what: str) -> str:
+    def p99(self) -> float:
         ordered = sorted(self.values)
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        return f"| {what} | {len(ordered)} | {statistics.median(ordered) * 1000:.2f} | {p99 * 1000:.2f} |"
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+    def row(self, what: str) -> str:
+        median = statistics.median(self.values)
+        return f"| {what} | {len(self.values)} | {median * 1000:.2f} | {self.p99() * 1000:.2f} |"
+
+    def distribution(self, what: str) -> Distribution:
+        return Distribution(what, "ms", tuple(v * 1000 for v in self.values))
+
+
+# Kubernetes' API call latency SLO (sig-scalability), p99 per cluster-day: 1 s for single objects (mutating calls,
+# and reads of one object), 30 s for namespace- and cluster-scoped lists.
+SLO_SOURCE = "https://github.com/kubernetes/community/blob/master/sig-scalability/slos/api_call_latency.md"
+OBJECT_SLO = Reference(1000.0, f"Kubernetes API call latency SLO, p99 <= 1 s ({SLO_SOURCE})")
+LIST_SLO = Reference(30000.0, f"Kubernetes API call latency SLO for lists, p99 <= 30 s ({SLO_SOURCE})")
 
 
 Operation = Callable[[int], Coroutine[Any, Any, float]]
@@ -230,7 +244,7 @@ async def watch_fanout(api: str) -> tuple[Samples, Samples]:
     return every, last
 
 
-async def measure() -> str:
+async def measure() -> Section:
     cluster = Cluster()
     cluster.start()
     try:
@@ -272,10 +286,27 @@ async def measure() -> str:
         last.row("to the last of the 1,000"),
         "",
     ]
-    return "\n".join(lines)
+    floor_p50 = Reference(statistics.median(floor.values) * 1000, "etcd put p50 (floor), same run")
+    figures = (
+        Figure("create p50", statistics.median(results["create"].values) * 1000, "ms", floor_p50),
+        Figure("create p99", results["create"].p99() * 1000, "ms", OBJECT_SLO),
+        Figure("update (PATCH merge) p99", results["update"].p99() * 1000, "ms", OBJECT_SLO),
+        Figure("get p99", results["get"].p99() * 1000, "ms", OBJECT_SLO),
+        Figure("list p99 (namespace, watch cache)", results["list"].p99() * 1000, "ms", LIST_SLO),
+        Figure(f"watch delivery to the last of {WATCHERS} watchers, p99", last.p99() * 1000, "ms"),
+    )
+    distributions = (
+        floor.distribution("etcd put (floor)"),
+        results["create"].distribution("create"),
+        results["update"].distribution("update"),
+        results["get"].distribution("get"),
+        results["list"].distribution("list"),
+        every.distribution(f"watch delivery (each of {WATCHERS})"),
+    )
+    return Section("\n".join(lines), figures, distributions)
 
 
-def run() -> str:
+def run() -> Section:
     if shutil.which("etcd") is None:
         raise RuntimeError("etcd is not installed")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
