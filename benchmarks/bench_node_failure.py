@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import Distribution, Figure, Reference, Section
 from pocket.cluster import is_up
 from pocket.config import ClusterConfig
 
@@ -164,7 +165,7 @@ def controller_manager_flags(config: ClusterConfig) -> str:
     return " ".join(shown) or "the defaults"
 
 
-def run() -> str:
+def run() -> Section:
     config = ClusterConfig()
     was_up = is_up(config)
     if not was_up:
@@ -197,7 +198,31 @@ def run() -> str:
         remove(kubectl)
         if not was_up:
             pocket("down")
-    return report(results, cleanups, flags)
+    return Section(report(results, cleanups, flags), figures(results), distributions(results))
+
+
+# Kubernetes' kube-controller-manager defaults: --node-monitor-grace-period 40 s (pods leave Endpoints once
+# the node is marked unhealthy) and 300 s until pods on an unreachable node are evicted.
+DEFAULTS_SOURCE = ("https://github.com/kubernetes/kubernetes/blob/master/"
+                   "pkg/controller/nodelifecycle/config/v1alpha1/defaults.go")
+
+
+def figures(results: list[Failover]) -> tuple[Figure, ...]:
+    return (
+        Figure("out of Endpoints after a worker crash, median", statistics.median(r.endpoints_gone for r in results),
+               "s", Reference(40.0, f"Kubernetes default node-monitor-grace-period 40 s ({DEFAULTS_SOURCE})")),
+        Figure(f"{REPLICAS} Ready elsewhere after a worker crash, median",
+               statistics.median(r.replaced for r in results), "s",
+               Reference(300.0, f"Kubernetes default eviction of an unreachable node's pods, 300 s "
+                                f"({DEFAULTS_SOURCE})")),
+    )
+
+
+def distributions(results: list[Failover]) -> tuple[Distribution, ...]:
+    return (
+        Distribution("out of Endpoints", "s", tuple(r.endpoints_gone for r in results)),
+        Distribution(f"{REPLICAS} Ready elsewhere", "s", tuple(r.replaced for r in results)),
+    )
 
 
 def report(results: list[Failover], cleanups: list[float], flags: str) -> str:
