@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from benchmarks.report import Distribution, Figure, Reference, Section
 from control.client import Client
 from pocket.cluster import is_up
 from pocket.config import ClusterConfig
@@ -172,7 +173,13 @@ def pocket(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pocket.cli", *args], check=True, capture_output=True, timeout=600)
 
 
-def run() -> str:
+STARTUP_SLO = Reference(
+    5.0, "Kubernetes pod startup latency SLO, p99 <= 5 s "
+         "(https://github.com/kubernetes/community/blob/master/sig-scalability/slos/pod_startup_latency.md)"
+)
+
+
+def run() -> Section:
     cluster = ClusterConfig()
     brought_up = not is_up(cluster)
     if brought_up:
@@ -212,4 +219,13 @@ def run() -> str:
         f"{IMAGE} sleep 3600`.",
         "",
     ]
-    return "\n".join(lines)
+    bare_burst = f"bare `docker run`, {BARE_PER_NODE} per worker at once"
+    figures = (
+        Figure(f"pods, {BURST} at once, p99", burst_p99, "s", STARTUP_SLO),
+        Figure(f"pods, {BURST} at once, p99 (vs bare docker run)", burst_p99, "s",
+               Reference(bare_p99, f"{bare_burst}, p99, same run")),
+        Figure("pods one at a time, p50", one_p50, "s",
+               Reference(bare_one_p50, "bare `docker run` one at a time, p50, same run")),
+    )
+    distributions = tuple(Distribution(label, "s", tuple(samples)) for label, (samples, _) in rows.items())
+    return Section("\n".join(lines), figures, distributions)
