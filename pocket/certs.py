@@ -12,7 +12,7 @@ from pathlib import Path
 
 from control import pki
 from control.apiserver.encryption import write_encryption_config
-from pocket.config import API_PORT, CLUSTER_DOMAIN, ClusterConfig
+from pocket.config import API_PORT, CLUSTER_DOMAIN, NODE_LOCAL_API_PORT, ClusterConfig
 from pocket.kubeconfig import Credentials, write_kubeconfig
 
 KUBERNETES_SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
@@ -82,7 +82,13 @@ def cluster_pki(cluster: ClusterConfig) -> ClusterPKI:
 
 
 def api_server_url(cluster: ClusterConfig) -> str:
-    """The API server over HTTPS, as seen from inside the node network."""
+    """The API server over HTTPS, as seen from inside the node network.
+
+    With several control planes: the node's own forwarder on 127.0.0.1, which fails over between them
+    (the kubeconfigs are shared by all nodes, and every node runs one).
+    """
+    if cluster.highly_available:
+        return f"https://127.0.0.1:{NODE_LOCAL_API_PORT}"
     return f"https://{cluster.control_plane.ip}:{API_PORT}"
 
 
@@ -99,10 +105,10 @@ def ensure_cluster_pki(cluster: ClusterConfig) -> bool:
     paths = cluster_pki(cluster)
     before = _snapshot(paths.directory)
     ca = pki.ensure_ca(paths.directory)
-    cp = cluster.control_plane
+    control_plane_ips = tuple(n.ip for n in cluster.control_planes)
     serving = {
-        APISERVER: pki.apiserver_serving((cp.ip,), KUBERNETES_SERVICE_IP, CLUSTER_DOMAIN),
-        ETCD_SERVER: pki.etcd_serving(cp.ip),
+        APISERVER: pki.apiserver_serving(control_plane_ips, KUBERNETES_SERVICE_IP, CLUSTER_DOMAIN),
+        ETCD_SERVER: pki.etcd_serving(*control_plane_ips),
         APISERVER_KUBELET_CLIENT: pki.APISERVER_KUBELET_CLIENT,
         APISERVER_ETCD_CLIENT: pki.APISERVER_ETCD_CLIENT,
         **{kubelet_serving(n.name): pki.kubelet_serving(n.name, n.ip) for n in cluster.nodes},

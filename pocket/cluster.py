@@ -56,6 +56,7 @@ from pocket.certs import ADMIN, ClusterPKI, cluster_pki, ensure_cluster_pki, wri
 from pocket.kubeconfig import write_kubeconfig
 from pocket.netns import entered, netns_inode, nsenter_argv
 from pocket.node import (
+    API_FORWARD,
     APISERVER,
     CONTROL_PLANE_SERVICES,
     DOCKERD,
@@ -187,8 +188,18 @@ def api_call(cluster: ClusterConfig, call: Callable[[Client], Any], timeout: flo
         async with client:
             return await call(client)
 
-    with entered(cluster.node_netns(cluster.control_plane.name)):
+    with entered(cluster.node_netns(api_node(cluster).name)):
         return asyncio.run(go())
+
+
+def api_node(cluster: ClusterConfig) -> NodeSpec:
+    """Where `pocket` itself talks to the API from: the first control plane, or in HA the first whose
+    API forwarder runs (the kubeconfigs point at it), so a stopped control plane does not stop `pocket`."""
+    if cluster.highly_available:
+        for node in cluster.control_planes:
+            if processes.is_running(cluster.pid_file(node.name, API_FORWARD)):
+                return node
+    return cluster.control_plane
 
 
 @dataclass(frozen=True)
@@ -350,7 +361,7 @@ class BringUp:
             ("checking prerequisites", self.check_prerequisites),
             ("creating the cluster CA, certificates and kubeconfigs", self.create_pki),
             (f"creating the node network ({n} nodes + client)", self.create_network),
-            ("starting etcd", lambda: self.start_and_wait((ETCD,), [self.control_plane], ETCD_TIMEOUT)),
+            ("starting etcd", lambda: self.start_and_wait((ETCD,), list(self.cluster.control_planes), ETCD_TIMEOUT)),
             ("starting the image registry", lambda: self.start_and_wait((REGISTRY,), [self.control_plane],
                                                                        REGISTRY_TIMEOUT)),
             (f"starting dockerd on {n} nodes", self.start_dockerd),
@@ -460,8 +471,12 @@ class BringUp:
         return changed
 
     def start_control_plane(self) -> bool:
-        cp = [self.control_plane]
+        """API servers, then (HA) every node's API forwarder, then the leader-elected controller managers and
+        schedulers, the kube-dns Service and kdns."""
+        cp = list(self.cluster.control_planes)
         changed = self.start_and_wait((APISERVER,), cp, HEALTH_TIMEOUT)
+        if self.cluster.highly_available:
+            changed |= self.start_and_wait((API_FORWARD,), list(self.cluster.nodes), HEALTH_TIMEOUT)
         waiting, started = start_components(self.cluster, CONTROL_PLANE_SERVICES[1:3], cp, self.storage_driver)
         changed |= started
         try:
@@ -616,11 +631,13 @@ def ensure_forwarder(cluster: ClusterConfig) -> bool:
         if forwarder_ok(cluster):
             return False
         processes.stop(pid_file)
+    # HA: from the client namespace, which reaches every control plane and dies with none of them.
+    netns = cluster.client_netns if cluster.highly_available else cluster.node_netns(cluster.control_plane.name)
     argv = [
         sys.executable, "-m", "pocket.cli", FORWARDER,
         "--listen", f"127.0.0.1:{cluster.api_port}",
-        "--netns", cluster.node_netns(cluster.control_plane.name),
-        "--target", f"{cluster.control_plane.ip}:6443",
+        "--netns", netns,
+        "--target", ",".join(cluster.api_targets),
     ]
     log_file = cluster.log_file(HOST, FORWARDER)
     started = processes.start(argv, log_file, pid_file, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -974,7 +991,8 @@ def node_start(cluster: ClusterConfig, name: str, out: Callable[[str], None]) ->
 
     def agents() -> bool:
         since = time.time()
-        waiting, changed = start_components(cluster, (*NODE_AGENTS, KDNS), [node], bring_up.storage_driver)
+        waiting, changed = start_components(cluster, (API_FORWARD, *NODE_AGENTS, KDNS), [node],
+                                            bring_up.storage_driver)
         wait_all(waiting, HEALTH_TIMEOUT)
         wait_ready(cluster, [node.name], waiting, since)
         return changed

@@ -10,7 +10,7 @@ from pathlib import Path
 from control.cli_support import Command
 from pocket import cluster as local
 from pocket import forward
-from pocket.config import API_PORT, ClusterConfig
+from pocket.config import API_PORT, ClusterConfig, plan_nodes
 from pocket.netns import netns_path, nsenter_argv
 from pocket.setup import run_setup
 
@@ -34,11 +34,19 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         help="host port of the API forwarder on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--proxy-mode", choices=("iptables", "nftables"), default=defaults.proxy_mode,
                         help="how each kproxy programs Services, passed as its --mode (default: %(default)s)")
+    parser.add_argument("--control-planes", type=int, default=1,
+                        help="control-plane nodes, each with an etcd member, API server, scheduler and controller "
+                             "manager: 1, or 3 for HA (give the same number to every command on that cluster; "
+                             "default: %(default)s)")
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     if not 0 < args.api_port < 65536:
         raise SystemExit(f"pocket: --api-port must be in 1-65535, got {args.api_port}")
+    try:
+        nodes = plan_nodes(args.control_planes)
+    except ValueError as err:
+        raise SystemExit(f"pocket: {err}") from None
     return ClusterConfig(
         prefix=args.prefix,
         state_dir=args.state_dir,
@@ -46,6 +54,7 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         kubeconfig=args.kubeconfig,
         api_port=args.api_port,
         proxy_mode=args.proxy_mode,
+        nodes=nodes,
     )
 
 
@@ -138,7 +147,8 @@ def run_client(args: argparse.Namespace) -> int:
 def add_forward_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default=f"127.0.0.1:{API_PORT}", help="HOST:PORT to bind in the host namespace")
     parser.add_argument("--netns", default="pk-control-plane", help="namespace to forward from")
-    parser.add_argument("--target", default=f"192.168.56.10:{API_PORT}", help="HOST:PORT inside that namespace")
+    parser.add_argument("--target", default=f"192.168.56.10:{API_PORT}",
+                        help="HOST:PORT inside that namespace, or a comma-separated list to fail over between")
 
 
 def run_forward(args: argparse.Namespace) -> int:

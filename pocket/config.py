@@ -20,6 +20,12 @@ CLUSTER_DNS_IP = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 CLIENT_IP = "192.168.56.1"
 CONTROL_PLANE_IP = "192.168.56.10"
+# Extra control planes of an HA cluster (`pocket up --control-planes 3`): control2 at .20, control3 at .21, ...,
+# so the first control plane (.10) and the workers (.11 and up) keep their addresses. (Not "control-plane2":
+# a node's bridge-side veth is "v-<node>", and interface names stop at 15 characters.)
+EXTRA_CONTROL_PLANE_BASE = 18  # controlN is 192.168.56.(18 + N)
+MAX_CONTROL_PLANES = 7  # an odd etcd quorum; addresses stay below .26
+NODE_LOCAL_API_PORT = 6444  # HA: each node's API forwarder on 127.0.0.1, failing over between API servers
 
 API_PORT = 6443
 ETCD_CLIENT_PORT = 2379
@@ -51,6 +57,20 @@ DEFAULT_NODES: tuple[NodeSpec, ...] = (
     NodeSpec("worker1", WORKER_ROLE, "192.168.56.11"),
     NodeSpec("worker2", WORKER_ROLE, "192.168.56.12"),
 )
+
+
+def plan_nodes(control_planes: int = 1) -> tuple[NodeSpec, ...]:
+    """The default nodes plus control2..N; an even count is refused (etcd needs an odd quorum)."""
+    if not 1 <= control_planes <= MAX_CONTROL_PLANES or control_planes % 2 == 0:
+        raise ValueError(
+            f"--control-planes must be an odd number from 1 to {MAX_CONTROL_PLANES} "
+            f"(etcd keeps a majority only with an odd member count), got {control_planes}"
+        )
+    extra = tuple(
+        NodeSpec(f"control{n}", CONTROL_PLANE_ROLE, f"192.168.56.{EXTRA_CONTROL_PLANE_BASE + n}")
+        for n in range(2, control_planes + 1)
+    )
+    return (DEFAULT_NODES[0], *extra, *DEFAULT_NODES[1:])
 
 
 @dataclass(frozen=True)
@@ -98,12 +118,27 @@ class ClusterConfig:
 
     @property
     def control_plane(self) -> NodeSpec:
+        """The first control plane: it alone runs the image registry and a kdns."""
         return next(n for n in self.nodes if n.role == CONTROL_PLANE_ROLE)
+
+    @property
+    def control_planes(self) -> tuple[NodeSpec, ...]:
+        return tuple(n for n in self.nodes if n.role == CONTROL_PLANE_ROLE)
+
+    @property
+    def highly_available(self) -> bool:
+        """More than one control plane: etcd members peer over TLS, agents reach the API through a forwarder."""
+        return len(self.control_planes) > 1
 
     @property
     def api_server_url(self) -> str:
         """The API server as seen from inside the node network."""
         return f"http://{self.control_plane.ip}:{API_PORT}"
+
+    @property
+    def api_targets(self) -> list[str]:
+        """Every API server as HOST:PORT, the first control plane's first (what forwarders fail over between)."""
+        return [f"{n.ip}:{API_PORT}" for n in self.control_planes]
 
     @property
     def registry(self) -> str:
@@ -121,7 +156,12 @@ class ClusterConfig:
 
     @property
     def etcd_dir(self) -> Path:
+        """The first control plane's etcd data."""
         return self.state_dir / "etcd"
+
+    def etcd_member_dir(self, node: str) -> Path:
+        """A control plane's etcd data: etcd_dir for the first, <state>/etcd-<node> for the others (HA)."""
+        return self.etcd_dir if node == self.control_plane.name else self.state_dir / f"etcd-{node}"
 
     @property
     def registry_dir(self) -> Path:

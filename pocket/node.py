@@ -34,6 +34,7 @@ from pocket.config import (
     KPROXY_HEALTH_PORT,
     KUBELET_PORT,
     NODE_CIDR_MASK_SIZE,
+    NODE_LOCAL_API_PORT,
     REGISTRY_PORT,
     SCHEDULER_HEALTH_PORT,
     SERVICE_CIDR,
@@ -48,7 +49,6 @@ from pocket.certs import (
     KDNS as KDNS_IDENTITY,
     SCHEDULER as SCHEDULER_IDENTITY,
     ClusterPKI,
-    api_server_url,
     kubelet_serving,
     node_identity,
 )
@@ -64,6 +64,7 @@ SCHEDULER = "scheduler"
 KDNS = "kdns"
 KUBELET = "kubelet"
 KPROXY = "kproxy"
+API_FORWARD = "api-forward"  # HA only: the node's forwarder to the API servers (see api_forward)
 
 CONTROL_PLANE_SERVICES = (APISERVER, CONTROLLER_MANAGER, SCHEDULER, KDNS)
 NODE_AGENTS = (KUBELET, KPROXY)
@@ -127,9 +128,20 @@ def resolv_conf() -> str:
     return f"nameserver {CLIENT_IP}\n"
 
 
+def etcd_peer_url(cluster: ClusterConfig, node: NodeSpec, pki: ClusterPKI | None) -> str:
+    """Where a member's peers reach it: loopback for a lone member, its node IP (TLS with a PKI) in HA."""
+    if not cluster.highly_available:
+        return f"http://127.0.0.1:{ETCD_PEER_PORT}"
+    return f"{'https' if pki else 'http'}://{node.ip}:{ETCD_PEER_PORT}"
+
+
 def etcd(cluster: ClusterConfig, node: NodeSpec, pki: ClusterPKI | None = None) -> Component:
-    """etcd on the control plane's addresses only; with the PKI, TLS and client certificates required."""
-    peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
+    """etcd on the control plane's addresses only; with the PKI, TLS and client certificates required.
+
+    With several control planes each runs a member of one etcd cluster; members authenticate each other
+    with certificates of the cluster CA (etcd-server is valid for every member's IP, as server and client).
+    """
+    peer = etcd_peer_url(cluster, node, pki)
     scheme = "https" if pki else "http"
     tls: tuple[str, ...] = ()
     if pki:
@@ -140,17 +152,25 @@ def etcd(cluster: ClusterConfig, node: NodeSpec, pki: ClusterPKI | None = None) 
             "--key-file", str(pki.key(ETCD_SERVER)),
             "--listen-metrics-urls", f"http://127.0.0.1:{ETCD_METRICS_PORT}",
         )
+        if cluster.highly_available:
+            tls += (
+                "--peer-client-cert-auth",
+                "--peer-trusted-ca-file", str(pki.ca),
+                "--peer-cert-file", str(pki.cert(ETCD_SERVER)),
+                "--peer-key-file", str(pki.key(ETCD_SERVER)),
+            )
+    members = ",".join(f"{member.name}={etcd_peer_url(cluster, member, pki)}" for member in cluster.control_planes)
     return Component(
         ETCD,
         (
             "etcd",
             "--name", node.name,
-            "--data-dir", str(cluster.etcd_dir),
+            "--data-dir", str(cluster.etcd_member_dir(node.name)),
             "--listen-client-urls", f"{scheme}://{node.ip}:{ETCD_CLIENT_PORT},{scheme}://127.0.0.1:{ETCD_CLIENT_PORT}",
             "--advertise-client-urls", f"{scheme}://{node.ip}:{ETCD_CLIENT_PORT}",
             "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{node.name}={peer}",
+            "--initial-cluster", members,
             "--initial-cluster-state", "new",
             *tls,
         ),
@@ -186,6 +206,26 @@ def dockerd(cluster: ClusterConfig, node: NodeSpec, storage_driver: str) -> Comp
         ),
         config_files=((config_path, json.dumps(daemon_json(cluster, storage_driver), indent=2) + "\n"),),
         own_pid_files=(run / "docker.pid", run / "docker" / "containerd" / "containerd.pid"),
+    )
+
+
+def api_forward(cluster: ClusterConfig, node: NodeSpec, python: str) -> Component:
+    """HA: a TCP forwarder on the node's 127.0.0.1 to the first API server that answers, failing over.
+
+    Every component of the node reaches the API through it (the shared kubeconfigs say
+    https://127.0.0.1:<NODE_LOCAL_API_PORT>), as kubespray's per-node localhost load balancer does:
+    the `kubernetes` ClusterIP cannot serve here, since kproxy itself needs the API to program it.
+    """
+    listen = f"127.0.0.1:{NODE_LOCAL_API_PORT}"
+    return Component(
+        API_FORWARD,
+        pocket_argv(
+            python, "forward",
+            "--listen", listen,
+            "--netns", cluster.node_netns(node.name),
+            "--target", ",".join(cluster.api_targets),
+        ),
+        health_url=f"https://{listen}/healthz",
     )
 
 
@@ -232,8 +272,7 @@ def controller_manager_certificates(pki: ClusterPKI | None) -> tuple[str, ...]:
 def control_plane_services(
     cluster: ClusterConfig, node: NodeSpec, python: str, pki: ClusterPKI | None = None
 ) -> list[Component]:
-    api = api_server_url(cluster) if pki else cluster.api_server_url
-    return [
+    services = [
         Component(
             APISERVER,
             pocket_argv(
@@ -245,7 +284,7 @@ def control_plane_services(
                 "--service-cluster-ip-range", SERVICE_CIDR,
                 "--kubelet-port", str(KUBELET_PORT),
             ),
-            health_url=f"{api}/healthz",
+            health_url=f"{'https' if pki else 'http'}://{node.ip}:{API_PORT}/healthz",
         ),
         Component(
             CONTROLLER_MANAGER,
@@ -268,8 +307,10 @@ def control_plane_services(
             ),
             health_url=f"http://{node.ip}:{SCHEDULER_HEALTH_PORT}/healthz",
         ),
-        kdns(cluster, node, python, pki),
     ]
+    if node in dns_nodes(cluster):
+        services.append(kdns(cluster, node, python, pki))
+    return services
 
 
 def dns_nodes(cluster: ClusterConfig) -> tuple[NodeSpec, ...]:
@@ -361,10 +402,14 @@ def node_components(
     """Every component of a node, in start order (each may need the ones before it); TLS throughout with `pki`."""
     components: list[Component] = []
     if node.role == CONTROL_PLANE_ROLE:
-        components += [etcd(cluster, node, pki), registry(cluster, node)]
+        components.append(etcd(cluster, node, pki))
+    if node == cluster.control_plane:
+        components.append(registry(cluster, node))
     components.append(dockerd(cluster, node, storage_driver))
     if node.role == CONTROL_PLANE_ROLE:
         components += control_plane_services(cluster, node, python, pki)
+    if cluster.highly_available:
+        components.append(api_forward(cluster, node, python))
     components += node_agents(cluster, node, python, pki)
     if node.role != CONTROL_PLANE_ROLE and node in dns_nodes(cluster):
         components.append(kdns(cluster, node, python, pki))
