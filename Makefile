@@ -5,7 +5,7 @@ PYTHON ?= python3
 APT_PACKAGES := docker.io etcd-server docker-registry busybox-static iptables iproute2 conntrack util-linux procps vagrant vagrant-libvirt debootstrap nftables wrk nginx-light
 STAMP := .deps.stamp
 
-.PHONY: deps up down status test unit bench lint clean
+.PHONY: deps up down status test unit bench lint clean chaos
 
 deps: $(STAMP)
 
@@ -31,6 +31,11 @@ status:
 
 test: deps
 	$(PYTHON) -m pytest -q
+
+# The fault suite (issue 10) in full: every fault while traffic flows; writes docs/reliability.md.
+# Against another local cluster: make chaos POCKET_E2E_CLUSTER="--prefix pkX- ... --api-port 64NN".
+chaos: deps
+	CHAOS_FULL=1 CHAOS_REPORT=docs/reliability.md CHAOS_COMMAND='make chaos' $(PYTHON) -m pytest -q tests/e2e/chaos
 
 unit: deps
 	$(PYTHON) -m pytest -q -m "not e2e"

@@ -22,6 +22,7 @@ COMMANDS = {
     "down": "pocket.commands",
     "status": "pocket.commands",
     "node": "pocket.commands",
+    "restart": "pocket.commands",
     "client": "pocket.commands",
     "forward": "pocket.commands",
 }

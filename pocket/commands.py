@@ -134,6 +134,24 @@ def run_node(args: argparse.Namespace) -> int:
         return local.node_start(cluster, node.name, say)
 
 
+def add_restart_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cluster_arguments(parser)
+    parser.add_argument("node", help="node name (control-plane, worker1, worker2)")
+    parser.add_argument("component", help="one of the node's components, as `pocket status` names them "
+                                          "(etcd, apiserver, controller-manager, scheduler, kdns, kubelet, kproxy)")
+
+
+def run_restart(args: argparse.Namespace) -> int:
+    cluster = cluster_config(args)
+    try:
+        node = cluster.node(args.node)
+    except KeyError as err:
+        say(f"pocket: {err.args[0]}")
+        return 2
+    with local.exclusive(cluster, say):
+        return local.restart_component(cluster, node.name, args.component, say)
+
+
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_arguments(parser)
     parser.add_argument("action", choices=("exec",), help="exec: run a command in the client namespace")
@@ -168,6 +186,8 @@ COMMANDS: dict[str, Command] = {
     "status": Command("status", "which components run on each node, and whether nodes are Ready",
                       add_cluster_arguments, run_status),
     "node": Command("node", "run a command on a node, or stop/start a node", add_node_arguments, run_node),
+    "restart": Command("restart", "stop one component of a node and start it again (`pocket status` names them)",
+                       add_restart_arguments, run_restart),
     "client": Command("client", "run a command in the client namespace (192.168.56.1)",
                       add_client_arguments, run_client),
     "forward": Command("forward", "forward a host port to an address inside a node namespace",
