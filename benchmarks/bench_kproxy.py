@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.report import Figure, Reference, Section, Series
 from control.client import Client
 from pocket.cluster import is_up
 from pocket.config import ClusterConfig
@@ -372,8 +373,11 @@ def throughput_section() -> str:
     )
 
 
-def run(config: ClusterConfig | None = None) -> str:
+def run(config: ClusterConfig | None = None) -> Section:
     rows = []
+    full_sync: dict[str, list[tuple[float, float]]] = {}  # mode -> (Services, full sync ms)
+    change_sync: dict[str, list[tuple[float, float]]] = {}
+    figures: list[Figure] = []
     for mode in ("iptables (legacy)", "iptables (nft)", "nftables"):
         for count in SIZES:
             runs = [measure(mode, count) for _ in range(REPEATS)]
@@ -382,11 +386,19 @@ def run(config: ClusterConfig | None = None) -> str:
             )
             floors = [r.change_floor for r in runs if r.change_floor is not None]
             kernel = f"{statistics.median(floors) * 1000:.0f}" if floors else "-"
+            full_sync.setdefault(f"{mode}: kproxy full sync", []).append((count, full * 1000))
+            full_sync.setdefault(f"{mode}: floor (bare restore)", []).append((count, floor * 1000))
+            change_sync.setdefault(mode, []).append((count, change * 1000))
+            if count == max(SIZES):
+                figures.append(Figure(f"{mode}, {count:,} Services: full sync", full * 1000, "ms",
+                                      Reference(floor * 1000, "bare restore of the same rules, same run")))
+                figures.append(Figure(f"{mode}, {count:,} Services: one change", change * 1000, "ms",
+                                      Reference(full * 1000, "kproxy full sync at the same size, same run")))
             rows.append(
                 f"| {mode} | {count:,} | {floor * 1000:.0f} | {full * 1000:.0f} | {full / floor:.2f}x "
                 f"| {change * 1000:.0f} | {kernel} | {restart * 1000:.0f} |"
             )
-    return "\n".join(
+    markdown = "\n".join(
         [
             "## kproxy: rule programming (Services x 3 endpoints)",
             "",
@@ -413,3 +425,10 @@ def run(config: ClusterConfig | None = None) -> str:
             "Command: `python -m benchmarks bench_kproxy` (part of `make bench`).",
         ]
     )
+    series = (
+        Series("sync time vs Services", "Services (3 endpoints each)", "ms",
+               {k: tuple(v) for k, v in full_sync.items()}),
+        Series("one-change sync vs Services", "Services (3 endpoints each)", "ms",
+               {k: tuple(v) for k, v in change_sync.items()}),
+    )
+    return Section(markdown, tuple(figures), series=series)
