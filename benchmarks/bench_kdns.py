@@ -32,6 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dnslib
+
+from benchmarks.report import Distribution, Reference, Section
+from benchmarks.report import Figure as ReportFigure
+
 SERVICES = 1000
 UPSTREAM_NAMES = 1000
 NAMESPACE = "bench"
@@ -236,7 +241,25 @@ FIGURES = {
 }
 
 
-def run() -> str:
+LATENCY_QUERIES = 1000  # one at a time, for the latency distribution (unloaded)
+
+
+def query_latencies(address: str, names: list[str]) -> list[float]:
+    """Milliseconds per query, one outstanding at a time over UDP, cycling through `names` (bounded count)."""
+    samples = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        sock.connect((address, PORT))
+        for i in range(LATENCY_QUERIES):
+            packet = dnslib.DNSRecord.question(names[i % len(names)]).pack()
+            started = time.perf_counter()
+            sock.send(packet)
+            sock.recv(4096)
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def run() -> Section:
     ensure_packages()
     with tempfile.TemporaryDirectory(prefix="pkt-kdns-bench-") as tmp:
         directory = Path(tmp)
@@ -260,6 +283,9 @@ def run() -> str:
                         best = results[label].get(name)
                         if best is None or figure.qps > best.qps:
                             results[label][name] = figure
+            names = [f"svc-{i}.{NAMESPACE}.svc.{ZONE}" for i in range(SERVICES)]
+            latencies = {label: query_latencies(address, names)
+                         for label, address in (("kdns", KDNS_ADDRESS), ("dnsmasq", DNSMASQ_ADDRESS))}
         with (
             running("upstream dnsmasq", upstream_argv, UPSTREAM_ADDRESS),
             running("kdns --workers 2", kdns_argv(2), KDNS_ADDRESS) as server,
@@ -267,7 +293,30 @@ def run() -> str:
             workers = max(
                 (dnsperf(server, KDNS_ADDRESS, queries["cluster"]) for _ in range(REPEATS)), key=lambda f: f.qps
             )
-    return report(results, workers, " ".join(front_argv).replace(tmp, "$DIR"))
+    markdown = report(results, workers, " ".join(front_argv).replace(tmp, "$DIR"))
+    return Section(markdown, figures(results, workers, latencies),
+                   tuple(Distribution(f"{label}, cluster name A, one query at a time", "ms", tuple(samples))
+                         for label, samples in latencies.items()))
+
+
+def figures(results: dict[str, dict[str, Figure]], workers: Figure,
+            latencies: dict[str, list[float]]) -> tuple[ReportFigure, ...]:
+    """kdns against dnsmasq measured in the same run: throughput and CPU per query for each query mix."""
+    found = []
+    for name, title in FIGURES.items():
+        k, d = results["kdns"][name], results["dnsmasq"][name]
+        found += [
+            ReportFigure(f"{title}: throughput", k.qps, "q/s", Reference(d.qps, "dnsmasq, same run"), k.command),
+            ReportFigure(f"{title}: CPU per query", k.cpu_us, "us", Reference(d.cpu_us, "dnsmasq, same run"),
+                         k.command),
+        ]
+    found.append(ReportFigure("cluster names, --workers 2: throughput", workers.qps, "q/s",
+                              Reference(results["kdns"]["cluster"].qps, "kdns with one worker, same run"),
+                              workers.command))
+    p99 = {label: sorted(samples)[int(len(samples) * 0.99)] for label, samples in latencies.items()}
+    found.append(ReportFigure(f"cluster name A, one query at a time ({LATENCY_QUERIES}): p99 latency", p99["kdns"],
+                              "ms", Reference(p99["dnsmasq"], "dnsmasq, same run")))
+    return tuple(found)
 
 
 def report(results: dict[str, dict[str, Figure]], workers: Figure, dnsmasq_command: str) -> str:
