@@ -90,7 +90,9 @@ def manifests() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def own_cluster() -> Iterator[LocalCluster]:
-    """A fresh pkP- cluster, removed (plain `down`) at the end whatever happens."""
+    """A fresh pkP- cluster (whatever an interrupted earlier run left is removed first), removed at the end."""
+    cleared = pocket("down", timeout=120)
+    assert cleared.returncode == 0, f"`pocket down` of leftovers failed:\n{cleared.stdout}{cleared.stderr}"
     iptables_before = host_iptables()
     try:
         up = pocket("up")
