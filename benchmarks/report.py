@@ -204,6 +204,9 @@ def plot_series(stored: Stored, series: Series, out_dir: Path) -> Path:
     figure, axes = pyplot.subplots(figsize=(7, 4))
     for label, points in series.lines.items():
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    values = [y for points in series.lines.values() for _, y in points]
+    if values and min(values) > 0 and max(values) / min(values) > 100:  # e.g. 1 ms one-change syncs beside 3 s ones
+        axes.set_yscale("log")
     axes.set_xlabel(series.x_label)
     axes.set_ylabel(series.y_label)
     axes.set_title(f"{series.title} ({stored.stamp})")
