@@ -12,6 +12,7 @@ everything, state included. The cluster is removed at the end even on failure.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from pocket.cluster import container_ids
+from pocket.commands import add_cluster_arguments, cluster_config
 from pocket.config import ClusterConfig
 from pocket.netns import netns_inode
 from tests.e2e.conftest import LocalCluster, host_iptables
@@ -33,8 +35,15 @@ pytestmark = pytest.mark.e2e
 
 FLAGS = ["--prefix", "pkP-", "--state-dir", "/var/lib/pocketkube-P", "--run-dir", "/run/pocketkube-P",
          "--kubeconfig", "/tmp/pkP.kubeconfig", "--api-port", "6467"]
-CONFIG = ClusterConfig(prefix="pkP-", state_dir=Path("/var/lib/pocketkube-P"), run_dir=Path("/run/pocketkube-P"),
-                       kubeconfig=Path("/tmp/pkP.kubeconfig"), api_port=6467)
+
+
+def config_from(flags: list[str]) -> ClusterConfig:
+    parser = argparse.ArgumentParser()
+    add_cluster_arguments(parser)
+    return cluster_config(parser.parse_args(flags))
+
+
+CONFIG = config_from(FLAGS)
 NAMESPACE = "persist"
 UP_TIMEOUT = 420
 REQUESTS = 4
