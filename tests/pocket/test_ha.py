@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import ssl
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from pocket import forward
 from pocket.certs import APISERVER, ETCD_SERVER, api_server_url, cluster_pki, ensure_cluster_pki
 from pocket.commands import add_cluster_arguments, cluster_config
 from pocket.config import DEFAULT_NODES, NODE_LOCAL_API_PORT, ClusterConfig, plan_nodes
+from pocket.netns import entered
 from pocket.network import MAX_IFNAME, peer_name
 from pocket.node import API_FORWARD, ETCD, KDNS, REGISTRY, node_components
 from tests.pocket.test_plan import flags
@@ -174,3 +180,66 @@ async def test_forwarder_fails_over_to_the_next_target_and_stays_there() -> None
     finally:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
+
+
+@pytest.fixture
+def two_namespaces() -> Iterator[tuple[str, str]]:
+    """pkt-haf-<random>-a and -b joined by a veth (10.250.0.1 and .2); both deleted afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    near, far = f"pkt-haf-{tag}-a", f"pkt-haf-{tag}-b"
+    try:
+        for name in (near, far):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "-n", near, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+                        "netns", far], check=True)
+        for name, address in ((near, "10.250.0.1/24"), (far, "10.250.0.2/24")):
+            subprocess.run(["ip", "-n", name, "addr", "add", address, "dev", "eth0"], check=True)
+            subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield near, far
+    finally:
+        for name in (near, far):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.root
+def test_a_connection_to_a_vanished_target_is_closed_by_keepalive(two_namespaces: tuple[str, str]) -> None:
+    """A target whose node vanishes (link down, no RST) must not hold an idle client connection forever:
+    the forwarder's keepalives end it, so a watch reconnects through a live API server."""
+    near, far = two_namespaces
+    with entered(far):
+        server = socket.create_server(("10.250.0.2", 0))
+    target_port = server.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        listen_port = probe.getsockname()[1]
+    forwarder = subprocess.Popen(
+        [sys.executable, "-m", "pocket.cli", "forward", "--listen", f"127.0.0.1:{listen_port}", "--netns", near,
+         "--target", f"10.250.0.2:{target_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", listen_port), timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the forwarder never listened"
+                time.sleep(0.2)
+        with client:
+            server.settimeout(10)
+            accepted, _ = server.accept()
+            client.sendall(b"hello")
+            assert accepted.recv(5) == b"hello"
+            subprocess.run(["ip", "-n", far, "link", "set", "eth0", "down"], check=True)  # the node vanishes
+            client.settimeout(30)  # without keepalives this read would wait forever
+            try:
+                assert client.recv(100) == b""
+            except ConnectionResetError:
+                pass  # closed with a reset: just as good
+            accepted.close()
+    finally:
+        server.close()
+        forwarder.terminate()
+        forwarder.wait(timeout=10)
