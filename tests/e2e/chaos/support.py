@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ CLIENT_NODE = "control-plane"  # the backends run on the workers, so every reque
 TRAFFIC_MAX_SECONDS = 240.0
 # The controllers' own bookkeeping: rewritten all the time, never "lost" by a fault.
 CONTROLLER_BOOKKEEPING = {"events", "leases", "endpoints", "endpointslices"}
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
 def pocket_argv(command: str, *args: str) -> list[str]:
@@ -154,20 +156,42 @@ def object_key(obj: dict[str, Any]) -> str:
     return f"{obj['apiVersion']}/{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"
 
 
-def snapshot(kubectl: Any) -> dict[str, dict[str, Any]]:
+def snapshot(kubectl: Any, resources: list[str]) -> dict[str, dict[str, Any]]:
     """Every stored object (one list of all resources, as etcd holds them), by apiVersion/kind/namespace/name."""
-    listing = json.loads(kubectl("get", ",".join(listable_resources(kubectl)), "-A", "-o", "json"))
+    listing = json.loads(kubectl("get", ",".join(resources), "-A", "-o", "json"))
     return {object_key(item): item for item in listing["items"]}
 
 
+def _closing_namespaces(after: dict[str, dict[str, Any]]) -> set[str]:
+    """Namespaces that are gone or terminating: their objects go by the namespace controller's work."""
+    present = {obj["metadata"]["name"]: obj for obj in after.values() if obj["kind"] == "Namespace"}
+    closing = {name for name, ns in present.items() if ns["metadata"].get("deletionTimestamp")}
+    referenced = {obj["metadata"].get("namespace") for obj in after.values()} - {None, ""}
+    return closing | (referenced - set(present))
+
+
 def compare(
-    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], changed_by_fault: set[str] = frozenset()
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    changed_by_fault: AbstractSet[str] = frozenset(),
+    watched_namespaces: AbstractSet[str] = SYSTEM_NAMESPACES,
 ) -> tuple[list[str], list[str]]:
-    """(lost, changed): objects gone or altered beyond the controllers' own work and the fault's intended edit."""
+    """(lost, changed): objects gone or altered beyond the controllers' own work and the fault's intended edit.
+
+    A namespace being deleted (another test cleaning up on a shared cluster) takes its objects with it;
+    only for `watched_namespaces` is that never excused, so a namespace lost there is reported.
+    """
     lost, changed = [], []
+    before_namespaces = {o["metadata"]["name"] for o in before.values() if o["kind"] == "Namespace"}
+    closing = _closing_namespaces(after) | {
+        name for name in before_namespaces if f"v1/Namespace//{name}" not in after
+    }
+    closing -= set(watched_namespaces)
     for key, old in before.items():
-        if old["metadata"].get("deletionTimestamp"):
-            continue  # already on its way out before the fault
+        if old["metadata"].get("deletionTimestamp") or old["metadata"].get("namespace") in closing:
+            continue  # already on its way out, or its namespace is being deleted (another test's cleanup)
+        if old["kind"] == "Namespace" and old["metadata"]["name"] in closing and key not in after:
+            continue  # a namespace someone deleted, finished by the namespace controller
         new = after.get(key)
         if new is None:
             if old["kind"] == "Pod" and _controlled(old):

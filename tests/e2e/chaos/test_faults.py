@@ -21,7 +21,16 @@ import pytest
 
 from pocket import network
 from tests.e2e.chaos.conftest import FULL, NAMESPACE, endpoint_ips, wait_ready_backends
-from tests.e2e.chaos.support import FaultResult, Traffic, compare, pocket_argv, snapshot, summarize
+from tests.e2e.chaos.support import (
+    SYSTEM_NAMESPACES,
+    FaultResult,
+    Traffic,
+    compare,
+    listable_resources,
+    pocket_argv,
+    snapshot,
+    summarize,
+)
 from tests.e2e.conftest import cluster_under_test
 from tests.e2e.helpers import get_json, running_pods, wait_for
 
@@ -216,7 +225,8 @@ def test_fault(cluster: Any, web: dict[str, Any], results: list[FaultResult], fa
     wait_ready_backends(cluster)
     ctx = Context(cluster)
     ctx.state["victim_ips"] = victim_pod_ips(ctx)
-    before = snapshot(cluster.kubectl)
+    resources = listable_resources(cluster.kubectl)
+    before = snapshot(cluster.kubectl, resources)
     vip = web["spec"]["clusterIP"]
     traffic = Traffic(vip, f"web.{NAMESPACE}.svc.cluster.local", INTERVAL)
     try:
@@ -231,7 +241,9 @@ def test_fault(cluster: Any, web: dict[str, Any], results: list[FaultResult], fa
     finally:
         requests = traffic.stop()
     wait_for("every node Ready", lambda: all(node_ready(cluster, n) for n in ("control-plane", "worker1", VICTIM)))
-    lost, changed = compare(before, snapshot(cluster.kubectl), ctx.changed_by_fault)
+    lost, changed = compare(
+        before, snapshot(cluster.kubectl, resources), ctx.changed_by_fault, SYSTEM_NAMESPACES | {NAMESPACE}
+    )
     result = summarize(fault.name, [r for r in requests if r.t >= ctx.fault_at - BASELINE], ctx.fault_at)
     result.objects_lost, result.objects_changed = len(lost), len(changed)
     result.notes = "; ".join(ctx.notes + [f"lost: {k}" for k in lost] + [f"changed: {k}" for k in changed])
