@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -131,7 +131,10 @@ def test_saved_form_matches_what_save_prints_for_every_rule_kind(node_ns: str, b
         ServicePort(empty, "10.96.0.51", 53, node_port=30053, external_ips=("192.168.56.201",)),
         ServicePort(local, "10.96.0.52", 80, node_port=30081, external_policy_local=True, internal_policy_local=True),
     ]  # fmt: skip
-    endpoints = {web: [Endpoint(f"10.244.{n}.5", 8080) for n in (1, 2, 3)], local: [Endpoint("10.244.1.5", 8080)]}
+    endpoints: dict[ServicePortName, Sequence[Endpoint]] = {
+        web: [Endpoint(f"10.244.{n}.5", 8080) for n in (1, 2, 3)],
+        local: [Endpoint("10.244.1.5", 8080)],
+    }
     packet_filter = IptablesPacketFilter(backend, ["ip", "netns", "exec", node_ns])
     programmer = IptablesProgrammer(packet_filter, NODE)
     programmer.sync(ServiceSnapshot(ports, endpoints), full=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import select
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -119,7 +119,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 def program(pods: Pods, mode: str) -> None:
     """The same services, in kube-proxy's iptables layout or in kproxy's nftables table."""
     ports = [ServicePort(WEB, "10.96.100.1", 80, node_port=30080), ServicePort(EMPTY, "10.96.100.2", 80)]
-    endpoints = {WEB: [Endpoint(BACKEND_IP, 8080)], EMPTY: []}
+    endpoints: dict[ServicePortName, Sequence[Endpoint]] = {WEB: [Endpoint(BACKEND_IP, 8080)], EMPTY: []}
     node = NodeConfig("node", (BRIDGE_IP,), "10.244.0.0/16")
     if mode == "nftables":
         NftablesProgrammer(Nft(pods.node), node).sync(ServiceSnapshot(ports, endpoints), full=True)
