@@ -116,6 +116,7 @@ def victim_pod_ips(ctx: Context) -> set[str]:
 def wait_victim_pods_handled(ctx: Context) -> None:
     """The victim's backends leave the Endpoints, then replacements run elsewhere; note both times."""
     gone = ctx.state["victim_ips"]
+    assert gone, f"no backend ran on {VICTIM}: its fault would show nothing"
     wait_for(f"{VICTIM}'s backends to leave the Endpoints", lambda: not endpoint_ips(ctx.cluster) & gone,
              timeout=RECOVERY_TIMEOUT, interval=0.2)
     out_of_endpoints = elapsed(ctx)
