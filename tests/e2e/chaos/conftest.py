@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from tests.e2e.chaos.support import FaultResult, write_report
-from tests.e2e.helpers import MANIFESTS, running_pods, wait_for
+from tests.e2e.helpers import running_pods, wait_for
 
 NAMESPACE = "chaos"
+WEB_MANIFEST = Path(__file__).with_name("web.yaml")
 FULL = os.environ.get("CHAOS_FULL") == "1"
 GOALS = {
     "zero failed requests": "pod deletion, rolling update, every component restart, a pod's OOM kill",
@@ -32,10 +33,10 @@ GOALS = {
 
 @pytest.fixture(scope="module")
 def web(cluster: Any) -> Iterator[dict[str, Any]]:
-    """3 busybox HTTP backends on the workers behind the `web` Service, in the suite's own namespace."""
+    """3 busybox HTTP backends (with a readiness probe) on the workers behind `web`, in the suite's own namespace."""
     cluster.kubectl("create", "namespace", NAMESPACE)
     try:
-        cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(MANIFESTS / "web.yaml"))
+        cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(WEB_MANIFEST))
         wait_ready_backends(cluster)
         yield json.loads(cluster.kubectl("get", "service", "web", "-n", NAMESPACE, "-o", "json"))
     finally:
