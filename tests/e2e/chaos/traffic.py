@@ -3,7 +3,7 @@
 Run inside a node's network namespace (`pocket node exec control-plane --
 python3 traffic.py ...`). Each round sends one request to the VIP and one
 to the name, resolved by a fresh query to the cluster DNS (two attempts,
-like a stub resolver), each on a new connection. One JSON line per
+like glibc's stub resolver with one nameserver), each on a new connection. One JSON line per
 request on stdout. Bounded: it stops when the stop file appears, after
 --max-seconds, or after --max-requests rounds, whichever comes first.
 """
@@ -17,7 +17,7 @@ import os
 import socket
 import time
 
-from dnslib import QTYPE, DNSRecord
+from dnslib import QTYPE, RCODE, DNSRecord
 
 REQUEST_TIMEOUT = 2.0
 DNS_ATTEMPT_TIMEOUT = 1.0
@@ -38,7 +38,8 @@ def http_get(ip: str, port: int) -> None:
 
 
 def resolve(name: str, dns_server: str) -> str:
-    """The name's A record from the cluster DNS, asking again on a timeout or a refused packet."""
+    """The name's A record from the cluster DNS, asking again (as glibc does) on a timeout, an ICMP refusal,
+    SERVFAIL or REFUSED; each attempt from a new port, so the Service may pick the other kdns."""
     last: Exception | None = None
     for _ in range(DNS_ATTEMPTS):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -53,7 +54,9 @@ def resolve(name: str, dns_server: str) -> str:
             answers = [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
             if answers:
                 return answers[0]
-            last = OSError(f"no A record (rcode {reply.header.rcode})")
+            last = OSError(f"no A record ({RCODE.get(reply.header.rcode)})")
+            if reply.header.rcode not in (RCODE.SERVFAIL, RCODE.REFUSED):
+                break  # an answer: NXDOMAIN or no data is final
     raise OSError(f"resolving {name}: {last}")
 
 
