@@ -30,6 +30,19 @@ GOALS = {
     "no object lost or changed": "for every fault",
 }
 
+FINDINGS = [
+    "Without a readiness probe a replacement backend joins the Endpoints when its process starts, before httpd "
+    "listens: one refused connection in a pod-deletion run. The suite's backends declare a readiness probe "
+    "(tests/e2e/chaos/web.yaml), as any Service that wants zero failed requests must.",
+    "A restarted kdns binds port 53 before its first sync from the API server and answers SERVFAIL for names it "
+    "does not know yet (about a second): a client that asks once fails (seen once, restarting worker1's kdns). "
+    "The client retries SERVFAIL on its second attempt as glibc does, and the Service's random choice usually "
+    "sends it to the other kdns. CoreDNS instead holds its answers until the first sync (up to 5 s); kdns "
+    "could do the same.",
+    "A dead or cut-off worker costs a few requests (timeouts to its backends, an occasional refused "
+    "connection) until the controllers take its backends out of the Endpoints (the notes column).",
+]
+
 
 @pytest.fixture(scope="module")
 def web(cluster: Any) -> Iterator[dict[str, Any]]:
@@ -71,4 +84,4 @@ def results() -> Iterator[list[FaultResult]]:
     report = os.environ.get("CHAOS_REPORT")
     if report and collected:
         command = os.environ.get("CHAOS_COMMAND") or shlex.join([Path(sys.executable).name, *sys.argv])
-        write_report(Path(report), collected, command, GOALS)
+        write_report(Path(report), collected, command, GOALS, FINDINGS)

@@ -216,7 +216,9 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} CPUs ({model}), {mem_kb // 1024} MiB RAM, Linux {platform.release()}"
 
 
-def write_report(path: Path, results: list[FaultResult], command: str, goals: dict[str, str]) -> None:
+def write_report(
+    path: Path, results: list[FaultResult], command: str, goals: dict[str, str], findings: list[str]
+) -> None:
     lines = [
         "# Reliability under faults",
         "",
@@ -249,4 +251,7 @@ def write_report(path: Path, results: list[FaultResult], command: str, goals: di
     if goals:
         lines += ["", "## Goals", ""]
         lines += [f"- {name}: {text}" for name, text in goals.items()]
+    if findings:
+        lines += ["", "## Found while building the suite", ""]
+        lines += [f"- {text}" for text in findings]
     path.write_text("\n".join(lines) + "\n")
