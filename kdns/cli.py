@@ -127,6 +127,22 @@ async def serve_health_and_ready(port: int, serving: Callable[[], bool], ready: 
     return runner
 
 
+# As CoreDNS's kubernetes plugin: wait this long for the first sync before answering, so a restarted
+# instance does not answer SERVFAIL for names it would know a moment later; then serve anyway.
+FIRST_SYNC_WAIT = 5.0
+
+
+async def wait_for_first_sync(synced: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
+    """True once `synced()` holds; False (logged) when `timeout` seconds pass first."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not synced():
+        if asyncio.get_running_loop().time() >= deadline:
+            log.warning("serving DNS before the first sync from the API server", extra={"waited": timeout})
+            return False
+        await asyncio.sleep(poll)
+    return True
+
+
 async def serve(args: argparse.Namespace, workers: Workers) -> None:
     upstreams = read_resolv_conf(args.resolv_conf)
     if not upstreams:
@@ -148,18 +164,22 @@ async def serve(args: argparse.Namespace, workers: Workers) -> None:
             recursion_networks=args.recursion_networks.split(","),
             rate_limiter=RateLimiter(args.rate_limit) if args.rate_limit else None,
         )
+        source_task = asyncio.create_task(source.run())
+        await wait_for_first_sync(source.synced, FIRST_SYNC_WAIT)
         try:
             await server.start(args.listen, args.port, reuse_port=args.workers > 1)
         except OSError as err:
+            source_task.cancel()
             raise ValueError(f"cannot serve DNS on --listen {args.listen} --port {args.port}: {err.strerror}") from err
         health = None
         if workers.first:
             try:
                 health = await serve_health_and_ready(args.health_port, lambda: server.serving, source.synced)
             except OSError as err:
+                source_task.cancel()
                 await server.stop()
                 raise ValueError(f"cannot serve --health-port {args.health_port}: {err.strerror}") from err
-        tasks = [source.run(), *(metrics.WORKER_TOTALS.follow(fd) for fd in workers.reports)]
+        tasks = [source_task, *(metrics.WORKER_TOTALS.follow(fd) for fd in workers.reports)]
         if workers.report_fd is not None:
             tasks.append(metrics.report_to(workers.report_fd))
         if workers.first and args.peer_check_interval > 0:  # one keeper per instance, not per worker

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from control.cli_support import add_common
-from kdns.cli import COMMAND
+from kdns.cli import COMMAND, wait_for_first_sync
 
 AGREED = (
     "--api-server http://192.168.56.10:6443 --listen 192.168.56.10 --port 53 --cluster-domain cluster.local "
@@ -72,3 +72,17 @@ def test_busy_dns_port_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture
             )
             assert COMMAND.run(args) == 2
     assert f"--port {port}" in caplog.text
+
+
+async def test_waits_for_the_first_sync_before_serving_then_gives_up() -> None:
+    """A restarted kdns answers once it knows the cluster's names (as CoreDNS waits), but not forever."""
+    calls = 0
+
+    def synced_on_third_look() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls >= 3
+
+    assert await wait_for_first_sync(synced_on_third_look, timeout=5.0, poll=0.001) is True
+    assert calls == 3
+    assert await wait_for_first_sync(lambda: False, timeout=0.05, poll=0.01) is False
