@@ -31,7 +31,7 @@ from control.api.selectors import parse_field_selector, parse_label_selector
 from control.apiserver import discovery, openapi_v2, protobuf, remotecommand, tables
 from control.apiserver.allocator import ServiceIPRange
 from control.apiserver import csr
-from control.apiserver.authn import Authentication
+from control.apiserver.authn import USER, Authentication
 from control.apiserver.authz.filter import Authorization
 from control.apiserver.bootstraptokens import BootstrapTokenAuthenticator
 from control.apiserver.cache import DEFAULT_HISTORY
@@ -361,7 +361,7 @@ class ApiHandler:
         if res.plural == "pods":
             await self.service_accounts.admit_pod(namespace or "", body)
         elif res.plural == "certificatesigningrequests":
-            body = csr.prepare_create(body, request.get("user"))
+            body = csr.prepare_create(body, request.get(USER))
         return body
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Who is calling: the caller identity (UserInfo) and the authenticators that find it.
 
 Kubernetes authenticates every request before authorizing it; the authn middleware
-stores the result on ``request["user"]`` so later middlewares (authorization,
+stores the result on ``request[USER]`` so later middlewares (authorization,
 admission, limits) read one agreed type. Authenticators are tried in order: the
 TLS client certificate (verified against --client-ca-file during the handshake),
 then the bearer token against each token authenticator (static --token-auth-file,
@@ -41,6 +41,8 @@ class UserInfo:
 
 
 ANONYMOUS = UserInfo("system:anonymous", (UNAUTHENTICATED_GROUP,))
+# Where the authenticated caller is kept on each request, for the middlewares and handlers after this one.
+USER = web.RequestKey("user", UserInfo)
 
 
 class Authenticator(Protocol):
@@ -171,7 +173,7 @@ class Authentication:
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Set request["user"] or answer 401 Unauthorized."""
+        """Set request[USER] or answer 401 Unauthorized."""
         user = await self.user_of(request)
         if user is None:
             if request.path in PUBLIC_PATHS:
@@ -179,5 +181,5 @@ class Authentication:
             else:
                 log.info("unauthenticated request refused", extra={"path": request.path, "method": request.method})
                 return web.json_response(unauthorized().status, status=401)
-        request["user"] = user
+        request[USER] = user
         return await handler(request)

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from control.api import errors
 from control.api.errors import ApiError
+from control.apiserver.authn import USER
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ class RequestLimiter:
     @staticmethod
     def client(request: web.Request) -> str:
         """Who a per-client limit counts: the authenticated user, else the peer address."""
-        user = request.get("user")
+        user = request.get(USER)
         name = getattr(user, "name", "")
         if name and name != "system:anonymous":
             return f"user:{name}"
@@ -251,7 +252,7 @@ class RequestLimiter:
 
     @staticmethod
     def privileged(request: web.Request) -> bool:
-        return PRIVILEGED_GROUP in getattr(request.get("user"), "groups", ())
+        return PRIVILEGED_GROUP in getattr(request.get(USER), "groups", ())
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -29,7 +29,7 @@ from aiohttp import web
 from control import pki
 from control.api.errors import ApiError
 from control.apiserver import cli as apiserver_cli
-from control.apiserver.authn import ANONYMOUS
+from control.apiserver.authn import ANONYMOUS, USER
 from control.apiserver.storage import EtcdTLS, Storage
 from control.client import Client, KubeconfigError
 from kubelet.server import KubeletServer, serving_context
@@ -317,7 +317,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 async def test_certificate_subject_becomes_request_user(tls_cluster: TLSCluster) -> None:
-    """CN -> user name, O -> groups, plus system:authenticated, as later middlewares see it on request["user"]."""
+    """CN -> user name, O -> groups, plus system:authenticated, as later middlewares see it on request[USER]."""
     serving = tls_cluster.identity("apiserver", pki.apiserver_serving(("127.0.0.1",), "10.96.0.1"))
     security = apiserver_cli.security_from_args(
         _args(
@@ -328,7 +328,7 @@ async def test_certificate_subject_becomes_request_user(tls_cluster: TLSCluster)
     seen: list[object] = []
 
     async def whoami(request: web.Request) -> web.Response:
-        seen.append(request["user"])
+        seen.append(request[USER])
         return web.Response(text="ok")
 
     app = web.Application(middlewares=[security.authentication.middleware])
@@ -470,7 +470,7 @@ async def test_anonymous_auth_lets_credential_less_requests_in_as_system_anonymo
     seen: list[object] = []
 
     async def whoami(request: web.Request) -> web.Response:
-        seen.append(request["user"])
+        seen.append(request[USER])
         return web.Response(text="ok")
 
     app = web.Application(middlewares=[security.authentication.middleware])

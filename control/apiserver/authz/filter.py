@@ -1,6 +1,6 @@
 """The authorization filter of the API server: impersonation, the authorizer chain, NodeRestriction.
 
-Runs after authentication (which put the caller on `request["user"]`), as
+Runs after authentication (which put the caller on `request[USER]`), as
 kube-apiserver's handler chain does: `Impersonate-*` headers are checked
 (the `impersonate` verb on users, groups, service accounts, uids and user
 extras) and replace the caller; then the request's attributes go through
@@ -23,7 +23,7 @@ from aiohttp import web
 
 from control.api import errors
 from control.apiserver import protobuf
-from control.apiserver.authn import ANONYMOUS, AUTHENTICATED_GROUP, UNAUTHENTICATED_GROUP, UserInfo
+from control.apiserver.authn import ANONYMOUS, AUTHENTICATED_GROUP, UNAUTHENTICATED_GROUP, USER, UserInfo
 from control.apiserver.authz.admission import NodeRestriction, parse_plugins
 from control.apiserver.authz.attributes import Attributes, request_attributes
 from control.apiserver.authz.authorizer import AlwaysAllow, AlwaysDeny, Authorizer, Chain, forbidden, parse_modes
@@ -103,9 +103,9 @@ class Authorization:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        user: UserInfo = request.get("user") or ANONYMOUS
+        user: UserInfo = request.get(USER) or ANONYMOUS
         user = await self._impersonate(request, user)
-        request["user"] = user
+        request[USER] = user
         attrs = request_attributes(user, request.method, request.path, _query(request))
         decision = await self.chain.authorize(attrs)
         if not decision.allowed:
@@ -169,7 +169,7 @@ class Authorization:
         """POST of any of the four review kinds (routed here before the stored-resource handler)."""
         plural = request.match_info["plural"]
         namespace = request.match_info.get("namespace")
-        user: UserInfo = request.get("user") or ANONYMOUS
+        user: UserInfo = request.get(USER) or ANONYMOUS
         body = await _object_body(request)
         if plural == "selfsubjectrulesreviews":
             answer = await self.reviews.rules_review(user, body)
