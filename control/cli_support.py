@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from collections.abc import Callable
 
@@ -18,6 +19,27 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(h|ms|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def bool_flag(value: str) -> bool:
+    """argparse type of a Go bool flag given a value (`--anonymous-auth=false`)."""
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"want true or false, got {value!r}")
+
+
+def duration_flag(text: str) -> float:
+    """argparse type of a Go duration flag ("30s", "5m0s", "500ms"), in seconds."""
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected a Go duration like 30s or 5m0s")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

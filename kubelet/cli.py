@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from control.api.errors import ApiError
-from control.cli_support import Command, add_api_arguments, api_client
+from control.cli_support import Command, add_api_arguments, api_client, bool_flag, duration_flag
 from control.client import Client, Informer, Object
 from control.clock import RealClock
 from control.observability import serve_health
@@ -28,6 +28,7 @@ from kubelet.node import (
 from kubelet.bootstrap import CLIENT_FILE, BootstrapError, bootstrap_client_certificate, rotate_forever
 from kubelet.pods import NodeSettings, PodWorkers
 from kubelet.runtime import DockerRuntime, RuntimeFailure
+from kubelet.auth import AUTHORIZATION_MODES, AuthSettings, KubeletAuth
 from kubelet.server import KubeletServer, serving_context
 
 log = logging.getLogger("kubelet")
@@ -58,7 +59,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=10250)
     parser.add_argument("--tls-cert-file", default="", help="serving certificate: HTTPS on --port (else plain HTTP)")
     parser.add_argument("--tls-private-key-file", default="", help="key of --tls-cert-file")
-    parser.add_argument("--client-ca-file", default="", help="CA of the API server's kubelet-client certificate")
+    parser.add_argument(
+        "--client-ca-file", default="", help="CA that signs callers' client certificates (CN user, O groups)"
+    )
+    defaults = AuthSettings()
+    parser.add_argument(
+        "--anonymous-auth",
+        type=bool_flag,
+        nargs="?",
+        const=True,
+        default=defaults.anonymous,
+        help="serve callers without credentials as system:anonymous (default false: 401)",
+    )
+    parser.add_argument(
+        "--authentication-token-webhook",
+        type=bool_flag,
+        nargs="?",
+        const=True,
+        default=defaults.token_webhook,
+        help="check bearer tokens with a TokenReview to the API server (default true)",
+    )
+    parser.add_argument(
+        "--authentication-token-webhook-cache-ttl",
+        type=duration_flag,
+        default=defaults.token_cache_ttl,
+        help="how long TokenReview answers are kept (2m0s)",
+    )
+    parser.add_argument(
+        "--authorization-mode",
+        choices=AUTHORIZATION_MODES,
+        default=defaults.authorization_mode,
+        help="Webhook: a SubjectAccessReview per caller and action (default); AlwaysAllow: every authenticated caller",
+    )
+    parser.add_argument(
+        "--authorization-webhook-cache-authorized-ttl",
+        type=duration_flag,
+        default=defaults.authorized_ttl,
+        help="how long an allowed SubjectAccessReview is kept (5m0s)",
+    )
+    parser.add_argument(
+        "--authorization-webhook-cache-unauthorized-ttl",
+        type=duration_flag,
+        default=defaults.unauthorized_ttl,
+        help="how long a denied SubjectAccessReview is kept (30s)",
+    )
     parser.add_argument("--healthz-port", type=int, default=10248, help="plain-HTTP /healthz port (0: none)")
     parser.add_argument("--healthz-bind-address", default="127.0.0.1", help="address of the /healthz server")
     parser.add_argument("--node-labels", default="", help="extra Node labels: k=v,k2=v2")
@@ -174,7 +218,8 @@ async def _run_agent(
     )
     tasks: list[asyncio.Task[Any]] = []
     checks = {"loops": lambda: not any(t.done() for t in tasks)}
-    server = KubeletServer(runtime, workers.known_pods, args.node_name, checks, tls)
+    auth = KubeletAuth(client, args.node_name, clock, auth_settings(args)) if tls is not None else None
+    server = KubeletServer(runtime, workers.known_pods, args.node_name, checks, tls, auth)
 
     async def bring_network_up(own: Object | None) -> None:
         cidr = (own or {}).get("spec", {}).get("podCIDR")
@@ -241,6 +286,18 @@ def _serving_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         return serving_context(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
     except (OSError, ssl.SSLError) as err:
         raise ValueError(f"kubelet TLS files do not load: {err}") from None
+
+
+def auth_settings(args: argparse.Namespace) -> AuthSettings:
+    """Who may call the kubelet API (HTTPS only): the authentication and authorization flags."""
+    return AuthSettings(
+        anonymous=args.anonymous_auth,
+        token_webhook=args.authentication_token_webhook,
+        token_cache_ttl=args.authentication_token_webhook_cache_ttl,
+        authorization_mode=args.authorization_mode,
+        authorized_ttl=args.authorization_webhook_cache_authorized_ttl,
+        unauthorized_ttl=args.authorization_webhook_cache_unauthorized_ttl,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """The kubelet's HTTP server on the node IP: container logs for `kubectl logs`, exec, /healthz and /metrics.
 
-With TLS (the bring-up) it serves HTTPS only and answers only callers the API
-server vouches for: a client certificate from the cluster CA naming the API
-server's kubelet-client identity, or a member of system:masters. Everyone else
-gets 401 (no certificate) or 403, as a kubelet with anonymous auth off does.
+With TLS (the bring-up) it serves HTTPS only, and every request passes the
+authn/authz filter of kubelet/auth.py: callers the API server vouches for
+(TokenReview) or with a certificate from the client CA, allowed by a
+SubjectAccessReview on this node's `nodes/<subresource>`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
 from contextlib import aclosing
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from control.observability import HealthCheck, health_app
+from kubelet.auth import KubeletAuth
 from kubelet.exec import ExecServer
 from kubelet.stats import StatsProvider
 from kubelet.runtime import (
@@ -34,9 +34,6 @@ from kubelet.runtime import (
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
-
-API_SERVER_CLIENT = "kube-apiserver-kubelet-client"
-SUPERUSER_GROUP = "system:masters"
 
 TRUE_VALUES = ("true", "1")
 
@@ -67,37 +64,12 @@ def _int(request: web.Request, name: str) -> int | None:
 
 
 def serving_context(cert_file: str, key_file: str, client_ca_file: str) -> ssl.SSLContext:
-    """HTTPS with this node's serving certificate; callers must present a certificate from `client_ca_file`."""
+    """HTTPS with this node's serving certificate; a client certificate, if any, must come from `client_ca_file`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     context.load_verify_locations(client_ca_file)
-    context.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a 401 answer rather than a failed handshake
+    context.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a bearer token, or 401, rather than a failed handshake
     return context
-
-
-def _caller(request: web.Request) -> tuple[str, tuple[str, ...]] | None:
-    """(CN, O values) of the verified client certificate, None without one."""
-    cert: Any = request.transport.get_extra_info("peercert") if request.transport is not None else None
-    if not cert:
-        return None
-    subject = [pair for rdn in cert.get("subject", ()) for pair in rdn]
-    names = [value for key, value in subject if key == "commonName"]
-    return (names[0] if names else ""), tuple(value for key, value in subject if key == "organizationName")
-
-
-@web.middleware
-async def require_api_server(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Only the API server (or a cluster superuser) may read logs, exec or stats here."""
-    caller = _caller(request)
-    if caller is None:
-        return web.Response(status=401, text="Unauthorized\n")
-    user, groups = caller
-    if user != API_SERVER_CLIENT and SUPERUSER_GROUP not in groups:
-        log.warning("kubelet API caller refused", extra={"user": user, "path": request.path})
-        return web.Response(status=403, text=f"Forbidden (user={user}, path={request.path})\n")
-    return await handler(request)
 
 
 class KubeletServer:
@@ -110,12 +82,15 @@ class KubeletServer:
         node_name: str,
         checks: dict[str, HealthCheck] | None = None,
         tls: ssl.SSLContext | None = None,
+        auth: KubeletAuth | None = None,
     ):
+        if tls is not None and auth is None:
+            raise ValueError("an HTTPS kubelet API needs its authn/authz filter (auth)")
         self.runtime, self.pods, self.node_name = runtime, pods, node_name
         self.tls = tls
         self.app = health_app(checks)
-        if tls is not None:
-            self.app.middlewares.append(require_api_server)
+        if auth is not None:
+            self.app.middlewares.append(auth.middleware)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         self.stats = StatsProvider(runtime, pods, node_name)
         self.app.router.add_get("/stats/summary", self.stats_summary)

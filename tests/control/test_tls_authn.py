@@ -32,6 +32,8 @@ from control.apiserver import cli as apiserver_cli
 from control.apiserver.authn import ANONYMOUS, USER
 from control.apiserver.storage import EtcdTLS, Storage
 from control.client import Client, KubeconfigError
+from control.clock import FakeClock
+from kubelet.auth import KubeletAuth
 from kubelet.server import KubeletServer, serving_context
 from pocket.kubeconfig import Credentials, write_kubeconfig
 from tests.conftest import ETCD, KUBECTL, free_port
@@ -373,11 +375,16 @@ def test_bad_tls_flags_are_named(tls_cluster: TLSCluster) -> None:
 
 @pytest.fixture
 async def tls_kubelet(tls_cluster: TLSCluster, tmp_path: Path) -> AsyncIterator[tuple[Harness, str]]:
-    """A kubelet API server (FakeRuntime) on HTTPS with its serving certificate, trusting the cluster CA."""
+    """A kubelet API server (FakeRuntime) on HTTPS with its serving certificate, trusting the cluster CA.
+
+    Its callers are checked by SubjectAccessReviews to this (AlwaysAllow) API server, asked as node w1;
+    who RBAC lets in is tests/kubelet/test_auth.py's subject.
+    """
     h = Harness(tmp_path)
     serving = tls_cluster.identity("kubelet-w1", pki.kubelet_serving("w1", "127.0.0.1"))
     tls = serving_context(str(serving.cert), str(serving.key), str(tls_cluster.ca.paths.cert))
-    server = KubeletServer(h.runtime, h.workers.known_pods, "w1", tls=tls)
+    client = Client.from_kubeconfig(tls_cluster.kubeconfig("node-w1", pki.node_client("w1")))
+    server = KubeletServer(h.runtime, h.workers.known_pods, "w1", tls=tls, auth=KubeletAuth(client, "w1", FakeClock()))
     port = free_port()
     await server.start("127.0.0.1", port)
     try:
@@ -385,31 +392,7 @@ async def tls_kubelet(tls_cluster: TLSCluster, tmp_path: Path) -> AsyncIterator[
     finally:
         await server.stop()
         await h.workers.close()
-
-
-async def _status_of(tls_cluster: TLSCluster, url: str, identity: pki.CertSpec | None) -> int:
-    context = _ca_only(tls_cluster)
-    if identity is not None:
-        paths = tls_cluster.identity(identity.common_name.replace(":", "-"), identity)
-        context.load_cert_chain(paths.cert, paths.key)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
-        async with session.get(url) as resp:
-            return resp.status
-
-
-async def test_kubelet_api_answers_only_the_api_server(
-    tls_cluster: TLSCluster, tls_kubelet: tuple[Harness, str]
-) -> None:
-    _, url = tls_kubelet
-    for path in ("/healthz", "/stats/summary", "/containerLogs/default/web/app"):
-        assert await _status_of(tls_cluster, url + path, None) == 401, path
-        assert await _status_of(tls_cluster, url + path, pki.node_client("w2")) == 403, path
-    assert await _status_of(tls_cluster, url + "/healthz", pki.APISERVER_KUBELET_CLIENT) == 200
-    assert await _status_of(tls_cluster, url + "/healthz", pki.ADMIN) == 200
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(aiohttp.ClientError):
-            async with session.get(url.replace("https://", "http://") + "/healthz") as resp:
-                await resp.read()
+        await client.close()
 
 
 async def test_logs_flow_through_the_api_server_to_a_tls_kubelet(
