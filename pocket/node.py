@@ -8,7 +8,10 @@ units. Nothing here starts a process or touches the machine.
 Given the cluster's PKI (`pocket.certs.ClusterPKI`), every connection is TLS:
 etcd requires client certificates, the API server serves HTTPS only, each
 component authenticates with its own kubeconfig, kubelets serve HTTPS to the
-API server alone. Without it (`pocket node setup` for now) the API is plain HTTP.
+API server alone. A node that joins with a bootstrap token (`pocket node setup`
+on a worker VM) also gets `--bootstrap-kubeconfig`: its kubelet asks for its own
+client certificate and writes the node kubeconfig its kproxy then uses. Without
+a PKI (in-process tests only) the API is plain HTTP.
 """
 
 from __future__ import annotations
@@ -338,10 +341,21 @@ def kdns(cluster: ClusterConfig, node: NodeSpec, python: str, pki: ClusterPKI | 
     )
 
 
-def node_agents(cluster: ClusterConfig, node: NodeSpec, python: str, pki: ClusterPKI | None = None) -> list[Component]:
-    """kubelet and kproxy, both with the node's identity (system:node:<name>)."""
+def node_agents(
+    cluster: ClusterConfig,
+    node: NodeSpec,
+    python: str,
+    pki: ClusterPKI | None = None,
+    bootstrap_kubeconfig: Path | None = None,
+) -> list[Component]:
+    """kubelet and kproxy, both with the node's identity (system:node:<name>).
+
+    With `bootstrap_kubeconfig` the kubelet gets that identity itself (TLS bootstrap) and writes the node's
+    kubeconfig, which kproxy reads: one identity per node, as for nodes whose certificate the bring-up made.
+    """
     kubelet_args = [
         *api_access(cluster, pki, node_identity(node.name)),
+        *(("--bootstrap-kubeconfig", str(bootstrap_kubeconfig)) if bootstrap_kubeconfig else ()),
         "--node-name", node.name,
         "--node-ip", node.ip,
         "--docker-host", cluster.docker_host(node.name),
@@ -398,8 +412,12 @@ def node_components(
     storage_driver: str = "overlay2",
     python: str = sys.executable,
     pki: ClusterPKI | None = None,
+    bootstrap_kubeconfig: Path | None = None,
 ) -> list[Component]:
-    """Every component of a node, in start order (each may need the ones before it); TLS throughout with `pki`."""
+    """Every component of a node, in start order (each may need the ones before it); TLS throughout with `pki`.
+
+    `bootstrap_kubeconfig`: the node joins with a bootstrap token (see `node_agents`).
+    """
     components: list[Component] = []
     if node.role == CONTROL_PLANE_ROLE:
         components.append(etcd(cluster, node, pki))
@@ -410,7 +428,7 @@ def node_components(
         components += control_plane_services(cluster, node, python, pki)
     if cluster.highly_available:
         components.append(api_forward(cluster, node, python))
-    components += node_agents(cluster, node, python, pki)
+    components += node_agents(cluster, node, python, pki, bootstrap_kubeconfig)
     if node.role != CONTROL_PLANE_ROLE and node in dns_nodes(cluster):
         components.append(kdns(cluster, node, python, pki))
     return components

@@ -7,15 +7,28 @@ the component's command line. Setup is idempotent: a file is written only if
 its content differs, and only units whose unit file or configuration changed
 are restarted, so re-running it on a working node changes nothing.
 
+Security is the local cluster's (pocket/certs.py, pocket/node.py with a PKI): the control plane makes the
+cluster PKI, runs etcd with client certificates, the API server HTTPS-only with Node,RBAC, NodeRestriction,
+encryption at rest and service-account keys, and every control-plane component with its own kubeconfig.
+
 Joining works as kubeadm's: the join token names a bootstrap token
 (`<id>.<secret>`, derived from it), which the control plane stores as the
 Secret `kube-system/bootstrap-token-<id>` and uses to sign the
-`kube-public/cluster-info` ConfigMap (the cluster's kubeconfig: server and,
-over HTTPS, its CA) with a detached JWS under `jws-kubeconfig-<id>`, as
-kubeadm's bootstrap signer does.  A worker fetches cluster-info and checks
-the signature with its own token, so it never joins a stale or foreign
-cluster; over HTTPS the verified CA and the token are what a kubelet's
-`--bootstrap-kubeconfig` holds (kubelet/bootstrap.py).
+`kube-public/cluster-info` ConfigMap (the cluster's kubeconfig: server and
+CA) with a detached JWS under `jws-kubeconfig-<id>`, as kubeadm's bootstrap
+signer does.  A worker fetches cluster-info (not yet trusting the server, as
+kubeadm's token discovery) and checks the signature with its own token, so it
+never joins a stale or foreign cluster and pins the CA it vouches for; the
+verified CA and the token are its kubelet's `--bootstrap-kubeconfig`
+(kubelet/bootstrap.py: a CSR for `system:node:<name>`, approved by the
+controller manager), and kproxy uses the kubeconfig the kubelet writes.
+
+What a worker cannot ask for by CSR, its kubelet serving certificate (the API
+server verifies kubelets against the cluster CA) and, where kdns runs, kdns's
+identity, the control plane makes and uploads encrypted, as `kubeadm init
+--upload-certs` does: AES-GCM with a key derived from the join token (not
+from the bootstrap token, which travels to the API server), in a Secret only
+bootstrap tokens of the default node group may read.
 """
 
 from __future__ import annotations
@@ -27,26 +40,36 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import docker
 import yaml
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from control import pki as x509_pki
 from control.api.errors import ApiError
 from control.api.timestamps import parse_time
-from control.apiserver.bootstraptokens import NAMESPACE as TOKEN_NAMESPACE, token_secret
-from control.client import Client
+from control.apiserver.bootstraptokens import (
+    GROUP as BOOTSTRAPPERS_GROUP,
+    KUBEADM_GROUP,
+    NAMESPACE as TOKEN_NAMESPACE,
+    token_secret,
+)
+from control.client import Client, KubeconfigError, ssl_context_for
 from pocket.cluster import PREREQUISITES, choose_storage_driver, ensure_kube_dns
 from pocket.config import CONTROL_PLANE_ROLE, NODE_SUBNET, WORKER_ROLE, ClusterConfig, NodeSpec
 from pocket.images import (
@@ -58,8 +81,18 @@ from pocket.images import (
     import_images,
     push_images,
 )
-from pocket.kubeconfig import write_kubeconfig
-from pocket.node import APISERVER, DOCKERD, KDNS, KUBELET, Component, node_components
+from pocket.certs import (
+    ADMIN,
+    KDNS as KDNS_IDENTITY,
+    ClusterPKI,
+    api_server_url,
+    cluster_pki,
+    ensure_cluster_pki,
+    kubelet_serving,
+    node_identity,
+)
+from pocket.kubeconfig import Credentials, kubeconfig as kubeconfig_document, write_kubeconfig
+from pocket.node import APISERVER, DOCKERD, KUBELET, Component, dns_nodes, node_components
 
 UNIT_DIR = Path("/etc/systemd/system")
 # Tools `pocket up` needs on the host to build images; a node set up here pulls images, it builds none.
@@ -75,6 +108,16 @@ DISTRO_SERVICES = ("docker.socket", "docker.service", "etcd.service", "docker-re
 CLUSTER_INFO = "cluster-info"
 CLUSTER_INFO_NAMESPACE = "kube-public"
 JWS_PREFIX = "jws-kubeconfig-"
+# kubeadm's Role and RoleBinding that let joining nodes read cluster-info (kubeadm binds system:anonymous;
+# here anonymous requests get 401, so joining nodes read it with their bootstrap token).
+CLUSTER_INFO_READER = "kubeadm:bootstrap-signer-clusterinfo"
+# The workers' CA-made files, encrypted with the join token's key (kubeadm's kubeadm-certs Secret and its Role).
+NODE_FILES_SECRET = "pocket-node-certs"
+NODE_FILES_READER = "pocket:node-certs-reader"
+NODE_FILES_KEY_LABEL = b"pocketkube node certificates\0"
+BOOTSTRAP_USER = "tls-bootstrap-token-user"
+BOOTSTRAP_IDENTITY = "bootstrap-kubelet"  # <pki>/kubeconfigs/bootstrap-kubelet.conf, after kubeadm's file
+PRIVATE_SUFFIXES = (".key", ".conf")  # private keys, and kubeconfigs embedding them or a token: 0600
 BOOTSTRAP_TOKEN_TTL = 24 * 3600.0  # kubeadm's default; re-running setup on the control plane renews it
 TOKEN_PATTERN = re.compile(r"[a-z0-9]{16,64}")
 NODE_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -188,11 +231,20 @@ def unit_text(component: Component, node: NodeSpec, cluster: ClusterConfig, afte
     return "\n".join(lines)
 
 
+def bootstrap_kubeconfig_path(paths: ClusterPKI) -> Path:
+    return paths.kubeconfig(BOOTSTRAP_IDENTITY)
+
+
 def node_units(cluster: ClusterConfig, node: NodeSpec, storage_driver: str, python: str) -> list[Unit]:
-    """Every component of the node as a unit, in start order; each unit is ordered after the ones before it."""
+    """Every component of the node as a unit, in start order; each unit is ordered after the ones before it.
+
+    TLS throughout with the cluster PKI under `<state_dir>/pki`; a worker's kubelet joins by TLS bootstrap.
+    """
+    paths = cluster_pki(cluster)
+    bootstrap = bootstrap_kubeconfig_path(paths) if node.role == WORKER_ROLE else None
     units = []
     before: tuple[str, ...] = ()
-    for component in node_components(cluster, node, storage_driver, python):
+    for component in node_components(cluster, node, storage_driver, python, paths, bootstrap):
         units.append(Unit(component, unit_text(component, node, cluster, before)))
         before = (*before, unit_name(component.name))
     return units
@@ -210,13 +262,23 @@ def planned_files(units: list[Unit]) -> dict[Path, str]:
     return files
 
 
-def write_if_changed(path: Path, content: str) -> bool:
-    """Write `content` unless the file already holds it; True if written."""
-    if path.exists() and path.read_text() == content:
+def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
+    """Write `content` with `mode` unless the file already holds both; True if written.
+
+    The mode is set before the content goes in, so a private key is never readable by others.
+    """
+    if path.exists() and path.read_text() == content and path.stat().st_mode & 0o777 == mode:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=mode, exist_ok=True)
+    path.chmod(mode)
     path.write_text(content)
     return True
+
+
+def file_mode(path: Path) -> int:
+    """0600 for private keys and kubeconfigs (they embed keys or tokens), 0644 for the rest."""
+    return 0o600 if path.suffix in PRIVATE_SUFFIXES else 0o644
 
 
 def units_to_restart(units: list[Unit], changed: set[Path]) -> list[str]:
@@ -296,9 +358,9 @@ def journal_tail(name: str, lines: int = 15) -> str:
     return run(["journalctl", "-u", name, "-n", str(lines), "--no-pager"], check=False).stdout
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
             return 200 <= resp.status < 300
     except (OSError, urllib.error.URLError):
         return False
@@ -316,12 +378,17 @@ def docker_ok(cluster: ClusterConfig, node: NodeSpec) -> bool:
 
 
 def wait_serving(unit: Unit, cluster: ClusterConfig, node: NodeSpec, timeout: float = HEALTH_TIMEOUT) -> None:
-    """Wait until the unit's component answers its health check; fail with its journal otherwise."""
+    """Wait until the unit's component answers its health check; fail with its journal otherwise.
+
+    An https health URL (the API server's /healthz) is checked against the cluster CA.
+    """
     component = unit.component
     url = component.health_url
+    context = (ssl.create_default_context(cafile=str(cluster_pki(cluster).ca))
+               if url is not None and url.startswith("https://") else None)
     ready: Callable[[], bool] = (
         (lambda: docker_ok(cluster, node)) if component.name == DOCKERD
-        else (lambda: http_ok(url)) if url is not None
+        else (lambda: http_ok(url, context)) if url is not None
         else (lambda: unit_active(unit.name))
     )
     deadline = time.monotonic() + timeout
@@ -332,9 +399,10 @@ def wait_serving(unit: Unit, cluster: ClusterConfig, node: NodeSpec, timeout: fl
         time.sleep(POLL)
 
 
-def api(cluster: ClusterConfig, call: Callable[[Client], Any]) -> Any:
+def api(kubeconfig: Path, call: Callable[[Client], Any]) -> Any:
+    """One API interaction with the identity of `kubeconfig` (the admin's on the control plane, else the node's)."""
     async def go() -> Any:
-        async with Client(cluster.api_server_url, user_agent="pocket-setup", timeout=10) as client:
+        async with Client.from_kubeconfig(kubeconfig, user_agent="pocket-setup", timeout=10) as client:
             return await call(client)
 
     return asyncio.run(go())
@@ -406,16 +474,16 @@ async def record_join_token(client: Client, token: str, server: str, ca_pem: byt
     return changed
 
 
-async def join_token_matches(client: Client, token: str) -> bool:
-    """Worker: False while cluster-info is not published yet; a signature by another token is an error."""
+async def discover_cluster(client: Client, token: str) -> dict[str, Any] | None:
+    """Worker: cluster-info's cluster entry (server, CA) once its signature by our token checks out; None while it
+    is not published yet. A signature by another token is an error."""
     try:
         info = await client.get("configmaps", CLUSTER_INFO, CLUSTER_INFO_NAMESPACE)
     except ApiError as err:
         if err.code == 404:
-            return False
+            return None
         raise
-    verified_cluster_info(info, token, client.server)
-    return True
+    return verified_cluster_info(info, token, client.server)
 
 
 def verified_cluster_info(info: dict[str, Any], token: str, server: str) -> dict[str, Any]:
@@ -432,14 +500,213 @@ def verified_cluster_info(info: dict[str, Any], token: str, server: str) -> dict
         raise SetupError(f"cluster-info at {server} holds no usable kubeconfig") from None
 
 
-def wait_for_control_plane(cluster: ClusterConfig, token: str, timeout: float = CONTROL_PLANE_TIMEOUT) -> None:
-    """Wait until the control plane answers and holds our join token (it may still be coming up)."""
+def _rbac_reader(name: str, namespace: str, plural: str, object_name: str, group: str) -> list[tuple[str, Any]]:
+    """A Role allowing `get` of one named object, and its RoleBinding to `group`."""
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": [plural], "resourceNames": [object_name], "verbs": ["get"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": name, "namespace": namespace},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]}
+    return [("roles", role), ("rolebindings", binding)]
+
+
+def bootstrap_readers() -> list[tuple[str, Any]]:
+    """What joining nodes may read with a bootstrap token: cluster-info, and the Secret with their CA-made files."""
+    return [
+        *_rbac_reader(CLUSTER_INFO_READER, CLUSTER_INFO_NAMESPACE, "configmaps", CLUSTER_INFO, BOOTSTRAPPERS_GROUP),
+        *_rbac_reader(NODE_FILES_READER, TOKEN_NAMESPACE, "secrets", NODE_FILES_SECRET, KUBEADM_GROUP),
+    ]
+
+
+async def ensure_objects(client: Client, objects: list[tuple[str, Any]]) -> bool:
+    """Create each object, or update it where its rules, roleRef or subjects differ; True if any was written."""
+    changed = False
+    for plural, wanted in objects:
+        meta = wanted["metadata"]
+        try:
+            current = await client.get(plural, meta["name"], meta.get("namespace"))
+        except ApiError as err:
+            if err.code != 404:
+                raise
+            await client.create(plural, wanted, meta.get("namespace"))
+            changed = True
+            continue
+        if any(current.get(field) != wanted[field] for field in wanted if field not in ("metadata", "kind",
+                                                                                         "apiVersion")):
+            await client.update(plural, {**wanted, "metadata": current["metadata"]})
+            changed = True
+    return changed
+
+
+def node_files_key(join_token: str) -> bytes:
+    """The AES-256 key of the uploaded node files: from the join token, under another label than the bootstrap
+    token (which every join sends to the API server), so holding the bootstrap token does not open them."""
+    return hashlib.sha256(NODE_FILES_KEY_LABEL + join_token.encode()).digest()
+
+
+def seal_node_files(join_token: str, node: str, files: dict[str, str]) -> str:
+    """One node's files (path under the PKI directory -> content), AES-GCM sealed, bound to the node's name."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(node_files_key(join_token)).encrypt(
+        nonce, json.dumps(files, sort_keys=True).encode(), f"{NODE_FILES_SECRET}/{node}".encode())
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def open_node_files(join_token: str, node: str, value: str) -> dict[str, str]:
+    """The files `seal_node_files` sealed for `node`; SetupError if the join token or the node does not match."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+        plain = AESGCM(node_files_key(join_token)).decrypt(raw[:12], raw[12:], f"{NODE_FILES_SECRET}/{node}".encode())
+        files = json.loads(plain)
+    except (ValueError, InvalidTag):
+        raise SetupError(f"the certificates the control plane uploaded for {node} do not open with this "
+                         "--join-token: is it the control plane's?") from None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise SetupError(f"the certificates the control plane uploaded for {node} are not a file map")
+    return files
+
+
+def worker_files(cluster: ClusterConfig, paths: ClusterPKI) -> dict[str, dict[str, str]]:
+    """For each worker, the files only the control plane can make: its kubelet serving certificate and key and,
+    where kdns runs, kdns's kubeconfig (paths relative to the PKI directory)."""
+    runs_kdns = dns_nodes(cluster)
+    files = {}
+    for worker in cluster.nodes:
+        if worker.role != WORKER_ROLE:
+            continue
+        wanted = [paths.cert(kubelet_serving(worker.name)), paths.key(kubelet_serving(worker.name))]
+        if worker in runs_kdns:
+            wanted.append(paths.kubeconfig(KDNS_IDENTITY))
+        files[worker.name] = {str(path.relative_to(paths.directory)): path.read_text() for path in wanted}
+    return files
+
+
+async def upload_node_files(client: Client, join_token: str, files: dict[str, dict[str, str]]) -> bool:
+    """Control plane: the Secret with every worker's sealed files; entries that still open to the same files stay."""
+    try:
+        current = await client.get("secrets", NODE_FILES_SECRET, TOKEN_NAMESPACE)
+    except ApiError as err:
+        if err.code != 404:
+            raise
+        current = None
+    stored = dict((current or {}).get("data") or {})
+    data = {}
+    for node, node_files in files.items():
+        try:
+            unchanged = node in stored and open_node_files(join_token, node,
+                                                           base64.b64decode(stored[node]).decode()) == node_files
+        except SetupError:
+            unchanged = False  # sealed with an earlier token: seal again
+        data[node] = stored[node] if unchanged else base64.b64encode(
+            seal_node_files(join_token, node, node_files).encode()).decode()
+    if current is None:
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"name": NODE_FILES_SECRET, "namespace": TOKEN_NAMESPACE}, "data": data}
+        await client.create("secrets", secret, TOKEN_NAMESPACE)
+        return True
+    if data == stored:
+        return False
+    await client.update("secrets", {**current, "data": data})
+    return True
+
+
+async def download_node_files(client: Client, join_token: str, node: str) -> dict[str, str]:
+    """Worker: its own files from the uploaded Secret (read with the bootstrap token)."""
+    secret = await client.get("secrets", NODE_FILES_SECRET, TOKEN_NAMESPACE)
+    value = (secret.get("data") or {}).get(node)
+    if value is None:
+        raise SetupError(f"the control plane uploaded no certificates for {node}: is it in the control plane's "
+                         "--cluster-nodes?")
+    return open_node_files(join_token, node, base64.b64decode(value).decode())
+
+
+def ensure_control_plane_pki(cluster: ClusterConfig) -> bool:
+    """The local cluster's PKI (pocket/certs.py) for the control planes, plus each worker's kubelet serving
+    certificate. Workers' client certificates are not made here: their kubelets ask for them by CSR."""
+    paths = cluster_pki(cluster)
+    changed = ensure_cluster_pki(replace(cluster, nodes=cluster.control_planes))
+    ca = x509_pki.ensure_ca(paths.directory)
+    for worker in cluster.nodes:
+        if worker.role == WORKER_ROLE:
+            before = _fingerprint(paths, kubelet_serving(worker.name))
+            x509_pki.ensure_cert(paths.directory, ca, kubelet_serving(worker.name),
+                                 x509_pki.kubelet_serving(worker.name, worker.ip))
+            changed |= _fingerprint(paths, kubelet_serving(worker.name)) != before
+    return changed
+
+
+def _fingerprint(paths: ClusterPKI, name: str) -> bytes | None:
+    return paths.cert(name).read_bytes() if paths.cert(name).exists() else None
+
+
+def write_admin_kubeconfig(path: Path, cluster: ClusterConfig) -> bool:
+    """The kubeconfig handed to the host's user: the API server over HTTPS, the cluster CA, the admin certificate."""
+    paths = cluster_pki(cluster)
+    return write_kubeconfig(path, api_server_url(cluster),
+                            Credentials.from_files(paths.ca, paths.cert(ADMIN), paths.key(ADMIN)),
+                            x509_pki.ADMIN.common_name)
+
+
+async def publish_for_joining(client: Client, cluster: ClusterConfig, join_token: str, server: str) -> bool:
+    """Control plane: what joining workers read with their bootstrap token, cluster-info (naming `server`) last."""
+    paths = cluster_pki(cluster)
+    changed = await ensure_objects(client, bootstrap_readers())
+    changed |= await upload_node_files(client, join_token, worker_files(cluster, paths))
+    changed |= await record_join_token(client, join_token, server, paths.ca.read_bytes())
+    return changed
+
+
+async def join_once(server: str, join_token: str, paths: ClusterPKI, node: str) -> dict[str, str] | None:
+    """One discovery attempt: None while the control plane has not published cluster-info; else, with the CA it
+    vouches for pinned, every file the worker needs (path under the PKI directory -> content)."""
+    unverified = ssl_context_for(None, None, None, insecure=True)  # no CA yet: the token's signature vouches
+    bootstrap = bootstrap_token_for(join_token)
+    async with Client(server, token=bootstrap, ssl_context=unverified, user_agent="pocket-setup", timeout=10) as c:
+        entry = await discover_cluster(c, join_token)
+    if entry is None:
+        return None
+    try:
+        ca_pem = base64.b64decode(entry["certificate-authority-data"], validate=True)
+    except (KeyError, ValueError):
+        raise SetupError(f"cluster-info at {server} carries no CA: the control plane does not serve HTTPS") from None
+    bootstrap_config = yaml.safe_dump(
+        kubeconfig_document(server, Credentials(ca=ca_pem, token=bootstrap), BOOTSTRAP_USER), sort_keys=False)
+    verified = ssl_context_for(ca_pem, None, None)
+    async with Client(server, token=bootstrap, ssl_context=verified, user_agent="pocket-setup", timeout=10) as c:
+        files = await download_node_files(c, join_token, node)
+    return {
+        **files,
+        str(paths.ca.relative_to(paths.directory)): ca_pem.decode(),
+        str(bootstrap_kubeconfig_path(paths).relative_to(paths.directory)): bootstrap_config,
+    }
+
+
+def join_cluster(paths: ClusterPKI, server: str, node: str, join_token: str,
+                 timeout: float = CONTROL_PLANE_TIMEOUT) -> bool:
+    """Worker: wait for the control plane at `server` to publish cluster-info, then write the CA, the bootstrap
+    kubeconfig and this node's CA-made files under `paths` (only where they differ); True if any was written."""
     deadline = time.monotonic() + timeout
-    while not (http_ok(f"{cluster.api_server_url}/healthz") and api(cluster, lambda c: join_token_matches(c, token))):
+    while True:
+        try:
+            files = asyncio.run(join_once(server, join_token, paths, node))
+            waiting = "cluster-info is not published yet"
+        except ApiError as err:  # not up yet (503), token not recorded yet (401), roles not made yet (403)
+            files, waiting = None, f"{err.code} {err}"
+        if files is not None:
+            break
         if time.monotonic() > deadline:
-            raise SetupError(f"the control plane at {cluster.api_server_url} did not answer with a join token "
-                             f"within {timeout:.0f}s; is it set up, and is this node on its network?")
+            raise SetupError(f"the control plane at {server} did not let this node join within {timeout:.0f}s "
+                             f"({waiting}); is it set up with this --join-token, and is this node on its network?")
         time.sleep(POLL * 5)
+    changed = False
+    for name, content in sorted(files.items()):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise SetupError(f"the control plane sent a file outside {paths.directory}: {name}")
+        path = paths.directory / name
+        changed |= write_if_changed(path, content, file_mode(path))
+    return changed
 
 
 def seed_registry(cluster: ClusterConfig, node: NodeSpec) -> bool:
@@ -479,13 +746,13 @@ def pull_images(cluster: ClusterConfig, node: NodeSpec) -> bool:
     return changed
 
 
-def node_ready(cluster: ClusterConfig, name: str) -> bool:
+def node_ready(kubeconfig: Path, name: str) -> bool:
     async def get(client: Client) -> Any:
         return await client.get("nodes", name)
 
     try:
-        conditions = api(cluster, get).get("status", {}).get("conditions", [])
-    except (ApiError, OSError):
+        conditions = api(kubeconfig, get).get("status", {}).get("conditions", [])
+    except (ApiError, OSError, KubeconfigError):
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
@@ -522,8 +789,17 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
     changed |= disable_distro_services()
     changed |= load_kernel_modules()
     changed |= enable_forwarding()
+    paths = cluster_pki(cluster)
+    join_token = request.join_token or ""
     if request.role == WORKER_ROLE:
-        wait_for_control_plane(cluster, request.join_token or "")
+        pki_changed = join_cluster(paths, api_server_url(cluster), node.name, join_token)
+        kubeconfig = paths.kubeconfig(node_identity(node.name))  # the kubelet writes it once its CSR is signed
+    else:
+        pki_changed = ensure_control_plane_pki(cluster)
+        kubeconfig = paths.kubeconfig(ADMIN)
+        if request.kubeconfig is not None:
+            changed |= write_admin_kubeconfig(request.kubeconfig, cluster)
+    changed |= pki_changed
 
     units = node_units(cluster, node, choose_storage_driver(cluster), request.python)
     written = {path for path, content in planned_files(units).items() if write_if_changed(path, content)}
@@ -531,6 +807,8 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
     if any(path.parent == UNIT_DIR for path in written):
         run(["systemctl", "daemon-reload"])
     restart = set(units_to_restart(units, written))
+    if pki_changed:  # a remade certificate is read only at start
+        restart |= {unit.name for unit in units if any(str(paths.directory) in arg for arg in unit.component.argv)}
     for unit in units:
         if unit.name in restart and unit_active(unit.name):
             say(f"restarting {unit.name} (its unit or configuration changed)")
@@ -548,16 +826,13 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
                 changed |= seed_registry(cluster, node)
             changed |= pull_images(cluster, node)
         if unit.component.name == APISERVER:
-            changed |= api(cluster, lambda client: ensure_kube_dns(client, cluster))
+            changed |= api(kubeconfig, lambda client: ensure_kube_dns(client, cluster))
             if request.join_token is not None:
-                changed |= api(
-                    cluster, lambda client: record_join_token(client, request.join_token or "", cluster.api_server_url)
-                )
-        if unit.component.name == KDNS and request.kubeconfig is not None:
-            changed |= write_kubeconfig(request.kubeconfig, cluster.api_server_url)
+                changed |= api(kubeconfig, lambda client: publish_for_joining(
+                    client, cluster, join_token, api_server_url(cluster)))
 
     deadline = time.monotonic() + READY_TIMEOUT
-    while not node_ready(cluster, node.name):
+    while not node_ready(kubeconfig, node.name):
         if time.monotonic() > deadline:
             raise SetupError(f"node {node.name} is not Ready after {READY_TIMEOUT:.0f}s; "
                              f"see `journalctl -u {unit_name(KUBELET)}`:\n{journal_tail(unit_name(KUBELET))}")
@@ -576,7 +851,8 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-plane-ip", required=True, help="the control plane's address on the node network")
     parser.add_argument("--join-token", help="shared by the control plane and its workers (required on workers)")
     parser.add_argument("--kubeconfig", type=Path,
-                        help="control plane only: also write a kubeconfig for this cluster here")
+                        help="control plane only: also write the admin kubeconfig (HTTPS, the cluster CA, the admin "
+                             "certificate) here")
     parser.add_argument("--cluster-nodes", default="",
                         help="every node as NAME=IP,NAME=IP,... (default: the control plane and this node); "
                              "decides per-cluster placement such as which nodes run kdns")

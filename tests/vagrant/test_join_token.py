@@ -21,7 +21,7 @@ from pocket.setup import (
     CLUSTER_INFO_NAMESPACE,
     SetupError,
     bootstrap_token_for,
-    join_token_matches,
+    discover_cluster,
     record_join_token,
     verified_cluster_info,
 )
@@ -37,12 +37,12 @@ async def test_token_is_recorded_once_and_checked(apiserver: ApiServer) -> None:
     bootstrap = bootstrap_token_for(TOKEN)
     assert bootstrap == bootstrap_token_for(TOKEN) != bootstrap_token_for(OTHER)
     try:
-        assert not await join_token_matches(client, TOKEN), "nothing published yet: a worker must wait"
+        assert not await discover_cluster(client, TOKEN), "nothing published yet: a worker must wait"
         assert await record_join_token(client, TOKEN, apiserver.url)
         assert not await record_join_token(client, TOKEN, apiserver.url), "the same token again changes nothing"
-        assert await join_token_matches(client, TOKEN)
+        assert await discover_cluster(client, TOKEN) == {"server": apiserver.url}
         with pytest.raises(SetupError, match="does not match"):
-            await join_token_matches(client, OTHER)
+            await discover_cluster(client, OTHER)
         with pytest.raises(SetupError, match="different join token"):
             await record_join_token(client, OTHER, apiserver.url)
         info = await client.get("configmaps", CLUSTER_INFO, CLUSTER_INFO_NAMESPACE)

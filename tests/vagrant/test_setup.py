@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pocket.certs import cluster_pki
 from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE, ClusterConfig
 from pocket.node import node_components
 from pocket.setup import (
@@ -55,11 +56,19 @@ def worker_units() -> list:
     return vm_units("worker2")
 
 
+BOOTSTRAP_FLAG = ["--bootstrap-kubeconfig", "/var/lib/pocketkube/pki/kubeconfigs/bootstrap-kubelet.conf"]
+
+
 @pytest.mark.parametrize("name", [name for name, _ in CLUSTER_NODES])
 def test_each_vm_runs_what_the_local_cluster_runs_on_that_node(name: str) -> None:
-    """Same components, same command lines as `pocket up` (same paths: both use ClusterConfig's defaults)."""
+    """Same components, same command lines as `pocket up` with its PKI (same paths: both use ClusterConfig's
+    defaults); only a worker's kubelet also gets --bootstrap-kubeconfig, right after its --kubeconfig."""
     local = ClusterConfig()
-    expected = [(unit_name(c.name), list(c.argv)) for c in node_components(local, local.node(name), "overlay2", PYTHON)]
+    expected = [(unit_name(c.name), list(c.argv))
+                for c in node_components(local, local.node(name), "overlay2", PYTHON, cluster_pki(local))]
+    if name != "control-plane":
+        kubelet = next(argv for unit, argv in expected if unit == unit_name("kubelet"))
+        kubelet[6:6] = BOOTSTRAP_FLAG
     assert [(u.name, exec_start(u.text)) for u in vm_units(name)] == expected
 
 
@@ -79,14 +88,14 @@ def test_without_cluster_nodes_a_worker_knows_the_control_plane_and_itself() -> 
     cluster, node = node_cluster(WORKER_ROLE, "worker3", "192.168.56.13", "192.168.56.10")
     assert [(n.name, n.role, n.ip) for n in cluster.nodes] == [
         ("control-plane", CONTROL_PLANE_ROLE, "192.168.56.10"), ("worker3", WORKER_ROLE, "192.168.56.13")]
-    assert cluster.api_server_url == "http://192.168.56.10:6443"
+    assert [n.ip for n in cluster.control_planes] == ["192.168.56.10"]
 
 
 def test_exec_start_uses_the_private_addresses() -> None:
     kubelet = next(exec_start(u.text) for u in vm_units("worker1") if u.component.name == "kubelet")
     assert kubelet[:4] == [PYTHON, "-m", "pocket.cli", "kubelet"]
     assert kubelet[kubelet.index("--node-ip") + 1] == "192.168.56.11"
-    assert kubelet[kubelet.index("--api-server") + 1] == "http://192.168.56.10:6443"
+    assert kubelet[kubelet.index("--tls-cert-file") + 1] == "/var/lib/pocketkube/pki/kubelet-worker1.crt"
 
 
 def test_units_are_ordered_after_what_they_need() -> None:
