@@ -1,12 +1,15 @@
-"""A pod uses its mounted service-account token against the API server, as in-cluster clients do.
+"""A pod uses its mounted service-account token against the API server, through the official client.
 
 The cluster's `python:3.11-slim` image is Debian's python3 without the
-official `kubernetes` client library, so the pod does by hand what
-`kubernetes.config.load_incluster_config()` does: read
-/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}
-and talk HTTPS to $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,
-verifying the server with ca.crt and sending the token as a bearer token.
-Its Role lets it list pods in its own namespace; anything else is 403.
+`kubernetes` library, and nothing may be fetched from outside this machine, so
+the pod mounts the host's own site-packages (where this test's `kubernetes`
+and its dependencies are installed; the local cluster's nodes share the host
+filesystem, host and image are both Python 3.11) read-only through a hostPath
+volume and puts it on PYTHONPATH. It then runs the real
+`kubernetes.config.load_incluster_config()` (token, ca.crt and namespace from
+/var/run/secrets/kubernetes.io/serviceaccount, the server from
+$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT) and CoreV1Api calls. Its
+Role lets it list pods in its own namespace; anything else is 403.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import json
 import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
 from tests.e2e.conftest import LocalCluster
@@ -24,37 +29,43 @@ from tests.e2e.helpers import get_json, wait_for
 
 pytestmark = pytest.mark.e2e
 MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+HOST_SITE_PACKAGES = str(Path(kubernetes.__file__).resolve().parent.parent)
+POD_SITE_PACKAGES = "/opt/host-site-packages"
 
 CLIENT = textwrap.dedent(
     """
-    import json, os, ssl, time, urllib.error, urllib.request
-    base = "/var/run/secrets/kubernetes.io/serviceaccount"
-    token = open(f"{base}/token").read()
-    namespace = open(f"{base}/namespace").read()
-    context = ssl.create_default_context(cafile=f"{base}/ca.crt")
-    server = "https://%s:%s" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+    import json, os, time
+    import kubernetes
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
 
-    def get(path):
-        request = urllib.request.Request(server + path, headers={"Authorization": "Bearer " + token})
+    config.load_incluster_config()
+    configuration = client.Configuration.get_default_copy()
+    configuration.retries = 0
+    core = client.CoreV1Api(client.ApiClient(configuration))
+    namespace = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+
+    def call(method, *args):
         for attempt in range(30):  # the Service VIP may take a moment to be programmed on this node
             try:
-                with urllib.request.urlopen(request, context=context, timeout=5) as resp:
-                    return resp.status, json.load(resp)
-            except urllib.error.HTTPError as err:
-                return err.code, json.load(err)
-            except OSError:
+                answer = method(*args, _request_timeout=5)
+                return {"code": 200, "names": [i.metadata.name for i in answer.items], "message": ""}
+            except ApiException as err:
+                return {"code": err.status, "names": [], "message": json.loads(err.body).get("message", "")}
+            except HTTPError:
                 time.sleep(1)
-        return 0, {}
+        return {"code": 0, "names": [], "message": "never reached the API server"}
 
-    results = {"namespace": namespace, "token_mode": oct(os.stat(f"{base}/token").st_mode & 0o777)}
-    for name, path in {
-        "pods": f"/api/v1/namespaces/{namespace}/pods",
-        "secrets": f"/api/v1/namespaces/{namespace}/secrets",
-        "other_namespace": "/api/v1/namespaces/kube-system/pods",
-    }.items():
-        code, body = get(path)
-        results[name] = {"code": code, "names": [i["metadata"]["name"] for i in body.get("items", [])],
-                         "message": body.get("message", "")}
+    results = {
+        "library": kubernetes.__file__,
+        "host": configuration.host,
+        "namespace": namespace,
+        "token_mode": oct(os.stat("/var/run/secrets/kubernetes.io/serviceaccount/token").st_mode & 0o777),
+        "pods": call(core.list_namespaced_pod, namespace),
+        "secrets": call(core.list_namespaced_secret, namespace),
+        "other_namespace": call(core.list_namespaced_pod, "kube-system"),
+    }
     print("RESULT " + json.dumps(results), flush=True)
     """
 )
@@ -107,7 +118,16 @@ def test_pod_lists_what_its_role_allows_and_nothing_else(cluster: LocalCluster, 
             "spec": {
                 "serviceAccountName": "reader",
                 "restartPolicy": "Never",
-                "containers": [{"name": "client", "image": "python:3.11-slim", "command": ["python3", "-c", CLIENT]}],
+                "containers": [
+                    {
+                        "name": "client",
+                        "image": "python:3.11-slim",
+                        "command": ["python3", "-c", CLIENT],
+                        "env": [{"name": "PYTHONPATH", "value": POD_SITE_PACKAGES}],
+                        "volumeMounts": [{"name": "host-python", "mountPath": POD_SITE_PACKAGES, "readOnly": True}],
+                    }
+                ],
+                "volumes": [{"name": "host-python", "hostPath": {"path": HOST_SITE_PACKAGES, "type": "Directory"}}],
             },
         },
     )
@@ -124,6 +144,8 @@ def test_pod_lists_what_its_role_allows_and_nothing_else(cluster: LocalCluster, 
     line = next(line for line in logs.splitlines() if line.startswith("RESULT "))
     results = json.loads(line[len("RESULT ") :])
     print("in-cluster client saw:", results)
+    assert results["library"] == f"{POD_SITE_PACKAGES}/kubernetes/__init__.py"  # the official client, not a stand-in
+    assert results["host"] == "https://10.96.0.1:443"
     assert results["namespace"] == namespace
     assert results["pods"]["code"] == 200 and "incluster" in results["pods"]["names"]
     user = f"system:serviceaccount:{namespace}:reader"
