@@ -6,19 +6,36 @@ networks), and afterwards destroys them and removes everything the run added
 to the host. The checks are the local cluster's (tests/e2e/test_service_path.py,
 imported below and run against the VMs), plus what only VMs have: node
 addresses on the private network, a NodePort reached from the host, and
-`vagrant provision` changing nothing on a working cluster.
+`vagrant provision` changing nothing on a working cluster. Security as the
+local cluster's, checked over TLS from the host: anonymous requests get 401,
+kubectl works with the generated kubeconfig (CA and admin certificate, no
+--insecure-skip-tls-verify), etcd refuses clients without a certificate and
+holds Secrets as ciphertext, and each worker's kubelet and kproxy run as
+`system:node:<name>` with a certificate issued through an approved CSR.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import re
+import ssl
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE
+from kubelet.bootstrap import CLIENT_FILE
+from pocket.certs import APISERVER_ETCD_CLIENT, cluster_pki, node_identity
+from pocket.config import API_PORT, CONTROL_PLANE_ROLE, ETCD_CLIENT_PORT, WORKER_ROLE
 from pocket.setup import node_cluster, node_units
 from tests.e2e.helpers import get_json, running_pods, wait_for
 from tests.e2e.test_service_path import (  # noqa: F401  (pytest collects the imported checks and fixture)
@@ -136,3 +153,118 @@ def test_provision_again_changes_nothing(cluster: VagrantCluster) -> None:
         assert "nothing changed" in proc.stdout, proc.stdout[-4000:]
         assert not re.search(r"(starting|restarting) pocket-", proc.stdout), proc.stdout[-4000:]
     assert {node: unit_pids(cluster, node) for node in before} == before
+
+
+# -- security, over TLS from the host ---------------------------------------------------------------------------
+
+
+def node_file(cluster: VagrantCluster, node: str, path: Path) -> bytes:
+    proc = cluster.node_exec(node, "cat", str(path))
+    assert proc.returncode == 0, f"{node}:{path}: {proc.stderr}"
+    return proc.stdout.encode()
+
+
+@pytest.fixture(scope="module")
+def ca_file(cluster: VagrantCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cluster CA, as the generated kubeconfig carries it."""
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    path = tmp_path_factory.mktemp("pkt-vagrant-ca") / "ca.crt"
+    path.write_bytes(base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"]))
+    return path
+
+
+def test_kubeconfig_carries_the_ca_and_the_admin_credential(cluster: VagrantCluster, ca_file: Path) -> None:
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    assert config["clusters"][0]["cluster"]["server"] == f"https://{NODE_IPS['control-plane']}:{API_PORT}"
+    assert "insecure-skip-tls-verify" not in config["clusters"][0]["cluster"]
+    user = config["users"][0]["user"]
+    admin = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+    assert admin.subject.rfc4514_string() == "CN=kubernetes-admin,O=system:masters"
+    assert cluster.kubeconfig.stat().st_mode & 0o077 == 0, "the kubeconfig holds the admin key: owner-only"
+    assert cluster.kubectl("auth", "can-i", "create", "secrets", "-n", "kube-system").strip() == "yes"
+
+
+def test_anonymous_requests_get_401_over_https(ca_file: Path) -> None:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    base = f"https://{NODE_IPS['control-plane']}:{API_PORT}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=10, context=context) as resp:
+        assert resp.status == 200
+    for path in ("/api/v1/namespaces", "/api/v1/namespaces/kube-public/configmaps/cluster-info"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(base + path, timeout=10, context=context)
+        assert caught.value.code == 401, path
+    refused(urllib.request.Request(f"http://{NODE_IPS['control-plane']}:{API_PORT}/api/v1/namespaces"), None)
+
+
+def refused(request: urllib.request.Request, context: ssl.SSLContext | None) -> None:
+    """The server gives no HTTP answer at all (a failed handshake, a closed connection)."""
+    try:
+        urllib.request.urlopen(request, timeout=10, context=context)
+    except urllib.error.HTTPError as err:
+        pytest.fail(f"{request.full_url} answered {err.code}")
+    except (OSError, http.client.HTTPException):
+        return
+    pytest.fail(f"{request.full_url} answered")
+
+
+def test_etcd_wants_a_client_certificate_and_stores_secrets_encrypted(
+    cluster: VagrantCluster, ca_file: Path, tmp_path: Path
+) -> None:
+    url = f"https://{NODE_IPS['control-plane']}:{ETCD_CLIENT_PORT}/v3/kv/range"
+    name = f"pkt-vagrant-{uuid.uuid4().hex[:6]}"
+    value = "pkt-at-rest-" + uuid.uuid4().hex
+    body = json.dumps({"key": base64.b64encode(f"/registry/secrets/default/{name}".encode()).decode()}).encode()
+    refused(urllib.request.Request(url, data=body), ssl.create_default_context(cafile=str(ca_file)))
+    layout = cluster_pki(cluster.layout)  # the VMs use ClusterConfig's default paths
+    cert, key = tmp_path / "etcd-client.crt", tmp_path / "etcd-client.key"
+    cert.write_bytes(node_file(cluster, "control-plane", layout.cert(APISERVER_ETCD_CLIENT)))
+    key.touch(mode=0o600)
+    key.write_bytes(node_file(cluster, "control-plane", layout.key(APISERVER_ETCD_CLIENT)))
+    client = ssl.create_default_context(cafile=str(ca_file))
+    client.load_cert_chain(cert, key)
+    cluster.kubectl("create", "secret", "generic", name, f"--from-literal=password={value}")
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10, context=client) as resp:
+            (stored,) = json.loads(resp.read())["kvs"]
+        raw = base64.b64decode(stored["value"])
+        assert raw.startswith(b"k8s:enc:aesgcm:v1:")
+        assert value.encode() not in raw and base64.b64encode(value.encode()) not in raw
+    finally:
+        cluster.kubectl("delete", "secret", name, "--ignore-not-found")
+
+
+@pytest.mark.parametrize("worker", ["worker1", "worker2"])
+def test_workers_run_as_their_node_with_a_certificate_issued_by_csr(
+    cluster: VagrantCluster, ca_file: Path, worker: str
+) -> None:
+    """The kubelet's client certificate came from an approved CSR (bootstrap token, or the node renewing);
+    kproxy uses the kubeconfig the kubelet wrote; the control plane never made a client key for the worker."""
+    layout = cluster.layout
+    pem = node_file(cluster, worker, layout.node_dir(worker) / "kubelet" / "pki" / CLIENT_FILE)
+    certificate = x509.load_pem_x509_certificate(pem)
+    assert certificate.subject.rfc4514_string() == f"CN=system:node:{worker},O=system:nodes"
+    assert certificate.issuer == x509.load_pem_x509_certificate(ca_file.read_bytes()).subject
+    csrs = json.loads(cluster.kubectl("get", "csr", "-o", "json"))["items"]
+    issued = [c for c in csrs if base64.b64decode((c.get("status") or {}).get("certificate", ""))
+              == certificate.public_bytes(Encoding.PEM)]
+    assert len(issued) == 1, f"no CSR issued {worker}'s certificate: {[c['metadata']['name'] for c in csrs]}"
+    requester = issued[0]["spec"]["username"]
+    assert requester == f"system:node:{worker}" or requester.startswith("system:bootstrap:"), requester
+    assert {c["type"] for c in issued[0]["status"]["conditions"]} == {"Approved"}
+    kubeconfig = cluster_pki(layout).kubeconfig(node_identity(worker))
+    for unit in ("pocket-kubelet.service", "pocket-kproxy.service"):
+        exec_start = cluster.node_exec(worker, "systemctl", "show", "-p", "ExecStart", "--value", unit).stdout
+        assert f"--kubeconfig {kubeconfig} " in exec_start, (unit, exec_start)
+    written = yaml.safe_load(node_file(cluster, worker, kubeconfig))
+    assert written["users"][0]["user"]["client-certificate"].endswith(CLIENT_FILE)
+    on_control_plane = cluster.node_exec("control-plane", "ls", str(cluster_pki(layout).directory)).stdout.split()
+    assert not [f for f in on_control_plane if f.startswith(node_identity(worker))], on_control_plane
+
+
+def test_control_plane_runs_with_node_rbac_and_encryption(cluster: VagrantCluster) -> None:
+    exec_start = cluster.node_exec("control-plane", "systemctl", "show", "-p", "ExecStart", "--value",
+                                   "pocket-apiserver.service").stdout
+    for flags in ("--authorization-mode Node,RBAC", "--enable-admission-plugins NodeRestriction",
+                  "--encryption-provider-config", "--service-account-signing-key-file", "--tls-cert-file",
+                  "--kubelet-certificate-authority"):
+        assert flags in exec_start, (flags, exec_start)
