@@ -122,6 +122,8 @@ BOOTSTRAP_TOKEN_TTL = 24 * 3600.0  # kubeadm's default; re-running setup on the 
 TOKEN_PATTERN = re.compile(r"[a-z0-9]{16,64}")
 NODE_NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 HEALTH_TIMEOUT = 180.0  # software-emulated VMs start Python components slowly
+# A joining kubelet serves only once its CSR is signed: the controller manager may still be starting.
+BOOTSTRAP_TIMEOUT = 900.0
 READY_TIMEOUT = 240.0
 CONTROL_PLANE_TIMEOUT = 1800.0  # workers boot beside a control plane that is still being set up
 POLL = 1.0
@@ -694,6 +696,8 @@ def join_cluster(paths: ClusterPKI, server: str, node: str, join_token: str,
             waiting = "cluster-info is not published yet"
         except ApiError as err:  # not up yet (503), token not recorded yet (401), roles not made yet (403)
             files, waiting = None, f"{err.code} {err}"
+        except TimeoutError:  # a control plane still starting under emulation can be slow to answer
+            files, waiting = None, "no answer in time"
         if files is not None:
             break
         if time.monotonic() > deadline:
@@ -820,7 +824,8 @@ def setup(request: SetupRequest, say: Callable[[str], None]) -> int:
             changed = True
         else:
             run(["systemctl", "enable", "--quiet", unit.name])
-        wait_serving(unit, cluster, node)
+        joining = unit.component.name == KUBELET and node.role == WORKER_ROLE
+        wait_serving(unit, cluster, node, BOOTSTRAP_TIMEOUT if joining else HEALTH_TIMEOUT)
         if unit.component.name == DOCKERD:
             if request.role == CONTROL_PLANE_ROLE:
                 changed |= seed_registry(cluster, node)
