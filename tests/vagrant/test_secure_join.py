@@ -46,8 +46,9 @@ from pocket.setup import (
     ensure_control_plane_pki,
     join_cluster,
     publish_for_joining,
+    write_admin_kubeconfig,
 )
-from tests.conftest import ETCD, free_port
+from tests.conftest import ETCD, KUBECTL, free_port
 
 TOKEN = "pktjoin0123456789abcdef0123456789"
 OTHER = "pktother0123456789abcdef012345678"
@@ -273,3 +274,22 @@ def test_kubelet_bootstraps_a_node_identity_by_csr(control_plane: ControlPlane) 
     assert issued["spec"]["username"].startswith("system:bootstrap:")
     assert [c["type"] for c in issued["status"]["conditions"]] == ["Approved"]
     assert issued["status"]["conditions"][0]["reason"] == "AutoApproved", json.dumps(issued["status"])
+
+
+def test_admin_kubeconfig_for_the_host_carries_ca_and_admin_certificate(control_plane: ControlPlane) -> None:
+    path = control_plane.work / "host" / "kubeconfig"
+    assert write_admin_kubeconfig(path, control_plane.cluster)
+    assert not write_admin_kubeconfig(path, control_plane.cluster), "written once"
+    assert mode(path) == 0o600
+    config = yaml.safe_load(path.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    assert cluster["server"] == "https://127.0.0.1:6443"  # the control plane's address, the API server's port
+    assert base64.b64decode(cluster["certificate-authority-data"]) == control_plane.paths.ca.read_bytes()
+    admin = x509.load_pem_x509_certificate(base64.b64decode(config["users"][0]["user"]["client-certificate-data"]))
+    assert admin.subject.rfc4514_string() == "CN=kubernetes-admin,O=system:masters"
+    config["clusters"][0]["cluster"]["server"] = control_plane.server  # this test's port
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([KUBECTL, "--kubeconfig", str(path), "auth", "can-i", "create", "secrets"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HOME": str(control_plane.work / "home")})  # kubectl's cache stays here
+    assert (proc.returncode, proc.stdout.strip()) == (0, "yes"), proc.stderr

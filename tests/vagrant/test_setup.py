@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import shlex
 import subprocess
@@ -15,9 +17,17 @@ from pocket.config import CONTROL_PLANE_ROLE, WORKER_ROLE, ClusterConfig
 from pocket.node import node_components
 from pocket.setup import (
     MODULES_FILE,
+    NODE_FILES_READER,
+    NODE_FILES_SECRET,
     SYSCTL_FILE,
     UNIT_DIR,
     SetupError,
+    bootstrap_readers,
+    bootstrap_token_for,
+    file_mode,
+    node_files_key,
+    open_node_files,
+    seal_node_files,
     node_cluster,
     node_units,
     parse_cluster_nodes,
@@ -29,6 +39,8 @@ from pocket.setup import (
 )
 
 PYTHON = "/opt/pocketkube/bin/python"
+TOKEN = "0123456789abcdef0123456789abcdef"
+OTHER_TOKEN = "fedcba9876543210fedcba9876543210"
 
 
 def exec_start(text: str) -> list[str]:
@@ -207,3 +219,119 @@ def test_cluster_nodes_are_parsed_in_order() -> None:
     assert parse_cluster_nodes("control-plane=192.168.56.10,worker1=192.168.56.11") == CLUSTER_NODES[:2]
     with pytest.raises(SetupError, match="NAME=IP"):
         parse_cluster_nodes("control-plane=192.168.56.10,worker1")
+
+
+# -- security: what the units and files carry -----------------------------------------------------------------
+
+PKI = Path("/var/lib/pocketkube/pki")
+
+
+def argv_of(units: list, component: str) -> list[str]:
+    return next(exec_start(u.text) for u in units if u.component.name == component)
+
+
+def flag(argv: list[str], name: str) -> str:
+    assert argv.count(name) == 1, (name, argv)
+    return argv[argv.index(name) + 1]
+
+
+def test_no_unit_talks_plain_http_to_the_api() -> None:
+    for name, _ in CLUSTER_NODES:
+        for unit in vm_units(name):
+            assert "--api-server" not in exec_start(unit.text), unit.name
+            assert "http://192.168.56.10:6443" not in unit.text, unit.name
+
+
+def test_control_plane_apiserver_is_https_only_with_node_rbac_and_encryption() -> None:
+    apiserver = argv_of(control_plane_units(), "apiserver")
+    assert flag(apiserver, "--authorization-mode") == "Node,RBAC"
+    assert flag(apiserver, "--enable-admission-plugins") == "NodeRestriction"
+    assert flag(apiserver, "--tls-cert-file") == str(PKI / "apiserver.crt")
+    assert flag(apiserver, "--tls-private-key-file") == str(PKI / "apiserver.key")
+    assert flag(apiserver, "--client-ca-file") == str(PKI / "ca.crt")
+    assert flag(apiserver, "--encryption-provider-config") == str(PKI / "encryption-config.yaml")
+    assert flag(apiserver, "--service-account-key-file") == str(PKI / "sa.pub")
+    assert flag(apiserver, "--service-account-signing-key-file") == str(PKI / "sa.key")
+    assert flag(apiserver, "--kubelet-client-certificate") == str(PKI / "apiserver-kubelet-client.crt")
+    assert flag(apiserver, "--kubelet-certificate-authority") == str(PKI / "ca.crt")
+    assert flag(apiserver, "--etcd-servers") == "https://127.0.0.1:2379"
+    assert flag(apiserver, "--etcd-certfile") == str(PKI / "apiserver-etcd-client.crt")
+    assert "--anonymous-auth" not in apiserver  # false by default: no credentials, 401
+
+
+def test_control_plane_etcd_wants_client_certificates_on_its_own_addresses_only() -> None:
+    etcd = argv_of(control_plane_units(), "etcd")
+    assert "--client-cert-auth" in etcd
+    assert flag(etcd, "--listen-client-urls") == "https://192.168.56.10:2379,https://127.0.0.1:2379"
+    assert flag(etcd, "--trusted-ca-file") == str(PKI / "ca.crt")
+    assert flag(etcd, "--cert-file") == str(PKI / "etcd-server.crt")
+
+
+def test_each_control_plane_component_has_its_own_identity() -> None:
+    units = control_plane_units()
+    kubeconfigs = {name: flag(argv_of(units, name), "--kubeconfig")
+                   for name in ("controller-manager", "scheduler", "kdns", "kubelet", "kproxy")}
+    assert kubeconfigs == {
+        "controller-manager": str(PKI / "kubeconfigs/controller-manager.conf"),
+        "scheduler": str(PKI / "kubeconfigs/scheduler.conf"),
+        "kdns": str(PKI / "kubeconfigs/kdns.conf"),
+        "kubelet": str(PKI / "kubeconfigs/node-control-plane.conf"),
+        "kproxy": str(PKI / "kubeconfigs/node-control-plane.conf"),
+    }
+    manager = argv_of(units, "controller-manager")
+    assert flag(manager, "--cluster-signing-cert-file") == str(PKI / "ca.crt")
+    assert flag(manager, "--cluster-signing-key-file") == str(PKI / "ca.key")
+    assert "--bootstrap-kubeconfig" not in argv_of(units, "kubelet"), "the control plane's node cert is made at setup"
+
+
+@pytest.mark.parametrize("worker", ["worker1", "worker2"])
+def test_worker_kubelet_bootstraps_and_kproxy_uses_the_node_identity_it_gets(worker: str) -> None:
+    units = vm_units(worker)
+    kubelet, kproxy = argv_of(units, "kubelet"), argv_of(units, "kproxy")
+    node_kubeconfig = str(PKI / f"kubeconfigs/node-{worker}.conf")
+    assert flag(kubelet, "--kubeconfig") == node_kubeconfig == flag(kproxy, "--kubeconfig")
+    assert flag(kubelet, "--bootstrap-kubeconfig") == str(PKI / "kubeconfigs/bootstrap-kubelet.conf")
+    assert flag(kubelet, "--tls-cert-file") == str(PKI / f"kubelet-{worker}.crt")
+    assert flag(kubelet, "--client-ca-file") == str(PKI / "ca.crt")
+    kdns = [u for u in units if u.component.name == "kdns"]
+    if worker == "worker1":  # kdns runs on the control plane and the first worker, with kdns's identity
+        assert flag(exec_start(kdns[0].text), "--kubeconfig") == str(PKI / "kubeconfigs/kdns.conf")
+    else:
+        assert not kdns
+
+
+def test_private_files_are_written_owner_only(tmp_path: Path) -> None:
+    key = tmp_path / "pki" / "kubelet-worker1.key"
+    assert write_if_changed(key, "KEY\n", file_mode(key))
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.chmod(0o644)
+    assert write_if_changed(key, "KEY\n", file_mode(key)), "a private file left readable is fixed"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert file_mode(tmp_path / "kubeconfigs" / "bootstrap-kubelet.conf") == 0o600
+    assert file_mode(tmp_path / "ca.crt") == 0o644
+
+
+def test_node_files_open_only_with_the_join_token_and_for_their_node() -> None:
+    files = {"kubelet-worker1.crt": "CERT", "kubelet-worker1.key": "KEY"}
+    sealed = seal_node_files(TOKEN, "worker1", files)
+    assert "KEY" not in base64.b64decode(sealed).decode(errors="replace")
+    assert sealed != seal_node_files(TOKEN, "worker1", files), "a fresh nonce each time"
+    assert open_node_files(TOKEN, "worker1", sealed) == files
+    with pytest.raises(SetupError, match="do not open with this --join-token"):
+        open_node_files(OTHER_TOKEN, "worker1", sealed)
+    with pytest.raises(SetupError, match="uploaded for worker2 do not open"):
+        open_node_files(TOKEN, "worker2", sealed)
+    assert node_files_key(TOKEN) != hashlib.sha256(bootstrap_token_for(TOKEN).encode()).digest()
+
+
+def test_only_bootstrap_tokens_may_read_cluster_info_and_the_sealed_files() -> None:
+    objects = {(plural, o["metadata"]["namespace"], o["metadata"]["name"]): o for plural, o in bootstrap_readers()}
+    cluster_info = objects[("roles", "kube-public", "kubeadm:bootstrap-signer-clusterinfo")]
+    assert cluster_info["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                      "resourceNames": ["cluster-info"], "verbs": ["get"]}]
+    node_files = objects[("roles", "kube-system", NODE_FILES_READER)]
+    assert node_files["rules"][0]["resourceNames"] == [NODE_FILES_SECRET]
+    assert node_files["rules"][0]["verbs"] == ["get"]
+    subjects = {name: o["subjects"] for (plural, _, name), o in objects.items() if plural == "rolebindings"}
+    assert subjects[NODE_FILES_READER] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                            "name": "system:bootstrappers:kubeadm:default-node-token"}]
