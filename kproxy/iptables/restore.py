@@ -1,27 +1,39 @@
-"""Applying a ruleset: one `iptables-restore --noflush` transaction per sync.
+"""Applying a ruleset: one `iptables-restore` transaction per sync, streamed while it is built.
 
-kproxy owns only its KUBE-* chains. The transaction rewrites those it
+kproxy owns only its KUBE-* chains. A transaction rewrites those it
 declares, deletes per-service chains that the ruleset no longer declares
 (a removed service), and adds the jumps from the built-in chains only when
 `iptables-save` shows them missing, so rules other programs put in the same
 tables are never touched.
+
+Restore parses its input as it reads it, so `Transaction` produces the input
+chain by chain and `IptablesPacketFilter.restore` feeds it to the process as
+it comes: on a full sync the rules are built while restore parses the ones
+before them (about a second at ten thousand services).
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 from kproxy.iptables.rules import (
+    FILTER_CHAINS,
     KUBE_EXTERNAL_SERVICES,
     KUBE_FORWARD,
     KUBE_NODEPORTS,
     KUBE_POSTROUTING,
     KUBE_SERVICES,
+    NAT_CHAINS,
     SERVICE_CHAIN_PREFIXES,
+    Chain,
+    ChainKey,
+    chain_text,
     comment,
 )
 
@@ -31,6 +43,9 @@ BACKENDS = {
     "legacy": ("iptables-legacy-restore", "iptables-legacy-save"),
     "nft": ("iptables-restore", "iptables-save"),
 }
+SHARED_CHAINS = frozenset([("filter", c) for c in FILTER_CHAINS] + [("nat", c) for c in NAT_CHAINS])
+# Text handed to restore per write: its pipe holds 64 KiB, so restore always has the next batch to parse.
+PIPE_BATCH = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,9 @@ class PacketFilterError(RuntimeError):
 class PacketFilter(Protocol):
     """Where rules go: apply a restore payload, read the current rules back."""
 
-    def restore(self, payload: str, noflush: bool = True) -> None: ...
+    def restore(self, payload: str | Iterable[str], noflush: bool = True) -> None:
+        """Apply restore input, whole or as pieces to hand over while they are produced."""
+        ...
 
     def save(self) -> str: ...
 
@@ -94,29 +111,85 @@ class IptablesPacketFilter:
         self.command_prefix = list(command_prefix)
         self.timeout = timeout
 
-    def restore(self, payload: str, noflush: bool = True) -> None:
-        """Apply a payload; without `noflush`, every table it names is replaced whole."""
+    def restore(self, payload: str | Iterable[str], noflush: bool = True) -> None:
+        """Apply a payload, writing each piece as it comes; without `noflush`, every table it names is replaced whole.
+
+        Restore commits a table when it reads the table's COMMIT, so if producing
+        the payload fails, the process is killed before it reads an unfinished table.
+        """
+        pieces = (payload,) if isinstance(payload, str) else payload
         # -w: wait for the xtables lock rather than fail when another program holds it.
-        self._run([self.restore_command, "-w", "5", *(["--noflush"] if noflush else [])], payload)
+        command = [self.restore_command, "-w", "5", *(["--noflush"] if noflush else [])]
+        with tempfile.TemporaryFile() as errors:
+            try:
+                process = subprocess.Popen(
+                    self.command_prefix + command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+                )
+            except OSError as err:
+                raise PacketFilterError(f"{command[0]}: {err}") from err
+            timed_out = threading.Event()
+            watchdog = threading.Timer(self.timeout, _kill, (process, timed_out))
+            watchdog.start()
+            try:
+                assert process.stdin is not None  # stdin=PIPE
+                read_all = _feed(process.stdin, pieces)
+                returncode = process.wait()
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+            finally:
+                watchdog.cancel()
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()
+        if timed_out.is_set():
+            raise PacketFilterError(f"{command[0]}: no answer within {self.timeout:g} s, killed")
+        if returncode != 0:
+            raise PacketFilterError(f"{command[0]} exited {returncode}: {message}")
+        if not read_all:
+            raise PacketFilterError(f"{command[0]} exited before reading all its input: {message}")
 
     def save(self) -> str:
-        return self._run([self.save_command], None)
-
-    def _run(self, command: list[str], stdin: str | None) -> str:
         try:
             done = subprocess.run(
-                self.command_prefix + command,
-                input=stdin,
+                self.command_prefix + [self.save_command],
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as err:
-            raise PacketFilterError(f"{command[0]}: {err}") from err
+            raise PacketFilterError(f"{self.save_command}: {err}") from err
         if done.returncode != 0:
-            raise PacketFilterError(f"{command[0]} exited {done.returncode}: {done.stderr.strip()}")
+            raise PacketFilterError(f"{self.save_command} exited {done.returncode}: {done.stderr.strip()}")
         return done.stdout
+
+
+def _feed(stdin: IO[bytes], pieces: Iterable[str]) -> bool:
+    """Write the pieces in pipe-sized batches and close; False when the reader went away first."""
+    batch: list[str] = []
+    size = 0
+    try:
+        for piece in pieces:
+            batch.append(piece)
+            size += len(piece)
+            if size >= PIPE_BATCH:
+                stdin.write("".join(batch).encode())
+                batch, size = [], 0
+        stdin.write("".join(batch).encode())
+        stdin.close()
+    except BrokenPipeError:  # restore exited (an error, or killed): its status and stderr say why
+        try:
+            stdin.close()
+        except BrokenPipeError:
+            pass
+        return False
+    return True
+
+
+def _kill(process: subprocess.Popen[bytes], timed_out: threading.Event) -> None:
+    timed_out.set()
+    process.kill()
 
 
 class RecordingPacketFilter:
@@ -128,10 +201,10 @@ class RecordingPacketFilter:
         self.saved = saved
         self.fail_with = fail_with
 
-    def restore(self, payload: str, noflush: bool = True) -> None:
+    def restore(self, payload: str | Iterable[str], noflush: bool = True) -> None:
         if self.fail_with is not None:
             raise PacketFilterError(self.fail_with)
-        self.payloads.append(payload)
+        self.payloads.append(payload if isinstance(payload, str) else "".join(payload))
         self.flushing.append(not noflush)
 
     def save(self) -> str:
@@ -162,6 +235,122 @@ def parse_save(text: str) -> dict[str, SavedTable]:
     return tables
 
 
+def chain_rules(text: str) -> dict[ChainKey, tuple[str, ...]]:
+    """Every chain of save output (or restore input) with its rules, in the order the text declares them."""
+    chains: dict[ChainKey, list[str]] = {}
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith(":") and table:
+            chains.setdefault((table, line[1:].split()[0]), [])
+        elif line.startswith("-A ") and table:
+            chains.setdefault((table, line.split(maxsplit=2)[1]), []).append(line)
+    return {key: tuple(rules) for key, rules in chains.items()}
+
+
+def missing_jumps(saved: str) -> list[JumpRule]:
+    """The jumps into kproxy's chains that saved rules lack."""
+    current = parse_save(saved)
+    return [j for j in JUMP_RULES if not (j.table in current and j.present_in(current[j.table].rules))]
+
+
+@dataclass
+class Foreign:
+    """Other programs' part of one table as `iptables-save` printed it: carried over when the table is replaced."""
+
+    declarations: list[str]  # `:CHAIN POLICY [counters]` lines, built-in chains' policies included
+    rules: list[str]
+
+
+def owned(key: ChainKey) -> bool:
+    """Whether kproxy owns this chain (and may rewrite or delete it)."""
+    return key in SHARED_CHAINS or key[1].startswith(SERVICE_CHAIN_PREFIXES)
+
+
+def foreign_rules(saved: str) -> dict[str, Foreign]:
+    """Each saved table's chains and rules that are not kproxy's."""
+    tables: dict[str, Foreign] = {}
+    table = ""
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+            tables[table] = Foreign([], [])
+        elif line.startswith(":") and table and not owned((table, line[1:].split()[0])):
+            tables[table].declarations.append(line)
+        elif line.startswith("-A ") and table and not owned((table, line.split(maxsplit=2)[1])):
+            tables[table].rules.append(line)
+    return tables
+
+
+class Transaction:
+    """One restore's input, produced chain by chain from the wanted chains as they come.
+
+    Writes the chains `changed` accepts; at each table's end, deletes the
+    per-service chains in `existing` that the table's wanted chains no longer
+    include, then adds the `jumps`. A table with nothing to do is left out, so
+    `lines` yields nothing at all when the kernel needs no change. With
+    `foreign` it is a whole-table replacement instead: every chain is
+    written, after the other programs' chain declarations and before their rules.
+    `written` and `deleted` count chains once `lines` is exhausted.
+    """
+
+    def __init__(
+        self,
+        changed: Callable[[ChainKey, tuple[str, ...]], bool],
+        existing: Collection[ChainKey] = (),
+        jumps: Iterable[JumpRule] = (),
+        foreign: Mapping[str, Foreign] | None = None,
+    ):
+        self.changed = changed
+        self.existing = existing
+        self.jumps = list(jumps)
+        self.foreign = foreign
+        self.written = 0
+        self.deleted = 0
+
+    def lines(self, chains: Iterable[Chain]) -> Iterator[str]:
+        """Restore input for `chains`, which come table by table, each chain after the chains it jumps to."""
+        table, opened = "", False
+        wanted: set[str] = set()
+        for (chain_table, chain), rules in chains:
+            if chain_table != table:
+                if table:
+                    yield from self._close(table, opened, wanted)
+                table, opened, wanted = chain_table, False, set()
+            wanted.add(chain)
+            if self.foreign is not None or self.changed((chain_table, chain), rules):
+                if not opened:
+                    yield self._open(table)
+                    opened = True
+                self.written += 1
+                yield chain_text(chain, rules)
+        if table:
+            yield from self._close(table, opened, wanted)
+
+    def _open(self, table: str) -> str:
+        kept = self.foreign.get(table) if self.foreign is not None else None
+        return "".join([f"*{table}\n", *[f"{line}\n" for line in (kept.declarations if kept else [])]])
+
+    def _close(self, table: str, opened: bool, wanted: set[str]) -> Iterator[str]:
+        lines: list[str] = []
+        if self.foreign is not None:
+            kept = self.foreign.get(table)
+            lines.extend(kept.rules if kept else [])
+        else:
+            # Declaring a stale chain flushes it, so the other stale chains jumping to it can go first.
+            stale = sorted(c for t, c in self.existing if t == table and c.startswith(SERVICE_CHAIN_PREFIXES))
+            stale = [c for c in stale if c not in wanted]
+            self.deleted += len(stale)
+            lines.extend(f":{c} - [0:0]" for c in stale)
+            lines.extend(f"-X {c}" for c in stale)
+        lines.extend(j.rule() for j in self.jumps if j.table == table)
+        if lines and not opened:
+            yield self._open(table)
+        if lines or opened:
+            yield "".join([*[f"{line}\n" for line in lines], "COMMIT\n"])
+
+
 def transaction(ruleset: str, saved: str) -> str:
     """The restore payload for one sync: the ruleset plus stale-chain deletions and missing jumps.
 
@@ -169,33 +358,5 @@ def transaction(ruleset: str, saved: str) -> str:
     ruleset does not declare it; restore needs it declared (which flushes it)
     before `-X` can delete it, since other stale chains may still jump to it.
     """
-    current = parse_save(saved)
-    wanted = parse_save(ruleset)
-    out: list[str] = []
-    table_name, stale = "", []
-    for line in ruleset.splitlines():
-        if line.startswith("*"):
-            table_name = line[1:].strip()
-            stale = sorted(
-                c
-                for c in (current[table_name].chains if table_name in current else set())
-                if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in wanted[table_name].chains
-            )
-            out.append(line)
-            out.extend(f":{c} - [0:0]" for c in stale)
-        elif line == "COMMIT":
-            out.extend(f"-X {c}" for c in stale)
-            out.extend(
-                j.rule()
-                for j in JUMP_RULES
-                if j.table == table_name and not (table_name in current and j.present_in(current[table_name].rules))
-            )
-            out.append(line)
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def rule_count(ruleset: str) -> dict[str, int]:
-    """Rules per table in a payload, for the rules-count metric."""
-    return {name: len(table.rules) for name, table in parse_save(ruleset).items()}
+    everything = Transaction(lambda key, rules: True, chain_rules(saved).keys(), missing_jumps(saved))
+    return "".join(everything.lines(chain_rules(ruleset).items()))

@@ -1,11 +1,14 @@
 """Service rules as `iptables-restore` input, in kube-proxy's iptables layout.
 
-`build_ruleset` is a pure function of (service ports, endpoints, node): the
-same inputs always give the same text (services and endpoints are sorted),
-so a sync can be compared, replayed and traced in tests. It covers only the
-KUBE-* chains; `kproxy.iptables.restore` adds the jumps from the built-in
-chains and the deletion of stale chains, which depend on what the kernel
-holds now.
+`ruleset_chains` is a pure function of (service ports, endpoints, node): the
+same inputs always give the same chains in the same order (services and
+endpoints are sorted), so a sync can be compared, replayed and traced in
+tests. The order is one restore accepts with each chain declared just before
+its rules (a jump's target must already exist), which is what lets a sync
+stream a service's chains into restore as soon as they are built. It covers
+only the KUBE-* chains; `kproxy.iptables.restore` adds the jumps from the
+built-in chains and the deletion of stale chains, which depend on what the
+kernel holds now.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import socket
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName
 
@@ -31,16 +34,21 @@ SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KU
 FILTER_CHAINS = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS)
 NAT_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
 
+ChainKey = tuple[str, str]  # (table, chain)
+Chain = tuple[ChainKey, tuple[str, ...]]  # a chain with its rules (whole `-A CHAIN ...` lines) in order
+
 
 BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_BASE32_SHIFTS = range(75, -1, -5)
+# Base32 of every 10-bit value (two characters): 80 bits are 8 lookups.
+_BASE32_PAIRS = [BASE32[value >> 5] + BASE32[value & 31] for value in range(1024)]
+_PAIR_SHIFTS = range(70, -1, -10)
 
 
 def chain_hash(text: str) -> str:
     """First 16 characters of base32(sha256(text)): how kube-proxy names per-service chains."""
-    # 16 base32 characters are exactly the first 80 bits; spelled out here, 5 times faster than base64's.
+    # 16 base32 characters are exactly the first 80 bits; spelled out here, faster than base64's b32encode.
     bits = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
-    return "".join([BASE32[(bits >> shift) & 31] for shift in _BASE32_SHIFTS])
+    return "".join([_BASE32_PAIRS[(bits >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def service_chain(prefix: str, key: ServicePortName) -> str:
@@ -72,34 +80,6 @@ def usable_endpoints(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
     return [e for e in candidates if e.serving and e.terminating]
 
 
-@dataclass
-class Tables:
-    """Chains by table, each with its rules (whole `-A CHAIN ...` lines), in declaration order.
-
-    Grouping rules by chain is what lets a sync compare one chain at a time
-    and rewrite only those that changed.
-    """
-
-    tables: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {"filter": {}, "nat": {}})
-
-    def declare(self, table: str, chain: str) -> None:
-        self.tables[table].setdefault(chain, [])
-
-    def add(self, table: str, chain: str, *parts: str) -> None:
-        self.tables[table][chain].append(" ".join(["-A", chain, *[p for p in parts if p]]))
-
-    def render(self) -> str:
-        """The restore input declaring and filling every chain."""
-        lines: list[str] = []
-        for name, chains in self.tables.items():
-            lines.append(f"*{name}")
-            lines.extend(f":{c} - [0:0]" for c in chains)
-            for rules in chains.values():
-                lines.extend(rules)
-            lines.append("COMMIT")
-        return "\n".join(lines) + "\n"
-
-
 @dataclass(frozen=True)
 class ServiceRules:
     """One service port's share of the ruleset: rules it adds to the shared chains, and its own nat chains.
@@ -108,8 +88,8 @@ class ServiceRules:
     keep it while those inputs stay equal and rebuild only what changed.
     """
 
-    shared: tuple[tuple[str, str, str], ...]  # (table, shared chain, rule line)
-    chains: tuple[tuple[str, tuple[str, ...]], ...]  # nat chains of this service: (name, rule lines)
+    shared: tuple[tuple[ChainKey, str], ...]  # ((table, shared chain), rule line)
+    chains: tuple[tuple[str, tuple[str, ...]], ...]  # nat chains of this service, each after those it jumps to
 
 
 def endpoint_order(endpoint: Endpoint) -> tuple[int, int, int]:
@@ -119,59 +99,62 @@ def endpoint_order(endpoint: Endpoint) -> tuple[int, int, int]:
     return (4, int.from_bytes(socket.inet_pton(socket.AF_INET, endpoint.ip), "big"), endpoint.port)
 
 
-def base_tables(node: NodeConfig) -> Tables:
-    """The shared chains and the masquerade plumbing, before any service is added."""
-    tables = Tables()
-    for chain in FILTER_CHAINS:
-        tables.declare("filter", chain)
-    for chain in NAT_CHAINS:
-        tables.declare("nat", chain)
+def service_parts(
+    service_ports: Iterable[ServicePort], endpoints: Mapping[ServicePortName, Sequence[Endpoint]], node: NodeConfig
+) -> Iterator[ServiceRules]:
+    """Each service port's rules, sorted by service key, built as they are asked for."""
+    for service in sorted(service_ports, key=lambda s: s.key):
+        yield service_rules(service, tuple(endpoints.get(service.key, ())), node)
+
+
+def ruleset_chains(parts: Iterable[ServiceRules], node: NodeConfig) -> Iterator[Chain]:
+    """Every chain kproxy owns with its rules, nat before filter, each after the chains it jumps to.
+
+    The masquerade plumbing comes first (service chains jump to it), then each
+    service's own chains as its part arrives, and last the shared chains that
+    gather a rule or two from every service. `parts` must come sorted by service key.
+    """
     mark = node.masquerade_mark
-    tables.add("filter", KUBE_FORWARD, "-m conntrack --ctstate INVALID -j DROP")
-    tables.add(
-        "filter", KUBE_FORWARD, comment("kubernetes forwarding rules"), f"-m mark --mark {mark}/{mark}", "-j ACCEPT"
+    yield ("nat", KUBE_MARK_MASQ), (f"-A {KUBE_MARK_MASQ} -j MARK --or-mark {mark}",)
+    yield (
+        ("nat", KUBE_POSTROUTING),
+        (
+            f"-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN",
+            # Clear the mark so a packet that goes round the stack again is not masqueraded twice.
+            f"-A {KUBE_POSTROUTING} -j MARK --xor-mark {mark}",
+            f"-A {KUBE_POSTROUTING} {comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE",
+        ),
     )
-    tables.add(
-        "filter",
-        KUBE_FORWARD,
-        comment("kubernetes forwarding conntrack rule"),
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    shared: dict[ChainKey, list[str]] = {
+        ("nat", KUBE_NODEPORTS): [],
+        ("nat", KUBE_SERVICES): [],
+        ("filter", KUBE_SERVICES): [],
+        ("filter", KUBE_EXTERNAL_SERVICES): [],
+    }
+    for part in parts:
+        for key, line in part.shared:
+            shared[key].append(line)
+        for chain, rules in part.chains:
+            yield ("nat", chain), rules
+    last = comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+    shared[("nat", KUBE_SERVICES)].append(f"-A {KUBE_SERVICES} {last} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
+    for key, lines in shared.items():
+        yield key, tuple(lines)
+    yield (
+        ("filter", KUBE_FORWARD),
+        (
+            f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
+            f"-A {KUBE_FORWARD} {comment('kubernetes forwarding rules')} -m mark --mark {mark}/{mark} -j ACCEPT",
+            f"-A {KUBE_FORWARD} {comment('kubernetes forwarding conntrack rule')} "
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        ),
     )
-    tables.add("nat", KUBE_POSTROUTING, f"-m mark ! --mark {mark}/{mark} -j RETURN")
-    # Clear the mark so a packet that goes round the stack again is not masqueraded twice.
-    tables.add("nat", KUBE_POSTROUTING, f"-j MARK --xor-mark {mark}")
-    tables.add("nat", KUBE_POSTROUTING, comment("kubernetes service traffic requiring SNAT"), "-j MASQUERADE")
-    tables.add("nat", KUBE_MARK_MASQ, f"-j MARK --or-mark {mark}")
-    return tables
+    yield ("filter", KUBE_NODEPORTS), ()
 
 
-def assemble(rules: Iterable[ServiceRules], node: NodeConfig) -> Tables:
-    """The whole ruleset from per-service parts, which must come sorted by service key."""
-    tables = base_tables(node)
-    nat = tables.tables["nat"]
-    for part in rules:
-        for table, chain, line in part.shared:
-            tables.tables[table][chain].append(line)
-        for chain, lines in part.chains:
-            nat[chain] = list(lines)
-    tables.add(
-        "nat",
-        KUBE_SERVICES,
-        comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain"),
-        "-m addrtype --dst-type LOCAL -j",
-        KUBE_NODEPORTS,
-    )
-    return tables
-
-
-def build_tables(
-    service_ports: Iterable[ServicePort],
-    endpoints: Mapping[ServicePortName, Sequence[Endpoint]],
-    node: NodeConfig,
-) -> Tables:
-    """The `filter` and `nat` tables' KUBE-* chains for these services."""
-    ordered = sorted(service_ports, key=lambda s: s.key)
-    return assemble((service_rules(s, tuple(endpoints.get(s.key, ())), node) for s in ordered), node)
+def chain_text(chain: str, rules: Iterable[str]) -> str:
+    """Restore input that declares (creating or flushing) one chain and fills it."""
+    return "".join([f":{chain} - [0:0]\n", *[f"{rule}\n" for rule in rules]])
 
 
 def build_ruleset(
@@ -179,28 +162,16 @@ def build_ruleset(
     endpoints: Mapping[ServicePortName, Sequence[Endpoint]],
     node: NodeConfig,
 ) -> str:
-    """The `filter` and `nat` tables' KUBE-* chains for these services, as restore input."""
-    return build_tables(service_ports, endpoints, node).render()
-
-
-class _Builder:
-    """Collects one service's rules: lines for shared chains and its own nat chains."""
-
-    def __init__(self) -> None:
-        self.shared: list[tuple[str, str, str]] = []
-        self.chains: dict[str, list[str]] = {}
-
-    def to_shared(self, table: str, chain: str, *parts: str) -> None:
-        self.shared.append((table, chain, " ".join(["-A", chain, *[p for p in parts if p]])))
-
-    def declare(self, chain: str) -> None:
-        self.chains.setdefault(chain, [])
-
-    def add(self, chain: str, *parts: str) -> None:
-        self.chains[chain].append(" ".join(["-A", chain, *[p for p in parts if p]]))
-
-    def result(self) -> ServiceRules:
-        return ServiceRules(tuple(self.shared), tuple((c, tuple(lines)) for c, lines in self.chains.items()))
+    """The `nat` and `filter` tables' KUBE-* chains for these services, as restore input."""
+    text: list[str] = []
+    table = ""
+    for (chain_table, chain), rules in ruleset_chains(service_parts(service_ports, endpoints, node), node):
+        if chain_table != table:
+            text.append(f"COMMIT\n*{chain_table}\n" if table else f"*{chain_table}\n")
+            table = chain_table
+        text.append(chain_text(chain, rules))
+    text.append("COMMIT\n")
+    return "".join(text)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -210,24 +181,23 @@ def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], nod
     Cached: a sync at ten thousand services rebuilds only the services whose
     inputs changed (the cache is bounded, and a miss only costs the rebuild).
     """
-    out = _Builder()
     key = service.key
     name = str(key)
     proto = key.protocol.lower()
     match_proto = f"-m {proto} -p {proto}"
     ordered = sorted(all_endpoints, key=endpoint_order)
     cluster_endpoints = usable_endpoints(ordered)
-    local_endpoints = usable_endpoints(e for e in ordered if e.is_local)
     has_endpoints = bool(cluster_endpoints)
     # Local-policy short circuits in the EXT chain still need the cluster-wide endpoints.
     uses_cluster = not service.internal_policy_local or service.externally_accessible
     uses_local = service.internal_policy_local or (service.externally_accessible and service.external_policy_local)
+    any_local = service.internal_policy_local or service.external_policy_local
+    local_endpoints = usable_endpoints(e for e in ordered if e.is_local) if any_local else []
     has_internal = bool(local_endpoints if service.internal_policy_local else cluster_endpoints)
     has_external = bool(local_endpoints if service.external_policy_local else cluster_endpoints)
 
     svc_chain = service_chain("KUBE-SVC-", key)
     # Hashing is most of building a rule set: only name the chains this service can use.
-    any_local = service.internal_policy_local or service.external_policy_local
     svl_chain = service_chain("KUBE-SVL-", key) if any_local else ""
     ext_chain = service_chain("KUBE-EXT-", key) if service.externally_accessible else ""
     internal_chain = svl_chain if service.internal_policy_local else svc_chain
@@ -246,115 +216,101 @@ def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], nod
             external_filter = ("DROP", f"{name} has no local endpoints")
 
     # Where traffic is captured: cluster IP, external IPs, LB ingress IPs, node port.
+    shared: list[tuple[ChainKey, str]] = []
     cluster_ip_match = f"{match_proto} -d {service.cluster_ip} --dport {service.port}"
     if has_internal:
-        out.to_shared("nat", KUBE_SERVICES, comment(f"{name} cluster IP"), cluster_ip_match, "-j", internal_chain)
+        rule = f"-A {KUBE_SERVICES} {comment(f'{name} cluster IP')} {cluster_ip_match} -j {internal_chain}"
+        shared.append((("nat", KUBE_SERVICES), rule))
     elif internal_filter:
         verdict, why = internal_filter
-        out.to_shared("filter", KUBE_SERVICES, comment(why), cluster_ip_match, "-j", verdict)
+        shared.append((("filter", KUBE_SERVICES), f"-A {KUBE_SERVICES} {comment(why)} {cluster_ip_match} -j {verdict}"))
     for what, addresses in (("external IP", service.external_ips), ("loadbalancer IP", service.load_balancer_ips)):
         for address in addresses:
             ip_match = f"{match_proto} -d {address} --dport {service.port}"
             if has_endpoints:
-                out.to_shared("nat", KUBE_SERVICES, comment(f"{name} {what}"), ip_match, "-j", ext_chain)
+                rule = f"-A {KUBE_SERVICES} {comment(f'{name} {what}')} {ip_match} -j {ext_chain}"
+                shared.append((("nat", KUBE_SERVICES), rule))
             if external_filter:
                 verdict, why = external_filter
-                out.to_shared("filter", KUBE_EXTERNAL_SERVICES, comment(why), ip_match, "-j", verdict)
+                rule = f"-A {KUBE_EXTERNAL_SERVICES} {comment(why)} {ip_match} -j {verdict}"
+                shared.append((("filter", KUBE_EXTERNAL_SERVICES), rule))
     if service.node_port:
+        node_port_match = f"{match_proto} --dport {service.node_port}"
         if has_endpoints:
-            out.to_shared(
-                "nat", KUBE_NODEPORTS, comment(name), f"{match_proto} --dport {service.node_port}", "-j", ext_chain
-            )
+            rule = f"-A {KUBE_NODEPORTS} {comment(name)} {node_port_match} -j {ext_chain}"
+            shared.append((("nat", KUBE_NODEPORTS), rule))
         if external_filter:
             verdict, why = external_filter
-            out.to_shared(
-                "filter",
-                KUBE_EXTERNAL_SERVICES,
-                comment(why),
-                "-m addrtype --dst-type LOCAL",
-                f"{match_proto} --dport {service.node_port}",
-                "-j",
-                verdict,
-            )
+            local = f"-m addrtype --dst-type LOCAL {node_port_match}"
+            rule = f"-A {KUBE_EXTERNAL_SERVICES} {comment(why)} {local} -j {verdict}"
+            shared.append((("filter", KUBE_EXTERNAL_SERVICES), rule))
     if not has_endpoints:
-        return out.result()  # no nat chains at all for a service nobody serves
-
-    if uses_cluster:
-        out.declare(svc_chain)
-    if uses_local:
-        out.declare(svl_chain)
-    if service.externally_accessible:
-        out.declare(ext_chain)
-
-    # Off-cluster sources reaching a cluster IP may be answered from another node: masquerade them.
-    if has_internal and node.cluster_cidr:
-        out.add(
-            internal_chain,
-            comment(f"{name} cluster IP"),
-            cluster_ip_match,
-            f"! -s {node.cluster_cidr}",
-            "-j",
-            KUBE_MARK_MASQ,
-        )
-
-    if service.externally_accessible:
-        if not service.external_policy_local:
-            # The endpoint may be on another node: masquerade so replies come back through here.
-            out.add(ext_chain, comment(f"masquerade traffic for {name} external destinations"), "-j", KUBE_MARK_MASQ)
-        else:
-            if node.cluster_cidr:
-                out.add(
-                    ext_chain,
-                    comment(f"pod traffic for {name} external destinations"),
-                    f"-s {node.cluster_cidr}",
-                    "-j",
-                    svc_chain,
-                )
-            out.add(
-                ext_chain,
-                comment(f"masquerade LOCAL traffic for {name} external destinations"),
-                "-m addrtype --src-type LOCAL -j",
-                KUBE_MARK_MASQ,
-            )
-            out.add(
-                ext_chain,
-                comment(f"route LOCAL traffic for {name} external destinations"),
-                "-m addrtype --src-type LOCAL -j",
-                svc_chain,
-            )
-        out.add(ext_chain, "-j", external_policy_chain)
-
-    if uses_cluster:
-        _write_balancing(out, service, svc_chain, cluster_endpoints)
-    if uses_local:
-        _write_balancing(out, service, svl_chain, local_endpoints)
+        return ServiceRules(tuple(shared), ())  # no nat chains at all for a service nobody serves
 
     reachable = {
         str(e): e for e in (cluster_endpoints if uses_cluster else []) + (local_endpoints if uses_local else [])
     }
-    for endpoint in sorted(reachable.values(), key=endpoint_order):
-        sep = endpoint_chain(key, endpoint)
-        out.declare(sep)
+    # Each backend's chain name, hashed once: the balancing rules jump to it and it holds the DNAT.
+    seps = {
+        address: endpoint_chain(key, e) for address, e in sorted(reachable.items(), key=lambda i: endpoint_order(i[1]))
+    }
+    chains: list[tuple[str, tuple[str, ...]]] = []
+    for address, sep in seps.items():
         # Hairpin: a backend reaching itself through the VIP must be masqueraded or its reply bypasses NAT.
-        out.add(sep, comment(name), f"-s {endpoint.ip} -j", KUBE_MARK_MASQ)
-        sticky = f"-m recent --name {sep} --set" if service.sticky_seconds is not None else ""
-        out.add(sep, comment(name), sticky, f"{match_proto} -j DNAT --to-destination {endpoint}")
-    return out.result()
+        hairpin = f"-A {sep} {comment(name)} -s {reachable[address].ip} -j {KUBE_MARK_MASQ}"
+        sticky = f" -m recent --name {sep} --set" if service.sticky_seconds is not None else ""
+        chains.append(
+            (sep, (hairpin, f"-A {sep} {comment(name)}{sticky} {match_proto} -j DNAT --to-destination {address}"))
+        )
+
+    # Off-cluster sources reaching a cluster IP may be answered from another node: masquerade them.
+    masquerade = ""
+    if has_internal and node.cluster_cidr:
+        masquerade = (
+            f"-A {internal_chain} {comment(f'{name} cluster IP')} {cluster_ip_match} "
+            f"! -s {node.cluster_cidr} -j {KUBE_MARK_MASQ}"
+        )
+    for used, chain, endpoints in (
+        (uses_cluster, svc_chain, cluster_endpoints),
+        (uses_local, svl_chain, local_endpoints),
+    ):
+        if used:
+            first = [masquerade] if masquerade and chain == internal_chain else []
+            chains.append((chain, (*first, *_balancing(service, chain, endpoints, seps))))
+
+    if service.externally_accessible:
+        ext = []
+        if not service.external_policy_local:
+            # The endpoint may be on another node: masquerade so replies come back through here.
+            why = comment(f"masquerade traffic for {name} external destinations")
+            ext.append(f"-A {ext_chain} {why} -j {KUBE_MARK_MASQ}")
+        else:
+            if node.cluster_cidr:
+                why = comment(f"pod traffic for {name} external destinations")
+                ext.append(f"-A {ext_chain} {why} -s {node.cluster_cidr} -j {svc_chain}")
+            why = comment(f"masquerade LOCAL traffic for {name} external destinations")
+            ext.append(f"-A {ext_chain} {why} -m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}")
+            why = comment(f"route LOCAL traffic for {name} external destinations")
+            ext.append(f"-A {ext_chain} {why} -m addrtype --src-type LOCAL -j {svc_chain}")
+        ext.append(f"-A {ext_chain} -j {external_policy_chain}")
+        chains.append((ext_chain, tuple(ext)))
+    return ServiceRules(tuple(shared), tuple(chains))
 
 
-def _write_balancing(out: _Builder, service: ServicePort, chain: str, endpoints: Sequence[Endpoint]) -> None:
-    """Session-affinity checks first, then a random pick with 1/(N-i) odds per rule."""
+def _balancing(service: ServicePort, chain: str, endpoints: Sequence[Endpoint], seps: Mapping[str, str]) -> list[str]:
+    """Session-affinity checks first, then a random pick with 1/(N-i) odds per rule; `seps` maps `ip:port` to chain."""
     name = str(service.key)
+    addresses = [str(e) for e in endpoints]
+    rules = []
     if service.sticky_seconds is not None:
-        for endpoint in endpoints:
-            sep = endpoint_chain(service.key, endpoint)
-            out.add(
-                chain,
-                comment(f"{name} -> {endpoint}"),
-                f"-m recent --name {sep} --rcheck --seconds {service.sticky_seconds} --reap -j",
-                sep,
+        for address in addresses:
+            sep = seps[address]
+            rules.append(
+                f"-A {chain} {comment(f'{name} -> {address}')} "
+                f"-m recent --name {sep} --rcheck --seconds {service.sticky_seconds} --reap -j {sep}"
             )
-    count = len(endpoints)
-    for index, endpoint in enumerate(endpoints):
-        odds = f"-m statistic --mode random --probability {probability(count - index)}" if index < count - 1 else ""
-        out.add(chain, comment(f"{name} -> {endpoint}"), odds, "-j", endpoint_chain(service.key, endpoint))
+    last = len(addresses) - 1
+    for index, address in enumerate(addresses):
+        odds = f" -m statistic --mode random --probability {probability(last + 1 - index)}" if index < last else ""
+        rules.append(f"-A {chain} {comment(f'{name} -> {address}')}{odds} -j {seps[address]}")
+    return rules

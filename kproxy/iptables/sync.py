@@ -8,57 +8,39 @@ the chains whose saved rules differ from the wanted ones put in
 `iptables-save`'s own form (`saved_form`). That repairs changes made behind
 kproxy's back, and after a restart leaves unchanged chains alone. A rule
 form `saved_form` gets wrong only costs a needless rewrite of its chain.
-Each sync is one restore call.
+Each sync is one restore call, started at the first chain that needs
+writing and fed while the rest is built; none when nothing needs writing.
 
 iptables-nft's `--noflush` restore grows quadratically with the chains it
 declares (about 2 s for 2,000 services here, minutes for 10,000), so above
 `bulk_limit` chains a sync instead replaces the `filter` and `nat` tables
 whole (restore without `--noflush`), carrying over every rule kproxy does
-not own as `save` printed it.
+not own as `save` printed it. With a limit, a sync holds its chains back
+until more than the limit need writing (then it replaces, streaming the
+rest) or all are built and the changes fit one `--noflush` restore.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from kproxy.iptables.restore import JUMP_RULES, PacketFilter, parse_save
-from kproxy.iptables.rules import (
-    FILTER_CHAINS,
-    NAT_CHAINS,
-    SERVICE_CHAIN_PREFIXES,
-    Tables,
-    assemble,
-    service_rules,
+from kproxy.iptables.restore import (
+    PacketFilter,
+    Transaction,
+    chain_rules,
+    foreign_rules,
+    missing_jumps,
 )
+from kproxy.iptables.rules import SERVICE_CHAIN_PREFIXES, Chain, ChainKey, ruleset_chains, service_parts
 from kproxy.model import NodeConfig, ServiceSnapshot
 
 log = logging.getLogger(__name__)
 
-ChainKey = tuple[str, str]  # (table, chain)
 TABLES = ("filter", "nat")
-SHARED_CHAINS = frozenset([("filter", c) for c in FILTER_CHAINS] + [("nat", c) for c in NAT_CHAINS])
-
-
-def owned(key: ChainKey) -> bool:
-    """Whether kproxy owns this chain (and may rewrite or delete it)."""
-    return key in SHARED_CHAINS or key[1].startswith(SERVICE_CHAIN_PREFIXES)
-
-
-def chain_rules(text: str) -> dict[ChainKey, tuple[str, ...]]:
-    """Every chain of save output (or restore input) with its rules in order."""
-    chains: dict[ChainKey, list[str]] = {}
-    table = ""
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif line.startswith(":") and table:
-            chains.setdefault((table, line[1:].split()[0]), [])
-        elif line.startswith("-A ") and table:
-            chains.setdefault((table, line.split(maxsplit=2)[1]), []).append(line)
-    return {key: tuple(rules) for key, rules in chains.items()}
 
 
 # Which match module each option kproxy writes belongs to (the protocol modules share --dport).
@@ -153,77 +135,6 @@ def _saved_target(target: list[str]) -> list[str]:
     return target
 
 
-def flatten(tables: Tables) -> dict[ChainKey, tuple[str, ...]]:
-    return {(t, c): tuple(rules) for t, chains in tables.tables.items() for c, rules in chains.items()}
-
-
-def chains_payload(
-    wanted: Mapping[ChainKey, Sequence[str]],
-    rewrite: Iterable[ChainKey],
-    stale: Iterable[ChainKey],
-    jumps: Iterable[str] = (),
-    jump_tables: Iterable[str] = (),
-) -> str:
-    """A `--noflush` payload: declare (flush) and refill `rewrite`, flush and delete `stale`, add `jumps`.
-
-    `jumps` are `-I` lines for the tables named in `jump_tables` (one per
-    jump). Tables with nothing to do are left out; "" when nothing is.
-    """
-    rewrite, stale = set(rewrite), set(stale)
-    jump_lines = list(zip(jump_tables, jumps, strict=True))
-    lines: list[str] = []
-    for table in TABLES:
-        mine = [c for (t, c) in wanted if t == table and (t, c) in rewrite]
-        gone = sorted(c for (t, c) in stale if t == table)
-        extra = [line for t, line in jump_lines if t == table]
-        if not (mine or gone or extra):
-            continue
-        lines.append(f"*{table}")
-        lines.extend(f":{c} - [0:0]" for c in mine + gone)
-        for chain in mine:
-            lines.extend(wanted[(table, chain)])
-        lines.extend(f"-X {c}" for c in gone)
-        lines.extend(extra)
-        lines.append("COMMIT")
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-def replacement_payload(wanted: Mapping[ChainKey, Sequence[str]], saved: str) -> str:
-    """A full (flushing) restore of `filter` and `nat`: the rules kproxy does not own as saved, plus `wanted`.
-
-    Built-in chains keep their saved policy line; missing jumps are added.
-    Other tables are not mentioned, so restore leaves them alone.
-    """
-    declarations: dict[str, list[str]] = {t: [] for t in TABLES}
-    foreign: dict[str, list[str]] = {t: [] for t in TABLES}
-    table = ""
-    for line in saved.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif table not in declarations:
-            continue
-        elif line.startswith(":") and not owned((table, line[1:].split()[0])):
-            declarations[table].append(line)
-        elif line.startswith("-A ") and not owned((table, line.split(maxsplit=2)[1])):
-            foreign[table].append(line)
-    current = parse_save(saved)
-    lines: list[str] = []
-    for table in TABLES:
-        lines.append(f"*{table}")
-        lines.extend(declarations[table])
-        mine = [c for (t, c) in wanted if t == table]
-        lines.extend(f":{c} - [0:0]" for c in mine)
-        lines.extend(foreign[table])
-        for chain in mine:
-            lines.extend(wanted[(table, chain)])
-        saved_table = current.get(table)
-        for jump in JUMP_RULES:
-            if jump.table == table and not (saved_table and jump.present_in(saved_table.rules)):
-                lines.append(jump.rule())
-        lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
-
-
 @dataclass(frozen=True)
 class SyncReport:
     """What one sync did: rules kproxy now has per table, and how much it wrote."""
@@ -242,43 +153,69 @@ class IptablesProgrammer:
         self.bulk_limit = bulk_limit
         self.written: dict[ChainKey, tuple[str, ...]] = {}
 
-    def wanted(self, snap: ServiceSnapshot) -> dict[ChainKey, tuple[str, ...]]:
-        ports = sorted(snap.service_ports, key=lambda s: s.key)
-        parts = (service_rules(p, tuple(snap.endpoints.get(p.key, ())), self.node) for p in ports)
-        return flatten(assemble(parts, self.node))
+    def chains(self, snap: ServiceSnapshot) -> Iterator[Chain]:
+        """The wanted chains in restore order, each service built (or taken from the cache) as it is reached."""
+        return ruleset_chains(service_parts(snap.service_ports, snap.endpoints, self.node), self.node)
 
     def sync(self, snap: ServiceSnapshot, full: bool) -> SyncReport:
         """Apply the snapshot in one restore; a partial sync that would be too big becomes a full one."""
-        wanted = self.wanted(snap)
-        if not full:
-            rewrite = [k for k, rules in wanted.items() if self.written.get(k) != rules]
-            stale = [k for k in self.written if k not in wanted]
-            if self.bulk_limit is None or len(rewrite) + len(stale) <= self.bulk_limit:
-                payload = chains_payload(wanted, rewrite, stale)
-                if payload:
-                    self.packet_filter.restore(payload)
-                self.written = wanted
-                return self._report(wanted, len(rewrite), full=False)
-        return self._full_sync(wanted)
-
-    def _full_sync(self, wanted: dict[ChainKey, tuple[str, ...]]) -> SyncReport:
-        saved = self.packet_filter.save()
-        kernel = chain_rules(saved)
-        rewrite = [
-            key for key, rules in wanted.items() if key not in kernel or kernel[key] != tuple(map(saved_form, rules))
-        ]
-        stale = [k for k in kernel if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
-        current = parse_save(saved)
-        missing = [j for j in JUMP_RULES if not (j.table in current and j.present_in(current[j.table].rules))]
-        if self.bulk_limit is not None and len(rewrite) + len(stale) > self.bulk_limit:
-            self.packet_filter.restore(replacement_payload(wanted, saved), noflush=False)
+        wanted: dict[ChainKey, tuple[str, ...]] = {}
+        chains = _recorded(self.chains(snap), wanted)
+        saved: str | None = None
+        if full:
+            saved = self.packet_filter.save()
+            kernel = chain_rules(saved)
+            changes = Transaction(functools.partial(_differs, kernel), kernel.keys(), missing_jumps(saved))
         else:
-            payload = chains_payload(wanted, rewrite, stale, [j.rule() for j in missing], [j.table for j in missing])
-            if payload:
-                self.packet_filter.restore(payload)
+            written = self.written
+            changes = Transaction(lambda key, rules: written.get(key) != rules, written.keys())
+        if self.bulk_limit is not None:
+            ahead, changed = self._look_ahead(chains, changes)
+            if changed is None:
+                return self._replace(itertools.chain(ahead, chains), wanted, saved)
+            changed_keys = changed  # the look-ahead compared every chain already
+            changes.changed = lambda key, rules: key in changed_keys
+            chains = iter(ahead)
+        self._apply(changes.lines(chains), noflush=True)
         self.written = wanted
-        log.info("full sync", extra={"chains_written": len(rewrite), "chains_deleted": len(stale)})
-        return self._report(wanted, len(rewrite), full=True)
+        if full:
+            log.info("full sync", extra={"chains_written": changes.written, "chains_deleted": changes.deleted})
+        return self._report(wanted, changes.written, full)
+
+    def _look_ahead(self, chains: Iterator[Chain], changes: Transaction) -> tuple[list[Chain], set[ChainKey] | None]:
+        """Chains read while the changes may still fit one `--noflush` restore, and the changed ones (None: too many).
+
+        Reading stops at the first change over the limit, leaving the rest of `chains` to stream.
+        """
+        assert self.bulk_limit is not None
+        ahead: list[Chain] = []
+        changed: set[ChainKey] = set()
+        for key, rules in chains:
+            ahead.append((key, rules))
+            if changes.changed(key, rules):
+                changed.add(key)
+                if len(changed) > self.bulk_limit:
+                    return ahead, None
+        wanted = {key for key, _ in ahead}
+        stale = [k for k in changes.existing if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
+        return ahead, (changed if len(changed) + len(stale) <= self.bulk_limit else None)
+
+    def _replace(
+        self, chains: Iterable[Chain], wanted: dict[ChainKey, tuple[str, ...]], saved: str | None
+    ) -> SyncReport:
+        """Replace `filter` and `nat` whole: every chain of kproxy's, and the other programs' rules as saved."""
+        saved = self.packet_filter.save() if saved is None else saved
+        replacement = Transaction(lambda key, rules: True, jumps=missing_jumps(saved), foreign=foreign_rules(saved))
+        self._apply(replacement.lines(chains), noflush=False)
+        self.written = wanted
+        log.info("full sync replaced the tables", extra={"chains_written": replacement.written})
+        return self._report(wanted, replacement.written, full=True)
+
+    def _apply(self, lines: Iterator[str], noflush: bool) -> None:
+        """Start restore at the first line there is to write, if any, and feed it the rest as it comes."""
+        first = next(lines, None)
+        if first is not None:
+            self.packet_filter.restore(itertools.chain([first], lines), noflush)
 
     def forget(self) -> None:
         """After a failed restore nothing is known about the kernel: the next sync must be full."""
@@ -288,3 +225,16 @@ class IptablesProgrammer:
     def _report(wanted: Mapping[ChainKey, Sequence[str]], written: int, full: bool) -> SyncReport:
         rules = {t: sum(len(r) for (tt, _), r in wanted.items() if tt == t) for t in TABLES}
         return SyncReport(rules, written, full)
+
+
+def _recorded(chains: Iterable[Chain], into: dict[ChainKey, tuple[str, ...]]) -> Iterator[Chain]:
+    """Pass the chains on, keeping each in `into`: what kproxy has written once the restore succeeded."""
+    for key, rules in chains:
+        into[key] = rules
+        yield key, rules
+
+
+def _differs(kernel: Mapping[ChainKey, tuple[str, ...]], key: ChainKey, rules: tuple[str, ...]) -> bool:
+    """Whether the kernel's chain (as saved) is missing or holds other rules than `rules`."""
+    have = kernel.get(key)
+    return have is None or len(have) != len(rules) or have != tuple(map(saved_form, rules))

@@ -190,16 +190,22 @@ COMMIT
 """
 
 
+def table_block(payload: str, table: str) -> str:
+    """One table's part of a payload: from its `*table` line to its COMMIT."""
+    start = payload.index(f"*{table}\n")
+    return payload[start : payload.index("COMMIT\n", start) + len("COMMIT\n")]
+
+
 def test_transaction_deletes_only_stale_service_chains_and_adds_only_missing_jumps() -> None:
     payload = transaction(build_ruleset([], {}, NodeConfig("worker1")), SAVED)
-    nat = payload[payload.index("*nat") :]
+    nat = table_block(payload, "nat")
     for stale in ("KUBE-SVC-OLDOLDOLDOLDOLDO", "KUBE-SEP-OLDOLDOLDOLDOLDO"):
         assert f":{stale} - [0:0]" in nat and f"-X {stale}" in nat
     assert "FOREIGN" not in payload and "-X KUBE-SERVICES" not in payload
     assert "-I PREROUTING" not in payload  # already there
     assert '-I OUTPUT 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in nat
     assert '-I POSTROUTING 1 -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING' in nat
-    filter_part = payload[: payload.index("*nat")]
+    filter_part = table_block(payload, "filter")
     assert sum(1 for j in JUMP_RULES if j.table == "filter") == filter_part.count("-I ")
-    # Each table block stays well formed: deletions and jumps before its COMMIT.
-    assert nat.rstrip().endswith("COMMIT") and filter_part.rstrip().endswith("COMMIT")
+    # Each table block stays well formed: deletions and jumps before its COMMIT, nothing after the last one.
+    assert payload.count("COMMIT\n") == 2 and payload.endswith("COMMIT\n")

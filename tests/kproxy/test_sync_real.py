@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pytest
 
-from kproxy.iptables.restore import IptablesPacketFilter, parse_save
+from kproxy.iptables.restore import IptablesPacketFilter, chain_rules, parse_save
 from kproxy.iptables.rules import endpoint_chain, service_chain
-from kproxy.iptables.sync import IptablesProgrammer, chain_rules, saved_form
+from kproxy.iptables.sync import IptablesProgrammer, saved_form
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
 from tests.kproxy.netns import in_ns, namespaces
 from tests.kproxy.tracer import Packet, Ruleset
@@ -21,15 +21,23 @@ KEYS = [ServicePortName("default", f"s{n}", "", "TCP") for n in range(4)]
 
 
 class SpyFilter(IptablesPacketFilter):
-    """The real filter, also remembering each restore payload and whether it flushed."""
+    """The real filter, also remembering each restore payload (as streamed) and whether it flushed."""
 
     def __init__(self, backend: str, prefix: list[str]):
         super().__init__(backend, prefix)
         self.calls: list[tuple[str, bool]] = []
 
-    def restore(self, payload: str, noflush: bool = True) -> None:
-        self.calls.append((payload, noflush))
-        super().restore(payload, noflush)
+    def restore(self, payload: str | Iterable[str], noflush: bool = True) -> None:
+        pieces: list[str] = []
+        self.calls.append(("", noflush))
+        super().restore(_kept(payload, pieces), noflush)
+        self.calls[-1] = ("".join(pieces), noflush)
+
+
+def _kept(payload: str | Iterable[str], into: list[str]) -> Iterator[str]:
+    for piece in (payload,) if isinstance(payload, str) else payload:
+        into.append(piece)
+        yield piece
 
 
 def snap(count: int, last_endpoint: str = "10.244.3.3") -> ServiceSnapshot:
