@@ -240,7 +240,7 @@ def programming_latency_section(config: ClusterConfig) -> str:
 # -- HTTP throughput through a ClusterIP (wrk) ------------------------------
 
 WRK_SECONDS = 2
-WRK_REPEATS = 4  # short runs, more of them: a burst of other work on the machine hits fewer medians
+WRK_REPEATS = 5  # short rounds, more of them: a burst of other work on the machine spoils fewer
 WRK_CONNECTIONS = 16
 SERVER_PORT = 8080
 
@@ -462,6 +462,20 @@ COLUMNS = (
 )
 
 
+def paired_ratio(measured: Throughput, over: str, under: str, close: bool) -> str:
+    """Median and range of `over`/`under` taken round by round: runs of one round are seconds apart, so a
+    burst of other work on the machine moves both sides of a ratio more than it moves medians of each."""
+    ratios = sorted(
+        a / b for a, b in zip(measured.runs[(over, close)], measured.runs[(under, close)], strict=True) if b
+    )
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+RATIOS = (("ClusterIP", "floor"), ("one DNAT", "floor"), ("ClusterIP", "bare"))
+
+
 def throughput_section() -> str:
     rows, notes = [], []
     for mode in ("iptables (legacy)", "nftables"):
@@ -469,10 +483,7 @@ def throughput_section() -> str:
         for close, label in ((False, "keep-alive"), (True, "Connection: close")):
             median = {name: statistics.median(measured.runs[(name, close)]) for name, _ in COLUMNS}
             cells = " | ".join(f"{median[name]:,.0f}" for name, _ in COLUMNS)
-            ratios = " | ".join(
-                f"{median[over] / median[under]:.2f}x" if median[under] else "-"
-                for over, under in (("ClusterIP", "floor"), ("one DNAT", "floor"), ("ClusterIP", "bare"))
-            )
+            ratios = " | ".join(paired_ratio(measured, over, under, close) for over, under in RATIOS)
             rows.append(f"| {mode} | {label} | {cells} | {ratios} |")
         trouble = ", ".join(f"{name} {value}" for name, value in measured.trouble.items())
         notes.append(f"{mode}: load average {measured.load[0]:.1f} before, {measured.load[1]:.1f} after; {trouble}.")
@@ -494,9 +505,11 @@ def throughput_section() -> str:
             "  for every new connection).",
             "- *through ClusterIP*: from that namespace to the 5,001st Service's ClusterIP, DNATed to the pod.",
             "",
-            f"Each path leaves from its own source address; the paths alternate, {WRK_REPEATS} runs each, medians",
-            "shown. wrk, nginx and the kernel share the machine's 2 cores with other work (not pinned). Goal in",
-            "nftables mode: 0.9x keep-alive, 0.8x new connections.",
+            "Each path leaves from its own source address. The five paths run one after another in a round,",
+            f"{WRK_REPEATS} rounds per kind of connection: req/s cells are medians over the rounds; ratios are",
+            "taken within each round and shown as their median (lowest-highest). wrk, nginx and the kernel share",
+            "the machine's 2 cores with other work (not pinned). Goal in nftables mode: 0.9x keep-alive, 0.8x new",
+            "connections.",
             "",
             "| mode | connections | "
             + " | ".join(title for _, title in COLUMNS)
