@@ -3,8 +3,8 @@
 `nft -f` first dumps every chain of the ruleset into its cache before it
 adds a rule or a map element: at 10,000 Services (40,000 chains) that alone
 costs about 0.1-0.2 s, whatever the change. A between-full-syncs diff only
-adds, flushes and deletes kproxy's own chains, rules, map elements and
-affinity sets, so it is sent here directly: the rule texts kproxy generates
+adds, flushes and deletes kproxy's own chains, rules, set and map elements
+and affinity sets, so it is sent here directly: the rule texts kproxy generates
 (a small, fixed set of shapes) are compiled to the same expressions `nft`
 would produce (`nft --debug=netlink` shows them), and the whole diff is one
 batch the kernel applies or rejects atomically. A rule this compiler does
@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kproxy.iptables.restore import PacketFilterError
@@ -198,17 +199,27 @@ def compile_rule(rule: str) -> bytes:
     return nested(4, *out)  # NFTA_RULE_EXPRESSIONS
 
 
-def map_key(key: str) -> bytes:
-    """`ADDR . PROTO . PORT` or `PROTO . PORT`: each field in its own 4-byte register slot, as nft concatenates."""
-    fields = []
-    for part in key.split(" . "):
-        if part in PROTOCOLS:
-            fields.append(bytes([PROTOCOLS[part]]).ljust(4, b"\0"))
-        elif "." in part:
-            fields.append(ipaddress.IPv4Address(part).packed)
-        else:
-            fields.append(struct.pack(">H", int(part)).ljust(4, b"\0"))
-    return b"".join(fields)
+def _field(kind: str, text_value: str) -> bytes:
+    """One field of a concatenation, padded to its 4-byte register slot as nft lays it out."""
+    if kind == "addr":
+        return ipaddress.IPv4Address(text_value).packed
+    if kind == "proto":
+        if text_value not in PROTOCOLS:
+            raise UnsupportedRule(f"protocol {text_value!r}")
+        return bytes([PROTOCOLS[text_value]]).ljust(4, b"\0")
+    if kind == "port":
+        return struct.pack(">H", int(text_value)).ljust(4, b"\0")
+    if kind == "index":  # what `numgen` puts in a register: host byte order
+        return struct.pack("=I", int(text_value))
+    raise UnsupportedRule(f"field kind {kind!r}")
+
+
+def concat(text_value: str, kinds: Sequence[str]) -> bytes:
+    """`10.96.0.5 . tcp . 80` and its field kinds (`addr`, `proto`, `port`, `index`) as nft's key bytes."""
+    parts = text_value.split(" . ")
+    if len(parts) != len(kinds):
+        raise UnsupportedRule(f"{text_value!r} does not have the fields {' . '.join(kinds)}")
+    return b"".join(_field(kind, part) for kind, part in zip(kinds, parts, strict=True))
 
 
 def map_verdict(text_verdict: str) -> tuple[int, str | None]:
@@ -252,15 +263,22 @@ class Batch:
         body = text(1, self.table) + text(2, chain) + compile_rule(rule)
         self._add(NEWRULE, NLM_F_CREATE | NLM_F_APPEND, body, f"add rule {chain} {rule}")
 
-    def add_element(self, map_name: str, key: str, verdict_text: str) -> None:
-        code, chain = map_verdict(verdict_text)
-        element = nested(1, value(1, map_key(key)), verdict(2, code, chain))
-        body = text(1, self.table) + text(2, map_name) + nested(3, element)
-        self._add(NEWSETELEM, NLM_F_CREATE, body, f"add element {map_name} {{ {key} : {verdict_text} }}")
+    def add_element(
+        self, set_name: str, key: str, data: str, key_kinds: Sequence[str], data_kinds: str | Sequence[str] | None
+    ) -> None:
+        """One element: a set member (`data_kinds` None), a verdict (`"verdict"`) or concatenated data."""
+        parts = [value(1, concat(key, key_kinds))]
+        if data_kinds == "verdict":
+            parts.append(verdict(2, *map_verdict(data)))
+        elif data_kinds is not None:
+            parts.append(value(2, concat(data, data_kinds)))
+        body = text(1, self.table) + text(2, set_name) + nested(3, nested(1, *parts))
+        shown = f"{key} : {data}" if data_kinds is not None else key
+        self._add(NEWSETELEM, NLM_F_CREATE, body, f"add element {set_name} {{ {shown} }}")
 
-    def delete_element(self, map_name: str, key: str) -> None:
-        body = text(1, self.table) + text(2, map_name) + nested(3, nested(1, value(1, map_key(key))))
-        self._add(DELSETELEM, 0, body, f"delete element {map_name} {{ {key} }}")
+    def delete_element(self, set_name: str, key: str, key_kinds: Sequence[str]) -> None:
+        body = text(1, self.table) + text(2, set_name) + nested(3, nested(1, value(1, concat(key, key_kinds))))
+        self._add(DELSETELEM, 0, body, f"delete element {set_name} {{ {key} }}")
 
     def add_timeout_set(self, name: str, timeout_seconds: int) -> None:
         """An address set as `flags dynamic,timeout ; timeout Ns` declares it."""

@@ -3,7 +3,8 @@
 It interprets exactly the statements kproxy writes (anything else is a
 TraceError) and follows a new connection's first packet through the hooks
 in priority order: filter (-110) before nat on output, nat prerouting then
-filter input/forward, nat postrouting last, forking at every `numgen` rule.
+filter input/forward, nat postrouting last, forking at every `numgen` rule
+and at every spread DNAT (one branch per entry of `service-endpoints`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import re
 from collections import defaultdict
 from dataclasses import replace
 
-from kproxy.nftables.ruleset import NftRuleset
+from kproxy.nftables.ruleset import SERVICE_KEY, NftRuleset
 from tests.kproxy.tracer import Outcome, Packet, TraceError
 
 # (odds, packet, verdict or None when the chain fell through)
 Walk = list[tuple[float, Packet, str | None]]
 
 _NUMGEN = re.compile(r"^numgen random mod (\d+) == 0 (goto|jump) (\S+)$")
+_KEY_WORDS = len(SERVICE_KEY.split())
+_SPREAD_DNAT = re.compile(rf"^dnat ip to {re.escape(SERVICE_KEY)} \. numgen random mod (\d+) map @(\S+)$")
 
 
 class NftTrace:
@@ -98,15 +101,38 @@ class NftTrace:
         if words[:3] == ["meta", "l4proto", packet.proto] and words[3:5] == ["dnat", "to"]:
             ip, _, port = words[5].rpartition(":")
             return [(odds, replace(packet, dst=ip, dport=int(port), dnat=words[5]), "ACCEPT")]
+        if words[:3] == ["dnat", "ip", "to"]:
+            return self._spread(statement, packet, odds)
         if words[0] in ("jump", "goto") and len(words) == 2:
             return self._call(chain, index, words[0], words[1], packet, odds)
         if words[0] == "vmap":  # vmap @map key...
             map_name, key = words[1].lstrip("@"), " ".join(words[2:])
-            verdict = self.ruleset.maps[map_name].get(key)
+            verdict = self.ruleset.elements[map_name].get(key)
             if verdict is None:
                 return self._walk(chain, index + 1, packet, odds)
             return self._verdict(chain, index, verdict, packet, odds)
         raise TraceError(f"unmodelled statement {statement!r} in chain {chain}")
+
+    def _spread(self, statement: str, packet: Packet, odds: float) -> Walk:
+        """`dnat ip to <service key> . numgen random mod N map @service-endpoints`: each of N entries, 1/N each."""
+        found = _SPREAD_DNAT.match(statement)
+        if not found:
+            raise TraceError(f"unmodelled DNAT {statement!r}")
+        count, map_name = int(found.group(1)), found.group(2)
+        results: Walk = []
+        for index in range(count):
+            target = self.ruleset.elements[map_name].get(f"{packet.dst} . {packet.proto} . {packet.dport} . {index}")
+            if target is None:
+                raise TraceError(f"{map_name} has no entry {index} of {count} for {packet.dst}:{packet.dport}")
+            ip, port = target.split(" . ")
+            dnat = f"{ip}:{port}"
+            results.append((odds / count, replace(packet, dst=ip, dport=int(port), dnat=dnat), "ACCEPT"))
+        return results
+
+    def _member(self, operand: str, key: str) -> bool:
+        if not operand.startswith("@"):
+            raise TraceError(f"expected a set after the concatenation, got {operand!r}")
+        return key in self.ruleset.elements.get(operand[1:], {})
 
     def _call(self, chain: str, index: int, how: str, target: str, packet: Packet, odds: float) -> Walk:
         if target not in self.ruleset.chains:
@@ -133,9 +159,21 @@ class NftTrace:
                 if not packet.is_local(packet.dst if w[1] == "daddr" else packet.src):
                     return False, ""
                 i += 4
-            elif w[:1] == ["ip"] and w[1] in ("daddr", "saddr") and w[2] == ".":
-                # ip daddr . meta l4proto . th dport vmap @map
-                return True, f"vmap {words[i + 9]} {packet.dst} . {packet.proto} . {packet.dport}"
+            elif words[i : i + _KEY_WORDS] == SERVICE_KEY.split():
+                key = f"{packet.dst} . {packet.proto} . {packet.dport}"
+                if words[i + _KEY_WORDS] == "vmap":
+                    return True, f"vmap {words[i + _KEY_WORDS + 1]} {key}"
+                if not self._member(words[i + _KEY_WORDS], key):
+                    return False, ""
+                i += _KEY_WORDS + 1
+            elif words[i : i + 3] == ["ip", "saddr", "."] and words[i + 3 : i + 5] == ["ip", "daddr"]:
+                if not self._member(words[i + 5], f"{packet.src} . {packet.dst}"):
+                    return False, ""
+                i += 6
+            elif w[:3] == ["ct", "status", "dnat"]:
+                if packet.dnat is None:
+                    return False, ""
+                i += 3
             elif w[:3] == ["meta", "l4proto", "."]:
                 return True, f"vmap {words[i + 6]} {packet.proto} . {packet.dport}"
             elif w[:1] == ["ip"] and w[1] in ("daddr", "saddr"):

@@ -11,8 +11,9 @@ from kproxy.iptables.restore import PacketFilterError
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
 from kproxy.nftables.netlink import UnsupportedRule, compile_rule
 from kproxy.nftables.ruleset import (
+    HAIRPIN_ENDPOINTS,
     NO_ENDPOINT_SERVICES,
-    SERVICE_IPS,
+    SERVICE_CHAIN_PREFIXES,
     Nft,
     NftablesProgrammer,
     RecordingNft,
@@ -126,8 +127,40 @@ def test_client_ip_affinity_sends_a_known_client_to_its_endpoint() -> None:
     assert f"update @{known} {{ ip saddr }}" in ep_rules
 
 
-def test_one_service_change_is_a_constant_size_diff() -> None:
+def test_one_spread_service_change_is_a_few_elements_and_no_rule() -> None:
     ports = [ServicePort(ServicePortName("ns", f"s{n}", "", "TCP"), f"10.96.1.{n}", 80) for n in range(200)]
+    endpoints = {p.key: three() for p in ports}
+    before = build_nft(ports, endpoints, NODE)
+    assert not [c for c in before.chains if c.startswith(SERVICE_CHAIN_PREFIXES)]
+    # One endpoint replaced: its map entry and a hairpin pair; the old pair stays, the other services use it.
+    endpoints[ports[7].key] = [*three()[:2], Endpoint("10.244.9.9", 8080)]
+    changes, written = diff_changes(before, build_nft(ports, endpoints, NODE))
+    assert written == 0
+    assert changes == [
+        ("delete element", "service-endpoints-tcp", "10.96.1.7 . tcp . 80 . 2"),
+        ("add element", "service-endpoints-tcp", "10.96.1.7 . tcp . 80 . 2", "10.244.9.9 . 8080"),
+        ("add element", HAIRPIN_ENDPOINTS, "10.244.9.9 . 10.244.9.9", ""),
+    ]
+    # Another endpoint count: the key moves to a new set, and chain `services` gains that set's two rules.
+    endpoints[ports[7].key] = three()[:2]
+    script, written = diff_script(before, build_nft(ports, endpoints, NODE))
+    assert written == 1 and "flush chain ip kproxy services" in script
+    assert "add set ip kproxy spread-tcp-2 " in script
+    assert "delete element ip kproxy spread-tcp-3 { 10.96.1.7 . tcp . 80 }" in script
+    assert "add element ip kproxy spread-tcp-2 { 10.96.1.7 . tcp . 80 }" in script
+    # A new service: its elements only.
+    added = ServicePort(ServicePortName("ns", "new", "", "TCP"), "10.96.2.1", 80)
+    endpoints.update({ports[7].key: three(), added.key: three()})
+    changes, written = diff_changes(before, build_nft([*ports, added], endpoints, NODE))
+    assert written == 0 and {c[0] for c in changes} == {"add element"}
+    assert {c[2] for c in changes} == {"10.96.2.1 . tcp . 80", *(f"10.96.2.1 . tcp . 80 . {i}" for i in range(3))}
+
+
+def test_one_chained_service_change_is_a_constant_size_diff() -> None:
+    ports = [
+        ServicePort(ServicePortName("ns", f"s{n}", "", "TCP"), f"10.96.1.{n}", 80, node_port=30000 + n)
+        for n in range(200)
+    ]
     endpoints = {p.key: three() for p in ports}
     before = build_nft(ports, endpoints, NODE)
     endpoints[ports[7].key] = three()[:2]
@@ -135,13 +168,6 @@ def test_one_service_change_is_a_constant_size_diff() -> None:
     assert chains == 1  # only s7's service chain is rewritten
     assert len(script.splitlines()) < 12
     assert f"delete chain ip kproxy {chain_name('ep-', ports[7].key, three()[2])}" in script
-    # A new service: its elements and chains only.
-    added = ServicePort(ServicePortName("ns", "new", "", "TCP"), "10.96.2.1", 80)
-    script, _ = diff_script(before, build_nft([*ports, added], {**endpoints, added.key: three()}, NODE))
-    assert (
-        f"add element ip kproxy {SERVICE_IPS} {{ 10.96.2.1 . tcp . 80 : goto {chain_name('svc-', added.key)} }}"
-        in script
-    )
     assert "s1" not in script
 
 
@@ -280,15 +306,51 @@ def test_programmer_sends_only_the_services_that_changed() -> None:
     assert len(nft.scripts) == 1
     moved = {**endpoints, keys[7]: [Endpoint("10.244.9.9", 8080)]}
     programmer.sync(ServiceSnapshot(ports, moved), full=False)
-    touched = {
-        word for line in nft.scripts[1].splitlines() for word in line.split() if word.startswith(("svc-", "ep-"))
-    }
-    assert touched == {
-        chain_name("svc-", keys[7]),
-        chain_name("ep-", keys[7], Endpoint("10.244.1.7", 8080)),
-        chain_name("ep-", keys[7], Endpoint("10.244.9.9", 8080)),
-    }
+    assert nft.scripts[1].splitlines() == [
+        "delete element ip kproxy hairpin-endpoints { 10.244.1.7 . 10.244.1.7 }",
+        "delete element ip kproxy service-endpoints-tcp { 10.96.1.7 . tcp . 80 . 0 }",
+        "add element ip kproxy hairpin-endpoints { 10.244.9.9 . 10.244.9.9 }",
+        "add element ip kproxy service-endpoints-tcp { 10.96.1.7 . tcp . 80 . 0 : 10.244.9.9 . 8080 }",
+    ]
     programmer.sync(ServiceSnapshot(ports[:7] + ports[8:], moved), full=False)
-    assert f"delete chain ip kproxy {chain_name('svc-', keys[7])}" in nft.scripts[2]
-    assert f"delete element ip kproxy {SERVICE_IPS} {{ 10.96.1.7 . tcp . 80 }}" in nft.scripts[2]
-    assert "s8" not in nft.scripts[2] and chain_name("svc-", keys[8]) not in nft.scripts[2]
+    assert "delete element ip kproxy spread-tcp-1 { 10.96.1.7 . tcp . 80 }" in nft.scripts[2]
+    assert "10.96.1.8" not in nft.scripts[2]
+
+
+def test_an_element_two_services_share_outlives_either() -> None:
+    """Both Services select the same pod: removing one keeps the pod's hairpin pair; a full build agrees."""
+    nft = RecordingNft()
+    programmer = NftablesProgrammer(nft, NODE)
+    first, second = (ServicePortName("default", name, "http", "TCP") for name in ("a", "b"))
+    ports = [ServicePort(first, "10.96.1.1", 80), ServicePort(second, "10.96.1.2", 80)]
+    pod = [Endpoint("10.244.1.5", 8080)]
+    programmer.sync(ServiceSnapshot(ports, {first: pod, second: pod}), full=True)
+    programmer.sync(ServiceSnapshot(ports[1:], {second: pod}), full=False)
+    assert "hairpin" not in nft.scripts[1]
+    assert programmer.elements == build_nft(ports[1:], {second: pod}, NODE).elements
+    programmer.sync(ServiceSnapshot([], {}), full=False)
+    assert "delete element ip kproxy hairpin-endpoints { 10.244.1.5 . 10.244.1.5 }" in nft.scripts[2]
+    assert programmer.elements == build_nft([], {}, NODE).elements
+
+
+def test_partial_syncs_end_where_a_full_build_does() -> None:
+    """After any sequence of partial syncs the programmer's view equals the table built from scratch."""
+    nft = RecordingNft()
+    programmer = NftablesProgrammer(nft, NODE)
+    ports = [
+        ServicePort(WEB, "10.96.0.50", 80),
+        ServicePort(ServicePortName("default", "np", "", "TCP"), "10.96.0.51", 80, node_port=30001),
+        ServicePort(ServicePortName("kube-system", "dns", "dns", "UDP"), "10.96.0.10", 53),
+    ]
+    states: list[dict[ServicePortName, Sequence[Endpoint]]] = [
+        {p.key: three() for p in ports},
+        {p.key: three()[:1] for p in ports},
+        {ports[0].key: [], ports[1].key: EPS, ports[2].key: three()},
+        {p.key: [*EPS, *three()] for p in ports},
+        {},
+        {p.key: three()[1:] for p in ports},
+    ]
+    programmer.sync(ServiceSnapshot(ports, states[0]), full=True)
+    for endpoints in states[1:]:
+        programmer.sync(ServiceSnapshot(ports, endpoints), full=False)
+        assert programmer.elements == build_nft(ports, endpoints, NODE).elements

@@ -29,10 +29,20 @@ pytestmark = pytest.mark.root
 BRIDGE_IP, BACKEND_IP, CLIENT_IP = "10.244.1.1", "10.244.1.10", "10.244.1.20"
 WEB = ServicePortName("default", "web", "", "TCP")
 EMPTY = ServicePortName("default", "empty", "", "TCP")
+PLAIN = ServicePortName("default", "plain", "", "TCP")  # ClusterIP only: nftables mode's chainless shape
+DATAGRAM = ServicePortName("default", "datagram", "", "UDP")
 
-# Answers each connection with the peer address it saw, so the test can tell whether it was masqueraded.
+# Answers each connection (TCP 8080) or datagram (UDP 5353) with the peer address it saw, so the test can
+# tell whether it was masqueraded.
 SERVER = """
-import socket
+import socket, threading
+def datagrams():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", 5353))
+    for _ in range(20):
+        data, peer = u.recvfrom(100)
+        u.sendto(("hello " + peer[0]).encode(), peer)
+threading.Thread(target=datagrams, daemon=True).start()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", 8080))
@@ -46,11 +56,16 @@ for _ in range(20):
 
 CLIENT = """
 import socket, sys
-c = socket.socket()
+udp = len(sys.argv) > 3
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
 c.settimeout(5)
 try:
     c.connect((sys.argv[1], int(sys.argv[2])))
-    print(c.makefile().readline().strip())
+    if udp:
+        c.send(b"hi")
+        print(c.recv(100).decode())
+    else:
+        print(c.makefile().readline().strip())
 except ConnectionRefusedError:
     print("refused")
 except OSError as err:
@@ -107,8 +122,8 @@ def server(pods: Pods) -> Iterator[None]:
         process.wait(timeout=10)
 
 
-def connect(ns: str, ip: str, port: int) -> str:
-    return in_ns(ns, "python3", "-c", CLIENT, ip, str(port)).stdout.strip()
+def connect(ns: str, ip: str, port: int, udp: bool = False) -> str:
+    return in_ns(ns, "python3", "-c", CLIENT, ip, str(port), *(["udp"] if udp else [])).stdout.strip()
 
 
 @pytest.fixture(params=["iptables", "nftables"])
@@ -118,8 +133,18 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 def program(pods: Pods, mode: str) -> None:
     """The same services, in kube-proxy's iptables layout or in kproxy's nftables table."""
-    ports = [ServicePort(WEB, "10.96.100.1", 80, node_port=30080), ServicePort(EMPTY, "10.96.100.2", 80)]
-    endpoints: dict[ServicePortName, Sequence[Endpoint]] = {WEB: [Endpoint(BACKEND_IP, 8080)], EMPTY: []}
+    ports = [
+        ServicePort(WEB, "10.96.100.1", 80, node_port=30080),
+        ServicePort(EMPTY, "10.96.100.2", 80),
+        ServicePort(PLAIN, "10.96.100.3", 80),
+        ServicePort(DATAGRAM, "10.96.100.4", 53),
+    ]
+    endpoints: dict[ServicePortName, Sequence[Endpoint]] = {
+        WEB: [Endpoint(BACKEND_IP, 8080)],
+        EMPTY: [],
+        PLAIN: [Endpoint(BACKEND_IP, 8080)],
+        DATAGRAM: [Endpoint(BACKEND_IP, 5353)],
+    }
     node = NodeConfig("node", (BRIDGE_IP,), "10.244.0.0/16")
     if mode == "nftables":
         NftablesProgrammer(Nft(pods.node), node).sync(ServiceSnapshot(ports, endpoints), full=True)
@@ -145,6 +170,13 @@ def test_service_without_endpoints_refuses_connections(pods: Pods, server: None,
 def test_backend_reaching_itself_through_the_vip_is_masqueraded(pods: Pods, server: None, mode: str) -> None:
     program(pods, mode)
     assert connect(pods.backend, "10.96.100.1", 80) == f"hello {BRIDGE_IP}"
+    assert connect(pods.backend, "10.96.100.3", 80) == f"hello {BRIDGE_IP}"
+
+
+def test_cluster_ip_only_services_carry_tcp_and_udp(pods: Pods, server: None, mode: str) -> None:
+    program(pods, mode)
+    assert connect(pods.client, "10.96.100.3", 80) == f"hello {CLIENT_IP}"
+    assert connect(pods.client, "10.96.100.4", 53, udp=True) == f"hello {CLIENT_IP}"
 
 
 def test_node_port_on_the_node_address_reaches_the_backend_masqueraded(pods: Pods, server: None, mode: str) -> None:
