@@ -246,19 +246,41 @@ def build_nft(
     return assemble_nft((service_nft(s, tuple(endpoints.get(s.key, ())), node) for s in ordered), node)
 
 
-def assemble_nft(parts: Iterable[ServiceNft], node: NodeConfig) -> NftRuleset:
-    """The table holding these parts. Of two values claimed for one key the smaller wins, as in the programmer."""
+@dataclass
+class Claims:
+    """Who wants which element: the counts, and the values that lost to a smaller one for the same key."""
+
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (set, key, value) -> service ports
+    rivals: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (set, key) -> values not held
+
+
+def assemble_nft(parts: Iterable[ServiceNft], node: NodeConfig, claims: Claims | None = None) -> NftRuleset:
+    """The table holding these parts: of two values claimed for one key, the smaller wins.
+
+    `claims`, when given, is filled with who claims what, for the programmer's later partial syncs.
+    """
+    counts = claims.counts if claims is not None else None
     elements: dict[str, dict[str, str]] = {name: {} for name in STATIC_SETS}
     service_chains: dict[str, list[str]] = {}
     timeout_sets: dict[str, int] = {}
     for part in parts:
         for name, rules in part.chains:
             service_chains[name] = list(rules)
-        for set_name, key, value in part.elements:
-            members = elements.setdefault(set_name, {})
+        for element in part.elements:
+            set_name, key, value = element
+            members = elements.get(set_name)
+            if members is None:
+                members = elements[set_name] = {}
             current = members.get(key)
-            if current is None or value < current:
+            if current is None:
                 members[key] = value
+            elif value != current:
+                if claims is not None:
+                    claims.rivals.setdefault((set_name, key), set()).add(max(value, current))
+                if value < current:
+                    members[key] = value
+            if counts is not None:
+                counts[element] = counts.get(element, 0) + 1
         timeout_sets.update(part.sets)
     spreads = spreads_of(elements)
     return NftRuleset({**base_chains(node, spreads), **service_chains}, elements, spreads, timeout_sets)
@@ -290,23 +312,23 @@ def service_nft(service: ServicePort, all_endpoints: tuple[Endpoint, ...], node:
 
     Cached like the iptables rules: a sync rebuilds only changed services.
     """
-    key = service.key
-    proto = key.protocol.lower()
+    proto = service.key.protocol.lower()
+    cluster_key = f"{service.cluster_ip} . {proto} . {service.port}"
+    if not service.externally_accessible and service.sticky_seconds is None:
+        local_only = service.internal_policy_local
+        internal = usable_endpoints([e for e in all_endpoints if e.is_local] if local_only else all_endpoints)
+        if not internal:
+            refuse = "drop" if local_only and usable_endpoints(all_endpoints) else f"goto {REJECT_CHAIN}"
+            return ServiceNft((), ((NO_ENDPOINT_SERVICES, cluster_key, refuse),), ())
+        internal.sort(key=endpoint_order)
+        endpoints_map = f"{SERVICE_ENDPOINTS}{proto}"
+        spread = [(spread_set(proto, len(internal)), cluster_key, "")]
+        spread += [(endpoints_map, f"{cluster_key} . {i}", f"{e.ip} . {e.port}") for i, e in enumerate(internal)]
+        return ServiceNft((), tuple(spread + _hairpins(internal)), ())
     ordered = sorted(all_endpoints, key=endpoint_order)
     cluster_endpoints = usable_endpoints(ordered)
     local_endpoints = usable_endpoints(e for e in ordered if e.is_local)
-    internal_endpoints = local_endpoints if service.internal_policy_local else cluster_endpoints
     refuse = "drop" if cluster_endpoints else f"goto {REJECT_CHAIN}"  # none local, or none at all
-    cluster_key = f"{service.cluster_ip} . {proto} . {service.port}"
-    if not service.externally_accessible and service.sticky_seconds is None:
-        if not internal_endpoints:
-            return ServiceNft((), ((NO_ENDPOINT_SERVICES, cluster_key, refuse),), ())
-        spread = [(spread_set(proto, len(internal_endpoints)), cluster_key, "")]
-        spread += [
-            (f"{SERVICE_ENDPOINTS}{proto}", f"{cluster_key} . {index}", f"{e.ip} . {e.port}")
-            for index, e in enumerate(internal_endpoints)
-        ]
-        return ServiceNft((), tuple(spread + _hairpins(internal_endpoints)), ())
     return _chained_service(service, cluster_endpoints, local_endpoints, refuse, node)
 
 
@@ -436,23 +458,18 @@ class Nft:
             return
         self.netlink.send(batch)
 
-    def list_chains(self) -> set[str]:
-        """Names of the chains table `ip kproxy` holds now (empty when there is no table)."""
-        return self._names(["nft", "list", "chains", "ip"], "chain ")
-
-    def list_sets(self) -> set[str]:
-        """Names of the sets (not maps) table `ip kproxy` holds now, without their elements."""
-        return self._names(["nft", "-t", "list", "sets", "ip"], "set ")
-
-    def _names(self, command: list[str], kind: str) -> set[str]:
-        names, in_table = set(), False
-        for line in self._run(command, None).splitlines():
+    def list_names(self) -> tuple[set[str], set[str]]:
+        """Names of the chains and of the sets (not maps) table `ip kproxy` holds now, in one `nft` run."""
+        chains: set[str] = set()
+        sets: set[str] = set()
+        in_table = False
+        for line in self._run(["nft", "-t", "list chains ip; list sets ip"], None).splitlines():
             line = line.strip()
             if line.startswith("table "):
                 in_table = line == f"table {TABLE} {{"
-            elif in_table and line.startswith(kind):
-                names.add(line.split()[1])
-        return names
+            elif in_table and line.startswith(("chain ", "set ")):
+                (chains if line.startswith("chain ") else sets).add(line.split()[1])
+        return chains, sets
 
     def _run(self, command: list[str], stdin: str | None) -> str:
         try:
@@ -490,11 +507,8 @@ class RecordingNft:
     def apply_changes(self, changes: Sequence[Change]) -> None:
         self.apply(render_changes(changes))
 
-    def list_chains(self) -> set[str]:
-        return set(self.chains)
-
-    def list_sets(self) -> set[str]:
-        return set(self.sets)
+    def list_names(self) -> tuple[set[str], set[str]]:
+        return set(self.chains), set(self.sets)
 
 
 ServiceInputs = tuple[ServicePort, Sequence[Endpoint]]
@@ -506,7 +520,7 @@ class NftablesProgrammer:
     Between full syncs the work is proportional to what changed: a service
     whose port and endpoints are the very objects (or equal to those) of the
     last sync is skipped without building or comparing its rules. Every
-    element is counted by the service ports that want it (`claims`), and the
+    element is counted by the service ports that want it (`Claims`), and the
     kernel holds the smallest value claimed for each key, as `assemble_nft`
     picks it: so an element two ports share outlives either of them.
     """
@@ -516,7 +530,7 @@ class NftablesProgrammer:
         self.node = node
         self.inputs: dict[ServicePortName, ServiceInputs] | None = None  # None: the kernel is unknown
         self.parts: dict[ServicePortName, ServiceNft] = {}
-        self.claims: dict[tuple[str, str], dict[str, int]] = {}  # (set, key) -> value -> ports claiming it
+        self.claims = Claims()
         self.elements: dict[str, dict[str, str]] = {}  # what the kernel holds: each key's winning value
         self.rule_count = 0
 
@@ -537,7 +551,7 @@ class NftablesProgrammer:
                 changed.append(key)
         removed = [key for key in previous if key not in inputs] if len(inputs) - len(changed) < len(previous) else []
         before, after = NftRuleset(), NftRuleset()
-        touched: set[tuple[str, str]] = set()
+        touched: dict[tuple[str, str], set[str]] = {}  # (set, key) -> values claimed in this sync
         for key in changed + removed:
             if key in self.parts:
                 self._withdraw(self.parts.pop(key), before, touched)
@@ -557,38 +571,48 @@ class NftablesProgrammer:
         self.inputs = inputs
         return SyncReport({"nftables": self.rule_count}, written, full=False)
 
-    def _withdraw(self, part: ServiceNft, before: NftRuleset, touched: set[tuple[str, str]]) -> None:
+    def _withdraw(self, part: ServiceNft, before: NftRuleset, touched: dict[tuple[str, str], set[str]]) -> None:
         """Take back a part's claims; its chains and sets go into `before`."""
         for name, rules in part.chains:
             before.chains[name] = list(rules)
         before.timeout_sets.update(part.sets)
-        for set_name, key, value in part.elements:
-            claimed = self.claims[set_name, key]
-            claimed[value] -= 1
-            if not claimed[value]:
-                del claimed[value]
-                if not claimed:
-                    del self.claims[set_name, key]
-            touched.add((set_name, key))
+        counts = self.claims.counts
+        for element in part.elements:
+            left = counts[element] - 1
+            if left:
+                counts[element] = left
+            else:
+                del counts[element]
+            touched.setdefault(element[:2], set())
         self.rule_count -= _part_size(part)
 
-    def _claim(self, part: ServiceNft, after: NftRuleset, touched: set[tuple[str, str]]) -> None:
+    def _claim(self, part: ServiceNft, after: NftRuleset, touched: dict[tuple[str, str], set[str]]) -> None:
         for name, rules in part.chains:
             after.chains[name] = list(rules)
         after.timeout_sets.update(part.sets)
-        for set_name, key, value in part.elements:
-            claimed = self.claims.setdefault((set_name, key), {})
-            claimed[value] = claimed.get(value, 0) + 1
-            touched.add((set_name, key))
+        counts = self.claims.counts
+        for element in part.elements:
+            counts[element] = counts.get(element, 0) + 1
+            touched.setdefault(element[:2], set()).add(element[2])
         self.rule_count += _part_size(part)
 
-    def _resolve(self, touched: Iterable[tuple[str, str]], before: NftRuleset, after: NftRuleset) -> None:
-        """Each touched key's new winning value; those that differ from the kernel's go into the diff."""
+    def _resolve(self, touched: Mapping[tuple[str, str], set[str]], before: NftRuleset, after: NftRuleset) -> None:
+        """Each touched key's new winning value; those that differ from the kernel's go into the diff.
+
+        A key's candidates are the value held, the rivals it beat and what this sync claimed; the
+        smallest still claimed wins and the others stay rivals.
+        """
+        counts, rivals = self.claims.counts, self.claims.rivals
         for set_name, key in sorted(touched):  # sorted: the same change always reads the same
             members = self.elements.setdefault(set_name, {})
             old = members.get(key)
-            claimed = self.claims.get((set_name, key))
-            new = min(claimed) if claimed else None
+            candidates = touched[set_name, key] | rivals.pop((set_name, key), set())
+            if old is not None:
+                candidates.add(old)
+            alive = {value for value in candidates if (set_name, key, value) in counts}
+            new = min(alive) if alive else None
+            if len(alive) > 1:
+                rivals[set_name, key] = alive - {new}
             if old == new:
                 continue
             if old is not None:
@@ -601,14 +625,10 @@ class NftablesProgrammer:
                 members[key] = new
 
     def _full_sync(self, inputs: dict[ServicePortName, ServiceInputs]) -> SyncReport:
-        self.parts = {key: self._part(*inputs[key]) for key in sorted(inputs)}
-        self.claims = {}
-        for part in self.parts.values():
-            for set_name, key, value in part.elements:
-                claimed = self.claims.setdefault((set_name, key), {})
-                claimed[value] = claimed.get(value, 0) + 1
-        wanted = assemble_nft(self.parts.values(), self.node)
-        self.nft.apply(self._full_script(wanted, self.nft.list_chains(), self.nft.list_sets()))
+        self.parts = {key: self._part(port, endpoints) for key, (port, endpoints) in inputs.items()}
+        self.claims = Claims()
+        wanted = assemble_nft(self.parts.values(), self.node, self.claims)
+        self.nft.apply(self._full_script(wanted, *self.nft.list_names()))
         self.elements = {name: dict(members) for name, members in wanted.elements.items()}
         self.inputs = inputs
         self.rule_count = sum(_part_size(p) for p in self.parts.values())

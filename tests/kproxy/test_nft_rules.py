@@ -201,18 +201,32 @@ def test_real_nft_apply_diff_repair_and_foreign_tables_untouched(node_ns: str) -
     programmer = NftablesProgrammer(nft, NODE)
     ports = [ServicePort(WEB, "10.96.0.50", 80, node_port=30080, sticky_seconds=60)]
     programmer.sync(ServiceSnapshot(ports, {WEB: EPS}), full=True)
-    chains = nft.list_chains()
+    chains = nft.list_names()[0]
     assert {chain_name("svc-", WEB), chain_name("ext-", WEB)} <= chains
     programmer.sync(ServiceSnapshot(ports, {WEB: EPS[:1]}), full=False)
-    assert chain_name("ep-", WEB, EPS[1]) not in nft.list_chains()
+    assert chain_name("ep-", WEB, EPS[1]) not in nft.list_names()[0]
     # Someone deletes one of kproxy's chains' rules; the full sync puts them back.
     in_ns(node_ns, "nft", f"flush chain ip kproxy {chain_name('svc-', WEB)}")
     programmer.sync(ServiceSnapshot(ports, {WEB: EPS[:1]}), full=True)
     listing = in_ns(node_ns, "nft", "list", "chain", "ip", "kproxy", chain_name("svc-", WEB)).stdout
     assert f"goto {chain_name('ep-', WEB, EPS[0])}" in listing
+    # A chainless service: an element deleted behind kproxy's back comes back with the full sync.
+    plain = ServicePort(ServicePortName("default", "plain", "", "TCP"), "10.96.0.60", 80)
+    ports.append(plain)
+    programmer.sync(ServiceSnapshot(ports, {WEB: EPS[:1], plain.key: EPS}), full=False)
+    entry = "10.96.0.60 . tcp . 80 . 1"
+    in_ns(node_ns, "nft", f"delete element ip kproxy service-endpoints-tcp {{ {entry} }}")
+    programmer.sync(ServiceSnapshot(ports, {WEB: EPS[:1], plain.key: EPS}), full=True)
+    listing = in_ns(node_ns, "nft", "list", "map", "ip", "kproxy", "service-endpoints-tcp").stdout
+    assert f"{entry} : 10.244.2.7 . 8080" in listing
+    # A restarted kproxy finds a set it no longer wants (no service has two endpoints now) and deletes it.
+    assert "spread-tcp-2" in nft.list_names()[1]
+    NftablesProgrammer(nft, NODE).sync(ServiceSnapshot(ports, {WEB: EPS[:1], plain.key: EPS[:1]}), full=True)
+    assert "spread-tcp-2" not in nft.list_names()[1] and "spread-tcp-1" in nft.list_names()[1]
     # Services gone: their chains go; the other table is untouched.
-    programmer.sync(ServiceSnapshot([], {}), full=False)
-    assert not [c for c in nft.list_chains() if c.startswith(("svc-", "ext-", "ep-"))]
+    programmer.sync(ServiceSnapshot([], {}), full=True)
+    assert not [c for c in nft.list_names()[0] if c.startswith(("svc-", "ext-", "ep-"))]
+    assert not [s for s in nft.list_names()[1] if s.startswith(("spread-", "aff-"))]
     other = subprocess.run(
         ["ip", "netns", "exec", node_ns, "nft", "list", "table", "ip", "other"], capture_output=True, text=True
     )
@@ -354,3 +368,28 @@ def test_partial_syncs_end_where_a_full_build_does() -> None:
     for endpoints in states[1:]:
         programmer.sync(ServiceSnapshot(ports, endpoints), full=False)
         assert programmer.elements == build_nft(ports, endpoints, NODE).elements
+
+
+def test_two_services_claiming_one_address_resolve_as_a_full_build_does() -> None:
+    """Invalid but possible (externalIPs, a reused VIP): the smaller value holds; when it goes, the other takes over."""
+    nft = RecordingNft()
+    programmer = NftablesProgrammer(nft, NODE)
+    twin = ServicePortName("default", "twin", "http", "TCP")
+    ports = [ServicePort(WEB, "10.96.0.50", 80), ServicePort(twin, "10.96.0.50", 80)]
+    endpoints: dict[ServicePortName, Sequence[Endpoint]] = {WEB: three()[:1], twin: [Endpoint("10.244.7.7", 8080)]}
+    programmer.sync(ServiceSnapshot(ports, endpoints), full=True)
+    assert programmer.elements == build_nft(ports, endpoints, NODE).elements
+    held = programmer.elements["service-endpoints-tcp"]["10.96.0.50 . tcp . 80 . 0"]
+    assert held == "10.244.1.1 . 8080"
+    programmer.sync(ServiceSnapshot(ports[1:], endpoints), full=False)  # the holder goes: its rival takes over
+    assert programmer.elements == build_nft(ports[1:], endpoints, NODE).elements
+    assert (
+        "add element ip kproxy service-endpoints-tcp { 10.96.0.50 . tcp . 80 . 0 : 10.244.7.7 . 8080 }"
+        in (nft.scripts[1])
+    )
+    programmer.sync(ServiceSnapshot(ports, endpoints), full=False)  # back: the smaller value wins again
+    assert programmer.elements == build_nft(ports, endpoints, NODE).elements
+    programmer.sync(ServiceSnapshot(ports[1:], endpoints), full=False)
+    programmer.sync(ServiceSnapshot([], {}), full=False)
+    assert programmer.elements == build_nft([], {}, NODE).elements
+    assert not programmer.claims.counts and not programmer.claims.rivals
