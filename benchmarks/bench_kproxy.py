@@ -283,6 +283,12 @@ http {{
 """
 
 
+@dataclass(frozen=True)
+class WrkRun:
+    rps: float
+    cpu_per_request: float  # seconds of wrk and nginx CPU time
+
+
 class ClientServer:
     """nginx in `pkt-kpw-<tag>-server`, reached over a veth pair each from three client namespaces; all
     removed on exit. `-kproxy` is the node: kproxy's rules go there, so both its direct and its ClusterIP
@@ -351,33 +357,40 @@ class ClientServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while self.wrk(PATHS["bare"], close=False, seconds=1) == 0.0:
+        while self.wrk(PATHS["bare"], close=False, seconds=1).rps == 0.0:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nginx in {self.namespaces['server']} did not answer within 10 s")
 
-    def wrk(self, path: WrkPath, close: bool, seconds: int = WRK_SECONDS) -> float:
-        """Requests per second wrk got along `path` (0.0 when nothing answered)."""
+    def wrk(self, path: WrkPath, close: bool, seconds: int = WRK_SECONDS) -> WrkRun:
+        """Requests/s wrk got along `path` (0.0 when nothing answered), and the CPU time wrk and nginx spent
+        per request (wrk's own rusage, nginx's from /proc): the cost of the path, which other work on the
+        machine changes far less than it changes the rate."""
         header = ["-H", "Connection: close"] if close else []
         url = f"http://{path.destination}:{path.port}/"
-        done = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.namespaces[path.client],
-                "wrk",
-                "-t1",
-                f"-c{WRK_CONNECTIONS}",
-                f"-d{seconds}s",
-                *header,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-        )
-        found = re.search(r"Requests/sec:\s+([0-9.]+)", done.stdout)
-        return float(found.group(1)) if found and "Non-2xx" not in done.stdout else 0.0
+        argv = ["ip", "netns", "exec", self.namespaces[path.client], "wrk", "-t1", f"-c{WRK_CONNECTIONS}"]
+        nginx_before = self.nginx_cpu_seconds()
+        # `ip netns exec` execs wrk in place, so wait4 on this pid gives wrk's own CPU time
+        with subprocess.Popen([*argv, f"-d{seconds}s", *header, url], stdout=subprocess.PIPE, text=True) as wrk:
+            output, _ = wrk.communicate(timeout=seconds + 30)
+            _, _, usage = os.wait4(wrk.pid, 0)
+            wrk.returncode = 0
+        cpu = usage.ru_utime + usage.ru_stime + self.nginx_cpu_seconds() - nginx_before
+        rate = re.search(r"Requests/sec:\s+([0-9.]+)", output)
+        count = re.search(r"(\d+) requests in", output)
+        if not rate or not count or "Non-2xx" in output or not int(count.group(1)):
+            return WrkRun(0.0, 0.0)
+        return WrkRun(float(rate.group(1)), cpu / int(count.group(1)))
+
+    def nginx_cpu_seconds(self) -> float:
+        """User and system CPU seconds of nginx's master and workers so far."""
+        assert self.nginx is not None
+        master = self.nginx.pid
+        workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        ticks = 0
+        for pid in (master, *map(int, workers)):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc: object) -> None:
         if self.nginx is not None:
@@ -414,11 +427,21 @@ def kernel_counters(ns: str) -> dict[str, int]:
     }
 
 
+def conntrack_entries(ns: str) -> int:
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
 @dataclass(frozen=True)
 class Throughput:
     """Requests/s per path and connection kind, and the trouble counters summed over the client namespaces."""
 
-    runs: dict[tuple[str, bool], list[float]]  # (path name, Connection: close) -> req/s of each run
+    runs: dict[tuple[str, bool], list[WrkRun]]  # (path name, Connection: close) -> each round's run
     trouble: dict[str, int]
     load: tuple[float, float]  # 1-minute load average before and after
 
@@ -432,7 +455,7 @@ def throughput(mode: str, count: int = 10000) -> Throughput:
     snap.endpoints[target.key] = (Endpoint(f"{KPROXY_SUBNET}.{SERVER_HOST}", SERVER_PORT),)
     node = NodeConfig("client", (KPROXY_NODE_IP,), "10.244.0.0/16")
     paths = {**PATHS, "ClusterIP": WrkPath("kproxy", KPROXY_NODE_IP, target.cluster_ip, target.port)}
-    runs: dict[tuple[str, bool], list[float]] = {}
+    runs: dict[tuple[str, bool], list[WrkRun]] = {}
     load_before = os.getloadavg()[0]
     with ClientServer() as pair:
         kproxy_ns = pair.namespaces["kproxy"]
@@ -450,6 +473,8 @@ def throughput(mode: str, count: int = 10000) -> Throughput:
         for role in SUBNETS:
             for name, value in kernel_counters(pair.namespaces[role]).items():
                 trouble[name] = trouble.get(name, 0) + value
+            trouble[f"conntrack entries in {role}"] = conntrack_entries(pair.namespaces[role])
+    trouble["nf_conntrack_max"] = int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
     return Throughput(runs, trouble, (load_before, os.getloadavg()[0]))
 
 
@@ -462,12 +487,10 @@ COLUMNS = (
 )
 
 
-def paired_ratio(measured: Throughput, over: str, under: str, close: bool) -> str:
+def paired_ratio(over: list[float], under: list[float]) -> str:
     """Median and range of `over`/`under` taken round by round: runs of one round are seconds apart, so a
     burst of other work on the machine moves both sides of a ratio more than it moves medians of each."""
-    ratios = sorted(
-        a / b for a, b in zip(measured.runs[(over, close)], measured.runs[(under, close)], strict=True) if b
-    )
+    ratios = sorted(a / b for a, b in zip(over, under, strict=True) if a and b)
     if not ratios:
         return "-"
     return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
@@ -477,48 +500,70 @@ RATIOS = (("ClusterIP", "floor"), ("one DNAT", "floor"), ("ClusterIP", "bare"))
 
 
 def throughput_section() -> str:
-    rows, notes = [], []
+    rows, cpu_rows, notes = [], [], []
     for mode in ("iptables (legacy)", "nftables"):
         measured = throughput(mode)
         for close, label in ((False, "keep-alive"), (True, "Connection: close")):
-            median = {name: statistics.median(measured.runs[(name, close)]) for name, _ in COLUMNS}
-            cells = " | ".join(f"{median[name]:,.0f}" for name, _ in COLUMNS)
-            ratios = " | ".join(paired_ratio(measured, over, under, close) for over, under in RATIOS)
+            rates = {name: [run.rps for run in measured.runs[(name, close)]] for name, _ in COLUMNS}
+            cells = " | ".join(f"{statistics.median(rates[name]):,.0f}" for name, _ in COLUMNS)
+            ratios = " | ".join(paired_ratio(rates[over], rates[under]) for over, under in RATIOS)
             rows.append(f"| {mode} | {label} | {cells} | {ratios} |")
-        trouble = ", ".join(f"{name} {value}" for name, value in measured.trouble.items())
+            costs = {name: [run.cpu_per_request for run in measured.runs[(name, close)]] for name, _ in COLUMNS}
+            cells = " | ".join(f"{statistics.median(costs[name]) * 1e6:.1f}" for name, _ in COLUMNS)
+            per_cpu = {name: [1 / cost if cost else 0.0 for cost in costs[name]] for name, _ in COLUMNS}
+            ratios = " | ".join(paired_ratio(per_cpu[over], per_cpu[under]) for over, under in RATIOS)
+            cpu_rows.append(f"| {mode} | {label} | {cells} | {ratios} |")
+        trouble = ", ".join(f"{name} {value:,}" for name, value in measured.trouble.items())
         notes.append(f"{mode}: load average {measured.load[0]:.1f} before, {measured.load[1]:.1f} after; {trouble}.")
+    titles = " | ".join(title for _, title in COLUMNS)
+    ratio_titles = " | ClusterIP / floor | 1 DNAT / floor | ClusterIP / no netfilter |"
+    rule = "|---|---|" + "---|" * (len(COLUMNS) + len(RATIOS))
     return "\n".join(
         [
             f"HTTP throughput with 10,000 Services loaded (`wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, nginx with",
-            "one worker in a server namespace; each client namespace has its own veth pair to it and wrk runs in",
-            "the client namespace itself, as a process on the node would). Columns, req/s:",
+            "one worker in a server namespace; each client namespace has its own veth pair to it, and wrk runs in",
+            "the client namespace itself, as a process on the node would). The paths, one column each:",
             "",
-            "- *no netfilter*: a namespace with no rules, so nothing is tracked: the floor this table used before;",
-            "  it leaves out conntrack and NAT, which every node pays whatever its proxy.",
+            "- *no netfilter*: from a namespace with no rules, so nothing is tracked: the floor this table used",
+            "  before; it leaves out conntrack, which every node pays whatever its proxy.",
             "- *direct, conntrack + 1 DNAT rule (floor)*: straight to the pod from a namespace whose only rule is",
             "  one hand-written nft DNAT rule for another address, so conntrack and the nat hook are on, as on any",
-            "  node; the ratios are against this.",
-            "- *through 1 DNAT rule*: that rule, from the same namespace: what NAT itself costs (the issue measured",
-            "  0.94x keep-alive, 0.87x new connections).",
+            "  node. The ratios are against this.",
+            "- *through 1 DNAT rule*: through that rule, from the same namespace: what NAT itself costs (the",
+            "  issue measured 0.94x keep-alive, 0.87x new connections for it).",
             "- *direct, kproxy's rules loaded*: straight to the pod from the namespace holding kproxy's 10,000",
-            "  Services: what kproxy costs traffic that is not for a Service (iptables mode scans KUBE-SERVICES",
-            "  for every new connection).",
+            "  Services: what kproxy costs traffic that is not for a Service (iptables mode walks KUBE-SERVICES",
+            "  for every new connection, as kube-proxy's does).",
             "- *through ClusterIP*: from that namespace to the 5,001st Service's ClusterIP, DNATed to the pod.",
             "",
-            "Each path leaves from its own source address. The five paths run one after another in a round,",
-            f"{WRK_REPEATS} rounds per kind of connection: req/s cells are medians over the rounds; ratios are",
-            "taken within each round and shown as their median (lowest-highest). wrk, nginx and the kernel share",
-            "the machine's 2 cores with other work (not pinned). Goal in nftables mode: 0.9x keep-alive, 0.8x new",
-            "connections.",
+            "Each path leaves from its own source address: a direct run from the ClusterIP runs' address met their",
+            "TIME_WAIT sockets and conntrack entries (SYN retransmits, NAT-remapped ports) and ran at a third of the",
+            "rate or less in a trial run. The five paths run one after another in a round, "
+            f"{WRK_REPEATS} rounds per kind of",
+            "connection; cells are medians over the rounds; ratios are taken within each round and shown as their",
+            "median (lowest-highest). wrk, nginx and the kernel share the machine's 2 cores with other work, unpinned",
+            "(pinning wrk and nginx to a core each made runs slower and noisier whenever other work landed on one).",
+            "Goal in nftables mode: 0.9x keep-alive, 0.8x new connections.",
             "",
-            "| mode | connections | "
-            + " | ".join(title for _, title in COLUMNS)
-            + " | ClusterIP / floor | 1 DNAT / floor | ClusterIP / no netfilter |",
-            "|---|---|" + "---|" * (len(COLUMNS) + 3),
+            "Requests/s:",
+            "",
+            f"| mode | connections | {titles}{ratio_titles}",
+            rule,
             *rows,
             "",
-            "Kernel counters summed over the client namespaces for the whole run (all should be 0; non-zero means",
-            "runs were disturbed by TIME_WAIT reuse or a full conntrack table):",
+            "CPU time of wrk and nginx per request, microseconds (wrk's rusage and nginx's /proc counters; the",
+            "kernel work of a veth hop mostly runs as softirq in the sending process and is counted there). Other",
+            "work on the machine moves this far less than it moves requests/s; the ratios are requests per",
+            "CPU-second, so they read like the ones above:",
+            "",
+            f"| mode | connections | {titles}{ratio_titles}",
+            rule,
+            *cpu_rows,
+            "",
+            "Kernel counters summed over the client namespaces for the whole run (non-zero SYN retransmits or PAWS",
+            "rejects mean runs met TIME_WAIT left by another path; conntrack failures or drops, a full table),",
+            "and the conntrack entries left at the end (about one per client port in use or in TIME_WAIT) against",
+            "nf_conntrack_max:",
             "",
             *(f"- {note}" for note in notes),
         ]
