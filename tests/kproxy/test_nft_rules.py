@@ -20,6 +20,7 @@ from kproxy.nftables.ruleset import (
     affinity_set,
     build_nft,
     chain_name,
+    change_batch,
     diff_changes,
     diff_script,
     render_changes,
@@ -234,8 +235,10 @@ def test_real_nft_apply_diff_repair_and_foreign_tables_untouched(node_ns: str) -
 
 
 def every_shape(endpoints: list[Endpoint]) -> tuple[list[ServicePort], dict[ServicePortName, Sequence[Endpoint]]]:
-    """Services using every rule and element shape kproxy writes: affinity, Local policies, node ports, UDP."""
+    """Services using every rule and element shape kproxy writes: affinity, Local policies, node ports, UDP,
+    chainless ClusterIPs."""
     dns = ServicePortName("kube-system", "dns", "dns", "UDP")
+    plain = ServicePortName("default", "plain", "http", "TCP")
     local = ServicePortName("default", "local", "http", "TCP")
     empty = ServicePortName("default", "empty", "http", "TCP")
     ports = [
@@ -251,8 +254,9 @@ def every_shape(endpoints: list[Endpoint]) -> tuple[list[ServicePort], dict[Serv
             internal_policy_local=True,
         ),
         ServicePort(empty, "10.96.0.70", 80, node_port=30082),
+        ServicePort(plain, "10.96.0.80", 80),
     ]
-    return ports, {WEB: endpoints, dns: endpoints[:1], local: endpoints, empty: ()}
+    return ports, {WEB: endpoints, dns: endpoints[:1], local: endpoints, empty: (), plain: endpoints}
 
 
 @pytest.fixture
@@ -267,6 +271,8 @@ def test_netlink_changes_leave_the_same_table_as_nft_f(two_ns: list[str]) -> Non
     by_netlink, by_script = (Nft(ns) for ns in two_ns)
     steps: list[tuple[list[ServicePort], dict[ServicePortName, Sequence[Endpoint]]]] = [
         every_shape(EPS),
+        # Both endpoints replaced, as many as before: elements and chains only.
+        every_shape([Endpoint("10.244.1.6", 8080, node_name="worker1", is_local=True), Endpoint("10.244.2.8", 8080)]),
         every_shape([*EPS, Endpoint("10.244.3.9", 8080, node_name="worker1", is_local=True)]),
         every_shape(EPS[1:]),  # no local endpoint left: Local services drop
         every_shape([]),  # nothing anywhere: every address rejects
@@ -274,17 +280,22 @@ def test_netlink_changes_leave_the_same_table_as_nft_f(two_ns: list[str]) -> Non
         ([ServicePort(WEB, "10.96.0.51", 8080)], {WEB: tuple(EPS)}),  # the rest removed, one moved
     ]
     previous = build_nft(*steps[0], NODE)
+    by_netlink_elements: list[tuple[str, ...]] = []
     for nft in (by_netlink, by_script):
         NftablesProgrammer(nft, NODE).sync(ServiceSnapshot(*steps[0]), full=True)
     for ports, endpoints in steps[1:]:
         wanted = build_nft(ports, endpoints, NODE)
         changes, _ = diff_changes(previous, wanted)
+        if wanted.spreads == previous.spreads:  # no new rule in `services`: this goes by netlink, not nft -f
+            change_batch(changes)
+            by_netlink_elements += [c for c in changes if c[1].startswith("service-endpoints-")]
         by_netlink.apply_changes(changes)
         by_script.apply(render_changes(changes))
         listings = [in_ns(ns, "nft", "list", "table", "ip", "kproxy").stdout for ns in two_ns]
         assert listings[0] == listings[1]
         assert all(f"chain {name} {{" in listings[0] for name in wanted.chains)
         previous = wanted
+    assert {"service-endpoints-tcp", "service-endpoints-udp"} <= {c[1] for c in by_netlink_elements}
 
 
 @pytest.mark.root
