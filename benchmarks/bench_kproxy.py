@@ -369,11 +369,15 @@ class ClientServer:
         url = f"http://{path.destination}:{path.port}/"
         argv = ["ip", "netns", "exec", self.namespaces[path.client], "wrk", "-t1", f"-c{WRK_CONNECTIONS}"]
         nginx_before = self.nginx_cpu_seconds()
-        # `ip netns exec` execs wrk in place, so wait4 on this pid gives wrk's own CPU time
-        with subprocess.Popen([*argv, f"-d{seconds}s", *header, url], stdout=subprocess.PIPE, text=True) as wrk:
-            output, _ = wrk.communicate(timeout=seconds + 30)
-            _, _, usage = os.wait4(wrk.pid, 0)
-            wrk.returncode = 0
+        # `ip netns exec` execs wrk in place, so wait4 on this pid gives wrk's own CPU time; wrk ends after -d
+        wrk = subprocess.Popen(
+            [*argv, f"-d{seconds}s", *header, url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert wrk.stdout is not None
+        with wrk.stdout:
+            output = wrk.stdout.read()
+        _, status, usage = os.wait4(wrk.pid, 0)
+        wrk.returncode = os.waitstatus_to_exitcode(status)
         cpu = usage.ru_utime + usage.ru_stime + self.nginx_cpu_seconds() - nginx_before
         rate = re.search(r"Requests/sec:\s+([0-9.]+)", output)
         count = re.search(r"(\d+) requests in", output)
