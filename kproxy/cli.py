@@ -19,6 +19,9 @@ from kproxy.model import NodeConfig
 from kproxy.nftables.ruleset import Nft, NftablesProgrammer
 from kproxy.proxier import Proxier, RuleProgrammer
 from kproxy.speaker import ArpResponder, Speaker
+from kproxy.sysctl import add_arguments as add_conntrack_arguments
+from kproxy.sysctl import apply as apply_conntrack_settings
+from kproxy.sysctl import settings_from
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="interface on which this node answers ARP for the LoadBalancer addresses it is elected for ('' = never)",
     )
     parser.add_argument("--sync-period", type=float, default=30.0, help="seconds between full resyncs")
+    add_conntrack_arguments(parser)
 
 
 MODES = ("iptables", "nftables")
@@ -129,9 +133,15 @@ async def serve(args: argparse.Namespace, node: NodeConfig) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         node = node_config(args)
+        conntrack = settings_from(args)
     except ValueError as err:
         print(f"kproxy: {err}")
         return 2
+    try:
+        apply_conntrack_settings(conntrack)
+    except OSError as err:
+        print(f"kproxy: cannot set conntrack sysctls: {err}")
+        return 1
     try:
         uvloop.run(serve(args, node))
     except KeyboardInterrupt:

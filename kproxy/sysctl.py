@@ -32,30 +32,18 @@ class ConntrackSettings:
     """kube-proxy's `conntrack` configuration; 0 (False) leaves that sysctl as it is."""
 
     max_per_core: int = 32768
-    min: int = 131072
+    minimum: int = 131072
     tcp_established_timeout: int = 86400
     tcp_close_wait_timeout: int = 3600
     tcp_be_liberal: bool = False
     udp_timeout: int = 0
     udp_stream_timeout: int = 0
 
-    def __post_init__(self) -> None:
-        for name in (
-            "max_per_core",
-            "min",
-            "tcp_established_timeout",
-            "tcp_close_wait_timeout",
-            "udp_timeout",
-            "udp_stream_timeout",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"conntrack {name} must be 0 or more, not {getattr(self, name)}")
-
     def wanted_max(self, cpus: int) -> int:
         """The nf_conntrack_max kube-proxy asks for on `cpus` CPUs (0: leave it)."""
         if not self.max_per_core:
             return 0
-        return max(min(self.max_per_core * cpus, MAX_CAP), self.min)
+        return max(min(self.max_per_core * cpus, MAX_CAP), self.minimum)
 
     def timeouts(self) -> dict[str, int]:
         """The per-namespace sysctls to set, by name under net/netfilter."""
@@ -78,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.max_per_core,
         help="nf_conntrack_max per CPU, raised to at least --conntrack-min (0: leave it)",
     )
-    parser.add_argument("--conntrack-min", type=int, default=defaults.min, help="the least nf_conntrack_max to ask for")
+    parser.add_argument(
+        "--conntrack-min", type=int, default=defaults.minimum, help="the least nf_conntrack_max to ask for"
+    )
     parser.add_argument(
         "--conntrack-tcp-timeout-established",
         type=int,
@@ -108,9 +98,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> ConntrackSettings:
+    """The settings the flags ask for; ValueError naming the flag when one is negative."""
+    for flag in (
+        "max_per_core",
+        "min",
+        "tcp_timeout_established",
+        "tcp_timeout_close_wait",
+        "udp_timeout",
+        "udp_timeout_stream",
+    ):
+        value = getattr(args, f"conntrack_{flag}")
+        if value < 0:
+            raise ValueError(f"--conntrack-{flag.replace('_', '-')} {value}: must be 0 or more")
     return ConntrackSettings(
         max_per_core=args.conntrack_max_per_core,
-        min=args.conntrack_min,
+        minimum=args.conntrack_min,
         tcp_established_timeout=args.conntrack_tcp_timeout_established,
         tcp_close_wait_timeout=args.conntrack_tcp_timeout_close_wait,
         tcp_be_liberal=args.conntrack_tcp_be_liberal,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -41,9 +42,11 @@ def test_only_asked_for_timeouts_are_set() -> None:
     assert everything.timeouts()["nf_conntrack_udp_timeout_stream"] == 120
 
 
-def test_negative_setting_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="tcp_close_wait_timeout must be 0 or more, not -1"):
-        ConntrackSettings(tcp_close_wait_timeout=-1)
+def test_negative_flag_is_refused_by_name() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(ValueError, match="--conntrack-tcp-timeout-close-wait -1: must be 0 or more"):
+        settings_from(parser.parse_args(["--conntrack-tcp-timeout-close-wait", "-1"]))
 
 
 def test_flags_carry_kube_proxys_defaults() -> None:
@@ -98,7 +101,7 @@ def test_apply_sets_the_timeouts_in_its_own_namespace_only(netns: str) -> None:
 
 def test_a_maximum_above_the_hosts_is_a_warning_inside_a_namespace(netns: str) -> None:
     host_max = host("nf_conntrack_max")
-    written, logged = apply_in(netns, {"max_per_core": host_max + 1, "min": 0}, cpus=1)
+    written, logged = apply_in(netns, {"max_per_core": host_max + 1, "minimum": 0}, cpus=1)
     assert host("nf_conntrack_max") == host_max
     if "nf_conntrack_max" in written:  # a kernel with a per-namespace maximum
         assert read(netns, "nf_conntrack_max") == host_max + 1
@@ -110,6 +113,18 @@ def test_a_maximum_above_the_hosts_is_a_warning_inside_a_namespace(netns: str) -
 
 def test_a_maximum_below_the_current_one_is_left_alone(netns: str) -> None:
     current = read(netns, "nf_conntrack_max")
-    written, logged = apply_in(netns, {"max_per_core": 1, "min": current - 1}, cpus=1)
+    written, logged = apply_in(netns, {"max_per_core": 1, "minimum": current - 1}, cpus=1)
     assert "nf_conntrack_max" not in written
     assert "cannot raise" not in logged
+
+
+def test_kproxy_refuses_a_negative_conntrack_flag_before_touching_anything() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kproxy", "--node-name", "worker1", "--conntrack-tcp-timeout-established", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "kproxy: --conntrack-tcp-timeout-established -5: must be 0 or more" in done.stdout
