@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 TABLE = "ip kproxy"
 SERVICE_IPS = "service-ips"
 SERVICE_NODEPORTS = "service-nodeports"
-NO_ENDPOINT_SERVICES = "no-endpoint-services"
+NO_ENDPOINT_SERVICES = "no-endpoint-services"  # cluster IPs: checked on forward and output
+NO_ENDPOINT_EXTERNAL_IPS = "no-endpoint-external-ips"  # external and LB IPs: on input and forward, as iptables
 NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
 SERVICE_ENDPOINTS = "service-endpoints-"  # + protocol: (service key . index) -> endpoint address . port
 HAIRPIN_ENDPOINTS = "hairpin-endpoints"
@@ -70,6 +71,7 @@ ENDPOINT_KEY = f"{SERVICE_KEY} . numgen random mod 1"  # the type of (service ke
 STATIC_SETS = {
     SERVICE_IPS: ("map", "type ipv4_addr . inet_proto . inet_service : verdict ;"),
     NO_ENDPOINT_SERVICES: ("map", "type ipv4_addr . inet_proto . inet_service : verdict ;"),
+    NO_ENDPOINT_EXTERNAL_IPS: ("map", "type ipv4_addr . inet_proto . inet_service : verdict ;"),
     SERVICE_NODEPORTS: ("map", "type inet_proto . inet_service : verdict ;"),
     NO_ENDPOINT_NODEPORTS: ("map", "type inet_proto . inet_service : verdict ;"),
     # One map per protocol: nft 1.0.6 cannot read back a map whose data is typed `th dport`.
@@ -86,6 +88,7 @@ STATIC_SETS = {
 ELEMENT_FIELDS: dict[str, tuple[tuple[str, ...], str | tuple[str, ...] | None]] = {
     SERVICE_IPS: (("addr", "proto", "port"), "verdict"),
     NO_ENDPOINT_SERVICES: (("addr", "proto", "port"), "verdict"),
+    NO_ENDPOINT_EXTERNAL_IPS: (("addr", "proto", "port"), "verdict"),
     SERVICE_NODEPORTS: (("proto", "port"), "verdict"),
     NO_ENDPOINT_NODEPORTS: (("proto", "port"), "verdict"),
     **{f"{SERVICE_ENDPOINTS}{proto}": (("addr", "proto", "port", "index"), ("addr", "port")) for proto in PROTOCOLS},
@@ -206,12 +209,17 @@ def base_chains(node: NodeConfig, spreads: Iterable[Spread]) -> dict[str, list[s
             f"ct status dnat ip saddr . ip daddr @{HAIRPIN_ENDPOINTS} jump {MARK_FOR_MASQUERADE}",
             "jump masquerading",
         ],
-        "filter-input": ["ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"],
-        "filter-forward": ["ct state new jump service-endpoints-check"],
+        # As kube-proxy's KUBE-SERVICES (forward, output) and KUBE-EXTERNAL-SERVICES (input, forward) filters:
+        # a node reaching a Local-policy LoadBalancer IP without a local endpoint goes to the cluster's.
+        "filter-input": ["ct state new jump external-endpoints-check"],
+        "filter-forward": ["ct state new jump service-endpoints-check", "ct state new jump external-endpoints-check"],
         "filter-output": ["ct state new jump service-endpoints-check"],
         "services": services_rules(node, spreads),
         "service-endpoints-check": [f"{SERVICE_KEY} vmap @{NO_ENDPOINT_SERVICES}"],
-        "nodeport-endpoints-check": [f"fib daddr type local meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"],
+        "external-endpoints-check": [
+            f"{SERVICE_KEY} vmap @{NO_ENDPOINT_EXTERNAL_IPS}",
+            f"fib daddr type local meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}",
+        ],
         MARK_FOR_MASQUERADE: [f"meta mark set meta mark or {mark}"],
         "masquerading": [
             f"meta mark & {mark} == 0 return",
@@ -364,7 +372,7 @@ def _chained_service(
         if cluster_endpoints:
             elements.append((SERVICE_IPS, address_key, f"goto {ext}"))
         if not has_external:
-            elements.append((NO_ENDPOINT_SERVICES, address_key, refuse))
+            elements.append((NO_ENDPOINT_EXTERNAL_IPS, address_key, refuse))
     if service.node_port:
         port_key = f"{proto} . {service.node_port}"
         if cluster_endpoints:

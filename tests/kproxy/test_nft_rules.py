@@ -116,6 +116,15 @@ def test_external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints
     assert remote_only.summary(Packet("192.168.56.1", NODE_IP, 30080, local_ips=LOCAL)) == {("DROP", None, False): 1.0}
 
 
+def test_the_node_itself_reaches_a_local_policy_load_balancer_ip_without_local_endpoints() -> None:
+    """As kube-proxy's iptables filters: the DROP is for traffic arriving from outside, not the node's own."""
+    port = ServicePort(WEB, "10.96.0.50", 80, load_balancer_ips=("192.168.56.240",), external_policy_local=True)
+    rules = traced([port], {WEB: [EPS[1]]})  # the only endpoint is on another node
+    assert rules.summary(Packet("192.168.56.1", "192.168.56.240", 80, local_ips=LOCAL)) == {("DROP", None, False): 1.0}
+    from_node = rules.summary(Packet(NODE_IP, "192.168.56.240", 80, local_ips=LOCAL), hook="OUTPUT")
+    assert from_node == {("ACCEPT", "10.244.2.7:8080", True): pytest.approx(1.0)}
+
+
 def test_client_ip_affinity_sends_a_known_client_to_its_endpoint() -> None:
     port = ServicePort(WEB, "10.96.0.50", 80, sticky_seconds=300)
     rules = traced([port], {WEB: three()})
