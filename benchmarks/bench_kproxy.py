@@ -472,7 +472,12 @@ def throughput(mode: str, count: int = 10000) -> Throughput:
         for close in (False, True):
             for _ in range(WRK_REPEATS):
                 for name, path in paths.items():
-                    runs.setdefault((name, close), []).append(pair.wrk(path, close))
+                    outcome = pair.wrk(path, close)
+                    if not outcome.rps:
+                        raise RuntimeError(
+                            f"wrk got no answers along {name} ({path}) in {pair.namespaces[path.client]}"
+                        )
+                    runs.setdefault((name, close), []).append(outcome)
         trouble: dict[str, int] = {}
         for role in SUBNETS:
             for name, value in kernel_counters(pair.namespaces[role]).items():
@@ -494,19 +499,40 @@ COLUMNS = (
 def paired_ratio(over: list[float], under: list[float]) -> str:
     """Median and range of `over`/`under` taken round by round: runs of one round are seconds apart, so a
     burst of other work on the machine moves both sides of a ratio more than it moves medians of each."""
-    ratios = sorted(a / b for a, b in zip(over, under, strict=True) if a and b)
-    if not ratios:
-        return "-"
+    ratios = sorted(a / b for a, b in zip(over, under, strict=True))
     return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 RATIOS = (("ClusterIP", "floor"), ("one DNAT", "floor"), ("ClusterIP", "bare"))
 
 
-def throughput_section() -> str:
+THROUGHPUT_MODES = ("iptables (legacy)", "nftables")
+FLOOR_WHAT = "direct to the pod from a namespace with conntrack and one DNAT rule, same run"
+
+
+def throughput_figures(results: dict[str, Throughput]) -> list[Figure]:
+    """Through a ClusterIP beside the floor: median requests/s, and requests per CPU-second of wrk and nginx."""
+    figures = []
+    for mode, measured in results.items():
+        for close, label in ((False, "keep-alive"), (True, "Connection: close")):
+            through, floor = measured.runs[("ClusterIP", close)], measured.runs[("floor", close)]
+            name = f"{mode}, 10,000 Services: through a ClusterIP, {label}"
+            rate, floor_rate = (statistics.median(run.rps for run in runs) for runs in (through, floor))
+            figures.append(Figure(f"{name}: requests/s", rate, "req/s", Reference(floor_rate, FLOOR_WHAT)))
+            per_cpu, floor_per_cpu = (
+                1 / statistics.median(run.cpu_per_request for run in runs) for runs in (through, floor)
+            )
+            figures.append(
+                Figure(f"{name}: requests per CPU-second", per_cpu, "req/CPU-s", Reference(floor_per_cpu, FLOOR_WHAT))
+            )
+    return figures
+
+
+def throughput_section(results: dict[str, Throughput] | None = None) -> str:
+    """The throughput tables and what they mean; measures both modes unless given their results."""
+    results = results or {mode: throughput(mode) for mode in THROUGHPUT_MODES}
     rows, cpu_rows, notes = [], [], []
-    for mode in ("iptables (legacy)", "nftables"):
-        measured = throughput(mode)
+    for mode, measured in results.items():
         for close, label in ((False, "keep-alive"), (True, "Connection: close")):
             rates = {name: [run.rps for run in measured.runs[(name, close)]] for name, _ in COLUMNS}
             cells = " | ".join(f"{statistics.median(rates[name]):,.0f}" for name, _ in COLUMNS)
@@ -514,7 +540,7 @@ def throughput_section() -> str:
             rows.append(f"| {mode} | {label} | {cells} | {ratios} |")
             costs = {name: [run.cpu_per_request for run in measured.runs[(name, close)]] for name, _ in COLUMNS}
             cells = " | ".join(f"{statistics.median(costs[name]) * 1e6:.1f}" for name, _ in COLUMNS)
-            per_cpu = {name: [1 / cost if cost else 0.0 for cost in costs[name]] for name, _ in COLUMNS}
+            per_cpu = {name: [1 / cost for cost in costs[name]] for name, _ in COLUMNS}
             ratios = " | ".join(paired_ratio(per_cpu[over], per_cpu[under]) for over, under in RATIOS)
             cpu_rows.append(f"| {mode} | {label} | {cells} | {ratios} |")
         trouble = ", ".join(f"{name} {value:,}" for name, value in measured.trouble.items())
@@ -580,6 +606,8 @@ def run(config: ClusterConfig | None = None) -> Section:
     full_sync: dict[str, list[tuple[float, float]]] = {}  # mode -> (Services, full sync ms)
     change_sync: dict[str, list[tuple[float, float]]] = {}
     figures: list[Figure] = []
+    throughput_results = {mode: throughput(mode) for mode in THROUGHPUT_MODES}
+    figures += throughput_figures(throughput_results)
     for mode in ("iptables (legacy)", "iptables (nft)", "nftables"):
         for count in SIZES:
             runs = [measure(mode, count) for _ in range(REPEATS)]
@@ -632,7 +660,7 @@ def run(config: ClusterConfig | None = None) -> Section:
             "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            throughput_section(),
+            throughput_section(throughput_results),
             "",
             programming_latency_section(config or ClusterConfig()),
             "",
