@@ -14,6 +14,8 @@ from pocket.config import API_PORT, ClusterConfig, plan_nodes
 from pocket.netns import netns_path, nsenter_argv
 from pocket.setup import run_setup
 
+PROXY_MODE_FILE = "proxy-mode"  # in the state dir: the --proxy-mode `pocket up` was given
+
 
 def say(line: str) -> None:
     print(line, flush=True)
@@ -32,8 +34,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the kubeconfig (default: %(default)s)")
     parser.add_argument("--api-port", type=int, default=API_PORT,
                         help="host port of the API forwarder on 127.0.0.1 (default: %(default)s)")
-    parser.add_argument("--proxy-mode", choices=("iptables", "nftables"), default=defaults.proxy_mode,
-                        help="how each kproxy programs Services, passed as its --mode (default: %(default)s)")
+    parser.add_argument("--proxy-mode", choices=("iptables", "nftables"), default=None,
+                        help="how each kproxy programs Services, passed as its --mode (default: what `pocket up` "
+                             f"last used for this state dir, else {defaults.proxy_mode})")
     parser.add_argument("--control-planes", type=int, default=1,
                         help="control-plane nodes, each with an etcd member, API server, scheduler and controller "
                              "manager: 1, or 3 for HA (give the same number to every command on that cluster; "
@@ -53,14 +56,31 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         run_dir=args.run_dir,
         kubeconfig=args.kubeconfig,
         api_port=args.api_port,
-        proxy_mode=args.proxy_mode,
+        proxy_mode=args.proxy_mode or remembered_proxy_mode(args.state_dir),
         nodes=nodes,
     )
+
+
+def remember_proxy_mode(cluster: ClusterConfig) -> None:
+    cluster.state_dir.mkdir(parents=True, exist_ok=True)
+    (cluster.state_dir / PROXY_MODE_FILE).write_text(cluster.proxy_mode + "\n")
+
+
+def remembered_proxy_mode(state_dir: Path) -> str:
+    """The mode `pocket up` last wrote for this cluster, so a restarted kproxy comes back the same."""
+    try:
+        mode = (state_dir / PROXY_MODE_FILE).read_text().strip()
+    except FileNotFoundError:
+        return ClusterConfig().proxy_mode
+    if mode not in ("iptables", "nftables"):
+        raise SystemExit(f"pocket: {state_dir / PROXY_MODE_FILE} says {mode!r}; expected iptables or nftables")
+    return mode
 
 
 def run_up(args: argparse.Namespace) -> int:
     cluster = cluster_config(args)
     with local.exclusive(cluster, say):
+        remember_proxy_mode(cluster)
         return local.up(cluster, say)
 
 
