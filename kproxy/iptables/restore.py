@@ -33,7 +33,7 @@ from kproxy.iptables.rules import (
     SERVICE_CHAIN_PREFIXES,
     Chain,
     ChainKey,
-    chain_text,
+    chains_text,
     comment,
 )
 
@@ -44,6 +44,8 @@ BACKENDS = {
     "nft": ("iptables-restore", "iptables-save"),
 }
 SHARED_CHAINS = frozenset([("filter", c) for c in FILTER_CHAINS] + [("nat", c) for c in NAT_CHAINS])
+# Chains declared together before their rules (see chains_text): about 250 services' worth.
+DECLARE_BATCH = 1000
 # Text handed to restore per write: its pipe holds 64 KiB, so restore always has the next batch to parse.
 PIPE_BATCH = 64 * 1024
 
@@ -313,8 +315,12 @@ class Transaction:
         """Restore input for `chains`, which come table by table, each chain after the chains it jumps to."""
         table, opened = "", False
         wanted: set[str] = set()
+        batch: list[tuple[str, Sequence[str]]] = []
         for (chain_table, chain), rules in chains:
             if chain_table != table:
+                if batch:
+                    yield chains_text(batch)
+                    batch = []
                 if table:
                     yield from self._close(table, opened, wanted)
                 table, opened, wanted = chain_table, False, set()
@@ -324,7 +330,12 @@ class Transaction:
                     yield self._open(table)
                     opened = True
                 self.written += 1
-                yield chain_text(chain, rules)
+                batch.append((chain, rules))
+                if len(batch) == DECLARE_BATCH:
+                    yield chains_text(batch)
+                    batch = []
+        if batch:
+            yield chains_text(batch)
         if table:
             yield from self._close(table, opened, wanted)
 
