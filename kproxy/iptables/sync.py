@@ -170,7 +170,7 @@ class IptablesProgrammer:
             written = self.written
             changes = Transaction(lambda key, rules: written.get(key) != rules, written.keys())
         if self.bulk_limit is not None:
-            ahead, changed = self._look_ahead(chains, changes)
+            ahead, changed = _look_ahead(chains, changes, self.bulk_limit)
             if changed is None:
                 return self._replace(itertools.chain(ahead, chains), wanted, saved)
             changed_keys = changed  # the look-ahead compared every chain already
@@ -181,24 +181,6 @@ class IptablesProgrammer:
         if full:
             log.info("full sync", extra={"chains_written": changes.written, "chains_deleted": changes.deleted})
         return self._report(wanted, changes.written, full)
-
-    def _look_ahead(self, chains: Iterator[Chain], changes: Transaction) -> tuple[list[Chain], set[ChainKey] | None]:
-        """Chains read while the changes may still fit one `--noflush` restore, and the changed ones (None: too many).
-
-        Reading stops at the first change over the limit, leaving the rest of `chains` to stream.
-        """
-        assert self.bulk_limit is not None
-        ahead: list[Chain] = []
-        changed: set[ChainKey] = set()
-        for key, rules in chains:
-            ahead.append((key, rules))
-            if changes.changed(key, rules):
-                changed.add(key)
-                if len(changed) > self.bulk_limit:
-                    return ahead, None
-        wanted = {key for key, _ in ahead}
-        stale = [k for k in changes.existing if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
-        return ahead, (changed if len(changed) + len(stale) <= self.bulk_limit else None)
 
     def _replace(
         self, chains: Iterable[Chain], wanted: dict[ChainKey, tuple[str, ...]], saved: str | None
@@ -225,6 +207,24 @@ class IptablesProgrammer:
     def _report(wanted: Mapping[ChainKey, Sequence[str]], written: int, full: bool) -> SyncReport:
         rules = {t: sum(len(r) for (tt, _), r in wanted.items() if tt == t) for t in TABLES}
         return SyncReport(rules, written, full)
+
+
+def _look_ahead(chains: Iterator[Chain], changes: Transaction, limit: int) -> tuple[list[Chain], set[ChainKey] | None]:
+    """Chains read while the changes may still fit one `--noflush` restore, and the changed ones (None: too many).
+
+    Reading stops at the first change over the limit, leaving the rest of `chains` to stream.
+    """
+    ahead: list[Chain] = []
+    changed: set[ChainKey] = set()
+    for key, rules in chains:
+        ahead.append((key, rules))
+        if changes.changed(key, rules):
+            changed.add(key)
+            if len(changed) > limit:
+                return ahead, None
+    wanted = {key for key, _ in ahead}
+    stale = [k for k in changes.existing if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
+    return ahead, (changed if len(changed) + len(stale) <= limit else None)
 
 
 def _recorded(chains: Iterable[Chain], into: dict[ChainKey, tuple[str, ...]]) -> Iterator[Chain]:
