@@ -257,7 +257,7 @@ class WrkPath:
 
 # Each client namespace has its own veth to the server and its own /24; inside a namespace the direct runs
 # leave from a second address (a /32 route with `src`), so no two paths share a (source, server) address pair.
-KPROXY_SUBNET, FLOOR_SUBNET, BARE_SUBNET = "10.244.1", "10.244.3", "10.244.2"
+KPROXY_SUBNET, FLOOR_SUBNET, BARE_SUBNET, POD_SUBNET = "10.244.1", "10.244.3", "10.244.2", "10.244.5"
 SERVER_HOST = 10
 KPROXY_NODE_IP = f"{KPROXY_SUBNET}.1"
 ONE_DNAT_VIP = "10.96.255.1"
@@ -266,6 +266,7 @@ PATHS = {
     "floor": WrkPath("floor", f"{FLOOR_SUBNET}.2", f"{FLOOR_SUBNET}.{SERVER_HOST}"),
     "one DNAT": WrkPath("floor", f"{FLOOR_SUBNET}.1", ONE_DNAT_VIP, 80),
     "kproxy direct": WrkPath("kproxy", f"{KPROXY_SUBNET}.2", f"{KPROXY_SUBNET}.{SERVER_HOST}"),
+    "pod direct": WrkPath("pod", f"{POD_SUBNET}.3", f"{KPROXY_SUBNET}.{SERVER_HOST}"),
 }
 SUBNETS = {"kproxy": KPROXY_SUBNET, "floor": FLOOR_SUBNET, "bare": BARE_SUBNET}
 NGINX_CONF = """worker_processes 1;
@@ -292,9 +293,10 @@ class WrkRun:
 class ClientServer:
     """nginx in `pkt-kpw-<tag>-server`, reached over a veth pair each from three client namespaces; all
     removed on exit. `-kproxy` is the node: kproxy's rules go there, so both its direct and its ClusterIP
-    runs pay conntrack. `-floor` has conntrack and the nat hook switched on by one hand-written DNAT rule
-    (`ONE_DNAT_VIP` to the server) and nothing else: what any node with a NAT rule pays. `-bare` has no
-    netfilter rules at all, so its connections are not tracked.
+    runs pay conntrack; `-pod` hangs off it by its own veth pair, a pod whose traffic the node forwards
+    (DNAT in prerouting rather than output). `-floor` has conntrack and the nat hook switched on by one
+    hand-written DNAT rule (`ONE_DNAT_VIP` to the server) and nothing else: what any node with a NAT rule
+    pays. `-bare` has no netfilter rules at all, so its connections are not tracked.
 
     Every path leaves from its own address: Linux offsets TCP timestamps per address pair, and conntrack
     keeps a connection's tuples for 120 s after it closes, so a direct run and a ClusterIP run from the same
@@ -304,7 +306,7 @@ class ClientServer:
 
     def __enter__(self) -> ClientServer:
         tag = secrets.token_hex(3)
-        self.namespaces = {role: f"pkt-kpw-{tag}-{role}" for role in (*SUBNETS, "server")}
+        self.namespaces = {role: f"pkt-kpw-{tag}-{role}" for role in (*SUBNETS, "pod", "server")}
         self.dir = tempfile.TemporaryDirectory(prefix="pkt-kpw-")
         self.nginx: subprocess.Popen[bytes] | None = None
         try:
@@ -332,6 +334,38 @@ class ClientServer:
             if role != "bare":
                 self._ip(role, "addr", "add", f"{subnet}.2/32", "dev", veth)
                 self._ip(role, "route", "add", f"{subnet}.{SERVER_HOST}/32", "dev", veth, "src", f"{subnet}.2")
+        self._ip(
+            "pod",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"kpw{tag}pod",
+            "netns",
+            self.namespaces["kproxy"],
+        )
+        for where, dev, host in (("pod", "eth0", 2), ("kproxy", f"kpw{tag}pod", 1)):
+            self._ip(where, "addr", "add", f"{POD_SUBNET}.{host}/24", "dev", dev)
+            self._ip(where, "link", "set", dev, "up")
+        self._ip("pod", "addr", "add", f"{POD_SUBNET}.3/32", "dev", "eth0")
+        self._ip("pod", "route", "add", "default", "via", f"{POD_SUBNET}.1", "src", f"{POD_SUBNET}.2")
+        self._ip(
+            "pod",
+            "route",
+            "add",
+            f"{KPROXY_SUBNET}.{SERVER_HOST}/32",
+            "via",
+            f"{POD_SUBNET}.1",
+            "src",
+            f"{POD_SUBNET}.3",
+        )
+        self._ip("server", "route", "add", f"{POD_SUBNET}.0/24", "via", KPROXY_NODE_IP)
+        subprocess.run(
+            ["ip", "netns", "exec", self.namespaces["kproxy"], "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True
+        )
         one_rule = (
             f"table ip one-dnat {{ chain output {{ type nat hook output priority -100 ; "
             f"ip daddr {ONE_DNAT_VIP} tcp dport 80 dnat to {FLOOR_SUBNET}.{SERVER_HOST}:{SERVER_PORT} ; }} ; }}\n"
@@ -458,7 +492,11 @@ def throughput(mode: str, count: int = 10000) -> Throughput:
     target = snap.service_ports[len(snap.service_ports) // 2]
     snap.endpoints[target.key] = (Endpoint(f"{KPROXY_SUBNET}.{SERVER_HOST}", SERVER_PORT),)
     node = NodeConfig("client", (KPROXY_NODE_IP,), "10.244.0.0/16")
-    paths = {**PATHS, "ClusterIP": WrkPath("kproxy", KPROXY_NODE_IP, target.cluster_ip, target.port)}
+    paths = {
+        **PATHS,
+        "ClusterIP": WrkPath("kproxy", KPROXY_NODE_IP, target.cluster_ip, target.port),
+        "pod ClusterIP": WrkPath("pod", f"{POD_SUBNET}.2", target.cluster_ip, target.port),
+    }
     runs: dict[tuple[str, bool], list[WrkRun]] = {}
     load_before = os.getloadavg()[0]
     with ClientServer() as pair:
@@ -479,7 +517,7 @@ def throughput(mode: str, count: int = 10000) -> Throughput:
                         )
                     runs.setdefault((name, close), []).append(outcome)
         trouble: dict[str, int] = {}
-        for role in SUBNETS:
+        for role in (*SUBNETS, "pod"):
             for name, value in kernel_counters(pair.namespaces[role]).items():
                 trouble[name] = trouble.get(name, 0) + value
             trouble[f"conntrack entries in {role}"] = conntrack_entries(pair.namespaces[role])
@@ -493,6 +531,8 @@ COLUMNS = (
     ("one DNAT", "through 1 DNAT rule"),
     ("kproxy direct", "direct, kproxy's rules loaded"),
     ("ClusterIP", "through ClusterIP"),
+    ("pod direct", "pod to pod through the node"),
+    ("pod ClusterIP", "pod to ClusterIP through the node"),
 )
 
 
@@ -503,7 +543,7 @@ def paired_ratio(over: list[float], under: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
-RATIOS = (("ClusterIP", "floor"), ("one DNAT", "floor"), ("ClusterIP", "bare"))
+RATIOS = (("ClusterIP", "floor"), ("one DNAT", "floor"), ("ClusterIP", "bare"), ("pod ClusterIP", "pod direct"))
 
 
 THROUGHPUT_MODES = ("iptables (legacy)", "nftables")
@@ -546,13 +586,14 @@ def throughput_section(results: dict[str, Throughput] | None = None) -> str:
         trouble = ", ".join(f"{name} {value:,}" for name, value in measured.trouble.items())
         notes.append(f"{mode}: load average {measured.load[0]:.1f} before, {measured.load[1]:.1f} after; {trouble}.")
     titles = " | ".join(title for _, title in COLUMNS)
-    ratio_titles = " | ClusterIP / floor | 1 DNAT / floor | ClusterIP / no netfilter |"
+    ratio_titles = " | ClusterIP / floor | 1 DNAT / floor | ClusterIP / no netfilter | pod: ClusterIP / direct |"
     rule = "|---|---|" + "---|" * (len(COLUMNS) + len(RATIOS))
     return "\n".join(
         [
             f"HTTP throughput with 10,000 Services loaded (`wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s`, nginx with",
-            "one worker in a server namespace; each client namespace has its own veth pair to it, and wrk runs in",
-            "the client namespace itself, as a process on the node would). The paths, one column each:",
+            "one worker in a server namespace; each client namespace but the pod's has its own veth pair to it,",
+            "and wrk runs in the client namespace itself, as a process on the node would). The paths, one column",
+            "each:",
             "",
             "- *no netfilter*: from a namespace with no rules, so nothing is tracked: the floor this table used",
             "  before; it leaves out conntrack, which every node pays whatever its proxy.",
@@ -565,6 +606,9 @@ def throughput_section(results: dict[str, Throughput] | None = None) -> str:
             "  Services: what kproxy costs traffic that is not for a Service (iptables mode walks KUBE-SERVICES",
             "  for every new connection, as kube-proxy's does).",
             "- *through ClusterIP*: from that namespace to the 5,001st Service's ClusterIP, DNATed to the pod.",
+            "- *pod to pod / pod to ClusterIP through the node*: the same two from a client pod namespace the node",
+            "  namespace forwards for (DNAT in prerouting, then forward), as a pod's traffic goes on a real node;",
+            "  both pay conntrack and kproxy's rules, so their ratio is the ClusterIP's own cost for a pod client.",
             "",
             "Each path leaves from its own source address: a direct run from the ClusterIP runs' address met their",
             "TIME_WAIT sockets and conntrack entries (SYN retransmits, NAT-remapped ports) and ran at a third of the",
