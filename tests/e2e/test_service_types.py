@@ -8,6 +8,8 @@ announces the LoadBalancer address and starts it again.
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pocket.commands import remembered_proxy_mode
 from pocket.netns import nsenter_argv
 from tests.e2e.helpers import MANIFESTS, get_json, pod_exec, running_pods, wait_for
 
@@ -179,9 +182,25 @@ def test_headless_and_external_name_services_get_no_rules(cluster: Any, ns: str)
     assert headless["spec"]["clusterIP"] == "None"
     external = get_json(cluster, "service", "st-extname", "-n", ns)
     assert not external["spec"].get("clusterIP")
-    saved = cluster.node_exec("worker1", "iptables-legacy-save", "-t", "nat").stdout
-    assert f"{ns}/st-nodeport" in saved  # the rules are there for the others
-    assert f"{ns}/st-headless" not in saved and f"{ns}/st-extname" not in saved
+    if remembered_proxy_mode(cluster.config.state_dir) == "iptables":
+        saved = cluster.node_exec("worker1", "iptables-legacy-save", "-t", "nat").stdout
+        assert f"{ns}/st-nodeport" in saved  # the rules are there for the others
+        assert f"{ns}/st-headless" not in saved and f"{ns}/st-extname" not in saved
+        return
+    # nftables rules carry no names: every address in kproxy's table must be one a Service owns (services are
+    # read first: other tests' namespaces may still be going away, and kproxy follows within a sync).
+    nodeport_key = f"{cluster_ip(cluster, ns, 'st-nodeport')} . tcp . 80"
+
+    def only_owned_addresses() -> bool:
+        owned = set()
+        for service in json.loads(cluster.kubectl("get", "services", "-A", "-o", "json"))["items"]:
+            owned.update(service["spec"].get("clusterIPs", []) + service["spec"].get("externalIPs", []))
+            owned.update(i["ip"] for i in service.get("status", {}).get("loadBalancer", {}).get("ingress", []))
+        table = cluster.node_exec("worker1", "nft", "list", "table", "ip", "kproxy").stdout
+        keys = set(re.findall(r"(\d+\.\d+\.\d+\.\d+) \. (?:tcp|udp|sctp) \. \d+", table))
+        return nodeport_key in table and keys <= owned  # the rules are there for the others, and only theirs
+
+    assert wait_for("kproxy's table holding only Services' addresses", only_owned_addresses, timeout=15)
 
 
 def test_udp_service_keeps_answering_after_its_only_endpoint_is_replaced(cluster: Any, ns: str) -> None:
