@@ -294,7 +294,8 @@ class Transaction:
     `lines` yields nothing at all when the kernel needs no change. With
     `foreign` it is a whole-table replacement instead: every chain is
     written, after the other programs' chain declarations and before their rules.
-    `written` and `deleted` count chains once `lines` is exhausted.
+    Once `lines` is exhausted, `wanted` holds every chain it was given, and
+    `written` and `deleted` count chains.
     """
 
     def __init__(
@@ -308,24 +309,25 @@ class Transaction:
         self.existing = existing
         self.jumps = list(jumps)
         self.foreign = foreign
+        self.wanted: dict[ChainKey, tuple[str, ...]] = {}
         self.written = 0
         self.deleted = 0
 
     def lines(self, chains: Iterable[Chain]) -> Iterator[str]:
         """Restore input for `chains`, which come table by table, each chain after the chains it jumps to."""
         table, opened = "", False
-        wanted: set[str] = set()
         batch: list[tuple[str, Sequence[str]]] = []
-        for (chain_table, chain), rules in chains:
+        for key, rules in chains:
+            chain_table, chain = key
             if chain_table != table:
                 if batch:
                     yield chains_text(batch)
                     batch = []
                 if table:
-                    yield from self._close(table, opened, wanted)
-                table, opened, wanted = chain_table, False, set()
-            wanted.add(chain)
-            if self.foreign is not None or self.changed((chain_table, chain), rules):
+                    yield from self._close(table, opened)
+                table, opened = chain_table, False
+            self.wanted[key] = rules
+            if self.foreign is not None or self.changed(key, rules):
                 if not opened:
                     yield self._open(table)
                     opened = True
@@ -337,21 +339,24 @@ class Transaction:
         if batch:
             yield chains_text(batch)
         if table:
-            yield from self._close(table, opened, wanted)
+            yield from self._close(table, opened)
 
     def _open(self, table: str) -> str:
         kept = self.foreign.get(table) if self.foreign is not None else None
         return "".join([f"*{table}\n", *[f"{line}\n" for line in (kept.declarations if kept else [])]])
 
-    def _close(self, table: str, opened: bool, wanted: set[str]) -> Iterator[str]:
+    def _close(self, table: str, opened: bool) -> Iterator[str]:
         lines: list[str] = []
         if self.foreign is not None:
             kept = self.foreign.get(table)
             lines.extend(kept.rules if kept else [])
         else:
             # Declaring a stale chain flushes it, so the other stale chains jumping to it can go first.
-            stale = sorted(c for t, c in self.existing if t == table and c.startswith(SERVICE_CHAIN_PREFIXES))
-            stale = [c for c in stale if c not in wanted]
+            stale = sorted(
+                c
+                for t, c in self.existing
+                if t == table and c.startswith(SERVICE_CHAIN_PREFIXES) and (t, c) not in self.wanted
+            )
             self.deleted += len(stale)
             lines.extend(f":{c} - [0:0]" for c in stale)
             lines.extend(f"-X {c}" for c in stale)

@@ -17,7 +17,7 @@ import functools
 import hashlib
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName
 
@@ -85,8 +85,7 @@ def usable_endpoints(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
     return [e for e in candidates if e.serving and e.terminating]
 
 
-@dataclass(frozen=True)
-class ServiceRules:
+class ServiceRules(NamedTuple):
     """One service port's share of the ruleset: rules it adds to the shared chains, and its own nat chains.
 
     A pure function of (service port, its endpoints, node), so a sync can
@@ -94,7 +93,7 @@ class ServiceRules:
     """
 
     shared: tuple[tuple[ChainKey, str], ...]  # ((table, shared chain), rule line)
-    chains: tuple[tuple[str, tuple[str, ...]], ...]  # nat chains of this service, each after those it jumps to
+    chains: tuple[Chain, ...]  # nat chains of this service, each after those it jumps to
 
 
 def endpoint_order(endpoint: Endpoint) -> tuple[int, int, int]:
@@ -139,8 +138,7 @@ def ruleset_chains(parts: Iterable[ServiceRules], node: NodeConfig) -> Iterator[
     for part in parts:
         for key, line in part.shared:
             shared[key].append(line)
-        for chain, rules in part.chains:
-            yield ("nat", chain), rules
+        yield from part.chains
     last = comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
     shared[("nat", KUBE_SERVICES)].append(f"-A {KUBE_SERVICES} {last} -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
     for key, lines in shared.items():
@@ -258,7 +256,7 @@ def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], nod
     reachable = set((cluster_endpoints if uses_cluster else []) + (local_endpoints if uses_local else []))
     # Each backend's chain by `ip:port`, in endpoint order: the balancing rules jump to it and it holds the DNAT.
     seps: dict[str, str] = {}
-    chains: list[tuple[str, tuple[str, ...]]] = []
+    chains: list[Chain] = []
     name_comment = comment(name)
     for endpoint in ordered:
         address = str(endpoint)
@@ -268,9 +266,8 @@ def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], nod
         # Hairpin: a backend reaching itself through the VIP must be masqueraded or its reply bypasses NAT.
         hairpin = f"-A {sep} {name_comment} -s {endpoint.ip} -j {KUBE_MARK_MASQ}"
         sticky = f" -m recent --name {sep} --set" if service.sticky_seconds is not None else ""
-        chains.append(
-            (sep, (hairpin, f"-A {sep} {name_comment}{sticky} {match_proto} -j DNAT --to-destination {address}"))
-        )
+        dnat = f"-A {sep} {name_comment}{sticky} {match_proto} -j DNAT --to-destination {address}"
+        chains.append((("nat", sep), (hairpin, dnat)))
 
     # Off-cluster sources reaching a cluster IP may be answered from another node: masquerade them.
     masquerade = ""
@@ -285,7 +282,7 @@ def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], nod
     ):
         if used:
             first = [masquerade] if masquerade and chain == internal_chain else []
-            chains.append((chain, (*first, *_balancing(service, chain, endpoints, seps))))
+            chains.append((("nat", chain), (*first, *_balancing(service, chain, endpoints, seps))))
 
     if service.externally_accessible:
         ext = []
@@ -302,7 +299,7 @@ def service_rules(service: ServicePort, all_endpoints: tuple[Endpoint, ...], nod
             why = comment(f"route LOCAL traffic for {name} external destinations")
             ext.append(f"-A {ext_chain} {why} -m addrtype --src-type LOCAL -j {svc_chain}")
         ext.append(f"-A {ext_chain} -j {external_policy_chain}")
-        chains.append((ext_chain, tuple(ext)))
+        chains.append((("nat", ext_chain), tuple(ext)))
     return ServiceRules(tuple(shared), tuple(chains))
 
 

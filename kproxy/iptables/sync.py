@@ -159,8 +159,7 @@ class IptablesProgrammer:
 
     def sync(self, snap: ServiceSnapshot, full: bool) -> SyncReport:
         """Apply the snapshot in one restore; a partial sync that would be too big becomes a full one."""
-        wanted: dict[ChainKey, tuple[str, ...]] = {}
-        chains = _recorded(self.chains(snap), wanted)
+        chains: Iterator[Chain] = self.chains(snap)
         saved: str | None = None
         if full:
             saved = self.packet_filter.save()
@@ -172,26 +171,24 @@ class IptablesProgrammer:
         if self.bulk_limit is not None:
             ahead, changed = _look_ahead(chains, changes, self.bulk_limit)
             if changed is None:
-                return self._replace(itertools.chain(ahead, chains), wanted, saved)
+                return self._replace(itertools.chain(ahead, chains), saved)
             changed_keys = changed  # the look-ahead compared every chain already
             changes.changed = lambda key, rules: key in changed_keys
             chains = iter(ahead)
         self._apply(changes.lines(chains), noflush=True)
-        self.written = wanted
+        self.written = changes.wanted
         if full:
             log.info("full sync", extra={"chains_written": changes.written, "chains_deleted": changes.deleted})
-        return self._report(wanted, changes.written, full)
+        return self._report(changes.wanted, changes.written, full)
 
-    def _replace(
-        self, chains: Iterable[Chain], wanted: dict[ChainKey, tuple[str, ...]], saved: str | None
-    ) -> SyncReport:
+    def _replace(self, chains: Iterable[Chain], saved: str | None) -> SyncReport:
         """Replace `filter` and `nat` whole: every chain of kproxy's, and the other programs' rules as saved."""
         saved = self.packet_filter.save() if saved is None else saved
         replacement = Transaction(lambda key, rules: True, jumps=missing_jumps(saved), foreign=foreign_rules(saved))
         self._apply(replacement.lines(chains), noflush=False)
-        self.written = wanted
+        self.written = replacement.wanted
         log.info("full sync replaced the tables", extra={"chains_written": replacement.written})
-        return self._report(wanted, replacement.written, full=True)
+        return self._report(replacement.wanted, replacement.written, full=True)
 
     def _apply(self, lines: Iterator[str], noflush: bool) -> None:
         """Start restore at the first line there is to write, if any, and feed it the rest as it comes."""
@@ -205,7 +202,9 @@ class IptablesProgrammer:
 
     @staticmethod
     def _report(wanted: Mapping[ChainKey, Sequence[str]], written: int, full: bool) -> SyncReport:
-        rules = {t: sum(len(r) for (tt, _), r in wanted.items() if tt == t) for t in TABLES}
+        rules = dict.fromkeys(TABLES, 0)
+        for (table, _), chain in wanted.items():
+            rules[table] += len(chain)
         return SyncReport(rules, written, full)
 
 
@@ -225,13 +224,6 @@ def _look_ahead(chains: Iterator[Chain], changes: Transaction, limit: int) -> tu
     wanted = {key for key, _ in ahead}
     stale = [k for k in changes.existing if k[1].startswith(SERVICE_CHAIN_PREFIXES) and k not in wanted]
     return ahead, (changed if len(changed) + len(stale) <= limit else None)
-
-
-def _recorded(chains: Iterable[Chain], into: dict[ChainKey, tuple[str, ...]]) -> Iterator[Chain]:
-    """Pass the chains on, keeping each in `into`: what kproxy has written once the restore succeeded."""
-    for key, rules in chains:
-        into[key] = rules
-        yield key, rules
 
 
 def _differs(kernel: Mapping[ChainKey, tuple[str, ...]], key: ChainKey, rules: tuple[str, ...]) -> bool:
