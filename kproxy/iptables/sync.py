@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +36,14 @@ from kproxy.iptables.restore import (
     foreign_rules,
     missing_jumps,
 )
-from kproxy.iptables.rules import SERVICE_CHAIN_PREFIXES, Chain, ChainKey, ruleset_chains, service_parts
+from kproxy.iptables.rules import (
+    SERVICE_CHAIN_PREFIXES,
+    Chain,
+    ChainKey,
+    ServiceRules,
+    ruleset_chains,
+    service_parts,
+)
 from kproxy.model import NodeConfig, ServiceSnapshot
 
 log = logging.getLogger(__name__)
@@ -153,16 +161,19 @@ class IptablesProgrammer:
         self.bulk_limit = bulk_limit
         self.written: dict[ChainKey, tuple[str, ...]] = {}
 
-    def chains(self, snap: ServiceSnapshot) -> Iterator[Chain]:
-        """The wanted chains in restore order, each service built (or taken from the cache) as it is reached."""
-        return ruleset_chains(service_parts(snap.service_ports, snap.endpoints, self.node), self.node)
+    def chains(self, parts: Iterable[ServiceRules]) -> Iterator[Chain]:
+        """The wanted chains in restore order, each service's as its part is reached."""
+        return ruleset_chains(parts, self.node)
 
     def sync(self, snap: ServiceSnapshot, full: bool) -> SyncReport:
         """Apply the snapshot in one restore; a partial sync that would be too big becomes a full one."""
-        chains: Iterator[Chain] = self.chains(snap)
+        parts: Iterator[ServiceRules] = service_parts(snap.service_ports, snap.endpoints, self.node)
         saved: str | None = None
         if full:
-            saved = self.packet_filter.save()
+            saved, built = self._save_while_building(parts)
+            parts = itertools.chain(built, parts)
+        chains = self.chains(parts)
+        if saved is not None:
             kernel = chain_rules(saved)
             changes = Transaction(functools.partial(_differs, kernel), kernel.keys(), missing_jumps(saved))
         else:
@@ -189,6 +200,17 @@ class IptablesProgrammer:
         self.written = replacement.wanted
         log.info("full sync replaced the tables", extra={"chains_written": replacement.written})
         return self._report(replacement.wanted, replacement.written, full=True)
+
+    def _save_while_building(self, parts: Iterator[ServiceRules]) -> tuple[str, list[ServiceRules]]:
+        """`save`'s output, and the services' rules built while it ran (they do not depend on the kernel)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="iptables-save") as pool:
+            saving = pool.submit(self.packet_filter.save)
+            built: list[ServiceRules] = []
+            for part in parts:
+                built.append(part)
+                if saving.done():
+                    break
+            return saving.result(), built
 
     def _apply(self, lines: Iterator[str], noflush: bool) -> None:
         """Start restore at the first line there is to write, if any, and feed it the rest as it comes."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -15,7 +15,7 @@ from kproxy.iptables.restore import (
     chain_rules,
     parse_save,
 )
-from kproxy.iptables.rules import Chain
+from kproxy.iptables.rules import Chain, ServiceRules
 from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
 from tests.kproxy.netns import namespaces, run
@@ -55,8 +55,8 @@ class WatchedProgrammer(IptablesProgrammer):
         self.ns = ns
         self.running_at_last_chain: list[str] | None = None
 
-    def chains(self, snap: ServiceSnapshot) -> Iterator[Chain]:
-        built = list(super().chains(snap))
+    def chains(self, parts: Iterable[ServiceRules]) -> Iterator[Chain]:
+        built = list(super().chains(parts))
         yield from built[:-1]
         self.running_at_last_chain = processes_in(self.ns)
         yield built[-1]
