@@ -40,6 +40,7 @@ import functools
 import logging
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kproxy.iptables.restore import PacketFilterError
@@ -633,10 +634,13 @@ class NftablesProgrammer:
                 members[key] = new
 
     def _full_sync(self, inputs: dict[ServicePortName, ServiceInputs]) -> SyncReport:
-        self.parts = {key: self._part(port, endpoints) for key, (port, endpoints) in inputs.items()}
-        self.claims = Claims()
-        wanted = assemble_nft(self.parts.values(), self.node, self.claims)
-        self.nft.apply(self._full_script(wanted, *self.nft.list_names()))
+        with ThreadPoolExecutor(1, thread_name_prefix="nft-list") as pool:  # `nft list` runs while the rules are built: they do not depend on it
+            listing = pool.submit(self.nft.list_names)
+            self.parts = {key: self._part(port, endpoints) for key, (port, endpoints) in inputs.items()}
+            self.claims = Claims()
+            wanted = assemble_nft(self.parts.values(), self.node, self.claims)
+            existing_chains, existing_sets = listing.result()
+        self.nft.apply(self._full_script(wanted, existing_chains, existing_sets))
         self.elements = {name: dict(members) for name, members in wanted.elements.items()}
         self.inputs = inputs
         self.rule_count = sum(_part_size(p) for p in self.parts.values())
