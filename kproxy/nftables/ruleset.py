@@ -634,7 +634,8 @@ class NftablesProgrammer:
                 members[key] = new
 
     def _full_sync(self, inputs: dict[ServicePortName, ServiceInputs]) -> SyncReport:
-        with ThreadPoolExecutor(1, thread_name_prefix="nft-list") as pool:  # `nft list` runs while the rules are built: they do not depend on it
+        # `nft list` runs while the rules are built: they do not depend on it.
+        with ThreadPoolExecutor(1, thread_name_prefix="nft-list") as pool:
             listing = pool.submit(self.nft.list_names)
             self.parts = {key: self._part(port, endpoints) for key, (port, endpoints) in inputs.items()}
             self.claims = Claims()
