@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks.report import Figure, Reference, Section, Series
 from control.client import Client
 from pocket.cluster import is_up
+from pocket.commands import remembered_proxy_mode
 from pocket.config import ClusterConfig
 from pocket.netns import nsenter_argv
 
@@ -159,12 +160,17 @@ def measure(mode: str, count: int) -> Cell:
     return Cell(floor, full, change, None, restart)
 
 
-def _first_seen(netns: str, needle: str, deadline: float, seen: dict[str, float]) -> None:
-    """Poll one node's nat table until `needle` appears (or the deadline passes); record when."""
+# Per proxy mode: what shows a node's rules, and how an endpoint ip:80 appears in it.
+RULE_LISTINGS = {
+    "iptables": (["iptables-legacy-save", "-t", "nat"], "--to-destination {ip}:80"),
+    "nftables": (["nft", "list", "map", "ip", "kproxy", "service-endpoints-tcp"], ": {ip} . 80"),
+}
+
+
+def _first_seen(netns: str, listing: list[str], needle: str, deadline: float, seen: dict[str, float]) -> None:
+    """Poll one node's rules until `needle` appears (or the deadline passes); record when."""
     while time.monotonic() < deadline:
-        saved = subprocess.run(
-            nsenter_argv(netns, ["iptables-legacy-save", "-t", "nat"]), capture_output=True, text=True, timeout=10
-        ).stdout
+        saved = subprocess.run(nsenter_argv(netns, listing), capture_output=True, text=True, timeout=10).stdout
         if needle in saved:
             seen[netns] = time.monotonic()
             return
@@ -176,7 +182,8 @@ def _join_all(threads: list[threading.Thread]) -> None:
 
 
 async def _programming_latencies(config: ClusterConfig) -> list[float]:
-    """Seconds from an EndpointSlice update's API answer to its DNAT rule being in every node's nat table."""
+    """Seconds from an EndpointSlice update's API answer to its DNAT rule being in every node's rules."""
+    listing, needle = RULE_LISTINGS[remembered_proxy_mode(config.state_dir)]
     namespace = f"bench-kproxy-{secrets.token_hex(3)}"
     node_namespaces = [config.node_netns(n.name) for n in config.nodes]
     latencies = []
@@ -203,7 +210,7 @@ async def _programming_latencies(config: ClusterConfig) -> list[float]:
                     await client.update("endpointslices", {**current, **addresses})
                 written = time.monotonic()
                 pollers = [
-                    threading.Thread(target=_first_seen, args=(ns, f"--to-destination {ip}:80", deadline, seen))
+                    threading.Thread(target=_first_seen, args=(ns, listing, needle.format(ip=ip), deadline, seen))
                     for ns in node_namespaces
                 ]
                 for poller in pollers:
@@ -224,11 +231,14 @@ def programming_latency_section(config: ClusterConfig) -> str:
     latencies = sorted(asyncio.run(_programming_latencies(config)))
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    mode = remembered_proxy_mode(config.state_dir)
+    listing = " ".join(RULE_LISTINGS[mode][0])
     return "\n".join(
         [
-            f"Network programming latency on the local cluster ({LATENCY_CHANGES} EndpointSlice updates via the API,",
-            "each timed from the API's answer until `iptables-legacy-save -t nat` on every node shows the new DNAT,",
-            "polled from the host; kube-proxy's minimum sync period alone is 1 s; goal: p99 under 250 ms):",
+            f"Network programming latency on the local cluster in {mode} mode ({LATENCY_CHANGES} EndpointSlice",
+            f"updates via the API, each timed from the API's answer until `{listing}` on every node shows the",
+            "new endpoint, polled from the host; kube-proxy's minimum sync period alone is 1 s; goal: p99 under",
+            "250 ms):",
             "",
             "| p50 ms | p99 ms | max ms |",
             "|---|---|---|",
