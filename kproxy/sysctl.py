@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +129,7 @@ def apply(settings: ConntrackSettings, cpus: int | None = None) -> dict[str, int
     An unwritable timeout is an error (it belongs to this namespace); an unwritable maximum or hash
     size (the host's, read-only outside the host namespace) is a warning.
     """
+    ensure_conntrack_loaded()
     written: dict[str, int] = {}
     wanted_max = settings.wanted_max(cpus or os.cpu_count() or 1)
     current_max = int((PROC_SYS_NETFILTER / "nf_conntrack_max").read_text())
@@ -142,6 +145,21 @@ def apply(settings: ConntrackSettings, cpus: int | None = None) -> dict[str, int
     for name, value in written.items():
         log.info("set conntrack sysctl", extra={"sysctl": name, "value": value})
     return written
+
+
+def ensure_conntrack_loaded(modprobe: Sequence[str] = ("modprobe", "nf_conntrack")) -> None:
+    """Load nf_conntrack if nothing has yet: its sysctls exist only then, and a fresh VM loads it only with
+    the first NAT rule, which kproxy writes after this. OSError, naming the command, if that fails."""
+    if (PROC_SYS_NETFILTER / "nf_conntrack_max").exists():
+        return
+    command = " ".join(modprobe)
+    try:
+        done = subprocess.run(list(modprobe), capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise OSError(f"nf_conntrack is not loaded and `{command}` could not run: {error}") from error
+    if done.returncode != 0 or not (PROC_SYS_NETFILTER / "nf_conntrack_max").exists():
+        raise OSError(f"nf_conntrack is not loaded and `{command}` did not load it: {done.stderr.strip()}")
+    log.info("loaded nf_conntrack", extra={"command": command})
 
 
 def _write_host_limit(path: Path, value: int) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kproxy import sysctl
 from kproxy.sysctl import ConntrackSettings, add_arguments, settings_from
 from tests.kproxy.netns import in_ns, namespaces
 
@@ -128,3 +129,23 @@ def test_kproxy_refuses_a_negative_conntrack_flag_before_touching_anything() -> 
     )
     assert done.returncode == 2
     assert "kproxy: --conntrack-tcp-timeout-established -5: must be 0 or more" in done.stdout
+
+
+def test_a_machine_that_has_not_loaded_conntrack_yet_loads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh VM loads nf_conntrack only with its first NAT rule, after kproxy starts: kproxy loads it first.
+    (This host has it loaded, so the sysctl directory is a stand-in and the loader a command creating it.)"""
+    monkeypatch.setattr(sysctl, "PROC_SYS_NETFILTER", tmp_path)
+    loader = ("sh", "-c", f"echo 262144 > {tmp_path}/nf_conntrack_max")
+    sysctl.ensure_conntrack_loaded(loader)
+    assert (tmp_path / "nf_conntrack_max").read_text() == "262144\n"
+    sysctl.ensure_conntrack_loaded(("false",))  # loaded now: nothing is run
+
+
+def test_conntrack_that_cannot_be_loaded_is_an_error_naming_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sysctl, "PROC_SYS_NETFILTER", tmp_path)
+    with pytest.raises(OSError, match="`sh -c echo no module >&2; exit 1` did not load it: no module"):
+        sysctl.ensure_conntrack_loaded(("sh", "-c", "echo no module >&2; exit 1"))
+    with pytest.raises(OSError, match="`no-such-modprobe nf_conntrack` could not run"):
+        sysctl.ensure_conntrack_loaded(("no-such-modprobe", "nf_conntrack"))
