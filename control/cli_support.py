@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from collections.abc import Callable
 
+from control.api.timestamps import parse_duration
 from control.client import Client
 from control.observability import setup_logging
 
@@ -21,9 +21,6 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(h|ms|m|s)")
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
 
 def bool_flag(value: str) -> bool:
     """argparse type of a Go bool flag given a value (`--anonymous-auth=false`)."""
@@ -36,10 +33,10 @@ def bool_flag(value: str) -> bool:
 
 def duration_flag(text: str) -> float:
     """argparse type of a Go duration flag ("30s", "5m0s", "500ms"), in seconds."""
-    parts = _DURATION_PART.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected a Go duration like 30s or 5m0s")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from control.apiserver.authn import (
 from control.apiserver.encryption import load_encryption_config
 from control.apiserver.metrics_api import DEFAULT_RESOLUTION
 from control.apiserver.storage import EtcdTLS, Storage, parse_endpoint
-from control.cli_support import Command
+from control.cli_support import Command, bool_flag
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     authz_filter.add_arguments(parser)
 
 
-def _on_off(value: str) -> bool:
-    if value.lower() in ("true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"want true or false, got {value!r}")
-
-
 def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     """kube-apiserver's TLS and authentication flags, by their upstream names."""
     parser.add_argument("--tls-cert-file", default="", help="serving certificate; without it the API is plain HTTP")
@@ -75,7 +67,7 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-auth-file", default="", help='static bearer tokens, CSV: token,user,uid,"g1,g2"')
     parser.add_argument(
         "--anonymous-auth",
-        type=_on_off,
+        type=bool_flag,
         nargs="?",
         const=True,
         default=False,

@@ -16,7 +16,8 @@ from control.controllers.leaderelection import (
     leader_election_config,
     run_elected,
 )
-from control.controllers.hpa import HpaSettings, parse_duration
+from control.api.timestamps import parse_duration
+from control.controllers.hpa import HpaSettings
 from control.controllers.loadbalancer import DEFAULT_POOL, parse_pool
 from control.controllers.certificates import DEFAULT_SIGNING_DURATION, ClusterSigner
 from control.controllers.manager import ControllerManager, Settings

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from control.api.errors import ApiError
 from control.api.quantity import milli_value
 from control.api.resources import METRICS_RESOURCES, RESOURCES, Resource
 from control.api.selectors import matches, parse_label_selector
-from control.api.timestamps import now_rfc3339, parse_time
+from control.api.timestamps import now_rfc3339, parse_duration, parse_time
 from control.client import Client, Informer, Object, key_of, name_of
 from control.clock import Clock, RealClock
 from control.controllers.base import Controller, condition
@@ -81,18 +80,6 @@ class PodMetricsSource(Protocol):
         self, namespace: str, selector: str, resource_name: str, container: str | None = None
     ) -> dict[str, PodMetric]:
         """Usage by pod name (of one container, if named); MetricsError when none can be had."""
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)(h|ms|m|s)")
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration string as metav1.Duration renders it ("10s", "1m30s", "500ms")."""
-    parts = _DURATION_PART.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {text!r}: expected a Go duration like 10s or 1m30s")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def pod_metrics_from_list(

@@ -25,14 +25,13 @@ from control.controllers.hpa import (
     format_milli,
     group_pods,
     limit_rate,
-    parse_duration,
     pod_metrics_from_list,
     resource_replicas,
     scalable_resource,
     scaling_rules,
     stabilize,
 )
-from control.api.timestamps import parse_time
+from control.api.timestamps import parse_duration, parse_time
 
 NOW = parse_time("2026-01-01T01:00:00Z")
 LONG_AGO = "2026-01-01T00:00:00Z"  # an hour before NOW: past every initialisation period
