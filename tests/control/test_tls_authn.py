@@ -13,7 +13,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -38,6 +37,7 @@ from kubelet.server import KubeletServer, serving_context
 from pocket.kubeconfig import Credentials, write_kubeconfig
 from tests.conftest import ETCD, KUBECTL, free_port
 from tests.kubelet.harness import Harness, c, make_pod
+from tests.processes import stop, wait_ready
 
 TOKEN = "pkt-" + uuid.uuid4().hex
 
@@ -69,28 +69,6 @@ class TLSCluster:
         return path
 
 
-def _wait(check: object, what: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (OSError, ssl.SSLError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready within 30s:\n{log.read_text()[-2000:]}")
-        time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +105,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSCluster
     api_log = work / "apiserver.log"
     api = None
     try:
-        _wait(lambda: (work / "etcd" / "member").exists(), "etcd", etcd, etcd_log)
+        wait_ready(lambda: (work / "etcd" / "member").exists(), "etcd", etcd, etcd_log)
         api = subprocess.Popen(
             [sys.executable, "-m", "control.apiserver", "--etcd-servers", etcd_url]
             + ["--bind-address", "127.0.0.1", "--port", str(api_port), "--advertise-address", "127.0.0.1"]
@@ -152,12 +130,12 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSCluster
             with urllib.request.urlopen(f"https://127.0.0.1:{api_port}/readyz", timeout=2, context=context) as r:
                 return r.status == 200
 
-        _wait(ready, "apiserver", api, api_log)
+        wait_ready(ready, "apiserver", api, api_log)
         yield TLSCluster(pki_dir, ca, etcd_url, f"https://127.0.0.1:{api_port}", work)
     finally:
         if api is not None:
-            _stop(api)
-        _stop(etcd)
+            stop(api)
+        stop(etcd)
 
 
 @pytest.fixture

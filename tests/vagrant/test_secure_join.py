@@ -17,7 +17,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ from pocket.setup import (
     write_admin_kubeconfig,
 )
 from tests.conftest import ETCD, KUBECTL, free_port
+from tests.processes import stop, wait_ready
 
 TOKEN = "pktjoin0123456789abcdef0123456789"
 OTHER = "pktother0123456789abcdef012345678"
@@ -81,28 +81,6 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _wait(ready: object, what: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if ready():  # type: ignore[operator]
-                return
-        except (OSError, ssl.SSLError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _replace_flag(argv: tuple[str, ...], flag: str, value: str) -> list[str]:
@@ -130,7 +108,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
                        "--trusted-ca-file", str(paths.ca), "--cert-file", str(paths.cert("etcd-server")),
                        "--key-file", str(paths.key("etcd-server"))], etcd_log)
         processes.append(etcd)
-        _wait(lambda: (work / "etcd" / "member").exists(), "etcd", etcd, etcd_log)
+        wait_ready(lambda: (work / "etcd" / "member").exists(), "etcd", etcd, etcd_log, timeout=60)
         api_log = work / "apiserver.log"
         api = _start([sys.executable, "-m", "pocket.cli", "apiserver",
                       *_replace_flag(apiserver_security(paths), "--etcd-servers", etcd_url),
@@ -143,7 +121,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             with urllib.request.urlopen(f"{server}/readyz", timeout=2, context=context) as resp:
                 return resp.status == 200
 
-        _wait(ready, "apiserver", api, api_log)
+        wait_ready(ready, "apiserver", api, api_log, timeout=60)
         manager_kubeconfig = work / "controller-manager.conf"  # the unit's, pointed at this test's port
         write_kubeconfig(manager_kubeconfig, server, Credentials.from_files(
             paths.ca, paths.cert(CONTROLLER_MANAGER), paths.key(CONTROLLER_MANAGER)))
@@ -158,11 +136,11 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2) as resp:
                 return resp.status == 200
 
-        _wait(manager_ready, "controller-manager", manager, manager_log)
+        wait_ready(manager_ready, "controller-manager", manager, manager_log, timeout=60)
         yield ControlPlane(cluster, server, work)
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop(process)
 
 
 def mode(path: Path) -> int:
