@@ -68,32 +68,38 @@ SERVICE_CHAIN_PREFIXES = ("svc-", "svl-", "ext-", "ep-")
 SERVICE_KEY = "ip daddr . meta l4proto . th dport"
 ENDPOINT_KEY = f"{SERVICE_KEY} . numgen random mod 1"  # the type of (service key . endpoint index)
 
-# The sets and maps every table has: name -> (set or map, declaration).
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A set or map every table has: its nft declaration, and its elements' layout for the netlink encoder."""
+
+    kind: str  # "set" or "map"
+    declaration: str
+    key: tuple[str, ...]  # field kinds: addr, proto, port, index
+    data: str | tuple[str, ...] | None = None  # "verdict", field kinds, or None for a set
+
+
+SERVICE_VMAP = SetSpec(
+    "map", "type ipv4_addr . inet_proto . inet_service : verdict ;", ("addr", "proto", "port"), "verdict"
+)
+NODEPORT_VMAP = SetSpec("map", "type inet_proto . inet_service : verdict ;", ("proto", "port"), "verdict")
 STATIC_SETS = {
-    SERVICE_IPS: ("map", "type ipv4_addr . inet_proto . inet_service : verdict ;"),
-    NO_ENDPOINT_SERVICES: ("map", "type ipv4_addr . inet_proto . inet_service : verdict ;"),
-    NO_ENDPOINT_EXTERNAL_IPS: ("map", "type ipv4_addr . inet_proto . inet_service : verdict ;"),
-    SERVICE_NODEPORTS: ("map", "type inet_proto . inet_service : verdict ;"),
-    NO_ENDPOINT_NODEPORTS: ("map", "type inet_proto . inet_service : verdict ;"),
+    SERVICE_IPS: SERVICE_VMAP,
+    NO_ENDPOINT_SERVICES: SERVICE_VMAP,
+    NO_ENDPOINT_EXTERNAL_IPS: SERVICE_VMAP,
+    SERVICE_NODEPORTS: NODEPORT_VMAP,
+    NO_ENDPOINT_NODEPORTS: NODEPORT_VMAP,
     # One map per protocol: nft 1.0.6 cannot read back a map whose data is typed `th dport`.
     **{
-        f"{SERVICE_ENDPOINTS}{proto}": (
+        f"{SERVICE_ENDPOINTS}{proto}": SetSpec(
             "map",
             f"typeof {ENDPOINT_KEY} : ip daddr . {proto} dport ;",
+            ("addr", "proto", "port", "index"),
+            ("addr", "port"),
         )
         for proto in PROTOCOLS
     },
-    HAIRPIN_ENDPOINTS: ("set", "typeof ip saddr . ip daddr ;"),
-}
-# How each set's elements are laid out, for the netlink encoder: (key fields, data: "verdict", fields or None).
-ELEMENT_FIELDS: dict[str, tuple[tuple[str, ...], str | tuple[str, ...] | None]] = {
-    SERVICE_IPS: (("addr", "proto", "port"), "verdict"),
-    NO_ENDPOINT_SERVICES: (("addr", "proto", "port"), "verdict"),
-    NO_ENDPOINT_EXTERNAL_IPS: (("addr", "proto", "port"), "verdict"),
-    SERVICE_NODEPORTS: (("proto", "port"), "verdict"),
-    NO_ENDPOINT_NODEPORTS: (("proto", "port"), "verdict"),
-    **{f"{SERVICE_ENDPOINTS}{proto}": (("addr", "proto", "port", "index"), ("addr", "port")) for proto in PROTOCOLS},
-    HAIRPIN_ENDPOINTS: (("addr", "addr"), None),
+    HAIRPIN_ENDPOINTS: SetSpec("set", "typeof ip saddr . ip daddr ;", ("addr", "addr")),
 }
 # Base chains: (name, hook, priority). Filter chains run before DNAT so a rejected VIP is seen as itself.
 BASE_CHAINS = (
@@ -107,10 +113,11 @@ BASE_CHAINS = (
 
 
 def element_fields(name: str) -> tuple[tuple[str, ...], str | tuple[str, ...] | None]:
-    """The layout of a set's elements (see ELEMENT_FIELDS); every `spread-` set holds service keys."""
+    """The layout of a set's elements (see SetSpec); every `spread-` set holds service keys."""
     if name.startswith(SPREAD):
         return ("addr", "proto", "port"), None
-    return ELEMENT_FIELDS[name]
+    spec = STATIC_SETS[name]
+    return spec.key, spec.data
 
 
 Spread = tuple[str, int]  # (protocol, endpoint count) of a `spread-` set
@@ -137,7 +144,7 @@ class NftRuleset:
 
 
 def _declarations(ruleset: NftRuleset) -> list[str]:
-    lines = [f"add {kind} {TABLE} {name} {{ {body} }}" for name, (kind, body) in STATIC_SETS.items()]
+    lines = [f"add {spec.kind} {TABLE} {name} {{ {spec.declaration} }}" for name, spec in STATIC_SETS.items()]
     lines += [_declare_set(spread_set(*spread), "") for spread in sorted(ruleset.spreads)]
     lines += [_declare_set(name, str(timeout)) for name, timeout in sorted(ruleset.timeout_sets.items())]
     return lines
@@ -662,7 +669,7 @@ class NftablesProgrammer:
         wanted_sets = {spread_set(*spread) for spread in wanted.spreads} | set(wanted.timeout_sets)
         stale_sets = sorted(s for s in existing_sets if s.startswith((SPREAD, AFFINITY)) and s not in wanted_sets)
         lines = [f"add table {TABLE}", *_declarations(wanted)]
-        lines += [f"flush {kind} {TABLE} {name}" for name, (kind, _) in STATIC_SETS.items()]
+        lines += [f"flush {spec.kind} {TABLE} {name}" for name, spec in STATIC_SETS.items()]
         lines += [f"flush set {TABLE} {spread_set(*spread)}" for spread in sorted(wanted.spreads)]
         lines += [_declare_base_chain(*spec) for spec in BASE_CHAINS]
         for name in [*wanted.chains, *stale_chains]:
