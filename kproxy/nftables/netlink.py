@@ -19,7 +19,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kproxy.iptables.restore import PacketFilterError
@@ -36,19 +36,27 @@ CLONE_NEWNET = 0x40000000
 
 NEWCHAIN, DELCHAIN, NEWRULE, DELRULE, NEWSET, DELSET, NEWSETELEM, DELSETELEM = 3, 5, 6, 8, 9, 11, 12, 14
 VERDICTS = {"jump": -3, "goto": -4}
-DROP = 0
+DROP, RETURN = 0, -5
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 IP_OFFSETS = {"saddr": 12, "daddr": 16}
 NETWORK_HEADER, TRANSPORT_HEADER = 1, 2
-META_L4PROTO = 16
+META_L4PROTO, META_MARK = 16, 3
+NFT_REG32_00 = 8
+BITWISE_BOOL = 0
+CT_STATE, CT_STATUS = 0, 2
+CT_STATE_NEW, IPS_DST_NAT = 0x8, 0x20
+REJECT_ICMP_UNREACH, ICMP_PORT_UNREACHABLE = 0, 3
 CMP_EQ, CMP_NEQ = 0, 1
 NUMGEN_RANDOM = 1
-FIB_ADDRTYPE, FIB_SADDR, RTN_LOCAL = 3, 1, 2
+FIB_ADDRTYPE, RTN_LOCAL = 3, 2
+FIB_ADDRESSES = {"saddr": 1, "daddr": 2}  # NFTA_FIB_F_SADDR, NFTA_FIB_F_DADDR
 DYNSET_UPDATE = 1
 NAT_DNAT, NAT_PROTO_SPECIFIED = 1, 2
 SET_TIMEOUT, SET_EVAL = 0x10, 0x20
 TYPE_IPADDR = 7
 DYNAMIC_SET_SIZE = 65535  # what nft gives a dynamic set declared without a size
+ELEMENTS_BYTES_PER_MESSAGE = 60000  # an element list is one attribute, whose length is 16 bits
+SO_SNDBUFFORCE = 32
 
 
 class UnsupportedRule(ValueError):
@@ -107,10 +115,218 @@ def jump(code: int, chain: str | None = None) -> bytes:
 def l4proto(name: str) -> list[bytes]:
     if name not in PROTOCOLS:
         raise UnsupportedRule(f"protocol {name!r}")
-    return [expression("meta", be32(1, 1), be32(2, META_L4PROTO)), compare(bytes([PROTOCOLS[name]]))]
+    return [meta_load(META_L4PROTO), compare(bytes([PROTOCOLS[name]]))]
 
 
 # -- rule compiler -----------------------------------------------------------
+
+# What a match or a concatenation can load, with the expression that loads it into a register.
+LOADS = {
+    ("ip", "saddr"): lambda register: payload(NETWORK_HEADER, IP_OFFSETS["saddr"], 4, register),
+    ("ip", "daddr"): lambda register: payload(NETWORK_HEADER, IP_OFFSETS["daddr"], 4, register),
+    ("meta", "l4proto"): lambda register: meta_load(META_L4PROTO, register),
+    ("th", "dport"): lambda register: payload(TRANSPORT_HEADER, 2, 2, register),
+}
+
+
+def concat_register(slot: int) -> int:
+    """The register of a concatenation's `slot`th 32-bit field, numbered as nft does: the first in the 128-bit
+    register 1, the others in the 32-bit registers after NFT_REG32_00 (8)."""
+    return 1 if slot == 0 else NFT_REG32_00 + slot
+
+
+def meta_load(key: int, register: int = 1) -> bytes:
+    return expression("meta", be32(2, key), be32(1, register))
+
+
+def lookup(set_name: str, register: int = 1, data_register: int | None = None) -> bytes:
+    """A set lookup (`@set`), or a map's with its value into `data_register` (0: the verdict of a vmap)."""
+    into = b"" if data_register is None else be32(3, data_register)
+    return expression("lookup", be32(2, register), into, text(1, set_name))
+
+
+def _bit_test(load: bytes, bits: int, op: int, host_value: int = 0, with_op: bool = False) -> list[bytes]:
+    """`<load> & bits <op> host_value` on a host-order 32-bit value (ct state/status, meta mark)."""
+    return [load, bitwise(bits, 0, with_op), compare(struct.pack("=I", host_value), op)]
+
+
+def bitwise(mask: int, xor: int, with_op: bool = False) -> bytes:
+    """register 1 = (register 1 & mask) ^ xor, on host-order 32-bit values. nft names the operation (boolean)
+    when the result is stored (`meta mark set ...`), not in a test."""
+    operation = be32(6, BITWISE_BOOL) if with_op else b""
+    return expression(
+        "bitwise",
+        be32(1, 1),
+        be32(2, 1),
+        operation,
+        be32(3, 4),
+        value(4, struct.pack("=I", mask)),
+        value(5, struct.pack("=I", xor)),
+    )
+
+
+class _Words:
+    """A rule's words with a cursor."""
+
+    def __init__(self, rule: str):
+        self.words = rule.split()
+        self.at = 0
+
+    def more(self) -> bool:
+        return self.at < len(self.words)
+
+    def peek(self, ahead: int = 0) -> str:
+        index = self.at + ahead
+        return self.words[index] if index < len(self.words) else ""
+
+    def take(self, *expected: str) -> bool:
+        if tuple(self.words[self.at : self.at + len(expected)]) == expected:
+            self.at += len(expected)
+            return True
+        return False
+
+    def next(self) -> str:
+        word = self.peek()
+        if not word:
+            raise UnsupportedRule("rule ends early")
+        self.at += 1
+        return word
+
+    def rest(self) -> str:
+        return " ".join(self.words[self.at :])
+
+
+def _fields(words: _Words) -> list[tuple[str, str]]:
+    """`ip daddr . meta l4proto . th dport`: the loadable fields of a concatenation (or one field)."""
+    fields = []
+    while True:
+        field = (words.peek(), words.peek(1))
+        if field not in LOADS:
+            raise UnsupportedRule(f"cannot load {' '.join(field)!r}")
+        words.at += 2
+        fields.append(field)
+        if words.peek() != "." or (words.peek(1), words.peek(2)) not in LOADS:
+            return fields
+        words.at += 1
+
+
+def _load_fields(fields: Sequence[tuple[str, str]]) -> list[bytes]:
+    return [LOADS[field](concat_register(slot)) for slot, field in enumerate(fields)]
+
+
+def _match(words: _Words) -> list[bytes]:
+    """A field compared with a value (`ip saddr != 10.0.0.0/8`, `meta l4proto tcp`), or fields looked up in a
+    set (`... @set`) or verdict map (`... vmap @map`)."""
+    fields = _fields(words)
+    if words.peek().startswith("@") or words.peek() == "vmap":
+        verdict_map = words.take("vmap")
+        set_name = words.next()[1:]
+        if len(fields) == 1 and fields[0][0] == "ip" and not verdict_map:
+            return _address_match(fields[0][1], False, "@" + set_name)
+        return [*_load_fields(fields), lookup(set_name, data_register=0 if verdict_map else None)]
+    if len(fields) != 1:
+        raise UnsupportedRule(f"concatenation without a lookup before {words.rest()!r}")
+    negated = words.take("!=")
+    operand = words.next()
+    if fields[0][0] == "ip":
+        return _address_match(fields[0][1], negated, operand)
+    if fields[0] == ("meta", "l4proto") and not negated:
+        return l4proto(operand)
+    raise UnsupportedRule(f"cannot compare {' '.join(fields[0])!r} with {operand!r}")
+
+
+def _mapped_dnat(words: _Words, port_protocols: Mapping[str, str]) -> list[bytes]:
+    """`dnat ip to <key fields> . numgen random mod N map @m`: the address and port come from map `m`, whose
+    port is typed by protocol, so nft tests the protocol first (`port_protocols` says which, per map)."""
+    fields = _fields(words)
+    if not (words.take(".", "numgen", "random", "mod") and words.peek(1) == "map"):
+        raise UnsupportedRule(f"mapped dnat {words.rest()!r}")
+    modulus = int(words.next())
+    words.take("map")
+    map_name = words.next()[1:]
+    if map_name not in port_protocols:
+        raise UnsupportedRule(f"the protocol of map {map_name!r} is not known")
+    numgen_register = concat_register(len(fields))
+    return [
+        *l4proto(port_protocols[map_name]),
+        *_load_fields(fields),
+        expression("numgen", be32(1, numgen_register), be32(2, modulus), be32(3, NUMGEN_RANDOM), be32(4, 0)),
+        lookup(map_name, data_register=1),
+        expression("nat", be32(1, NAT_DNAT), be32(2, NFPROTO_IPV4), be32(3, 1), be32(5, concat_register(1))),
+    ]
+
+
+def _statement(words: _Words, port_protocols: Mapping[str, str]) -> list[bytes]:
+    """The expressions of the next match or statement."""
+    word = words.peek()
+    if words.take("ct", "status", "dnat"):
+        return _bit_test(expression("ct", be32(2, CT_STATUS), be32(1, 1)), IPS_DST_NAT, CMP_NEQ)
+    if words.take("ct", "state", "new"):
+        return _bit_test(expression("ct", be32(2, CT_STATE), be32(1, 1)), CT_STATE_NEW, CMP_NEQ)
+    if word == "fib" and words.peek(1) in FIB_ADDRESSES and words.peek(2) == "type" and words.peek(3) == "local":
+        flags = FIB_ADDRESSES[words.peek(1)]
+        words.at += 4
+        return [
+            expression("fib", be32(3, flags), be32(2, FIB_ADDRTYPE), be32(1, 1)),
+            compare(struct.pack("=I", RTN_LOCAL)),
+        ]
+    if (word, words.peek(1)) in LOADS:
+        return _match(words)
+    if word in PROTOCOLS and words.peek(1) == "dport":
+        words.at += 2
+        number = int(words.next())
+        return [*l4proto(word), payload(TRANSPORT_HEADER, 2, 2), compare(struct.pack(">H", number))]
+    if words.take("numgen", "random", "mod"):
+        modulus = int(words.next())
+        if not words.take("==", "0"):
+            raise UnsupportedRule(f"numgen test {words.rest()!r}")
+        return [
+            expression("numgen", be32(1, 1), be32(2, modulus), be32(3, NUMGEN_RANDOM), be32(4, 0)),
+            compare(struct.pack("=I", 0)),
+        ]
+    if (
+        word == "update"
+        and words.peek(1).startswith("@")
+        and words.words[words.at + 2 : words.at + 6] == ["{", "ip", "saddr", "}"]
+    ):
+        set_name = words.peek(1)[1:]
+        words.at += 6
+        return [
+            payload(NETWORK_HEADER, IP_OFFSETS["saddr"], 4),
+            expression("dynset", be32(4, 1), be32(3, DYNSET_UPDATE), text(1, set_name)),
+        ]
+    if words.take("dnat", "ip", "to"):
+        return _mapped_dnat(words, port_protocols)
+    if words.take("dnat", "to"):
+        address, port = words.next().rsplit(":", 1)
+        return [
+            immediate(1, ipaddress.IPv4Address(address).packed),
+            immediate(2, struct.pack(">H", int(port))),
+            expression(
+                "nat", be32(1, NAT_DNAT), be32(2, NFPROTO_IPV4), be32(3, 1), be32(5, 2), be32(7, NAT_PROTO_SPECIFIED)
+            ),
+        ]
+    if words.take("meta", "mark", "set", "meta", "mark"):
+        operation, bits = words.next(), int(words.next(), 0)
+        if operation not in ("or", "xor"):
+            raise UnsupportedRule(f"mark operation {operation!r}")
+        mask = 0xFFFFFFFF & ~bits if operation == "or" else 0xFFFFFFFF
+        return [meta_load(META_MARK), bitwise(mask, bits, True), expression("meta", be32(2, META_MARK), be32(3, 1))]
+    if words.take("meta", "mark", "&"):
+        bits = int(words.next(), 0)
+        if not words.take("=="):
+            raise UnsupportedRule(f"mark test {words.rest()!r}")
+        return _bit_test(meta_load(META_MARK), bits, CMP_EQ, int(words.next(), 0), with_op=True)
+    if words.take("masquerade"):
+        return [expression("masq")]
+    if words.take("reject"):
+        return [expression("reject", be32(1, REJECT_ICMP_UNREACH), attr(2, bytes([ICMP_PORT_UNREACHABLE])))]
+    if words.take("return"):
+        return [jump(RETURN)]
+    if word in VERDICTS and words.peek(1) and words.at + 2 == len(words.words):
+        words.at += 2
+        return [jump(VERDICTS[word], words.words[-1])]
+    raise UnsupportedRule(f"cannot compile {words.rest()!r}")
 
 
 def _address_match(field: str, negated: bool, operand: str) -> list[bytes]:
@@ -119,7 +335,7 @@ def _address_match(field: str, negated: bool, operand: str) -> list[bytes]:
     if operand.startswith("@"):
         if negated:
             raise UnsupportedRule("negated set lookup")
-        return [payload(NETWORK_HEADER, offset, 4), expression("lookup", text(1, operand[1:]), be32(2, 1))]
+        return [payload(NETWORK_HEADER, offset, 4), lookup(operand[1:])]
     network = ipaddress.IPv4Network(operand)
     op = CMP_NEQ if negated else CMP_EQ
     whole_bytes, rest = divmod(network.prefixlen, 8)
@@ -133,93 +349,87 @@ def _address_match(field: str, negated: bool, operand: str) -> list[bytes]:
     ]
 
 
-def compile_rule(rule: str) -> bytes:
-    """The NFTA_RULE_EXPRESSIONS list for one of kproxy's rule texts."""
-    words = rule.split()
+def compile_rule(rule: str, port_protocols: Mapping[str, str] | None = None) -> bytes:
+    """The NFTA_RULE_EXPRESSIONS list for one of kproxy's rule texts, expression for expression as nft sends it
+    (a lookup aside: nft also names the set by its id in the batch).
+
+    `port_protocols`: for maps a `dnat ip to ... map @m` reads, the protocol of the port in the map's data.
+    """
+    words = _Words(rule)
     out: list[bytes] = []
-    i = 0
     try:
-        while i < len(words):
-            word = words[i]
-            if word == "ip" and words[i + 1] in IP_OFFSETS:
-                negated = words[i + 2] == "!="
-                operand = words[i + 3] if negated else words[i + 2]
-                out += _address_match(words[i + 1], negated, operand)
-                i += 4 if negated else 3
-            elif word in PROTOCOLS and words[i + 1] == "dport":
-                out += l4proto(word)
-                out += [payload(TRANSPORT_HEADER, 2, 2), compare(struct.pack(">H", int(words[i + 2])))]
-                i += 3
-            elif word == "meta" and words[i + 1] == "l4proto":
-                out += l4proto(words[i + 2])
-                i += 3
-            elif words[i : i + 4] == ["fib", "saddr", "type", "local"]:
-                out += [
-                    expression("fib", be32(1, 1), be32(2, FIB_ADDRTYPE), be32(3, FIB_SADDR)),
-                    compare(struct.pack("=I", RTN_LOCAL)),
-                ]
-                i += 4
-            elif words[i : i + 3] == ["numgen", "random", "mod"] and words[i + 4 : i + 6] == ["==", "0"]:
-                modulus = int(words[i + 3])
-                out += [
-                    expression("numgen", be32(1, 1), be32(2, modulus), be32(3, NUMGEN_RANDOM)),
-                    compare(struct.pack("=I", 0)),
-                ]
-                i += 6
-            elif word == "update" and words[i + 2 : i + 6] == ["{", "ip", "saddr", "}"] and words[i + 1][0] == "@":
-                out += [
-                    payload(NETWORK_HEADER, IP_OFFSETS["saddr"], 4),
-                    expression("dynset", text(1, words[i + 1][1:]), be32(3, DYNSET_UPDATE), be32(4, 1)),
-                ]
-                i += 6
-            elif word == "dnat" and words[i + 1] == "to":
-                address, port = words[i + 2].rsplit(":", 1)
-                out += [
-                    immediate(1, ipaddress.IPv4Address(address).packed),
-                    immediate(2, struct.pack(">H", int(port))),
-                    expression(
-                        "nat",
-                        be32(1, NAT_DNAT),
-                        be32(2, NFPROTO_IPV4),
-                        be32(3, 1),
-                        be32(5, 2),
-                        be32(7, NAT_PROTO_SPECIFIED),
-                    ),
-                ]
-                i += 3
-            elif word in VERDICTS and i + 2 == len(words):
-                out.append(jump(VERDICTS[word], words[i + 1]))
-                i += 2
-            else:
-                raise UnsupportedRule(f"{rule!r}: cannot compile {' '.join(words[i:])!r}")
+        while words.more():
+            out += _statement(words, port_protocols or {})
+    except UnsupportedRule as err:
+        raise UnsupportedRule(f"{rule!r}: {err}") from None
     except (IndexError, ValueError) as err:
-        if isinstance(err, UnsupportedRule):
-            raise
         raise UnsupportedRule(f"{rule!r}: {err}") from err
     return nested(4, *out)  # NFTA_RULE_EXPRESSIONS
 
 
-def _field(kind: str, text_value: str) -> bytes:
-    """One field of a concatenation, padded to its 4-byte register slot as nft lays it out."""
-    if kind == "addr":
-        return ipaddress.IPv4Address(text_value).packed
-    if kind == "proto":
-        if text_value not in PROTOCOLS:
-            raise UnsupportedRule(f"protocol {text_value!r}")
-        return bytes([PROTOCOLS[text_value]]).ljust(4, b"\0")
-    if kind == "port":
-        return struct.pack(">H", int(text_value)).ljust(4, b"\0")
-    if kind == "index":  # what `numgen` puts in a register: host byte order
-        return struct.pack("=I", int(text_value))
-    raise UnsupportedRule(f"field kind {kind!r}")
+def _address_field(text_value: str) -> bytes:
+    if text_value.count(".") != 3:  # inet_aton would also take `10.1` or `10`
+        raise UnsupportedRule(f"address {text_value!r}")
+    try:
+        return socket.inet_aton(text_value)
+    except OSError:
+        raise UnsupportedRule(f"address {text_value!r}") from None
+
+
+def _protocol_field(text_value: str) -> bytes:
+    if text_value not in PROTOCOLS:
+        raise UnsupportedRule(f"protocol {text_value!r}")
+    return bytes([PROTOCOLS[text_value]]).ljust(4, b"\0")
+
+
+def _port_field(text_value: str) -> bytes:
+    return struct.pack(">H", int(text_value)).ljust(4, b"\0")
+
+
+def _index_field(text_value: str) -> bytes:
+    return struct.pack("=I", int(text_value))  # what `numgen` puts in a register: host byte order
+
+
+# One field of a concatenation, padded to its 4-byte register slot as nft lays it out, by field kind.
+FIELDS = {"addr": _address_field, "proto": _protocol_field, "port": _port_field, "index": _index_field}
+
+
+class _Memo(dict[str, bytes]):
+    """A field encoder that remembers: a batch repeats addresses and ports many times."""
+
+    def __init__(self, encode: Callable[[str], bytes]):
+        super().__init__()
+        self.encode = encode
+
+    def __missing__(self, text_value: str) -> bytes:
+        encoded = self[text_value] = self.encode(text_value)
+        return encoded
+
+
+class ConcatEncoder:
+    """Concatenations of one layout, e.g. `10.96.0.5 . tcp . 80` for field kinds (`addr`, `proto`, `port`),
+    as nft's key bytes."""
+
+    def __init__(self, kinds: Sequence[str]):
+        unknown = [kind for kind in kinds if kind not in FIELDS]
+        if unknown:
+            raise UnsupportedRule(f"field kind {unknown[0]!r}")
+        self.kinds = tuple(kinds)
+        self.fields = [_Memo(FIELDS[kind]) for kind in kinds]
+        self.length = 4 * len(kinds)
+
+    def __call__(self, text_value: str) -> bytes:
+        parts = text_value.split(" . ")
+        if len(parts) != len(self.fields):
+            raise UnsupportedRule(f"{text_value!r} does not have the fields {' . '.join(self.kinds)}")
+        try:
+            return b"".join([field[part] for field, part in zip(self.fields, parts, strict=True)])
+        except (ValueError, struct.error) as err:
+            raise UnsupportedRule(f"{text_value!r}: {err}") from None
 
 
 def concat(text_value: str, kinds: Sequence[str]) -> bytes:
-    """`10.96.0.5 . tcp . 80` and its field kinds (`addr`, `proto`, `port`, `index`) as nft's key bytes."""
-    parts = text_value.split(" . ")
-    if len(parts) != len(kinds):
-        raise UnsupportedRule(f"{text_value!r} does not have the fields {' . '.join(kinds)}")
-    return b"".join(_field(kind, part) for kind, part in zip(kinds, parts, strict=True))
+    return ConcatEncoder(kinds)(text_value)
 
 
 def map_verdict(text_verdict: str) -> tuple[int, str | None]:
@@ -239,12 +449,13 @@ class Batch:
     """nf_tables messages for one table, in order; `describe[i]` names message i for error reports."""
 
     table: str
+    port_protocols: Mapping[str, str]  # see compile_rule
     messages: list[tuple[int, int, bytes]]
     describe: list[str]
 
     @classmethod
-    def for_table(cls, table: str) -> Batch:
-        return cls(table, [], [])
+    def for_table(cls, table: str, port_protocols: Mapping[str, str] | None = None) -> Batch:
+        return cls(table, port_protocols or {}, [], [])
 
     def _add(self, kind: int, flags: int, body: bytes, what: str) -> None:
         self.messages.append((kind, flags, body))
@@ -260,7 +471,7 @@ class Batch:
         self._add(DELCHAIN, 0, text(1, self.table) + text(3, name), f"delete chain {name}")
 
     def add_rule(self, chain: str, rule: str) -> None:
-        body = text(1, self.table) + text(2, chain) + compile_rule(rule)
+        body = text(1, self.table) + text(2, chain) + compile_rule(rule, self.port_protocols)
         self._add(NEWRULE, NLM_F_CREATE | NLM_F_APPEND, body, f"add rule {chain} {rule}")
 
     def add_element(
@@ -275,6 +486,52 @@ class Batch:
         body = text(1, self.table) + text(2, set_name) + nested(3, nested(1, *parts))
         shown = f"{key} : {data}" if data_kinds is not None else key
         self._add(NEWSETELEM, NLM_F_CREATE, body, f"add element {set_name} {{ {shown} }}")
+
+    def add_elements(
+        self,
+        set_name: str,
+        members: Mapping[str, str],
+        key_kinds: Sequence[str],
+        data_kinds: str | Sequence[str] | None,
+    ) -> None:
+        """Many elements (key -> data, data "" in a set), as many to a message as its attribute length allows."""
+        head = text(1, self.table) + text(2, set_name)
+        encode_key = ConcatEncoder(key_kinds)
+        if data_kinds is None or data_kinds == "verdict":
+            encode_data = None
+            layout = nested(1, value(1, bytes(encode_key.length)))
+        else:
+            encode_data = ConcatEncoder(data_kinds)
+            layout = nested(1, value(1, bytes(encode_key.length)), value(2, bytes(encode_data.length)))
+        # Every field is 4 bytes, so the attribute headers around key and data are the same for all elements.
+        key_head, data_head = layout[:12], layout[12 + encode_key.length : 20 + encode_key.length]
+        chunk: list[bytes] = []
+        size = 0
+        first = ""
+        for key, data in members.items():
+            if encode_data is not None:
+                element = key_head + encode_key(key) + data_head + encode_data(data)
+            elif data_kinds == "verdict":
+                element = nested(1, value(1, encode_key(key)), verdict(2, *map_verdict(data)))
+            else:
+                element = key_head + encode_key(key)
+            if size + len(element) > ELEMENTS_BYTES_PER_MESSAGE:
+                self._add_chunk(head, chunk, set_name, first)
+                chunk, size = [], 0
+            if not chunk:
+                first = key
+            chunk.append(element)
+            size += len(element)
+        if chunk:
+            self._add_chunk(head, chunk, set_name, first)
+
+    def _add_chunk(self, head: bytes, chunk: list[bytes], set_name: str, first: str) -> None:
+        what = f"add element {set_name} {{ {first}, ... }} ({len(chunk)} elements)"
+        self._add(NEWSETELEM, NLM_F_CREATE, head + nested(3, *chunk), what)
+
+    def flush_set(self, name: str) -> None:
+        """Every element of a set or map goes (a delete naming none)."""
+        self._add(DELSETELEM, 0, text(1, self.table) + text(2, name), f"flush set {name}")
 
     def delete_element(self, set_name: str, key: str, key_kinds: Sequence[str]) -> None:
         body = text(1, self.table) + text(2, set_name) + nested(3, nested(1, value(1, concat(key, key_kinds))))
@@ -368,8 +625,12 @@ class NetlinkNft:
         end_seq = first + 1 + len(batch.messages)
         parts.append(_message(NFNL_MSG_BATCH_END, 0, end_seq, b"", family=0, res_id=NFNL_SUBSYS_NFTABLES))
         self._seq = end_seq
+        data = b"".join(parts)
         try:
-            sock.sendall(b"".join(parts))
+            if len(data) + 4096 > sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF):
+                # The kernel takes a batch in one message, which must fit the send buffer; root may raise it.
+                sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(data) + 4096)
+            sock.sendall(data)
             answers = self._drain(sock)
         except OSError as err:
             self.close()

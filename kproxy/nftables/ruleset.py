@@ -112,6 +112,11 @@ BASE_CHAINS = (
 )
 
 
+HOOKED_CHAINS = frozenset(name for name, *_ in BASE_CHAINS)
+# The protocol of the port in each endpoint map's data, which a mapped DNAT tests first (as nft does).
+PORT_PROTOCOLS = {f"{SERVICE_ENDPOINTS}{proto}": proto for proto in PROTOCOLS}
+
+
 def element_fields(name: str) -> tuple[tuple[str, ...], str | tuple[str, ...] | None]:
     """The layout of a set's elements (see SetSpec); every `spread-` set holds service keys."""
     if name.startswith(SPREAD):
@@ -134,8 +139,7 @@ class NftRuleset:
 
     def render(self) -> str:
         """The whole table as an `nft -f` script that creates it from nothing."""
-        lines = [f"add table {TABLE}", *_declarations(self)]
-        lines += [_declare_base_chain(*spec) for spec in BASE_CHAINS]
+        lines = [*static_declarations(), *_declarations(self)]
         lines += [f"add chain {TABLE} {name}" for name in self.chains]
         for name, rules in self.chains.items():
             lines += [f"add rule {TABLE} {name} {rule}" for rule in rules]
@@ -143,11 +147,23 @@ class NftRuleset:
         return "\n".join(lines) + "\n"
 
 
+def static_declarations() -> list[str]:
+    """The table, its static sets and maps, and its base chains with their hooks.
+
+    A full sync declares these with `nft -f` (the `typeof` maps keep their
+    types readable that way) before its one netlink transaction. Declaring
+    what exists changes nothing, and an empty set or chain changes no
+    packet's path, so doing it apart from that transaction is safe.
+    """
+    lines = [f"add table {TABLE}"]
+    lines += [f"add {spec.kind} {TABLE} {name} {{ {spec.declaration} }}" for name, spec in STATIC_SETS.items()]
+    return lines + [_declare_base_chain(*spec) for spec in BASE_CHAINS]
+
+
 def _declarations(ruleset: NftRuleset) -> list[str]:
-    lines = [f"add {spec.kind} {TABLE} {name} {{ {spec.declaration} }}" for name, spec in STATIC_SETS.items()]
-    lines += [_declare_set(spread_set(*spread), "") for spread in sorted(ruleset.spreads)]
-    lines += [_declare_set(name, str(timeout)) for name, timeout in sorted(ruleset.timeout_sets.items())]
-    return lines
+    """The sets this ruleset adds to the static ones: `spread-` and affinity sets."""
+    lines = [_declare_set(spread_set(*spread), "") for spread in sorted(ruleset.spreads)]
+    return lines + [_declare_set(name, str(timeout)) for name, timeout in sorted(ruleset.timeout_sets.items())]
 
 
 def _declare_set(name: str, timeout: str) -> str:
@@ -445,6 +461,78 @@ def _balancing(service: ServicePort, endpoints: Sequence[Endpoint]) -> list[str]
     return rules
 
 
+@dataclass(frozen=True)
+class FullSync:
+    """A full sync's one transaction: every chain and set kproxy wants flushed and refilled, those it no longer
+    wants deleted. Affinity sets that stay are not flushed: clients keep their endpoints.
+
+    `existing_chains` and `existing_sets` are what the table held after the static declarations.
+    """
+
+    wanted: NftRuleset
+    existing_chains: set[str]
+    existing_sets: set[str]
+
+    @property
+    def stale_chains(self) -> list[str]:
+        wanted = self.wanted.chains
+        return sorted(c for c in self.existing_chains if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in wanted)
+
+    @property
+    def stale_sets(self) -> list[str]:
+        wanted = {spread_set(*spread) for spread in self.wanted.spreads} | set(self.wanted.timeout_sets)
+        return sorted(s for s in self.existing_sets if s.startswith((SPREAD, AFFINITY)) and s not in wanted)
+
+    def undeclared_spread_sets(self) -> list[str]:
+        """Declarations of the `spread-` sets the table lacks, for `nft -f` before the batch (see
+        `static_declarations`: the same holds for these)."""
+        names = [spread_set(*spread) for spread in sorted(self.wanted.spreads)]
+        return [_declare_set(name, "") for name in names if name not in self.existing_sets]
+
+    def script(self) -> str:
+        """The transaction as one `nft -f` script, declarations included."""
+        wanted, stale_chains = self.wanted, self.stale_chains
+        lines = [*static_declarations(), *_declarations(wanted)]
+        lines += [f"flush {spec.kind} {TABLE} {name}" for name, spec in STATIC_SETS.items()]
+        lines += [f"flush set {TABLE} {spread_set(*spread)}" for spread in sorted(wanted.spreads)]
+        for name in [*wanted.chains, *stale_chains]:
+            lines += [f"add chain {TABLE} {name}", f"flush chain {TABLE} {name}"]
+        lines += [f"delete chain {TABLE} {name}" for name in stale_chains]
+        lines += [f"delete set {TABLE} {name}" for name in self.stale_sets]
+        for name, rules in wanted.chains.items():
+            lines += [f"add rule {TABLE} {name} {rule}" for rule in rules]
+        lines += _element_lines(wanted.elements)
+        return "\n".join(lines) + "\n"
+
+    def batch(self) -> Batch:
+        """The same transaction as one netlink batch, declarations aside (UnsupportedRule for a rule the compiler
+        does not know)."""
+        wanted, stale_chains = self.wanted, self.stale_chains
+        batch = Batch.for_table(TABLE.split()[1], PORT_PROTOCOLS)
+        for name, timeout in sorted(wanted.timeout_sets.items()):
+            batch.add_timeout_set(name, timeout)
+        for name in wanted.chains:
+            if name not in HOOKED_CHAINS:
+                batch.add_chain(name)
+        for name in STATIC_SETS:
+            batch.flush_set(name)
+        for spread in sorted(wanted.spreads):
+            batch.flush_set(spread_set(*spread))
+        for name in [*wanted.chains, *stale_chains]:
+            batch.flush_chain(name)
+        for name in stale_chains:
+            batch.delete_chain(name)
+        for name in self.stale_sets:
+            batch.delete_set(name)
+        for name, rules in wanted.chains.items():
+            for rule in rules:
+                batch.add_rule(name, rule)
+        for name, members in wanted.elements.items():
+            if members:
+                batch.add_elements(name, members, *element_fields(name))
+        return batch
+
+
 # -- applying --------------------------------------------------------------
 
 
@@ -474,12 +562,28 @@ class Nft:
             return
         self.netlink.send(batch)
 
-    def list_names(self) -> tuple[set[str], set[str]]:
-        """Names of the chains and of the sets (not maps) table `ip kproxy` holds now, in one `nft` run."""
+    def apply_full(self, full: FullSync) -> None:
+        """The undeclared `spread-` sets by `nft -f`, then the transaction as one netlink batch (by `nft -f`
+        if the compiler does not know a rule)."""
+        try:
+            batch = full.batch()
+        except UnsupportedRule as err:
+            log.info("sending the full sync with nft -f: %s", err)
+            self.apply(full.script())
+            return
+        declarations = full.undeclared_spread_sets()
+        if declarations:
+            self.apply("\n".join(declarations) + "\n")
+        self.netlink.send(batch)
+
+    def list_names(self, declarations: Sequence[str] = ()) -> tuple[set[str], set[str]]:
+        """Names of the chains and of the sets (not maps) table `ip kproxy` holds, after `declarations`, all in
+        one `nft` run."""
+        script = "".join(f"{line}\n" for line in declarations) + "list chains ip\nlist sets ip\n"
         chains: set[str] = set()
         sets: set[str] = set()
         in_table = False
-        for line in self._run(["nft", "-t", "list chains ip; list sets ip"], None).splitlines():
+        for line in self._run(["nft", "-t", "-f", "-"], script).splitlines():
             line = line.strip()
             if line.startswith("table "):
                 in_table = line == f"table {TABLE} {{"
@@ -523,7 +627,10 @@ class RecordingNft:
     def apply_changes(self, changes: Sequence[Change]) -> None:
         self.apply(render_changes(changes))
 
-    def list_names(self) -> tuple[set[str], set[str]]:
+    def apply_full(self, full: FullSync) -> None:
+        self.apply(full.script())
+
+    def list_names(self, declarations: Sequence[str] = ()) -> tuple[set[str], set[str]]:
         return set(self.chains), set(self.sets)
 
 
@@ -641,14 +748,14 @@ class NftablesProgrammer:
                 members[key] = new
 
     def _full_sync(self, inputs: dict[ServicePortName, ServiceInputs]) -> SyncReport:
-        # `nft list` runs while the rules are built: they do not depend on it.
+        # The declarations and `nft list` run while the rules are built: they do not depend on each other.
         with ThreadPoolExecutor(1, thread_name_prefix="nft-list") as pool:
-            listing = pool.submit(self.nft.list_names)
+            listing = pool.submit(self.nft.list_names, static_declarations())
             self.parts = {key: self._part(port, endpoints) for key, (port, endpoints) in inputs.items()}
             self.claims = Claims()
             wanted = assemble_nft(self.parts.values(), self.node, self.claims)
             existing_chains, existing_sets = listing.result()
-        self.nft.apply(self._full_script(wanted, existing_chains, existing_sets))
+        self.nft.apply_full(FullSync(wanted, existing_chains, existing_sets))
         self.elements = {name: dict(members) for name, members in wanted.elements.items()}
         self.inputs = inputs
         self.rule_count = sum(_part_size(p) for p in self.parts.values())
@@ -656,30 +763,6 @@ class NftablesProgrammer:
 
     def forget(self) -> None:
         self.inputs = None
-
-    @staticmethod
-    def _full_script(wanted: NftRuleset, existing_chains: set[str], existing_sets: set[str]) -> str:
-        """Declare everything (idempotent `add`), flush and refill chains, maps and sets, delete unwanted ones.
-
-        Affinity sets that stay are not flushed: clients keep their endpoints.
-        """
-        stale_chains = sorted(
-            c for c in existing_chains if c.startswith(SERVICE_CHAIN_PREFIXES) and c not in wanted.chains
-        )
-        wanted_sets = {spread_set(*spread) for spread in wanted.spreads} | set(wanted.timeout_sets)
-        stale_sets = sorted(s for s in existing_sets if s.startswith((SPREAD, AFFINITY)) and s not in wanted_sets)
-        lines = [f"add table {TABLE}", *_declarations(wanted)]
-        lines += [f"flush {spec.kind} {TABLE} {name}" for name, spec in STATIC_SETS.items()]
-        lines += [f"flush set {TABLE} {spread_set(*spread)}" for spread in sorted(wanted.spreads)]
-        lines += [_declare_base_chain(*spec) for spec in BASE_CHAINS]
-        for name in [*wanted.chains, *stale_chains]:
-            lines += [f"add chain {TABLE} {name}", f"flush chain {TABLE} {name}"]
-        lines += [f"delete chain {TABLE} {name}" for name in stale_chains]
-        lines += [f"delete set {TABLE} {name}" for name in stale_sets]
-        for name, rules in wanted.chains.items():
-            lines += [f"add rule {TABLE} {name} {rule}" for rule in rules]
-        lines += _element_lines(wanted.elements)
-        return "\n".join(lines) + "\n"
 
 
 # One change to the table: (verb, arguments...), e.g. ("add rule", chain, rule) or ("delete element", set, key).
@@ -737,7 +820,7 @@ def render_changes(changes: Sequence[Change]) -> str:
 
 def change_batch(changes: Sequence[Change]) -> Batch:
     """The same changes as one nf_tables netlink batch (UnsupportedRule for what it cannot encode)."""
-    batch = Batch.for_table(TABLE.split()[1])
+    batch = Batch.for_table(TABLE.split()[1], PORT_PROTOCOLS)
     for verb, *args in changes:
         if verb == "add set":
             if args[0].startswith(SPREAD):
