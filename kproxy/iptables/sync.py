@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -203,14 +202,16 @@ class IptablesProgrammer:
 
     def _save_while_building(self, parts: Iterator[ServiceRules]) -> tuple[str, list[ServiceRules]]:
         """`save`'s output, and the services' rules built while it ran (they do not depend on the kernel)."""
-        with ThreadPoolExecutor(1, thread_name_prefix="iptables-save") as pool:
-            saving = pool.submit(self.packet_filter.save)
-            built: list[ServiceRules] = []
+        saving = self.packet_filter.start_save()
+        built: list[ServiceRules] = []
+        try:
             for part in parts:
                 built.append(part)
                 if saving.done():
                     break
-            return saving.result(), built
+        finally:
+            saved = saving.result()  # also when building failed: save is not left running
+        return saved, built
 
     def _apply(self, lines: Iterator[str], noflush: bool) -> None:
         """Start restore at the first line there is to write, if any, and feed it the rest as it comes."""

@@ -1,0 +1,84 @@
+"""Save running unattended while rules are built, and restore's pipe holding whole batches: real tools in namespaces
+this test makes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kproxy.iptables.restore import PIPE_SIZE, IptablesPacketFilter, PacketFilterError, parse_save
+from kproxy.iptables.sync import IptablesProgrammer
+from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
+from tests.kproxy.netns import namespaces, run
+
+pytestmark = pytest.mark.root
+
+NODE = NodeConfig("worker1", ("192.168.56.11",), "10.244.0.0/16")
+# Starts the command after it only once the file named first exists (at most 10 s of polling).
+GATED = 'i=0; while [ ! -e "$0" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; exec "$@"'
+
+
+@pytest.fixture
+def node_ns() -> Iterator[str]:
+    with namespaces("save") as (ns,):
+        yield ns
+
+
+def processes_in(ns: str) -> list[str]:
+    return run("ip", "netns", "pids", ns).stdout.split()
+
+
+def test_save_runs_to_the_end_with_nobody_reading_and_gives_all_its_output(node_ns: str) -> None:
+    # Far more output than a pipe holds: 3,000 rules of about 60 characters.
+    rules = "".join(f"-A FOREIGN -s 10.1.{i // 256}.{i % 256}/32 -j RETURN\n" for i in range(3000))
+    restore = IptablesPacketFilter("legacy", ["ip", "netns", "exec", node_ns])
+    restore.restore(f"*nat\n:FOREIGN - [0:0]\n{rules}COMMIT\n")
+    saving = restore.start_save()
+    deadline = time.monotonic() + 10
+    while not saving.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert saving.done(), "save did not finish while nothing read its output"
+    saved = saving.result()
+    assert len(saved) > 64 * 1024
+    assert parse_save(saved)["nat"].rules == rules.splitlines()
+
+
+def test_a_failing_save_is_reported_with_its_own_words() -> None:
+    missing = IptablesPacketFilter("legacy", ["ip", "netns", "exec", "pkt-kproxy-no-such-namespace"])
+    with pytest.raises(PacketFilterError, match=r"iptables-legacy-save exited \d+: .*pkt-kproxy-no-such-namespace"):
+        missing.save()
+
+
+def test_a_save_that_never_finishes_is_killed_after_the_timeout(node_ns: str) -> None:
+    hung = IptablesPacketFilter("legacy", ["ip", "netns", "exec", node_ns, "sh", "-c", "exec sleep 60", "--"], 0.5)
+    with pytest.raises(PacketFilterError, match=r"iptables-legacy-save: no answer within 0.5 s, killed"):
+        hung.save()
+    assert processes_in(node_ns) == []
+
+
+def test_a_failure_while_building_during_save_leaves_no_save_running(node_ns: str) -> None:
+    # A save that takes a while, so that it is still running when building fails at the first service.
+    slow = IptablesPacketFilter("legacy", ["ip", "netns", "exec", node_ns, "sh", "-c", 'sleep 0.5; exec "$@"', "--"])
+    key = ServicePortName("default", "bad", "", "TCP")
+    snap = ServiceSnapshot([ServicePort(key, "10.96.0.10", 80)], {key: (Endpoint("not-an-address", 8080),)})
+    with pytest.raises(OSError, match="illegal IP address"):
+        IptablesProgrammer(slow, NODE).sync(snap, full=True)
+    assert processes_in(node_ns) == []
+
+
+def test_restore_takes_a_write_larger_than_a_default_pipe_before_reading_any(node_ns: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    # Restore starts reading only once `go` exists, and that is made only after the big write has returned.
+    gated = IptablesPacketFilter("legacy", ["ip", "netns", "exec", node_ns, "sh", "-c", GATED, str(go)], timeout=10)
+    padding = "# padding\n" * (PIPE_SIZE * 3 // 4 // len("# padding\n"))  # well over 64 KiB, within the pipe
+
+    def pieces() -> Iterator[str]:
+        yield padding
+        go.touch()
+        yield "*nat\n:KUBE-SVC-GATED - [0:0]\n-A KUBE-SVC-GATED -j RETURN\nCOMMIT\n"
+
+    gated.restore(pieces())
+    assert "-A KUBE-SVC-GATED -j RETURN" in parse_save(gated.save())["nat"].rules
