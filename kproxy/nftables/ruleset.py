@@ -29,9 +29,12 @@ transaction of only the changed chains, sets and elements, sent as a netlink
 batch (`netlink.py`; `nft -f` reads the whole ruleset into its cache first).
 Elements two service ports share (a hairpin address, or the key of two
 Services claiming one address) are counted, so one leaving keeps the other's.
-A full sync is one `nft -f` script that re-declares everything kproxy owns
-and deletes what it no longer wants, which also repairs edits made behind
-its back. Nothing outside table `ip kproxy` is touched.
+A full sync (`FullSync`) flushes and refills everything kproxy owns and
+deletes what it no longer wants, which also repairs edits made behind its
+back: one netlink batch too, after `nft -f` has declared the table, its
+sets and base chains (declarations alone never change a packet's path).
+The kernel commits 70,000 elements from a batch several times faster than
+`nft` parses them. Nothing outside table `ip kproxy` is touched.
 """
 
 from __future__ import annotations
