@@ -425,7 +425,7 @@ class ConcatEncoder:
         if len(parts) != len(self.fields):
             raise UnsupportedRule(f"{text_value!r} does not have the fields {' . '.join(self.kinds)}")
         try:
-            return b"".join([field[part] for field, part in zip(self.fields, parts, strict=True)])
+            return b"".join(map(dict.__getitem__, self.fields, parts))  # __getitem__ falls back on __missing__
         except (ValueError, struct.error) as err:
             raise UnsupportedRule(f"{text_value!r}: {err}") from None
 
@@ -499,37 +499,40 @@ class Batch:
         """Many elements (key -> data, data "" in a set), as many to a message as its attribute length allows."""
         head = text(1, self.table) + text(2, set_name)
         encode_key = ConcatEncoder(key_kinds)
-        if data_kinds is None or data_kinds == "verdict":
-            encode_data = None
-            layout = nested(1, value(1, bytes(encode_key.length)))
-        else:
-            encode_data = ConcatEncoder(data_kinds)
-            layout = nested(1, value(1, bytes(encode_key.length)), value(2, bytes(encode_data.length)))
-        # Every field is 4 bytes, so the attribute headers around key and data are the same for all elements.
-        key_head, data_head = layout[:12], layout[12 + encode_key.length : 20 + encode_key.length]
-        chunk: list[bytes] = []
-        size = 0
-        first = ""
-        for key, data in members.items():
-            if encode_data is not None:
-                element = key_head + encode_key(key) + data_head + encode_data(data)
-            elif data_kinds == "verdict":
+        if data_kinds == "verdict":  # variable length (chain names): element by element
+            chunk: list[bytes] = []
+            size = 0
+            first = ""
+            for key, data in members.items():
                 element = nested(1, value(1, encode_key(key)), verdict(2, *map_verdict(data)))
-            else:
-                element = key_head + encode_key(key)
-            if size + len(element) > ELEMENTS_BYTES_PER_MESSAGE:
+                if size + len(element) > ELEMENTS_BYTES_PER_MESSAGE:
+                    self._add_chunk(head, chunk, set_name, first)
+                    chunk, size = [], 0
+                if not chunk:
+                    first = key
+                chunk.append(element)
+                size += len(element)
+            if chunk:
                 self._add_chunk(head, chunk, set_name, first)
-                chunk, size = [], 0
-            if not chunk:
-                first = key
-            chunk.append(element)
-            size += len(element)
-        if chunk:
-            self._add_chunk(head, chunk, set_name, first)
+            return
+        encode_data = None if data_kinds is None else ConcatEncoder(data_kinds)
+        data_length = 0 if encode_data is None else encode_data.length
+        layout = nested(1, value(1, bytes(encode_key.length)), *([value(2, bytes(data_length))] if encode_data else []))
+        # Every field is 4 bytes: the attribute headers around key and data are the same in every element.
+        key_head, data_head = layout[:12], layout[12 + encode_key.length : 20 + encode_key.length]
+        items = list(members.items())
+        per_message = ELEMENTS_BYTES_PER_MESSAGE // len(layout)
+        for start in range(0, len(items), per_message):
+            part = items[start : start + per_message]
+            if encode_data is None:
+                elements = [key_head + encode_key(key) for key, _ in part]
+            else:
+                elements = [key_head + encode_key(key) + data_head + encode_data(data) for key, data in part]
+            self._add_chunk(head, elements, set_name, part[0][0])
 
-    def _add_chunk(self, head: bytes, chunk: list[bytes], set_name: str, first: str) -> None:
-        what = f"add element {set_name} {{ {first}, ... }} ({len(chunk)} elements)"
-        self._add(NEWSETELEM, NLM_F_CREATE, head + nested(3, *chunk), what)
+    def _add_chunk(self, head: bytes, elements: list[bytes], set_name: str, first: str) -> None:
+        what = f"add element {set_name} {{ {first}, ... }} ({len(elements)} elements)"
+        self._add(NEWSETELEM, NLM_F_CREATE, head + nested(3, *elements), what)
 
     def flush_set(self, name: str) -> None:
         """Every element of a set or map goes (a delete naming none)."""
