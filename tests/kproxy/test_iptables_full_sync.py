@@ -1,15 +1,23 @@
-"""Save running unattended while rules are built, and restore's pipe holding whole batches: real tools in namespaces
-this test makes."""
+"""What keeps a full sync near a bare restore: save running unattended while rules are built, restore's pipe holding
+whole batches, the garbage collector paused while building. Real tools in namespaces this test makes."""
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kproxy.iptables.restore import PIPE_SIZE, IptablesPacketFilter, PacketFilterError, parse_save
+from kproxy.iptables.restore import (
+    PIPE_SIZE,
+    IptablesPacketFilter,
+    PacketFilterError,
+    RecordingPacketFilter,
+    parse_save,
+)
+from kproxy.iptables.rules import Chain, ServiceRules
 from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
 from tests.kproxy.netns import namespaces, run
@@ -59,14 +67,51 @@ def test_a_save_that_never_finishes_is_killed_after_the_timeout(node_ns: str) ->
     assert processes_in(node_ns) == []
 
 
+def unbuildable() -> ServiceSnapshot:
+    """A snapshot whose first service fails to build (its endpoint has no valid address)."""
+    key = ServicePortName("default", "bad", "", "TCP")
+    return ServiceSnapshot([ServicePort(key, "10.96.0.10", 80)], {key: (Endpoint("not-an-address", 8080),)})
+
+
 def test_a_failure_while_building_during_save_leaves_no_save_running(node_ns: str) -> None:
     # A save that takes a while, so that it is still running when building fails at the first service.
     slow = IptablesPacketFilter("legacy", ["ip", "netns", "exec", node_ns, "sh", "-c", 'sleep 0.5; exec "$@"', "--"])
-    key = ServicePortName("default", "bad", "", "TCP")
-    snap = ServiceSnapshot([ServicePort(key, "10.96.0.10", 80)], {key: (Endpoint("not-an-address", 8080),)})
     with pytest.raises(OSError, match="illegal IP address"):
-        IptablesProgrammer(slow, NODE).sync(snap, full=True)
+        IptablesProgrammer(slow, NODE).sync(unbuildable(), full=True)
     assert processes_in(node_ns) == []
+
+
+class CollectorWatchingProgrammer(IptablesProgrammer):
+    """The real programmer, noting whether the garbage collector was on while the chains were built."""
+
+    collector_on_while_building: bool | None = None
+
+    def chains(self, parts: Iterable[ServiceRules]) -> Iterator[Chain]:
+        for chain in super().chains(parts):
+            self.collector_on_while_building = gc.isenabled()
+            yield chain
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+@pytest.mark.parametrize("full", [True, False])
+def test_the_collector_is_off_while_building_and_as_it_was_after(enabled_before: bool, full: bool) -> None:
+    key = ServicePortName("default", "web", "", "TCP")
+    snap = ServiceSnapshot([ServicePort(key, "10.96.0.10", 80)], {key: (Endpoint("10.244.1.1", 8080),)})
+    programmer = CollectorWatchingProgrammer(RecordingPacketFilter(), NODE)
+    if not enabled_before:
+        gc.disable()
+    try:
+        assert programmer.sync(snap, full=full).chains_written > 0
+        assert programmer.collector_on_while_building is False
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+
+
+def test_the_collector_is_back_on_after_a_sync_that_failed() -> None:
+    with pytest.raises(OSError, match="illegal IP address"):
+        IptablesProgrammer(RecordingPacketFilter(), NODE).sync(unbuildable(), full=True)
+    assert gc.isenabled()
 
 
 def test_restore_takes_a_write_larger_than_a_default_pipe_before_reading_any(node_ns: str, tmp_path: Path) -> None:
