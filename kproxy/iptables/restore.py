@@ -8,9 +8,10 @@ tables are never touched.
 
 Restore parses its input as it reads it, so `Transaction` produces the input
 chain by chain and `IptablesPacketFilter.restore` feeds it to the process as
-it comes: on a full sync the rules are built while restore parses the ones
-before them (parsing is most of a restore: about 1 s of 1.3 s for ten
-thousand services with iptables-legacy here), on the machine's other core.
+it comes, through a pipe with room for several batches: on a full sync the
+rules are built while restore parses the ones before them (parsing is most of
+a restore: about 1 s of 1.3 s for ten thousand services with
+iptables-legacy here), on the machine's other core.
 """
 
 from __future__ import annotations
