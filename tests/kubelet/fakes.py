@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from control.api.errors import not_found
@@ -19,6 +20,7 @@ class FakeApi:
         self.statuses: list[Object] = []
         self.deleted: list[tuple[str, str, int | None]] = []
         self.events: dict[str, Object] = {}  # Events by name, as created and patched
+        self.token_requests: list[tuple[str, Object]] = []  # (path, TokenRequest body)
 
     async def get(self, plural: str, name: str, namespace: str | None = None) -> Object:
         if plural != "pods":
@@ -53,6 +55,15 @@ class FakeApi:
         assert plural == "events", f"the kubelet patches only Events, not {plural}"
         self.events[name].update(patch)
         return self.events[name]
+
+    async def request(self, method: str, path: str, *, body: Any = None) -> Any:
+        """The kubelet's one raw call: a TokenRequest for a projected service account token, answered with a
+        token that expires when it asked (on the wall clock, as ProjectedVolumes reads it)."""
+        assert method == "POST" and path.endswith("/token"), f"the kubelet requests only tokens, not {method} {path}"
+        self.token_requests.append((path, copy.deepcopy(body)))
+        expires = datetime.now(UTC) + timedelta(seconds=body["spec"]["expirationSeconds"])
+        token = f"token-{len(self.token_requests)}"
+        return {"status": {"token": token, "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
     def event_reasons(self) -> list[tuple[str, str, int]]:
         return sorted((e["reason"], e["message"], e["count"]) for e in self.events.values())

@@ -96,3 +96,26 @@ async def test_pod_workers_mount_volumes_and_report_bad_ones(tmp_path: Path) -> 
     await h.sync(broken)
     waiting = h.api.last_status["containerStatuses"][0]["state"]["waiting"]
     assert waiting["reason"] == "CreateContainerConfigError" and "'gone' names no volume" in waiting["message"]
+
+
+async def test_pod_workers_project_a_service_account_token_bound_to_the_pod(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.api.objects[("configmaps", "default", "kube-root-ca.crt")] = {"data": {"ca.crt": "CA\n"}}
+    sources = [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    ]
+    pod = make_pod(
+        c(volumeMounts=[{"name": "api", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]),
+        serviceAccountName="builder",
+        volumes=[{"name": "api", "projected": {"sources": sources}}],
+    )
+    await h.sync(pod)
+    config = h.runtime.configs[h.runtime.find("app").id]
+    (mount,) = [m for m in config.mounts if m.container_path.endswith("/serviceaccount")]
+    assert (Path(mount.host_path) / "token").read_text() == "token-1"
+    assert (Path(mount.host_path) / "ca.crt").read_text() == "CA\n"
+    ((path, request),) = h.api.token_requests
+    assert path == "/api/v1/namespaces/default/serviceaccounts/builder/token"
+    assert request["spec"]["boundObjectRef"] == {"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": "uid-1"}
+    assert request["spec"]["expirationSeconds"] == 3607
