@@ -144,13 +144,21 @@ def cluster_ssl_context(cluster: ClusterConfig) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cluster_pki(cluster).ca))
 
 
-def http_ok(netns: str, url: str, timeout: float = 1.0, context: ssl.SSLContext | None = None) -> bool:
-    """GET `url` from inside `netns`; True on a 2xx answer."""
+def http_ok(url: str, timeout: float = 1.0, context: ssl.SSLContext | None = None) -> bool:
+    """GET `url`; True on a 2xx answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+            return 200 <= resp.status < 300
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def http_ok_in(netns: str, url: str, context: ssl.SSLContext | None = None) -> bool:
+    """GET `url` from inside `netns`; True on a 2xx answer (False if the namespace is gone)."""
     try:
         with entered(netns):
-            with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
-                return 200 <= resp.status < 300
-    except (OSError, urllib.error.URLError):
+            return http_ok(url, context=context)
+    except OSError:
         return False
 
 
@@ -316,8 +324,8 @@ def _readiness(cluster: ClusterConfig, node: NodeSpec, component: Component) -> 
     netns = cluster.node_netns(node.name)
     if url.startswith("https://"):
         context = cluster_ssl_context(cluster)
-        return lambda: http_ok(netns, url, context=context)
-    return lambda: http_ok(netns, url)
+        return lambda: http_ok_in(netns, url, context)
+    return lambda: http_ok_in(netns, url)
 
 
 # -- storage driver ------------------------------------------------------------------------

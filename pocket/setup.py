@@ -48,8 +48,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,7 +68,14 @@ from control.apiserver.bootstraptokens import (
     token_secret,
 )
 from control.client import Client, KubeconfigError, ssl_context_for
-from pocket.cluster import PREREQUISITES, choose_storage_driver, ensure_kube_dns
+from pocket.cluster import (
+    PREREQUISITES,
+    choose_storage_driver,
+    docker_client,
+    docker_ok,
+    ensure_kube_dns,
+    http_ok,
+)
 from pocket.config import CONTROL_PLANE_ROLE, NODE_SUBNET, WORKER_ROLE, ClusterConfig, NodeSpec
 from pocket.images import (
     BASE_IMAGES,
@@ -360,25 +365,6 @@ def journal_tail(name: str, lines: int = 15) -> str:
     return run(["journalctl", "-u", name, "-n", str(lines), "--no-pager"], check=False).stdout
 
 
-def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
-            return 200 <= resp.status < 300
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def docker_ok(cluster: ClusterConfig, node: NodeSpec) -> bool:
-    try:
-        client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # any failure to answer means "not up yet"
-        return False
-
-
 def wait_serving(unit: Unit, cluster: ClusterConfig, node: NodeSpec, timeout: float = HEALTH_TIMEOUT) -> None:
     """Wait until the unit's component answers its health check; fail with its journal otherwise.
 
@@ -389,8 +375,8 @@ def wait_serving(unit: Unit, cluster: ClusterConfig, node: NodeSpec, timeout: fl
     context = (ssl.create_default_context(cafile=str(cluster_pki(cluster).ca))
                if url is not None and url.startswith("https://") else None)
     ready: Callable[[], bool] = (
-        (lambda: docker_ok(cluster, node)) if component.name == DOCKERD
-        else (lambda: http_ok(url, context)) if url is not None
+        (lambda: docker_ok(cluster, node.name)) if component.name == DOCKERD
+        else (lambda: http_ok(url, 2, context)) if url is not None
         else (lambda: unit_active(unit.name))
     )
     deadline = time.monotonic() + timeout
@@ -717,7 +703,7 @@ def seed_registry(cluster: ClusterConfig, node: NodeSpec) -> bool:
     """busybox and the sandbox image, built from busybox-static, pushed into the control plane's registry."""
     if all(http_ok(f"http://{cluster.registry}/v2/{repo}/tags/list") for _, repo, _ in BASE_IMAGES):
         return False
-    client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=120)
+    client = docker_client(cluster, node.name, timeout=120)
     try:
         import_images(client)
         push_images(client, cluster.registry, BASE_IMAGES)
@@ -730,7 +716,7 @@ def seed_registry(cluster: ClusterConfig, node: NodeSpec) -> bool:
 
 def pull_images(cluster: ClusterConfig, node: NodeSpec) -> bool:
     """Pull busybox and the sandbox image through the registry mirror (fails early if the mirror is broken)."""
-    client = docker.DockerClient(base_url=cluster.docker_host(node.name), timeout=300)
+    client = docker_client(cluster, node.name, timeout=300)
     changed = False
     try:
         for image in (BUSYBOX_IMAGE, SANDBOX_IMAGE):
