@@ -556,13 +556,19 @@ class Nft:
         self._run(["nft", "-f", "-"], script)
 
     def apply_changes(self, changes: Sequence[Change]) -> None:
-        """One atomic netlink batch; a rule the compiler does not know sends the same changes via `nft -f`."""
+        """New `spread-` sets declared by `nft -f`, then one atomic netlink batch (see `change_batch`); a rule
+        the compiler does not know sends all the changes via `nft -f`."""
         try:
             batch = change_batch(changes)
         except UnsupportedRule as err:
             log.info("sending changes with nft -f: %s", err)
             self.apply(render_changes(changes))
             return
+        declarations = [
+            _declare_set(name, "") for verb, name, *_ in changes if verb == "add set" and name.startswith(SPREAD)
+        ]
+        if declarations:
+            self.apply("".join(f"{line}\n" for line in declarations))
         self.netlink.send(batch)
 
     def apply_full(self, full: FullSync) -> None:
@@ -822,13 +828,13 @@ def render_changes(changes: Sequence[Change]) -> str:
 
 
 def change_batch(changes: Sequence[Change]) -> Batch:
-    """The same changes as one nf_tables netlink batch (UnsupportedRule for what it cannot encode)."""
+    """The same changes as one nf_tables netlink batch, but for declaring `spread-` sets, which `Nft.apply_changes`
+    leaves to `nft -f` first, as full syncs do (UnsupportedRule for what it cannot encode)."""
     batch = Batch.for_table(TABLE.split()[1], PORT_PROTOCOLS)
     for verb, *args in changes:
         if verb == "add set":
-            if args[0].startswith(SPREAD):
-                raise UnsupportedRule(f"declaring {args[0]}")  # rare: a new endpoint count, with a new rule
-            batch.add_timeout_set(args[0], int(args[1]))
+            if not args[0].startswith(SPREAD):  # a `spread-` set is declared by nft beforehand (`typeof`)
+                batch.add_timeout_set(args[0], int(args[1]))
         elif verb == "add chain":
             batch.add_chain(args[0])
         elif verb == "flush chain":

@@ -196,10 +196,13 @@ def test_a_rule_outside_the_compiler_goes_by_nft_f(node_ns: str, monkeypatch: py
         raise UnsupportedRule(f"{rule!r}: pretend unknown")
 
     nft = Nft(node_ns)
-    ports, endpoints = every_shape(EPS)
     monkeypatch.setattr(netlink, "compile_rule", refuse_every_rule)
-    NftablesProgrammer(nft, NODE).sync(ServiceSnapshot(ports, endpoints), full=True)
+    programmer = NftablesProgrammer(nft, NODE)
+    programmer.sync(ServiceSnapshot(*every_shape(EPS)), full=True)
     assert f"chain {chain_name('svc-', WEB)} {{" in listing(node_ns)
+    moved = Endpoint("10.244.3.9", 8080)
+    programmer.sync(ServiceSnapshot(*every_shape([EPS[0], moved])), full=False)  # partial: the same way
+    assert f"chain {chain_name('ep-', WEB, moved)} {{" in listing(node_ns)
 
 
 def test_elements_are_split_into_messages_the_attribute_length_can_hold() -> None:

@@ -295,9 +295,8 @@ def test_netlink_changes_leave_the_same_table_as_nft_f(two_ns: list[str]) -> Non
     for ports, endpoints in steps[1:]:
         wanted = build_nft(ports, endpoints, NODE)
         changes, _ = diff_changes(previous, wanted)
-        if wanted.spreads == previous.spreads:  # no new rule in `services`: this goes by netlink, not nft -f
-            change_batch(changes)
-            by_netlink_elements += [c for c in changes if c[1].startswith("service-endpoints-")]
+        change_batch(changes)  # all of it goes by netlink (new `spread-` sets declared by nft -f first)
+        by_netlink_elements += [c for c in changes if c[1].startswith(("service-endpoints-", "spread-"))]
         by_netlink.apply_changes(changes)
         by_script.apply(render_changes(changes))
         listings = [in_ns(ns, "nft", "list", "table", "ip", "kproxy").stdout for ns in two_ns]
@@ -305,6 +304,7 @@ def test_netlink_changes_leave_the_same_table_as_nft_f(two_ns: list[str]) -> Non
         assert all(f"chain {name} {{" in listings[0] for name in wanted.chains)
         previous = wanted
     assert {"service-endpoints-tcp", "service-endpoints-udp"} <= {c[1] for c in by_netlink_elements}
+    assert {"add set", "delete set"} <= {c[0] for c in by_netlink_elements}  # endpoint counts came and went
 
 
 @pytest.mark.root
