@@ -45,7 +45,7 @@ bench: deps
 
 lint: deps
 	ruff check .
-	mypy control kubelet kproxy kdns pocket
+	mypy control kubelet kproxy kdns pocket benchmarks tests
 
 # Vagrant VMs (docs/vagrant.md). `make vagrant-box` builds the offline libvirt box and adds it to Vagrant;
 # `make test-vagrant` (long: VMs under software emulation) brings up 3 VMs, runs the end-to-end checks, removes all.

@@ -276,9 +276,9 @@ def test_official_python_client(apiserver_module: object, etcd_server: object) -
                 metadata=kubernetes.client.V1ObjectMeta(name="cfg", labels={"a": "b"}), data={"k": "v"}
             ),
         )
-        assert created.metadata.uid and created.data == {"k": "v"}
+        assert created.metadata is not None and created.metadata.uid and created.data == {"k": "v"}
         listed = core.list_namespaced_config_map("pyclient", label_selector="a=b")
-        assert [c.metadata.name for c in listed.items] == ["cfg"]
+        assert [c.metadata and c.metadata.name for c in listed.items] == ["cfg"]
         assert core.read_namespaced_config_map("cfg", "pyclient").data == {"k": "v"}
 
         deployment = kubernetes.client.V1Deployment(
@@ -295,12 +295,14 @@ def test_official_python_client(apiserver_module: object, etcd_server: object) -
             ),
         )
         made = apps.create_namespaced_deployment("pyclient", deployment)
+        assert made.spec is not None and made.spec.strategy is not None
         assert made.spec.strategy.type == "RollingUpdate" and made.spec.revision_history_limit == 10
 
         with pytest.raises(kubernetes.client.ApiException) as missing:
             core.read_namespaced_pod("ghost", "pyclient")
         assert missing.value.status == 404
 
+        assert listed.metadata is not None
         rv = listed.metadata.resource_version
         core.patch_namespaced_config_map("cfg", "pyclient", {"data": {"k": "v2"}})
         stream = kubernetes.watch.Watch()

@@ -294,7 +294,7 @@ async def test_csr_records_the_requester_and_approval_changes_only_conditions(se
     token = f"{uuid.uuid4().hex[:6]}.{uuid.uuid4().hex[:16]}"
     await server.client.create("secrets", token_secret(token, ttl_seconds=3600), "kube-system")
     name = f"pkt-csr-{uuid.uuid4().hex[:6]}"
-    body = {
+    body: dict[str, Any] = {
         "metadata": {"name": name},
         "spec": {
             "request": node_csr("w9"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from control.apiserver.allocator import ServiceIPRange
@@ -113,7 +115,10 @@ def test_hpa_and_endpoint_slice_cells() -> None:
 
 
 def test_service_defaults_and_image_pull_policy() -> None:
-    svc = {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]}}
+    svc: dict[str, Any] = {
+        "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 80}]},
+    }
     apply_defaults("Service", svc)
     assert svc["spec"]["ports"] == [
         {"port": 53, "protocol": "UDP", "targetPort": 53},

@@ -47,7 +47,7 @@ class Copy:
         except OSError:
             return False
         match = re.search(rf'pocket_leader_election_master_status{{name="{lease}"}} (\S+)', text)
-        return bool(match) and float(match.group(1)) == 1.0
+        return match is not None and float(match.group(1)) == 1.0
 
 
 @contextmanager

@@ -136,7 +136,11 @@ def test_node_port_answers_on_every_node_ip_from_pod_node_and_client(cluster: An
     for node, ip in NODE_IPS.items():
         url = f"http://{ip}:{port}/"
         other_node = "worker2" if node != "worker2" else "worker1"
-        assert wait_for(f"{url} from a pod", lambda url=url: from_pod(cluster, ns, url) in pods, timeout=30)
+
+        def reached(url: str = url) -> bool:
+            return from_pod(cluster, ns, url) in pods
+
+        assert wait_for(f"{url} from a pod", reached, timeout=30)
         assert from_node(cluster, other_node, url) in pods, f"{url} from node {other_node}"
         assert from_node(cluster, node, url) in pods, f"{url} from node {node} itself"
         assert from_client(cluster, url) in pods, f"{url} from pk-client"

@@ -37,7 +37,8 @@ def test_cluster(tmp_path: Path) -> Iterator[ClusterConfig]:
     try:
         yield config
     finally:
-        down(config, [].append)
+        said: list[str] = []
+        down(config, said.append)
         assert not [n for n in network.list_netns() if n.startswith(config.prefix)]
 
 
