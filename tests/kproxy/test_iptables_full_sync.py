@@ -82,35 +82,69 @@ def test_a_failure_while_building_during_save_leaves_no_save_running(node_ns: st
 
 
 class CollectorWatchingProgrammer(IptablesProgrammer):
-    """The real programmer, noting whether the garbage collector was on while the chains were built."""
+    """The real programmer, noting whether the garbage collector was on as each chain was built."""
 
-    collector_on_while_building: bool | None = None
+    def __init__(self, packet_filter: RecordingPacketFilter):
+        super().__init__(packet_filter, NODE)
+        self.collector_on: dict[str, bool] = {}
 
     def chains(self, parts: Iterable[ServiceRules]) -> Iterator[Chain]:
         for chain in super().chains(parts):
-            self.collector_on_while_building = gc.isenabled()
+            self.collector_on[chain[0][1]] = gc.isenabled()
             yield chain
+
+
+class CollectorWatchingFilter(RecordingPacketFilter):
+    """Records payloads, noting whether the garbage collector was on once restore had taken all its input."""
+
+    collector_on_when_fed: bool | None = None
+
+    def restore(self, payload: str | Iterable[str], noflush: bool = True) -> None:
+        super().restore(payload, noflush)
+        self.collector_on_when_fed = gc.isenabled()
 
 
 @pytest.mark.parametrize("enabled_before", [True, False])
 @pytest.mark.parametrize("full", [True, False])
-def test_the_collector_is_off_while_building_and_as_it_was_after(enabled_before: bool, full: bool) -> None:
+def test_the_collector_is_off_while_services_are_built_and_as_it_was_before_restore_ends(
+    enabled_before: bool, full: bool
+) -> None:
     key = ServicePortName("default", "web", "", "TCP")
     snap = ServiceSnapshot([ServicePort(key, "10.96.0.10", 80)], {key: (Endpoint("10.244.1.1", 8080),)})
-    programmer = CollectorWatchingProgrammer(RecordingPacketFilter(), NODE)
+    packet_filter = CollectorWatchingFilter()
+    programmer = CollectorWatchingProgrammer(packet_filter)
     if not enabled_before:
         gc.disable()
     try:
         assert programmer.sync(snap, full=full).chains_written > 0
-        assert programmer.collector_on_while_building is False
+        per_service = {c: on for c, on in programmer.collector_on.items() if c.startswith(("KUBE-SVC-", "KUBE-SEP-"))}
+        assert len(per_service) == 2 and not any(per_service.values())
+        # Back as it was once the services were built: while restore still worked, not after it.
+        assert packet_filter.collector_on_when_fed is enabled_before
         assert gc.isenabled() is enabled_before
     finally:
         gc.enable()
 
 
-def test_the_collector_is_back_on_after_a_sync_that_failed() -> None:
+def test_the_collector_is_back_on_after_a_sync_that_failed_while_building() -> None:
     with pytest.raises(OSError, match="illegal IP address"):
         IptablesProgrammer(RecordingPacketFilter(), NODE).sync(unbuildable(), full=True)
+    assert gc.isenabled()
+
+
+def test_the_collector_is_back_on_after_a_restore_that_failed_with_services_still_to_build() -> None:
+    keys = [ServicePortName("default", f"web{i}", "", "TCP") for i in range(3)]
+    snap = ServiceSnapshot(
+        [ServicePort(k, f"10.96.0.{10 + i}", 80) for i, k in enumerate(keys)],
+        {k: (Endpoint(f"10.244.1.{i + 1}", 8080),) for i, k in enumerate(keys)},
+    )
+    refusing = RecordingPacketFilter(fail_with="iptables-legacy-restore exited 1: line 2 failed")
+    failure: PacketFilterError | None = None
+    try:
+        IptablesProgrammer(refusing, NODE).sync(snap, full=True)
+    except PacketFilterError as err:
+        failure = err  # kept, traceback and all, as a caller logging it later would: the sync's frames live on
+    assert failure is not None and "line 2 failed" in str(failure)
     assert gc.isenabled()
 
 
