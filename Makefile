@@ -44,8 +44,7 @@ bench: deps
 	$(PYTHON) -m benchmarks
 
 lint: deps
-	ruff check .
-	mypy control kubelet kproxy kdns pocket benchmarks tests
+	$(PYTHON) -m pytest -q tests/test_lint.py
 
 # Vagrant VMs (docs/vagrant.md). `make vagrant-box` builds the offline libvirt box and adds it to Vagrant;
 # `make test-vagrant` (long: VMs under software emulation) brings up 3 VMs, runs the end-to-end checks, removes all.
