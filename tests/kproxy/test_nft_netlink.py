@@ -77,10 +77,14 @@ def without_set_ids(expressions: bytes) -> bytes:
     return attribute(list_kind, out)
 
 
+# A cluster CIDR on whole bytes (compared as such), none, and one that is not (compared through a mask).
+NODES = (NODE, NodeConfig("worker1", NODE.node_ips, None), NodeConfig("worker1", NODE.node_ips, "10.240.0.0/12"))
+
+
 def rules_of_every_shape() -> list[tuple[str, str]]:
     """(chain, rule) of every rule kproxy writes, with and without a cluster CIDR, endpoints or local ones."""
     found: dict[tuple[str, str], None] = {}
-    for node in (NODE, NodeConfig("worker1", NODE.node_ips, None)):
+    for node in NODES:
         for endpoints in (EPS, EPS[1:], [], EPS[:1], [*EPS, Endpoint("10.244.3.9", 8080)]):
             ruleset = build_nft(*every_shape(list(endpoints)), node)
             found.update(((chain, rule), None) for chain, rules in ruleset.chains.items() for rule in rules)
@@ -97,14 +101,14 @@ def node_ns() -> Iterator[str]:
 def test_every_rule_compiles_to_the_expressions_nft_sends(node_ns: str) -> None:
     rules = rules_of_every_shape()
     nft = Nft(node_ns)
-    for node in (NODE, NodeConfig("worker1", NODE.node_ips, None)):  # every chain and set the rules name
+    for node in NODES:  # every chain and set the rules name
         for endpoints in (EPS, EPS[1:], [], EPS[:1], [*EPS, Endpoint("10.244.3.9", 8080)]):
             script = build_nft(*every_shape(list(endpoints)), node).render()
             nft.apply(
                 "".join(line + "\n" for line in script.splitlines() if not line.startswith(("add rule", "add element")))
             )
     shapes = {re.sub(r"[0-9a-z]{16}|\d+(\.\d+){3}(/\d+)?|\d+", "N", rule) for _, rule in rules}
-    assert len(shapes) >= 30  # the static plumbing, both spread rules, every chained-service shape
+    assert len(shapes) >= 31  # the static plumbing, both spread rules, every chained-service shape
     for chain, rule in rules:
         debug = in_ns(node_ns, "nft", "--debug=mnl", "-c", f"add rule ip kproxy {chain} {rule}")
         sent = [body for kind, body in mnl_messages(debug.stdout + debug.stderr) if kind == NEWRULE]
