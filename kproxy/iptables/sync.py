@@ -23,10 +23,9 @@ rest) or all are built and the changes fit one `--noflush` restore.
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import logging
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from kproxy.iptables.restore import (
@@ -44,6 +43,7 @@ from kproxy.iptables.rules import (
     ruleset_chains,
     service_parts,
 )
+from kproxy.collector import collector_paused
 from kproxy.model import NodeConfig, ServiceSnapshot
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,8 @@ class IptablesProgrammer:
 
     def sync(self, snap: ServiceSnapshot, full: bool) -> SyncReport:
         """Apply the snapshot in one restore; a partial sync that would be too big becomes a full one."""
-        parts = _collector_paused(service_parts(snap.service_ports, snap.endpoints, self.node))
+        # Off until the last service is built, while restore still parses what is queued in its pipe.
+        parts = collector_paused(service_parts(snap.service_ports, snap.endpoints, self.node))
         try:
             return self._sync(parts, full)
         finally:
@@ -236,26 +237,6 @@ class IptablesProgrammer:
         for (table, _), chain in wanted.items():
             rules[table] += len(chain)
         return SyncReport(rules, written, full)
-
-
-def _collector_paused(parts: Iterator[ServiceRules]) -> Generator[ServiceRules, None, None]:
-    """The services' rules as they are built, with Python's cyclic garbage collector off until the last one is.
-
-    A cold sync allocates hundreds of thousands of tuples and strings that
-    live on (cached rules, the chains written) and form no cycles; at 10,000
-    services the collector ran about 250 times while they were built, a full
-    collection among them, for 30-40 ms. Paused, one young collection of
-    about 20 ms runs once the last service is built, while restore still
-    parses what is queued in its pipe. Closing the generator turns the
-    collector back on (if it was on) when building stops early.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield from parts
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _look_ahead(chains: Iterator[Chain], changes: Transaction, limit: int) -> tuple[list[Chain], set[ChainKey] | None]:

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from kproxy.collector import collector_paused
 from kproxy.iptables.restore import PacketFilterError
 from kproxy.iptables.rules import chain_hash, endpoint_order, usable_endpoints
 from kproxy.iptables.sync import SyncReport
@@ -760,7 +761,8 @@ class NftablesProgrammer:
         # The declarations and `nft list` run while the rules are built: they do not depend on each other.
         with ThreadPoolExecutor(1, thread_name_prefix="nft-list") as pool:
             listing = pool.submit(self.nft.list_names, static_declarations())
-            self.parts = {key: self._part(port, endpoints) for key, (port, endpoints) in inputs.items()}
+            built = collector_paused((key, self._part(port, endpoints)) for key, (port, endpoints) in inputs.items())
+            self.parts = dict(built)
             self.claims = Claims()
             wanted = assemble_nft(self.parts.values(), self.node, self.claims)
             existing_chains, existing_sets = listing.result()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 from collections.abc import Iterator, Sequence
 
@@ -17,6 +18,7 @@ from kproxy.nftables.ruleset import (
     Nft,
     NftablesProgrammer,
     RecordingNft,
+    ServiceNft,
     affinity_set,
     build_nft,
     chain_name,
@@ -413,3 +415,16 @@ def test_two_services_claiming_one_address_resolve_as_a_full_build_does() -> Non
     programmer.sync(ServiceSnapshot([], {}), full=False)
     assert programmer.elements == build_nft([], {}, NODE).elements
     assert not programmer.claims.counts and not programmer.claims.rivals
+
+
+def test_the_collector_is_off_while_a_full_sync_builds_services_and_on_after() -> None:
+    collector_on: list[bool] = []
+
+    class Watching(NftablesProgrammer):
+        def _part(self, port: ServicePort, endpoints: Sequence[Endpoint]) -> ServiceNft:
+            collector_on.append(gc.isenabled())
+            return super()._part(port, endpoints)
+
+    Watching(RecordingNft(), NODE).sync(ServiceSnapshot(*every_shape(EPS)), full=True)
+    assert len(collector_on) == 5 and not any(collector_on)
+    assert gc.isenabled()
