@@ -40,6 +40,7 @@ from control.apiserver.app import ServerConfig, create_app
 from control.apiserver.cache import DEFAULT_HISTORY
 from control.apiserver.storage import Storage
 from control.client import Client
+from tests.processes import stop
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 KUBECTL = "/usr/bin/kubectl"
@@ -101,12 +102,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
             time.sleep(0.1)
         yield EtcdServer(client_url, data_dir)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log_file.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 

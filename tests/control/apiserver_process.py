@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.processes import stop
 
 START_TIMEOUT = 30.0
 
@@ -70,12 +71,7 @@ class ApiServerProcess:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop(self._process)
         self._process = None
 
     def running(self) -> bool:

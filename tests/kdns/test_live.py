@@ -26,6 +26,7 @@ from kdns.peers import check_once
 from kdns.server import DnsServer
 from kdns.source import InformerSource
 from tests.conftest import free_port
+from tests.processes import stop
 
 STARTUP_SECONDS = 30
 CONVERGE_SECONDS = 15
@@ -121,12 +122,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield Live(api, dns_port, health_port, kdns.pid)
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 async def query(port: int, name: str, qtype: str = "A") -> DNSRecord:

@@ -16,6 +16,11 @@ def in_ns(ns: str, *command: str, check: bool = True) -> subprocess.CompletedPro
     return run("ip", "netns", "exec", ns, *command, check=check)
 
 
+def processes_in(ns: str) -> list[str]:
+    """The pids of the processes running in `ns`."""
+    return run("ip", "netns", "pids", ns).stdout.split()
+
+
 @contextmanager
 def namespaces(*roles: str) -> Iterator[list[str]]:
     """One new namespace per role, named `pkt-kproxy-<random>-<role>`; all deleted on exit."""

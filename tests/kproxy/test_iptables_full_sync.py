@@ -20,7 +20,7 @@ from kproxy.iptables.restore import (
 from kproxy.iptables.rules import Chain, ServiceRules
 from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
-from tests.kproxy.netns import namespaces, run
+from tests.kproxy.netns import namespaces, processes_in
 
 pytestmark = pytest.mark.root
 
@@ -33,10 +33,6 @@ GATED = 'i=0; while [ ! -e "$0" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1));
 def node_ns() -> Iterator[str]:
     with namespaces("save") as (ns,):
         yield ns
-
-
-def processes_in(ns: str) -> list[str]:
-    return run("ip", "netns", "pids", ns).stdout.split()
 
 
 def test_save_runs_to_the_end_with_nobody_reading_and_gives_all_its_output(node_ns: str) -> None:

@@ -18,7 +18,7 @@ from kproxy.iptables.restore import (
 from kproxy.iptables.rules import Chain, ServiceRules
 from kproxy.iptables.sync import IptablesProgrammer
 from kproxy.model import Endpoint, NodeConfig, ServicePort, ServicePortName, ServiceSnapshot
-from tests.kproxy.netns import namespaces, run
+from tests.kproxy.netns import namespaces, processes_in
 from tests.kproxy.tracer import Packet, Ruleset
 
 pytestmark = pytest.mark.root
@@ -35,10 +35,6 @@ def snapshot(count: int) -> ServiceSnapshot:
         snap.service_ports.append(ServicePort(key, f"10.96.{i // 256}.{i % 256}", 80))
         snap.endpoints[key] = tuple(Endpoint(f"10.244.{i // 256}.{i % 256}", 8080 + j) for j in range(3))
     return snap
-
-
-def processes_in(ns: str) -> list[str]:
-    return run("ip", "netns", "pids", ns).stdout.split()
 
 
 @pytest.fixture
