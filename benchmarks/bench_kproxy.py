@@ -115,7 +115,7 @@ def kernel_full_floor(snap: ServiceSnapshot) -> float:
     with Namespace() as prefix:
         nft = Nft(prefix[-1])
         full = FullSync(wanted, *nft.list_names(static_declarations()))
-        nft.apply("".join(f"{line}\n" for line in full.undeclared_spread_sets()))
+        nft.declare(full.undeclared_spread_sets())
         batch = full.batch()
         return timed(lambda: nft.netlink.send(batch))
 

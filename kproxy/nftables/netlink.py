@@ -141,6 +141,15 @@ def meta_load(key: int, register: int = 1) -> bytes:
     return expression("meta", be32(2, key), be32(1, register))
 
 
+def ct_load(key: int) -> bytes:
+    return expression("ct", be32(2, key), be32(1, 1))
+
+
+def random_number(modulus: int, register: int = 1) -> bytes:
+    """`numgen random mod <modulus>` into `register`."""
+    return expression("numgen", be32(1, register), be32(2, modulus), be32(3, NUMGEN_RANDOM), be32(4, 0))
+
+
 def lookup(set_name: str, register: int = 1, data_register: int | None = None) -> bytes:
     """A set lookup (`@set`), or a map's with its value into `data_register` (0: the verdict of a vmap)."""
     into = b"" if data_register is None else be32(3, data_register)
@@ -248,11 +257,10 @@ def _mapped_dnat(words: _Words, port_protocols: Mapping[str, str]) -> list[bytes
     map_name = words.next()[1:]
     if map_name not in port_protocols:
         raise UnsupportedRule(f"the protocol of map {map_name!r} is not known")
-    numgen_register = concat_register(len(fields))
     return [
         *l4proto(port_protocols[map_name]),
         *_load_fields(fields),
-        expression("numgen", be32(1, numgen_register), be32(2, modulus), be32(3, NUMGEN_RANDOM), be32(4, 0)),
+        random_number(modulus, concat_register(len(fields))),
         lookup(map_name, data_register=1),
         expression("nat", be32(1, NAT_DNAT), be32(2, NFPROTO_IPV4), be32(3, 1), be32(5, concat_register(1))),
     ]
@@ -262,9 +270,9 @@ def _statement(words: _Words, port_protocols: Mapping[str, str]) -> list[bytes]:
     """The expressions of the next match or statement."""
     word = words.peek()
     if words.take("ct", "status", "dnat"):
-        return _bit_test(expression("ct", be32(2, CT_STATUS), be32(1, 1)), IPS_DST_NAT, CMP_NEQ)
+        return _bit_test(ct_load(CT_STATUS), IPS_DST_NAT, CMP_NEQ)
     if words.take("ct", "state", "new"):
-        return _bit_test(expression("ct", be32(2, CT_STATE), be32(1, 1)), CT_STATE_NEW, CMP_NEQ)
+        return _bit_test(ct_load(CT_STATE), CT_STATE_NEW, CMP_NEQ)
     if word == "fib" and words.peek(1) in FIB_ADDRESSES and words.peek(2) == "type" and words.peek(3) == "local":
         flags = FIB_ADDRESSES[words.peek(1)]
         words.at += 4
@@ -282,10 +290,7 @@ def _statement(words: _Words, port_protocols: Mapping[str, str]) -> list[bytes]:
         modulus = int(words.next())
         if not words.take("==", "0"):
             raise UnsupportedRule(f"numgen test {words.rest()!r}")
-        return [
-            expression("numgen", be32(1, 1), be32(2, modulus), be32(3, NUMGEN_RANDOM), be32(4, 0)),
-            compare(struct.pack("=I", 0)),
-        ]
+        return [random_number(modulus), compare(struct.pack("=I", 0))]
     if (
         word == "update"
         and words.peek(1).startswith("@")

@@ -121,6 +121,11 @@ HOOKED_CHAINS = frozenset(name for name, *_ in BASE_CHAINS)
 PORT_PROTOCOLS = {f"{SERVICE_ENDPOINTS}{proto}": proto for proto in PROTOCOLS}
 
 
+def kproxy_batch() -> Batch:
+    """An empty netlink batch for kproxy's table."""
+    return Batch.for_table(TABLE.split()[1], PORT_PROTOCOLS)
+
+
 def element_fields(name: str) -> tuple[tuple[str, ...], str | tuple[str, ...] | None]:
     """The layout of a set's elements (see SetSpec); every `spread-` set holds service keys."""
     if name.startswith(SPREAD):
@@ -512,7 +517,7 @@ class FullSync:
         """The same transaction as one netlink batch, declarations aside (UnsupportedRule for a rule the compiler
         does not know)."""
         wanted, stale_chains = self.wanted, self.stale_chains
-        batch = Batch.for_table(TABLE.split()[1], PORT_PROTOCOLS)
+        batch = kproxy_batch()
         for name, timeout in sorted(wanted.timeout_sets.items()):
             batch.add_timeout_set(name, timeout)
         for name in wanted.chains:
@@ -565,11 +570,9 @@ class Nft:
             log.info("sending changes with nft -f: %s", err)
             self.apply(render_changes(changes))
             return
-        declarations = [
-            _declare_set(name, "") for verb, name, *_ in changes if verb == "add set" and name.startswith(SPREAD)
-        ]
-        if declarations:
-            self.apply("".join(f"{line}\n" for line in declarations))
+        self.declare(
+            [_declare_set(name, "") for verb, name, *_ in changes if verb == "add set" and name.startswith(SPREAD)]
+        )
         self.netlink.send(batch)
 
     def apply_full(self, full: FullSync) -> None:
@@ -581,10 +584,13 @@ class Nft:
             log.info("sending the full sync with nft -f: %s", err)
             self.apply(full.script())
             return
-        declarations = full.undeclared_spread_sets()
-        if declarations:
-            self.apply("\n".join(declarations) + "\n")
+        self.declare(full.undeclared_spread_sets())
         self.netlink.send(batch)
+
+    def declare(self, declarations: Sequence[str]) -> None:
+        """Sets a batch is about to use, by `nft -f` (nothing to run when there are none)."""
+        if declarations:
+            self.apply("".join(f"{line}\n" for line in declarations))
 
     def list_names(self, declarations: Sequence[str] = ()) -> tuple[set[str], set[str]]:
         """Names of the chains and of the sets (not maps) table `ip kproxy` holds, after `declarations`, all in
@@ -832,7 +838,7 @@ def render_changes(changes: Sequence[Change]) -> str:
 def change_batch(changes: Sequence[Change]) -> Batch:
     """The same changes as one nf_tables netlink batch, but for declaring `spread-` sets, which `Nft.apply_changes`
     leaves to `nft -f` first, as full syncs do (UnsupportedRule for what it cannot encode)."""
-    batch = Batch.for_table(TABLE.split()[1], PORT_PROTOCOLS)
+    batch = kproxy_batch()
     for verb, *args in changes:
         if verb == "add set":
             if not args[0].startswith(SPREAD):  # a `spread-` set is declared by nft beforehand (`typeof`)
